@@ -1,0 +1,319 @@
+//! The command line: clap's raw `Arguments`, and the checked `Invocation` the rest of the program
+//! works from (the split ripgrep and just make between low-level and high-level arguments).
+
+use std::collections::BTreeMap;
+use std::io::IsTerminal;
+use std::path::PathBuf;
+
+use clap::{Parser, ValueEnum};
+use indexmap::IndexMap;
+
+use crate::error::{fail, Kind};
+
+/// The public python image the shipped Dockerfiles build on unless told otherwise.
+pub const DEFAULT_BASE_IMAGE: &str = "python:3.12-slim";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    Text,
+    Json,
+    Dot,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SchemaName {
+    /// The mode files (`host_base_*.yaml`).
+    Mode,
+    /// The JSON plan printed by `--plan --format json`.
+    Plan,
+}
+
+const AFTER_HELP: &str = "\
+Modes shipped: init, upgrade, daemon, single, test, bash, exec, backup, restore, status, logs,
+stop, purge. Any mode a configuration layer defines is valid; `--list` shows them all.
+
+Examples:
+  host_container python minimal single python -c 'print(42)'
+  host_container python minimal --plan single
+  host_container --list
+  host_container --validate my_modes/config/host_base_lint.yaml
+  echo 'python -V' | host_container python minimal bash
+
+Environment:
+  HOST_CONTAINER_BASE_IMAGE  base image of the shipped Dockerfiles (default python:3.12-slim)
+  UPGRADE                    when non-empty, `upgrade` runs before every mode that requires it
+  DOCKER_HOST, DOCKER_CONTEXT are passed on to docker
+
+Exit codes: the job's own code for single, exec, bash and test; otherwise 0 success,
+64 usage, 65 invalid configuration, 66 unknown language/variant/mode, 67 docker not installed,
+68 engine unreachable, 69 base image missing, 70 a step failed, 71 name or volume conflict,
+72 backup/restore refused, 73 daemon not ready, 74 host I/O error, 130 interrupted.";
+
+/// Run programs in host containers: Docker containers pre-configured for one language and one
+/// variant of it, driven by declarative mode files.
+#[derive(Debug, Parser)]
+#[command(name = "host_container", version, after_help = AFTER_HELP)]
+pub struct Arguments {
+    /// The language, e.g. `python`.
+    pub language: Option<String>,
+    /// The variant of the language, e.g. `minimal`.
+    pub variant: Option<String>,
+    /// What to do: init, upgrade, daemon, single, test, bash, exec, backup, restore, …
+    pub mode: Option<String>,
+    /// A command (and its arguments) to run instead of the mode's default script. Each argument
+    /// reaches the container verbatim: nothing is shell-parsed.
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub command: Vec<String>,
+
+    /// Print the plan and execute nothing.
+    #[arg(long)]
+    pub plan: bool,
+    /// The plan's format.
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: Format,
+    /// Make no docker call at all, not even read-only ones (with --plan).
+    #[arg(long)]
+    pub offline: bool,
+    /// An extra configuration layer; repeatable, the last given wins.
+    #[arg(long = "config-dir", value_name = "DIR")]
+    pub config_dirs: Vec<PathBuf>,
+    /// Keeps independent instances of one language and variant apart.
+    #[arg(short = 'x', long, default_value = "default", value_name = "NAME")]
+    pub instance: String,
+    /// A template variable; repeatable. `--set base_image=IMAGE` picks the base image.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub sets: Vec<String>,
+    /// Run up to N independent steps at once.
+    #[arg(short = 'j', long, default_value_t = 1, value_name = "N")]
+    pub jobs: usize,
+    /// After a failure, keep running the steps that do not depend on it.
+    #[arg(long)]
+    pub keep_going: bool,
+    /// The docker context to use (passed to docker as `--context`).
+    #[arg(long, value_name = "NAME")]
+    pub context: Option<String>,
+    /// Where `backup` writes archives and `restore` reads them
+    /// [default: $HOST_CONTAINER_BACKUP_DIR or ./host_container-backups].
+    #[arg(long, value_name = "DIR")]
+    pub backup_dir: Option<PathBuf>,
+    /// Let `backup` replace an existing backup of the same name.
+    #[arg(long)]
+    pub force: bool,
+    /// Answer yes to confirmations (`purge`, `restore` into a running daemon's volume).
+    #[arg(short = 'y', long)]
+    pub yes: bool,
+    /// Write a JUnit XML report of the run's steps to PATH.
+    #[arg(long, value_name = "PATH")]
+    pub junit: Option<PathBuf>,
+    /// Identifies this run in throw-away container names; random unless given, so that plans
+    /// can be compared byte for byte.
+    #[arg(long, env = "HOST_CONTAINER_RUN_ID", value_name = "ID")]
+    pub run_id: Option<String>,
+
+    /// List languages, variants and modes with their descriptions, then exit.
+    #[arg(long)]
+    pub list: bool,
+    /// Check mode files (parse, types, needs, templates) and exit.
+    #[arg(long, value_name = "FILE", num_args = 1..)]
+    pub validate: Vec<PathBuf>,
+    /// Print a JSON Schema and exit.
+    #[arg(long, value_enum, value_name = "WHICH")]
+    pub print_schema: Option<SchemaName>,
+}
+
+/// Everything a run depends on, checked. Templates see these as variables.
+#[derive(Debug, Clone)]
+pub struct Invocation {
+    pub language: String,
+    pub variant: String,
+    pub mode: String,
+    pub instance: String,
+    pub command: Vec<String>,
+    /// `--set` values, in the order given.
+    pub sets: IndexMap<String, String>,
+    pub env: BTreeMap<String, String>,
+    pub uid: u32,
+    pub gid: u32,
+    pub user: String,
+    pub home: String,
+    pub cwd: String,
+    pub tty: bool,
+    pub run_id: String,
+    pub base_image: String,
+    pub backup_dir: PathBuf,
+}
+
+/// Names become parts of docker object names, which allow only these characters (and image
+/// repositories only lowercase).
+pub fn check_name(what: &str, name: &str) -> anyhow::Result<()> {
+    let valid = !name.is_empty()
+        && name.len() <= 64
+        && name.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "_.-".contains(c));
+    if valid {
+        Ok(())
+    } else {
+        fail(
+            Kind::Usage,
+            format!(
+                "{what} `{name}` is not a valid name: use lowercase letters, digits, `_`, `.` and \
+                 `-`, starting with a letter or digit"
+            ),
+        )
+    }
+}
+
+pub fn parse_sets(sets: &[String]) -> anyhow::Result<IndexMap<String, String>> {
+    let mut parsed = IndexMap::new();
+    for set in sets {
+        let Some((key, value)) = set.split_once('=') else {
+            return fail(Kind::Usage, format!("--set {set}: expected KEY=VALUE"));
+        };
+        let identifier = key.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+            && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !identifier {
+            return fail(
+                Kind::Usage,
+                format!("--set {set}: `{key}` is not a template variable name"),
+            );
+        }
+        parsed.insert(key.to_owned(), value.to_owned());
+    }
+    Ok(parsed)
+}
+
+/// A run id unique enough for container names of concurrent runs on one engine.
+fn fresh_run_id() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!("{:x}{:05x}", std::process::id(), nanos & 0xfffff)
+}
+
+impl Invocation {
+    pub fn from_arguments(
+        args: &Arguments,
+        language: String,
+        variant: String,
+        mode: String,
+    ) -> anyhow::Result<Invocation> {
+        check_name("language", &language)?;
+        check_name("variant", &variant)?;
+        check_name("instance", &args.instance)?;
+        let env: BTreeMap<String, String> = std::env::vars_os()
+            .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+            .collect();
+        let sets = parse_sets(&args.sets)?;
+        // SAFETY: getuid/getgid cannot fail and touch no memory of ours.
+        let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+        let user = env
+            .get("USER")
+            .or_else(|| env.get("LOGNAME"))
+            .cloned()
+            .unwrap_or_else(|| uid.to_string());
+        let home = env.get("HOME").cloned().unwrap_or_default();
+        let cwd = std::env::current_dir()
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|_| "/".into());
+        let base_image = sets
+            .get("base_image")
+            .cloned()
+            .or_else(|| {
+                env.get("HOST_CONTAINER_BASE_IMAGE")
+                    .filter(|v| !v.is_empty())
+                    .cloned()
+            })
+            .unwrap_or_else(|| DEFAULT_BASE_IMAGE.to_owned());
+        let backup_dir = args
+            .backup_dir
+            .clone()
+            .or_else(|| {
+                env.get("HOST_CONTAINER_BACKUP_DIR")
+                    .filter(|v| !v.is_empty())
+                    .map(PathBuf::from)
+            })
+            .unwrap_or_else(|| PathBuf::from("host_container-backups"));
+        let backup_dir = if backup_dir.is_absolute() {
+            backup_dir
+        } else {
+            std::path::Path::new(&cwd).join(backup_dir)
+        };
+        let run_id = match &args.run_id {
+            Some(id) => {
+                check_name("run id", id)?;
+                id.clone()
+            }
+            None => fresh_run_id(),
+        };
+        Ok(Invocation {
+            language,
+            variant,
+            mode,
+            instance: args.instance.clone(),
+            command: args.command.clone(),
+            sets,
+            env,
+            uid,
+            gid,
+            user,
+            home,
+            cwd,
+            tty: std::io::stdin().is_terminal() && std::io::stdout().is_terminal(),
+            run_id,
+            base_image,
+            backup_dir,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn command_arguments_are_kept_verbatim() {
+        let args = Arguments::try_parse_from([
+            "host_container",
+            "python",
+            "minimal",
+            "single",
+            "python",
+            "-c",
+            "print('a; b')",
+            "--plan",
+        ])
+        .unwrap();
+        assert_eq!(args.command, vec!["python", "-c", "print('a; b')", "--plan"]);
+        assert!(!args.plan);
+    }
+
+    #[test]
+    fn options_before_positionals() {
+        let args = Arguments::try_parse_from([
+            "host_container",
+            "--plan",
+            "-x",
+            "two",
+            "python",
+            "minimal",
+            "init",
+        ])
+        .unwrap();
+        assert!(args.plan);
+        assert_eq!(args.instance, "two");
+        assert!(args.command.is_empty());
+    }
+
+    #[test]
+    fn names_and_sets_are_checked() {
+        assert!(check_name("instance", "ci-1.a_b").is_ok());
+        assert!(check_name("instance", "Bad").is_err());
+        assert!(check_name("instance", "-x").is_err());
+        assert!(parse_sets(&["port=80".into()]).is_ok());
+        assert!(parse_sets(&["port".into()]).is_err());
+        assert!(parse_sets(&["a-b=1".into()]).is_err());
+    }
+}

@@ -1,0 +1,361 @@
+//! The configuration layers and which file wins.
+//!
+//! Lowest to highest: the defaults embedded in the binary, `<installdir>/etc/docker_meta/
+//! host_container`, `$HOME/.docker_meta/host_container`, then each `--config-dir` in order. A file
+//! in a higher layer shadows the file with the same relative path below it, and every file found
+//! remembers its layer, so plans can say where each step came from.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use include_dir::{include_dir, Dir};
+use sha2::{Digest, Sha256};
+
+use crate::error::{fail, Error, Kind};
+
+/// The shipped configuration, so that `cargo install` alone gives a working tool.
+static BUILTIN: Dir<'static> = include_dir!("$CARGO_MANIFEST_DIR/etc/docker_meta/host_container");
+
+/// Where a layer lives below an installation prefix or a home directory.
+pub const LAYER_SUBDIR: &str = "etc/docker_meta/host_container";
+
+#[derive(Debug, Clone)]
+pub struct Layer {
+    /// `builtin`, `installdir`, `home`, or `config-dir N`.
+    pub name: String,
+    pub root: PathBuf,
+}
+
+/// A file found in the layers: its path on disk and the layer it came from.
+#[derive(Debug, Clone)]
+pub struct Found {
+    pub path: PathBuf,
+    pub layer: String,
+    /// The path relative to the layer's root, the same in every layer.
+    pub relative: PathBuf,
+}
+
+#[derive(Debug, Clone)]
+pub struct Layers {
+    /// Lowest priority first.
+    layers: Vec<Layer>,
+    cache_dir: PathBuf,
+}
+
+/// Where host_container keeps materialized files: `$HOST_CONTAINER_CACHE_DIR`,
+/// `$XDG_CACHE_HOME/host_container`, `$HOME/.cache/host_container`, or a per-user temp dir.
+pub fn cache_dir(env: &BTreeMap<String, String>, uid: u32) -> PathBuf {
+    let non_empty = |key: &str| env.get(key).filter(|v| !v.is_empty());
+    if let Some(dir) = non_empty("HOST_CONTAINER_CACHE_DIR") {
+        PathBuf::from(dir)
+    } else if let Some(dir) = non_empty("XDG_CACHE_HOME") {
+        Path::new(dir).join("host_container")
+    } else if let Some(home) = non_empty("HOME") {
+        Path::new(home).join(".cache/host_container")
+    } else {
+        std::env::temp_dir().join(format!("host_container-{uid}"))
+    }
+}
+
+impl Layers {
+    /// The layers for this invocation. `config_dirs` must exist; the other layers are optional.
+    pub fn discover(
+        config_dirs: &[PathBuf],
+        home: Option<&Path>,
+        installdir: Option<&Path>,
+        cache_dir: PathBuf,
+    ) -> anyhow::Result<Layers> {
+        let mut layers = vec![Layer {
+            name: "builtin".into(),
+            root: materialize_builtin(&cache_dir)?,
+        }];
+        if let Some(prefix) = installdir {
+            let root = prefix.join(LAYER_SUBDIR);
+            if root.is_dir() {
+                layers.push(Layer {
+                    name: "installdir".into(),
+                    root,
+                });
+            }
+        }
+        if let Some(home) = home {
+            let root = home.join(".docker_meta/host_container");
+            if root.is_dir() {
+                layers.push(Layer {
+                    name: "home".into(),
+                    root,
+                });
+            }
+        }
+        for (index, dir) in config_dirs.iter().enumerate() {
+            if !dir.is_dir() {
+                return fail(
+                    Kind::Usage,
+                    format!("--config-dir {}: no such directory", dir.display()),
+                );
+            }
+            let root = fs::canonicalize(dir)
+                .with_context(|| format!("resolving --config-dir {}", dir.display()))?;
+            layers.push(Layer {
+                name: format!("config-dir {}", index + 1),
+                root,
+            });
+        }
+        Ok(Layers { layers, cache_dir })
+    }
+
+    pub fn layers(&self) -> &[Layer] {
+        &self.layers
+    }
+
+    /// The highest-priority file at `relative`.
+    pub fn find(&self, relative: &Path) -> Option<Found> {
+        self.layers.iter().rev().find_map(|layer| {
+            let path = layer.root.join(relative);
+            path.is_file().then(|| Found {
+                path,
+                layer: layer.name.clone(),
+                relative: relative.to_owned(),
+            })
+        })
+    }
+
+    /// The file defining `mode` for a language and variant. Layer priority comes first; inside
+    /// one layer the variant's own file beats the generic one.
+    pub fn mode_file(&self, language: &str, variant: &str, mode: &str) -> Option<Found> {
+        let file = format!("host_base_{mode}.yaml");
+        let specific = Path::new(language).join("config").join(variant).join(&file);
+        let generic = Path::new("config").join(&file);
+        self.layers.iter().rev().find_map(|layer| {
+            [&specific, &generic].into_iter().find_map(|relative| {
+                let path = layer.root.join(relative);
+                path.is_file().then(|| Found {
+                    path,
+                    layer: layer.name.clone(),
+                    relative: relative.clone(),
+                })
+            })
+        })
+    }
+
+    /// Every mode defined for a language and variant, sorted by name.
+    pub fn modes(&self, language: &str, variant: &str) -> Vec<String> {
+        let mut modes = BTreeSet::new();
+        for layer in &self.layers {
+            for dir in [
+                layer.root.join("config"),
+                layer.root.join(language).join("config").join(variant),
+            ] {
+                for name in entries(&dir) {
+                    if let Some(mode) = name
+                        .strip_prefix("host_base_")
+                        .and_then(|rest| rest.strip_suffix(".yaml"))
+                    {
+                        modes.insert(mode.to_owned());
+                    }
+                }
+            }
+        }
+        modes.into_iter().collect()
+    }
+
+    /// Languages: top-level directories with `services/` or `hosts/` in any layer.
+    pub fn languages(&self) -> Vec<String> {
+        let mut languages = BTreeSet::new();
+        for layer in &self.layers {
+            for name in entries(&layer.root) {
+                let dir = layer.root.join(&name);
+                if dir.join("services").is_dir() || dir.join("hosts").is_dir() {
+                    languages.insert(name);
+                }
+            }
+        }
+        languages.into_iter().collect()
+    }
+
+    /// Variants of a language: directories below its `services/` or `hosts/` in any layer.
+    pub fn variants(&self, language: &str) -> Vec<String> {
+        let mut variants = BTreeSet::new();
+        for layer in &self.layers {
+            for kind in ["services", "hosts"] {
+                let dir = layer.root.join(language).join(kind);
+                variants.extend(entries(&dir).into_iter().filter(|n| dir.join(n).is_dir()));
+            }
+        }
+        variants.into_iter().collect()
+    }
+
+    /// The directory at `relative` as the union of all layers, higher layers shadowing files of
+    /// the same relative path. When one layer provides every file, that layer's directory is used
+    /// as it is; otherwise the union is materialized once into the cache, keyed by content.
+    pub fn merged_dir(&self, relative: &Path) -> anyhow::Result<Option<PathBuf>> {
+        let mut files: BTreeMap<PathBuf, (usize, PathBuf)> = BTreeMap::new();
+        for (index, layer) in self.layers.iter().enumerate() {
+            let root = layer.root.join(relative);
+            if root.is_dir() {
+                for file in walk_files(&root)? {
+                    let inner = file.strip_prefix(&root).unwrap_or(&file).to_owned();
+                    files.insert(inner, (index, file));
+                }
+            }
+        }
+        let contributing: BTreeSet<usize> = files.values().map(|(index, _)| *index).collect();
+        match contributing.len() {
+            0 => Ok(self
+                .layers
+                .iter()
+                .rev()
+                .map(|layer| layer.root.join(relative))
+                .find(|dir| dir.is_dir())),
+            1 => {
+                let index = *contributing.iter().next().unwrap_or(&0);
+                Ok(Some(self.layers[index].root.join(relative)))
+            }
+            _ => {
+                let mut entries = Vec::new();
+                for (inner, (_, path)) in &files {
+                    let bytes =
+                        fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+                    entries.push((inner.clone(), bytes, is_executable(path)));
+                }
+                let hash = content_hash(
+                    entries
+                        .iter()
+                        .map(|(p, b, x)| (p.to_string_lossy().into_owned(), b.as_slice(), *x)),
+                );
+                let target = self.cache_dir.join(format!("merged-{}", &hash[..16]));
+                write_tree_once(&target, &entries)?;
+                Ok(Some(target))
+            }
+        }
+    }
+}
+
+fn entries(dir: &Path) -> Vec<String> {
+    let Ok(read) = fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut names: Vec<String> = read
+        .filter_map(|entry| entry.ok())
+        .filter_map(|entry| entry.file_name().into_string().ok())
+        .filter(|name| !name.starts_with('.'))
+        .collect();
+    names.sort();
+    names
+}
+
+/// Every file below `root`, sorted, following no symlinked directories.
+pub fn walk_files(root: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    let mut pending = vec![root.to_owned()];
+    while let Some(dir) = pending.pop() {
+        for entry in fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))? {
+            let entry = entry?;
+            let kind = entry.file_type()?;
+            if kind.is_dir() {
+                pending.push(entry.path());
+            } else {
+                files.push(entry.path());
+            }
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+pub fn is_executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    fs::metadata(path).is_ok_and(|m| m.permissions().mode() & 0o111 != 0)
+}
+
+fn content_hash<'a>(entries: impl Iterator<Item = (String, &'a [u8], bool)>) -> String {
+    let mut hasher = Sha256::new();
+    for (path, bytes, executable) in entries {
+        hasher.update((path.len() as u64).to_le_bytes());
+        hasher.update(path.as_bytes());
+        hasher.update((bytes.len() as u64).to_le_bytes());
+        hasher.update(bytes);
+        hasher.update([u8::from(executable)]);
+    }
+    hex(&hasher.finalize())
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Builtin files that must be executable inside containers (scripts mounted at /data).
+fn builtin_is_executable(path: &Path) -> bool {
+    path.components().any(|c| c.as_os_str() == "hosts")
+        && !path.extension().is_some_and(|e| e == "txt")
+}
+
+fn builtin_entries() -> Vec<(PathBuf, Vec<u8>, bool)> {
+    let mut entries = Vec::new();
+    let mut pending = vec![&BUILTIN];
+    while let Some(dir) = pending.pop() {
+        pending.extend(dir.dirs());
+        for file in dir.files() {
+            let path = file.path().to_owned();
+            let executable = builtin_is_executable(&path);
+            entries.push((path, file.contents().to_vec(), executable));
+        }
+    }
+    entries.sort();
+    entries
+}
+
+/// Writes the embedded layer to `<cache>/builtin-<hash>` unless it is already there.
+fn materialize_builtin(cache_dir: &Path) -> anyhow::Result<PathBuf> {
+    let entries = builtin_entries();
+    let hash = content_hash(
+        entries
+            .iter()
+            .map(|(p, b, x)| (p.to_string_lossy().into_owned(), b.as_slice(), *x)),
+    );
+    let target = cache_dir.join(format!("builtin-{}", &hash[..16]));
+    write_tree_once(&target, &entries)?;
+    Ok(target)
+}
+
+/// Writes `entries` below `target` through a temporary directory renamed into place, so a
+/// concurrent run or an interrupted one never sees half a tree. Content-keyed names mean an
+/// existing target is already right.
+fn write_tree_once(target: &Path, entries: &[(PathBuf, Vec<u8>, bool)]) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    if target.is_dir() {
+        return Ok(());
+    }
+    let parent = target.parent().unwrap_or(Path::new("."));
+    fs::create_dir_all(parent)
+        .map_err(|e| Error::new(Kind::Io, format!("creating {}: {e}", parent.display())))?;
+    let staging = parent.join(format!(
+        ".{}.{}",
+        target.file_name().unwrap_or_default().to_string_lossy(),
+        std::process::id()
+    ));
+    let _ = fs::remove_dir_all(&staging);
+    for (relative, bytes, executable) in entries {
+        let path = staging.join(relative);
+        if let Some(dir) = path.parent() {
+            fs::create_dir_all(dir)?;
+        }
+        let mut file = fs::File::create(&path)
+            .with_context(|| format!("writing {}", path.display()))?;
+        file.write_all(bytes)?;
+        let mode = if *executable { 0o755 } else { 0o644 };
+        fs::set_permissions(&path, fs::Permissions::from_mode(mode))?;
+    }
+    match fs::rename(&staging, target) {
+        Ok(()) => Ok(()),
+        // Another process won the race with the same content.
+        Err(_) if target.is_dir() => {
+            let _ = fs::remove_dir_all(&staging);
+            Ok(())
+        }
+        Err(e) => Err(Error::new(Kind::Io, format!("creating {}: {e}", target.display())).into()),
+    }
+}

@@ -1,0 +1,212 @@
+//! Errors a user can meet, each with a documented exit code and, where a file is involved, the
+//! `file:line:col` it points at.
+//!
+//! Everything below `main` returns `anyhow::Result`; the errors that decide an exit code or carry
+//! a position are this module's `Error`, found again in the chain by `exit_code_of`.
+
+use std::fmt;
+use std::path::Path;
+
+/// What went wrong, which decides the exit code. The numbers follow sysexits(3) where it has a
+/// fitting one, so they stay clear of the small codes that jobs (passed through) tend to use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Bad command line.
+    Usage,
+    /// A mode file or another configuration file is invalid.
+    Config,
+    /// An unknown language, variant or mode.
+    NotFound,
+    /// The `docker` program is not installed.
+    DockerMissing,
+    /// The Docker engine did not answer.
+    EngineUnreachable,
+    /// The base image of a build is neither present nor pullable.
+    BaseImageMissing,
+    /// A step (a build, a script) failed.
+    StepFailed,
+    /// A name or volume is held by something else.
+    Conflict,
+    /// A backup or restore was refused to keep data safe.
+    Refused,
+    /// A daemon exited or never became ready.
+    NotReady,
+    /// Ctrl-C or SIGTERM.
+    Interrupted,
+    /// Reading or writing a host file failed.
+    Io,
+}
+
+impl Kind {
+    pub fn exit_code(self) -> u8 {
+        match self {
+            Kind::Usage => 64,
+            Kind::Config => 65,
+            Kind::NotFound => 66,
+            Kind::DockerMissing => 67,
+            Kind::EngineUnreachable => 68,
+            Kind::BaseImageMissing => 69,
+            Kind::StepFailed => 70,
+            Kind::Conflict => 71,
+            Kind::Refused => 72,
+            Kind::NotReady => 73,
+            Kind::Io => 74,
+            Kind::Interrupted => 130,
+        }
+    }
+}
+
+/// A position in a configuration file; lines and columns count from 1.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Location {
+    pub file: String,
+    pub line: usize,
+    pub col: usize,
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}:{}", self.file, self.line, self.col)
+    }
+}
+
+#[derive(Debug)]
+pub struct Error {
+    pub kind: Kind,
+    pub message: String,
+    pub location: Option<Location>,
+    /// The source line the location points into, shown with a caret.
+    pub source_line: Option<String>,
+    /// "did you mean", the list of what exists, the tail of a failed command's output.
+    pub notes: Vec<String>,
+}
+
+impl Error {
+    pub fn new(kind: Kind, message: impl Into<String>) -> Error {
+        Error {
+            kind,
+            message: message.into(),
+            location: None,
+            source_line: None,
+            notes: Vec::new(),
+        }
+    }
+
+    /// Points the error at `line:col` of `file`, quoting the line from `text`.
+    pub fn at(mut self, file: &Path, text: &str, line: usize, col: usize) -> Error {
+        self.location = Some(Location {
+            file: file.display().to_string(),
+            line,
+            col,
+        });
+        self.source_line = text.lines().nth(line.saturating_sub(1)).map(str::to_owned);
+        self
+    }
+
+    pub fn note(mut self, note: impl Into<String>) -> Error {
+        self.notes.push(note.into());
+        self
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)?;
+        if let Some(location) = &self.location {
+            write!(f, "\n  --> {location}")?;
+            if let Some(line) = &self.source_line {
+                let gutter = location.line.to_string().len();
+                write!(f, "\n {:gutter$} |", "")?;
+                write!(f, "\n {} | {}", location.line, line)?;
+                let caret_at = location.col.saturating_sub(1);
+                // Tabs keep their width so the caret lines up under the offending column.
+                let padding: String = line
+                    .chars()
+                    .take(caret_at)
+                    .map(|c| if c == '\t' { '\t' } else { ' ' })
+                    .collect();
+                write!(f, "\n {:gutter$} | {padding}^", "")?;
+            }
+        }
+        for note in &self.notes {
+            write!(f, "\n  = {note}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for Error {}
+
+/// Shorthand for returning an `Error` of `kind` from a function that returns `anyhow::Result`.
+pub fn fail<T>(kind: Kind, message: impl Into<String>) -> anyhow::Result<T> {
+    Err(Error::new(kind, message).into())
+}
+
+/// The exit code an error chain asks for: the first `Error` in it decides, anything else is an
+/// I/O-level failure of host_container itself.
+pub fn exit_code_of(error: &anyhow::Error) -> u8 {
+    error
+        .chain()
+        .find_map(|cause| cause.downcast_ref::<Error>())
+        .map_or(Kind::Io.exit_code(), |e| e.kind.exit_code())
+}
+
+/// The closest of `candidates` to `word`, if it is close enough to be a likely typo.
+pub fn did_you_mean<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    candidates
+        .into_iter()
+        .map(|candidate| (levenshtein(word, candidate), candidate))
+        // A third of the word's length (at least 1, at most 3 edits) catches transpositions and a
+        // dropped letter without suggesting unrelated short words.
+        .filter(|(distance, _)| *distance <= (word.chars().count() / 3).clamp(1, 3))
+        .min_by_key(|(distance, _)| *distance)
+        .map(|(_, candidate)| candidate)
+}
+
+fn levenshtein(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut previous: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut current = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let substitution = previous[j] + usize::from(ca != *cb);
+            current.push(substitution.min(previous[j + 1] + 1).min(current[j] + 1));
+        }
+        previous = current;
+    }
+    previous[b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn suggests_close_words_only() {
+        let keys = ["docker", "needs", "description", "inputs"];
+        assert_eq!(did_you_mean("dockr", keys), Some("docker"));
+        assert_eq!(did_you_mean("need", keys), Some("needs"));
+        assert_eq!(did_you_mean("zzz", keys), None);
+    }
+
+    #[test]
+    fn renders_location_with_caret() {
+        let error = Error::new(Kind::Config, "unknown key `dockr`").at(
+            Path::new("m.yaml"),
+            "steps:\n  job:\n    dockr: []\n",
+            3,
+            5,
+        );
+        let text = error.to_string();
+        assert!(text.contains("--> m.yaml:3:5"), "{text}");
+        assert!(text.contains(" 3 |     dockr: []"), "{text}");
+        assert!(text.ends_with("|     ^"), "{text}");
+    }
+
+    #[test]
+    fn exit_code_found_through_context() {
+        let error = anyhow::Error::from(Error::new(Kind::Conflict, "taken")).context("while starting");
+        assert_eq!(exit_code_of(&error), 71);
+        assert_eq!(exit_code_of(&anyhow::anyhow!("plain")), 74);
+    }
+}

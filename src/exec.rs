@@ -1,0 +1,725 @@
+//! Running a plan: steps in topological order through duct (argv, no shell), up to `--jobs` at
+//! once, output streamed live, failures stopping what depends on them, and Ctrl-C / SIGTERM
+//! leaving no container behind.
+//!
+//! Steps that make state (those with a `done`) run under a per-instance lock, re-probed once the
+//! lock is held, so concurrent invocations never initialize the same instance twice.
+
+use std::collections::VecDeque;
+use std::fs::{self, File};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::PathBuf;
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+
+use crate::cli::Invocation;
+use crate::config;
+use crate::docker;
+use crate::error::{Error, Kind};
+use crate::junit;
+use crate::mode::Output;
+use crate::plan::{docker_head_len, Plan, Status, Step};
+use crate::print::command_line;
+use crate::state;
+
+/// How many lines of a failed step's output the error shows.
+const TAIL_LINES: usize = 20;
+/// How long stopped docker commands get to exit after SIGTERM before SIGKILL.
+const STOP_GRACE: Duration = Duration::from_secs(10);
+
+pub struct Options {
+    pub jobs: usize,
+    pub keep_going: bool,
+    pub junit: Option<PathBuf>,
+    pub yes: bool,
+    pub force: bool,
+}
+
+/// How a step ended.
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    /// Done already; not run.
+    Skipped,
+    Succeeded { seconds: f64 },
+    Failed(Failure),
+    /// Not run because a step it needs failed (or the run stopped).
+    Blocked(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct Failure {
+    pub code: Option<i32>,
+    pub message: String,
+    pub tail: Vec<String>,
+    pub seconds: f64,
+    pub kind: Kind,
+}
+
+enum Event {
+    Finished(usize, Result<f64, Failure>),
+    Signal(i32),
+}
+
+/// The process ids of a running step's current docker command, for stopping it.
+type Running = Arc<Mutex<Vec<u32>>>;
+
+/// Runs the plan and returns the exit code.
+pub fn execute(mut plan: Plan, invocation: &Invocation, options: &Options) -> anyhow::Result<u8> {
+    let (sender, events) = mpsc::channel();
+    let signals = listen_for_signals(sender.clone())?;
+
+    let observed = state::probe(&plan)?;
+    if let Some(conflict) = state::apply(&mut plan, &observed).into_iter().next() {
+        return Err(conflict.into());
+    }
+    confirm(&plan, options)?;
+    let mut outcomes: Vec<Option<Outcome>> = vec![None; plan.steps.len()];
+    let started = Instant::now();
+
+    let stateful = stateful_closure(&plan);
+    let result = if stateful.iter().any(|s| *s) {
+        let lock = InstanceLock::acquire(&plan, invocation)?;
+        // Another invocation may have done the work while we waited: ask the engine again.
+        let observed = state::probe(&plan)?;
+        if let Some(conflict) = state::apply(&mut plan, &observed).into_iter().next() {
+            return Err(conflict.into());
+        }
+        let stateful = stateful_closure(&plan);
+        let first = run_steps(&plan, &stateful, &mut outcomes, options, &sender, &events);
+        drop(lock);
+        match first {
+            Ok(()) => {
+                let rest: Vec<bool> = outcomes.iter().map(Option::is_none).collect();
+                run_steps(&plan, &rest, &mut outcomes, options, &sender, &events)
+            }
+            Err(stop) => Err(stop),
+        }
+    } else {
+        let all = vec![true; plan.steps.len()];
+        run_steps(&plan, &all, &mut outcomes, options, &sender, &events)
+    };
+    signals.close();
+
+    let outcomes: Vec<Outcome> = outcomes
+        .into_iter()
+        .map(|o| o.unwrap_or_else(|| Outcome::Blocked("the run stopped before it".into())))
+        .collect();
+    if let Some(path) = &options.junit {
+        junit::write(path, &plan, &outcomes, started.elapsed().as_secs_f64())?;
+    }
+    if let Err(Stop::Signal(signal)) = result {
+        return Err(Error::new(
+            Kind::Interrupted,
+            format!(
+                "interrupted by {}: running docker commands were stopped",
+                if signal == libc::SIGTERM { "SIGTERM" } else { "SIGINT" }
+            ),
+        )
+        .into());
+    }
+    finish(&plan, &outcomes)
+}
+
+/// Asks the questions of steps that will run and declare `confirm`, unless `--yes` answered.
+fn confirm(plan: &Plan, options: &Options) -> anyhow::Result<()> {
+    use std::io::IsTerminal;
+    for step in plan.steps.iter().filter(|s| s.status == Status::Run) {
+        let Some(question) = &step.confirm else {
+            continue;
+        };
+        if options.yes {
+            continue;
+        }
+        if !std::io::stdin().is_terminal() {
+            return Err(Error::new(
+                Kind::Refused,
+                format!("step `{}` would {question}; refusing without confirmation", step.id),
+            )
+            .note("pass --yes to confirm")
+            .into());
+        }
+        eprint!("host_container: {question}? [y/N] ");
+        let mut answer = String::new();
+        std::io::stdin().read_line(&mut answer)?;
+        if !matches!(answer.trim(), "y" | "Y" | "yes" | "YES" | "Yes") {
+            return Err(Error::new(Kind::Refused, "not confirmed: nothing was changed").into());
+        }
+    }
+    Ok(())
+}
+
+/// Turns the outcomes into the exit code: the job's own code passes through; otherwise the
+/// first failure decides.
+fn finish(plan: &Plan, outcomes: &[Outcome]) -> anyhow::Result<u8> {
+    let failed = plan
+        .steps
+        .iter()
+        .zip(outcomes)
+        .find_map(|(step, outcome)| match outcome {
+            Outcome::Failed(failure) => Some((step, failure)),
+            _ => None,
+        });
+    let Some((step, failure)) = failed else {
+        return Ok(0);
+    };
+    if (step.output == Output::Raw || step.interactive) && failure.kind == Kind::StepFailed {
+        if let Some(code) = failure.code {
+            return Ok(u8::try_from(code).unwrap_or(1));
+        }
+    }
+    let mut error = Error::new(failure.kind, failure.message.clone())
+        .note(format!("command: {}", command_line(&step.argv)));
+    if !failure.tail.is_empty() {
+        error = error.note(format!(
+            "last lines of its output:\n      {}",
+            failure.tail.join("\n      ")
+        ));
+    }
+    let blocked = outcomes
+        .iter()
+        .filter(|o| matches!(o, Outcome::Blocked(_)))
+        .count();
+    if blocked > 0 {
+        error = error.note(format!("{blocked} step(s) that depend on it did not run"));
+    }
+    Err(error.into())
+}
+
+/// Marks the steps that make state and must therefore run under the instance lock: every step
+/// with a `done` that runs, and everything those need.
+fn stateful_closure(plan: &Plan) -> Vec<bool> {
+    let mut marked: Vec<bool> = plan
+        .steps
+        .iter()
+        .map(|s| s.done.is_some() && s.status == Status::Run)
+        .collect();
+    for index in (0..plan.steps.len()).rev() {
+        if marked[index] {
+            for &need in &plan.steps[index].need_indexes {
+                marked[need] = true;
+            }
+        }
+    }
+    marked
+}
+
+enum Stop {
+    Signal(i32),
+    Failed,
+}
+
+/// Runs the `selected` steps of the plan (Kahn's algorithm over the already ordered steps).
+fn run_steps(
+    plan: &Plan,
+    selected: &[bool],
+    outcomes: &mut [Option<Outcome>],
+    options: &Options,
+    sender: &Sender<Event>,
+    events: &Receiver<Event>,
+) -> Result<(), Stop> {
+    let mut running: Vec<(usize, Running)> = Vec::new();
+    let mut failed = false;
+    loop {
+        // Decide every selected step whose needs are settled, in plan order.
+        let mut started_any = false;
+        for index in 0..plan.steps.len() {
+            if !selected[index] || outcomes[index].is_some() || running.iter().any(|(i, _)| *i == index) {
+                continue;
+            }
+            let step = &plan.steps[index];
+            let mut waiting = false;
+            let mut blocked_by = None;
+            for &need in &step.need_indexes {
+                match &outcomes[need] {
+                    None => waiting = true,
+                    Some(Outcome::Failed(_) | Outcome::Blocked(_)) => {
+                        blocked_by = Some(plan.steps[need].id.clone())
+                    }
+                    Some(_) => {}
+                }
+            }
+            if let Some(need) = blocked_by {
+                outcomes[index] = Some(Outcome::Blocked(format!("`{need}` did not succeed")));
+                continue;
+            }
+            if waiting {
+                continue;
+            }
+            if step.status == Status::Skip {
+                outcomes[index] = Some(Outcome::Skipped);
+                continue;
+            }
+            if failed && !options.keep_going {
+                continue;
+            }
+            let exclusive = step.interactive || running.iter().any(|(i, _)| plan.steps[*i].interactive);
+            if running.len() >= options.jobs || (exclusive && !running.is_empty()) {
+                continue;
+            }
+            let pids: Running = Arc::default();
+            spawn_step(plan, index, pids.clone(), sender.clone());
+            running.push((index, pids));
+            started_any = true;
+        }
+        if running.is_empty() {
+            if started_any {
+                continue;
+            }
+            break;
+        }
+        match events.recv() {
+            Ok(Event::Finished(index, result)) => {
+                running.retain(|(i, _)| *i != index);
+                outcomes[index] = Some(match result {
+                    Ok(seconds) => Outcome::Succeeded { seconds },
+                    Err(failure) => {
+                        failed = true;
+                        Outcome::Failed(failure)
+                    }
+                });
+            }
+            Ok(Event::Signal(signal)) => {
+                let interactive = running.iter().any(|(i, _)| plan.steps[*i].interactive);
+                // At a terminal, Ctrl-C belongs to the interactive program.
+                if signal == libc::SIGINT && interactive {
+                    continue;
+                }
+                stop_running(plan, &running, events);
+                for (index, _) in &running {
+                    outcomes[*index] = Some(Outcome::Blocked("interrupted".into()));
+                }
+                return Err(Stop::Signal(signal));
+            }
+            Err(_) => break,
+        }
+    }
+    if failed {
+        Err(Stop::Failed)
+    } else {
+        Ok(())
+    }
+}
+
+/// The container a `docker run`/`create` argv names with `--name`, if any.
+fn container_name(argv: &[String]) -> Option<String> {
+    let args = &argv[docker_head_len(argv)..];
+    let sub = args.first()?.as_str();
+    let creates = matches!(sub, "run" | "create")
+        || (sub == "container" && matches!(args.get(1).map(String::as_str), Some("run" | "create")));
+    if !creates {
+        return None;
+    }
+    let mut iter = args.iter();
+    while let Some(arg) = iter.next() {
+        if arg == "--name" {
+            return iter.next().cloned();
+        }
+        if let Some(name) = arg.strip_prefix("--name=") {
+            return Some(name.to_owned());
+        }
+    }
+    None
+}
+
+/// Stops every running step: removes the containers they started (which also ends `docker
+/// run`), sends SIGTERM to the docker commands, and SIGKILL to any still there after a grace.
+fn stop_running(plan: &Plan, running: &[(usize, Running)], events: &Receiver<Event>) {
+    for (index, pids) in running {
+        let step = &plan.steps[*index];
+        if let Some(name) = container_name(&step.argv) {
+            let mut remove = step.argv[..docker_head_len(&step.argv)].to_vec();
+            remove.extend(["rm".to_owned(), "--force".to_owned(), name]);
+            let _ = docker::capture(&remove);
+        }
+        signal_all(pids, libc::SIGTERM);
+    }
+    let deadline = Instant::now() + STOP_GRACE;
+    let mut left: Vec<usize> = running.iter().map(|(i, _)| *i).collect();
+    while !left.is_empty() {
+        let now = Instant::now();
+        if now >= deadline {
+            for (index, pids) in running {
+                if left.contains(index) {
+                    signal_all(pids, libc::SIGKILL);
+                }
+            }
+            break;
+        }
+        if let Ok(Event::Finished(index, _)) = events.recv_timeout(deadline - now) {
+            left.retain(|i| *i != index);
+        }
+    }
+}
+
+fn signal_all(pids: &Running, signal: i32) {
+    for pid in pids.lock().map(|p| p.clone()).unwrap_or_default() {
+        // SAFETY: kill(2) with a pid we started; a stale pid at worst gets ESRCH.
+        unsafe {
+            libc::kill(pid as libc::pid_t, signal);
+        }
+    }
+}
+
+fn listen_for_signals(sender: Sender<Event>) -> anyhow::Result<signal_hook::iterator::Handle> {
+    let mut signals = signal_hook::iterator::Signals::new([libc::SIGINT, libc::SIGTERM])?;
+    let handle = signals.handle();
+    std::thread::spawn(move || {
+        for signal in signals.forever() {
+            if sender.send(Event::Signal(signal)).is_err() {
+                break;
+            }
+        }
+    });
+    Ok(handle)
+}
+
+fn spawn_step(plan: &Plan, index: usize, pids: Running, sender: Sender<Event>) {
+    let step = plan.steps[index].clone();
+    let announce = step.output != Output::Raw && !step.interactive;
+    if announce {
+        eprintln!("==> {}: {}", step.id, step.reason);
+    }
+    std::thread::spawn(move || {
+        let started = Instant::now();
+        let result = run_step(&step, &pids).map(|()| started.elapsed().as_secs_f64());
+        let result = result.map_err(|mut failure| {
+            failure.seconds = started.elapsed().as_secs_f64();
+            failure
+        });
+        let _ = sender.send(Event::Finished(index, result));
+    });
+}
+
+fn failure(kind: Kind, code: Option<i32>, message: String, tail: Vec<String>) -> Failure {
+    Failure {
+        code,
+        message,
+        tail,
+        seconds: 0.0,
+        kind,
+    }
+}
+
+/// Runs one step: its `before` commands, its argv, its readiness check, then its `after`
+/// commands (which record it as done, so they run only after everything else succeeded).
+fn run_step(step: &Step, pids: &Running) -> Result<(), Failure> {
+    for before in &step.before {
+        run_captured(step, before, pids)?;
+    }
+    let (code, tail) = run_main(step, pids)?;
+    if code != Some(0) {
+        let tail_text = tail.join("\n");
+        let mut kind = docker::classify(&tail_text).unwrap_or(Kind::StepFailed);
+        let mut message = match code {
+            Some(code) => format!("step `{}` failed with exit code {code}", step.id),
+            None => format!("step `{}` was killed by a signal", step.id),
+        };
+        if kind == Kind::StepFailed && !step.uses_images.is_empty() && step.reason.contains("not present locally") {
+            kind = Kind::BaseImageMissing;
+            message = format!(
+                "step `{}` failed, and {} is not present in the engine and could not be pulled",
+                step.id,
+                step.uses_images.join(", ")
+            );
+        }
+        return Err(Failure {
+            code,
+            message,
+            tail,
+            seconds: 0.0,
+            kind,
+        });
+    }
+    if let Some(ready) = &step.ready {
+        crate::exec::ready::wait(step, ready, pids)?;
+    }
+    for after in &step.after {
+        run_captured(step, after, pids)?;
+    }
+    Ok(())
+}
+
+/// Runs a helper command of a step with captured output.
+fn run_captured(step: &Step, argv: &[String], pids: &Running) -> Result<(), Failure> {
+    let expression = duct::cmd(&argv[0], &argv[1..])
+        .stdin_null()
+        .stderr_to_stdout()
+        .stdout_capture()
+        .unchecked();
+    let handle = expression.start().map_err(|e| spawn_failure(&argv[0], e))?;
+    *pids.lock().unwrap_or_else(|p| p.into_inner()) = handle.pids();
+    let output = handle
+        .wait()
+        .map_err(|e| failure(Kind::Io, None, format!("waiting for docker: {e}"), vec![]))?;
+    if output.status.success() {
+        return Ok(());
+    }
+    let text = String::from_utf8_lossy(&output.stdout);
+    let tail = last_lines(&text);
+    Err(failure(
+        docker::classify(&text).unwrap_or(Kind::StepFailed),
+        output.status.code(),
+        format!("step `{}`: `{}` failed", step.id, command_line(argv)),
+        tail,
+    ))
+}
+
+fn spawn_failure(program: &str, error: std::io::Error) -> Failure {
+    let error = docker::spawn_error(program, error);
+    let kind = error
+        .downcast_ref::<Error>()
+        .map_or(Kind::Io, |e| e.kind);
+    failure(kind, None, error.to_string(), vec![])
+}
+
+fn last_lines(text: &str) -> Vec<String> {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(TAIL_LINES)..]
+        .iter()
+        .map(|l| (*l).to_owned())
+        .collect()
+}
+
+/// Runs the step's argv with the output handling its `output` and `interactive` ask for.
+/// Returns the exit code and the tail of what it wrote to stderr (or all output, when captured).
+fn run_main(step: &Step, pids: &Running) -> Result<(Option<i32>, Vec<String>), Failure> {
+    let argv = &step.argv;
+    let command = duct::cmd(&argv[0], &argv[1..]).unchecked();
+    let set_pids = |p: Vec<u32>| *pids.lock().unwrap_or_else(|e| e.into_inner()) = p;
+    if step.interactive {
+        let handle = command.start().map_err(|e| spawn_failure(&argv[0], e))?;
+        set_pids(handle.pids());
+        let output = handle
+            .wait()
+            .map_err(|e| failure(Kind::Io, None, e.to_string(), vec![]))?;
+        return Ok((output.status.code(), Vec::new()));
+    }
+    if step.output == Output::Raw {
+        // stdout and stdin stay the user's; stderr is copied through while its tail is kept.
+        let (reader, writer) =
+            os_pipe::pipe().map_err(|e| failure(Kind::Io, None, e.to_string(), vec![]))?;
+        let handle = command
+            .stderr_file(writer)
+            .start()
+            .map_err(|e| spawn_failure(&argv[0], e))?;
+        set_pids(handle.pids());
+        let tail = copy_lines(reader, |line| {
+            let mut stderr = std::io::stderr().lock();
+            let _ = stderr.write_all(line);
+        });
+        let output = handle
+            .wait()
+            .map_err(|e| failure(Kind::Io, None, e.to_string(), vec![]))?;
+        return Ok((output.status.code(), tail));
+    }
+    let reader = command
+        .stdin_null()
+        .stderr_to_stdout()
+        .reader()
+        .map_err(|e| spawn_failure(&argv[0], e))?;
+    set_pids(reader.pids());
+    let prefix = format!("[{}] ", step.id);
+    let quiet = step.output == Output::Quiet;
+    let tail = copy_lines(&reader, |line| {
+        if !quiet {
+            let mut stderr = std::io::stderr().lock();
+            let _ = stderr.write_all(prefix.as_bytes());
+            let _ = stderr.write_all(line);
+        }
+    });
+    let code = reader
+        .try_wait()
+        .ok()
+        .flatten()
+        .and_then(|output| output.status.code());
+    Ok((code, tail))
+}
+
+/// Copies `reader` line by line to `sink`, keeping the last lines (lossily decoded).
+fn copy_lines(reader: impl Read, mut sink: impl FnMut(&[u8])) -> Vec<String> {
+    let mut reader = BufReader::new(reader);
+    let mut tail: VecDeque<String> = VecDeque::with_capacity(TAIL_LINES);
+    let mut line = Vec::new();
+    while let Ok(read) = reader.read_until(b'\n', &mut line) {
+        if read == 0 {
+            break;
+        }
+        if !line.ends_with(b"\n") {
+            line.push(b'\n');
+        }
+        sink(&line);
+        if tail.len() == TAIL_LINES {
+            tail.pop_front();
+        }
+        tail.push_back(String::from_utf8_lossy(&line).trim_end().to_owned());
+        line.clear();
+    }
+    tail.into()
+}
+
+/// An exclusive lock per engine and instance, held while state-making steps run. It is a host
+/// file lock (released by the kernel if we die), keyed by the engine address so different
+/// engines do not wait on each other.
+struct InstanceLock {
+    _file: File,
+}
+
+impl InstanceLock {
+    fn acquire(plan: &Plan, invocation: &Invocation) -> anyhow::Result<InstanceLock> {
+        use std::os::unix::fs::PermissionsExt;
+        let mut key = Sha256::new();
+        for part in [
+            invocation.env.get("DOCKER_HOST").map(String::as_str).unwrap_or(""),
+            invocation.env.get("DOCKER_CONTEXT").map(String::as_str).unwrap_or(""),
+            &plan.steps.first().map(|s| s.argv[..docker_head_len(&s.argv)].join(" ")).unwrap_or_default(),
+            &plan.language,
+            &plan.variant,
+            &plan.instance,
+        ] {
+            key.update(part.as_bytes());
+            key.update([0]);
+        }
+        let dir = std::env::temp_dir().join("host_container-locks");
+        if !dir.is_dir() {
+            fs::create_dir_all(&dir)?;
+            // Shared by every user of the engine, like /tmp itself.
+            let _ = fs::set_permissions(&dir, fs::Permissions::from_mode(0o1777));
+        }
+        let path = dir.join(format!(
+            "{}-{}-{}-{}.lock",
+            plan.language,
+            plan.variant,
+            plan.instance,
+            &config::hex(&key.finalize())[..12]
+        ));
+        let file = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| Error::new(Kind::Io, format!("opening lock {}: {e}", path.display())))?;
+        let _ = fs::set_permissions(&path, fs::Permissions::from_mode(0o666));
+        if file.try_lock().is_err() {
+            eprintln!(
+                "host_container: waiting for another host_container working on {} {} ({})",
+                plan.language, plan.variant, plan.instance
+            );
+            file.lock()
+                .map_err(|e| Error::new(Kind::Io, format!("locking {}: {e}", path.display())))?;
+        }
+        Ok(InstanceLock { _file: file })
+    }
+}
+
+pub mod ready {
+    //! Waiting for a started daemon to become ready: a command in its container, a TCP port,
+    //! and all the while checking that the container still runs.
+
+    use std::net::{TcpStream, ToSocketAddrs};
+    use std::time::{Duration, Instant};
+
+    use super::{failure, last_lines, Failure, Running};
+    use crate::docker;
+    use crate::error::Kind;
+    use crate::mode::Ready;
+    use crate::plan::{docker_head_len, Step};
+
+    /// The pause between two readiness checks: short enough to return soon after the daemon
+    /// is up, long enough not to load the engine.
+    const POLL: Duration = Duration::from_millis(200);
+
+    pub fn wait(step: &Step, ready: &Ready, _pids: &Running) -> Result<(), Failure> {
+        let Some(name) = super::container_name(&step.argv) else {
+            return Ok(());
+        };
+        let head = step.argv[..docker_head_len(&step.argv)].to_vec();
+        let deadline = Instant::now() + Duration::from_secs(ready.timeout);
+        loop {
+            let mut inspect = head.clone();
+            inspect.extend(["inspect".into(), "--format".into(), "{{.State.Running}}".into(), name.clone()]);
+            let running = docker::capture(&inspect)
+                .map(|c| c.stdout.trim() == "true")
+                .unwrap_or(false);
+            if !running {
+                return Err(not_ready(step, &head, &name, "the daemon exited"));
+            }
+            let command_ok = ready.command.is_empty() || {
+                let mut exec = head.clone();
+                exec.extend(["exec".into(), name.clone()]);
+                exec.extend(ready.command.iter().cloned());
+                docker::capture(&exec).is_ok_and(|c| c.success())
+            };
+            let tcp_ok = ready.tcp.as_ref().is_none_or(|address| port_answers(address));
+            if command_ok && tcp_ok {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(not_ready(
+                    step,
+                    &head,
+                    &name,
+                    &format!("it did not become ready within {} s", ready.timeout),
+                ));
+            }
+            std::thread::sleep(POLL);
+        }
+    }
+
+    fn port_answers(address: &str) -> bool {
+        let address = if address.contains(':') {
+            address.to_owned()
+        } else {
+            format!("127.0.0.1:{address}")
+        };
+        address
+            .to_socket_addrs()
+            .ok()
+            .into_iter()
+            .flatten()
+            .any(|a| TcpStream::connect_timeout(&a, Duration::from_millis(500)).is_ok())
+    }
+
+    fn not_ready(step: &Step, head: &[String], name: &str, why: &str) -> Failure {
+        let mut logs = head.to_vec();
+        logs.extend(["logs".into(), "--tail".into(), "20".into(), name.to_owned()]);
+        let tail = docker::capture(&logs)
+            .map(|c| last_lines(&format!("{}{}", c.stdout, c.stderr)))
+            .unwrap_or_default();
+        failure(
+            Kind::NotReady,
+            None,
+            format!("daemon of step `{}` is not ready: {why}", step.id),
+            tail,
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_container_names() {
+        let argv = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            container_name(&argv(&["docker", "run", "--rm", "--name", "x", "img"])),
+            Some("x".into())
+        );
+        assert_eq!(
+            container_name(&argv(&["docker", "--context", "c", "run", "--name=y", "img"])),
+            Some("y".into())
+        );
+        assert_eq!(container_name(&argv(&["docker", "build", "--name=y"])), None);
+    }
+
+    #[test]
+    fn keeps_only_the_tail() {
+        let text: String = (0..50).map(|i| format!("line {i}\n")).collect();
+        let tail = copy_lines(text.as_bytes(), |_| {});
+        assert_eq!(tail.len(), TAIL_LINES);
+        assert_eq!(tail.last().map(String::as_str), Some("line 49"));
+    }
+}

@@ -1,0 +1,158 @@
+//! host_container: run programs in host containers, Docker containers pre-configured for one
+//! language and one variant of it.
+//!
+//! The data flow, one module per stage:
+//!
+//! ```text
+//! cli (argv → Invocation) → config (layers) → mode (files) → template (render)
+//!     → plan (DAG of steps) → state (probe the engine) → print | exec
+//! ```
+//!
+//! Printing and executing consume the same `Plan`, so `--plan` shows exactly what would run.
+
+pub mod cli;
+pub mod config;
+pub mod docker;
+pub mod error;
+pub mod exec;
+pub mod junit;
+pub mod mode;
+pub mod plan;
+pub mod print;
+pub mod state;
+pub mod template;
+pub mod validate;
+pub mod yaml;
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use clap::Parser;
+
+use crate::cli::{Arguments, Invocation, SchemaName};
+use crate::config::Layers;
+use crate::error::{fail, Error, Kind};
+
+/// Runs host_container with `argv` and returns the process exit code.
+pub fn run(argv: impl IntoIterator<Item = std::ffi::OsString>) -> u8 {
+    let args = match Arguments::try_parse_from(argv) {
+        Ok(args) => args,
+        Err(e) => {
+            let _ = e.print();
+            return match e.kind() {
+                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => 0,
+                _ => Kind::Usage.exit_code(),
+            };
+        }
+    };
+    match run_arguments(&args) {
+        Ok(code) => code,
+        Err(error) => {
+            report(&error);
+            error::exit_code_of(&error)
+        }
+    }
+}
+
+fn report(error: &anyhow::Error) {
+    let mut stderr = std::io::stderr().lock();
+    // Our own errors render themselves (position, caret, notes); others show their whole chain.
+    match error.downcast_ref::<Error>() {
+        Some(own) => {
+            let _ = writeln!(stderr, "error: {own}");
+        }
+        None => {
+            let _ = writeln!(stderr, "error: {error:#}");
+        }
+    }
+}
+
+fn layers_for(args: &Arguments, env_home: Option<PathBuf>, cache: PathBuf) -> anyhow::Result<Layers> {
+    let installdir = std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent()?.parent().map(PathBuf::from));
+    Layers::discover(&args.config_dirs, env_home.as_deref(), installdir.as_deref(), cache)
+}
+
+fn run_arguments(args: &Arguments) -> anyhow::Result<u8> {
+    let mut stdout = std::io::stdout().lock();
+    if let Some(which) = args.print_schema {
+        let schema = match which {
+            SchemaName::Mode => mode::schema_json(),
+            SchemaName::Plan => plan::schema_json(),
+        };
+        write_out(&mut stdout, &schema)?;
+        return Ok(0);
+    }
+    let home = std::env::var_os("HOME")
+        .filter(|h| !h.is_empty())
+        .map(PathBuf::from);
+    let env: std::collections::BTreeMap<String, String> = std::env::vars().collect();
+    // SAFETY: getuid cannot fail and touches no memory of ours.
+    let cache = config::cache_dir(&env, unsafe { libc::getuid() });
+    let layers = layers_for(args, home, cache)?;
+
+    if args.list {
+        write_out(&mut stdout, &validate::list(&layers))?;
+        return Ok(0);
+    }
+    if !args.validate.is_empty() {
+        let sets = cli::parse_sets(&args.sets)?;
+        let report = validate::validate_files(&args.validate, &sets)?;
+        write_out(&mut stdout, &report)?;
+        return Ok(0);
+    }
+
+    let (Some(language), Some(variant), Some(mode)) =
+        (args.language.clone(), args.variant.clone(), args.mode.clone())
+    else {
+        return fail(
+            Kind::Usage,
+            "expected LANGUAGE VARIANT MODE (see --help, or --list for what exists)",
+        );
+    };
+    let invocation = Invocation::from_arguments(args, language, variant, mode)?;
+    let mut plan = plan::compile(&invocation, &layers, args.context.as_deref())?;
+
+    if args.plan {
+        if args.offline {
+            plan::mark_offline(&mut plan, "offline");
+        } else {
+            match state::probe(&plan) {
+                Ok(observed) => {
+                    let _ = state::apply(&mut plan, &observed);
+                }
+                Err(e) => {
+                    let why = match e.downcast_ref::<Error>() {
+                        Some(own) => own.message.clone(),
+                        None => e.to_string(),
+                    };
+                    plan::mark_offline(&mut plan, "engine not reachable");
+                    plan.state = format!("unknown: {why}");
+                }
+            }
+        }
+        write_out(&mut stdout, &print::render(&plan, args.format))?;
+        return Ok(0);
+    }
+    if args.offline {
+        return fail(Kind::Usage, "--offline only goes with --plan: running needs the engine");
+    }
+    drop(stdout);
+    let options = exec::Options {
+        jobs: args.jobs.max(1),
+        keep_going: args.keep_going,
+        junit: args.junit.clone(),
+        yes: args.yes,
+        force: args.force,
+    };
+    exec::execute(plan, &invocation, &options)
+}
+
+/// Writes to stdout; a closed pipe (`| head`) is not an error.
+fn write_out(out: &mut impl Write, text: &str) -> anyhow::Result<()> {
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => Ok(other?),
+    }
+}

@@ -1,0 +1,355 @@
+//! The language of mode files (`host_base_<mode>.yaml`): their serde types, the single source of
+//! `schemas/host_base.schema.json`, and the checks that need a whole file (unknown `needs`).
+
+use std::borrow::Cow;
+use std::fmt;
+use std::path::Path;
+
+use indexmap::IndexMap;
+use schemars::{json_schema, JsonSchema, Schema, SchemaGenerator};
+use serde::de::{self, MapAccess, Visitor};
+use serde::{Deserialize, Deserializer, Serialize};
+
+use crate::error::{did_you_mean, Error, Kind};
+use crate::yaml::{self, Document};
+
+/// One mode: what it is for, which modes must run first, and its steps.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ModeFile {
+    /// One line shown by `--list` and in plans.
+    #[serde(default)]
+    pub description: String,
+    /// Modes whose steps join the graph before this mode's steps (e.g. `[init, upgrade]`).
+    #[serde(default)]
+    pub requires: Vec<String>,
+    /// A condition (a template expression) that decides whether this mode joins the graph when
+    /// another mode requires it. A mode requested on the command line always runs.
+    #[serde(default)]
+    pub when: Option<String>,
+    /// When this mode is requested on the command line, its steps run even when they are done
+    /// (`init` and `upgrade`: asking for them means doing them again).
+    #[serde(default)]
+    pub force: bool,
+    /// Template variables with defaults; `--set KEY=VALUE` overrides them.
+    #[serde(default)]
+    pub vars: IndexMap<String, String>,
+    /// The steps, by id. Their order here breaks ties in the execution order.
+    pub steps: IndexMap<String, StepSpec>,
+}
+
+/// One docker invocation and what makes it done.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StepSpec {
+    #[serde(default)]
+    pub description: String,
+    /// Steps that must finish first: ids of this mode, or `mode.step` of a required mode.
+    #[serde(default)]
+    pub needs: Vec<String>,
+    /// The argv after `docker`. Every string is a template; `{splat: EXPR}` inserts each item of
+    /// the list EXPR evaluates to as its own argument.
+    pub docker: Vec<Arg>,
+    /// What makes this step already done; without it, the step always runs.
+    #[serde(default)]
+    #[schemars(with = "Option<DoneSpec>")]
+    pub done: Option<Done>,
+    /// Ask before running this step (a template); `--yes` answers for the user, and without a
+    /// terminal and `--yes` the run is refused.
+    #[serde(default)]
+    pub confirm: Option<String>,
+    /// Files or directories (templates) whose content feeds the step's fingerprint.
+    #[serde(default)]
+    pub inputs: Vec<String>,
+    /// A condition (a template expression); when false, the step is left out.
+    #[serde(default)]
+    pub when: Option<String>,
+    /// The step needs the terminal (stdin, stdout and stderr are the user's).
+    #[serde(default)]
+    pub interactive: bool,
+    /// How the step's output is shown.
+    #[serde(default)]
+    pub output: Output,
+    /// Images (templates) the step needs from the engine, such as the base image of a build.
+    /// When one is missing and the step fails, the error says so.
+    #[serde(default)]
+    pub uses_images: Vec<String>,
+    /// How to tell that a started daemon is ready.
+    #[serde(default)]
+    pub ready: Option<Ready>,
+}
+
+/// How a step's output reaches the user.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Output {
+    /// Each line is prefixed with the step's id, on stderr.
+    #[default]
+    Prefixed,
+    /// The user's own job: stdout and stderr unchanged, stdin passed on, and its exit code
+    /// becomes host_container's.
+    Raw,
+    /// Shown only when the step fails.
+    Quiet,
+}
+
+/// `done:` as written: exactly one of its keys.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(extend("minProperties" = 1, "maxProperties" = 1))]
+pub struct DoneSpec {
+    /// An image with this reference and the step's fingerprint label.
+    pub image: Option<String>,
+    /// A volume of this name. Volumes hold data, so they are never re-created.
+    pub volume: Option<String>,
+    /// A running container of this name with the step's fingerprint label.
+    pub container: Option<String>,
+    /// A stamp of this name recorded after the step succeeded, with its fingerprint.
+    pub stamp: Option<String>,
+}
+
+impl TryFrom<DoneSpec> for Done {
+    type Error = String;
+
+    fn try_from(spec: DoneSpec) -> Result<Done, String> {
+        let mut given = [
+            spec.image.map(Done::Image),
+            spec.volume.map(Done::Volume),
+            spec.container.map(Done::Container),
+            spec.stamp.map(Done::Stamp),
+        ]
+        .into_iter()
+        .flatten();
+        match (given.next(), given.next()) {
+            (Some(done), None) => Ok(done),
+            _ => Err("`done` takes exactly one of `image`, `volume`, `container`, `stamp`".into()),
+        }
+    }
+}
+
+/// The object whose presence (and fingerprint label) makes a step done.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "DoneSpec")]
+pub enum Done {
+    Image(String),
+    Volume(String),
+    Container(String),
+    Stamp(String),
+}
+
+impl Done {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Done::Image(_) => "image",
+            Done::Volume(_) => "volume",
+            Done::Container(_) => "container",
+            Done::Stamp(_) => "stamp",
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        match self {
+            Done::Image(n) | Done::Volume(n) | Done::Container(n) | Done::Stamp(n) => n,
+        }
+    }
+
+    pub fn with_name(&self, name: String) -> Done {
+        match self {
+            Done::Image(_) => Done::Image(name),
+            Done::Volume(_) => Done::Volume(name),
+            Done::Container(_) => Done::Container(name),
+            Done::Stamp(_) => Done::Stamp(name),
+        }
+    }
+}
+
+/// A readiness check for a daemon; either or both of `command` and `tcp`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Ready {
+    /// A command run in the container (`docker exec`) that exits 0 once the daemon is ready.
+    #[serde(default)]
+    pub command: Vec<String>,
+    /// A TCP port on the host (a published port) that accepts connections once ready.
+    #[serde(default)]
+    pub tcp: Option<String>,
+    /// Seconds to wait before giving up.
+    #[serde(default = "default_ready_timeout")]
+    pub timeout: u64,
+}
+
+fn default_ready_timeout() -> u64 {
+    30
+}
+
+/// One element of a step's argv.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Arg {
+    /// A template rendered to exactly one argument (numbers and booleans are taken as text).
+    Text(String),
+    /// An expression evaluating to a list; each item becomes one argument.
+    Splat { splat: String },
+}
+
+impl<'de> Deserialize<'de> for Arg {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Arg, D::Error> {
+        struct ArgVisitor;
+        impl<'de> Visitor<'de> for ArgVisitor {
+            type Value = Arg;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a string or `{splat: EXPRESSION}`")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Arg, E> {
+                Ok(Arg::Text(v.to_owned()))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Arg, E> {
+                Ok(Arg::Text(v.to_string()))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Arg, E> {
+                Ok(Arg::Text(v.to_string()))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Arg, E> {
+                Ok(Arg::Text(v.to_string()))
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<Arg, E> {
+                Ok(Arg::Text(v.to_string()))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Arg, A::Error> {
+                let mut splat = None;
+                while let Some(key) = map.next_key::<String>()? {
+                    if key != "splat" {
+                        return Err(de::Error::unknown_field(&key, &["splat"]));
+                    }
+                    splat = Some(map.next_value::<String>()?);
+                }
+                splat
+                    .map(|splat| Arg::Splat { splat })
+                    .ok_or_else(|| de::Error::missing_field("splat"))
+            }
+        }
+        deserializer.deserialize_any(ArgVisitor)
+    }
+}
+
+impl JsonSchema for Arg {
+    fn schema_name() -> Cow<'static, str> {
+        "Arg".into()
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "description": "One argv element: a template string (numbers and booleans are taken as text), or {splat: EXPRESSION} whose list value becomes one argument per item.",
+            "anyOf": [
+                {"type": ["string", "number", "boolean"]},
+                {
+                    "type": "object",
+                    "properties": {"splat": {"type": "string"}},
+                    "required": ["splat"],
+                    "additionalProperties": false
+                }
+            ]
+        })
+    }
+}
+
+/// The JSON Schema of mode files, as committed in `schemas/host_base.schema.json`.
+pub fn schema_json() -> String {
+    let schema = schemars::schema_for!(ModeFile);
+    serde_json::to_string_pretty(&schema).expect("a schema always serializes") + "\n"
+}
+
+/// Parses and checks one mode file. `text` positions make every error point into the file.
+pub fn load(path: &Path, bytes: &[u8]) -> anyhow::Result<Document<ModeFile>> {
+    let document = yaml::load::<ModeFile>(path, bytes)?;
+    check_needs(path, &document)?;
+    Ok(document)
+}
+
+fn check_needs(path: &Path, document: &Document<ModeFile>) -> anyhow::Result<()> {
+    let steps = &document.value.steps;
+    for (id, step) in steps {
+        for (index, need) in step.needs.iter().enumerate() {
+            // `mode.step` reaches into a required mode; that is checked when the graph is built.
+            if need.contains('.') {
+                continue;
+            }
+            if !steps.contains_key(need) {
+                let index = index.to_string();
+                let (line, col) =
+                    document
+                        .positions
+                        .value(&["steps", id.as_str(), "needs", index.as_str()]);
+                let mut error = Error::new(
+                    Kind::Config,
+                    format!("step `{id}` needs `{need}`, which is not a step of this mode"),
+                )
+                .at(path, &document.text, line, col);
+                if let Some(suggestion) = did_you_mean(need, steps.keys().map(String::as_str)) {
+                    error = error.note(format!("did you mean `{suggestion}`?"));
+                }
+                let known: Vec<&str> = steps.keys().map(String::as_str).collect();
+                return Err(error.note(format!("steps here: {}", known.join(", "))).into());
+            }
+            if need == id {
+                let index = index.to_string();
+                let (line, col) =
+                    document
+                        .positions
+                        .value(&["steps", id.as_str(), "needs", index.as_str()]);
+                return Err(
+                    Error::new(Kind::Config, format!("step `{id}` needs itself (a cycle)"))
+                        .at(path, &document.text, line, col)
+                        .into(),
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> anyhow::Result<ModeFile> {
+        load(Path::new("m.yaml"), text.as_bytes()).map(|d| d.value)
+    }
+
+    fn error_text(text: &str) -> String {
+        format!("{:#}", parse(text).unwrap_err())
+    }
+
+    #[test]
+    fn parses_argv_with_splat_numbers_and_done() {
+        let mode = parse(
+            "steps:\n  job:\n    docker: [run, -p, 8000, {splat: command}]\n    done: {image: x}\n",
+        )
+        .unwrap();
+        let job = &mode.steps["job"];
+        assert_eq!(job.docker[2], Arg::Text("8000".into()));
+        assert_eq!(job.docker[3], Arg::Splat { splat: "command".into() });
+        assert_eq!(job.done, Some(Done::Image("x".into())));
+    }
+
+    #[test]
+    fn unknown_key_names_position_and_suggestion() {
+        let text = error_text("steps:\n  job:\n    dockr: [run]\n");
+        assert!(text.contains("unknown field `dockr`"), "{text}");
+        assert!(text.contains("m.yaml:3:5"), "{text}");
+        assert!(text.contains("did you mean `docker`?"), "{text}");
+    }
+
+    #[test]
+    fn unknown_need_is_located() {
+        let text = error_text("steps:\n  a:\n    docker: [info]\n  b:\n    needs: [aa]\n    docker: [info]\n");
+        assert!(text.contains("needs `aa`"), "{text}");
+        assert!(text.contains("m.yaml:5:13"), "{text}");
+        assert!(text.contains("did you mean `a`?"), "{text}");
+    }
+
+    #[test]
+    fn wrong_type_is_located() {
+        let text = error_text("steps:\n  a:\n    docker: [info]\n    interactive: maybe\n");
+        assert!(text.contains("m.yaml:4:"), "{text}");
+    }
+}

@@ -1,0 +1,1036 @@
+//! Compiling the requested mode and its prerequisite modes into one plan: a petgraph DAG of
+//! docker steps, every string rendered, every argv final, in a stable topological order.
+//!
+//! `--plan` prints this `Plan` and the executor runs this `Plan`; nothing downstream renders or
+//! reorders anything, which is what makes the printed plan the executed one.
+
+use std::collections::{BinaryHeap, HashMap, HashSet};
+use std::cmp::Reverse;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use indexmap::IndexMap;
+use minijinja::value::Value;
+use petgraph::graph::{DiGraph, NodeIndex};
+use schemars::JsonSchema;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::cli::Invocation;
+use crate::config::{self, Found, Layers};
+use crate::error::{did_you_mean, fail, Error, Kind};
+use crate::mode::{self, Arg, ModeFile, Output, Ready};
+use crate::template::{self, Renderer};
+use crate::yaml::Document;
+
+/// Bumped whenever the JSON form of a plan changes incompatibly.
+pub const PLAN_VERSION: u32 = 1;
+/// Every label host_container puts on docker objects starts with this.
+pub const LABEL_PREFIX: &str = "org.docker-meta.host_container";
+
+/// What the executor will do with a step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// The step runs.
+    Run,
+    /// The step is done and up to date; it is skipped.
+    Skip,
+    /// Whether the step is done is not known (offline, or no engine answered).
+    Unknown,
+}
+
+/// Where a step was declared.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct Source {
+    /// The mode file, as found on disk.
+    pub file: String,
+    /// The configuration layer: builtin, installdir, home, or `config-dir N`.
+    pub layer: String,
+    /// The line of the step's key in the file.
+    pub line: usize,
+}
+
+/// The object that makes a step done, rendered.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema)]
+pub struct DoneObject {
+    /// image, volume, container or stamp.
+    pub kind: String,
+    pub name: String,
+}
+
+/// One docker invocation of the plan.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct Step {
+    /// `mode.step`, unique in the plan.
+    pub id: String,
+    pub mode: String,
+    pub description: String,
+    /// Ids of the steps that finish before this one starts.
+    pub needs: Vec<String>,
+    /// The full command line; the first element is the docker program.
+    pub argv: Vec<String>,
+    pub status: Status,
+    /// Why the step runs, is skipped, or is unknown.
+    pub reason: String,
+    pub source: Source,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub done: Option<DoneObject>,
+    /// A digest of the rendered argv, the inputs' content and the needed steps' fingerprints.
+    pub fingerprint: String,
+    /// Commands run before `argv` (removing a stale container it replaces).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub before: Vec<Vec<String>>,
+    /// Commands run after `argv` succeeded (recording a stamp).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub after: Vec<Vec<String>>,
+    pub interactive: bool,
+    pub output: Output,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub uses_images: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ready: Option<Ready>,
+    /// A question asked before the step runs (answered by `--yes`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub confirm: Option<String>,
+    /// Input files and directories that fed the fingerprint.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub inputs: Vec<String>,
+    /// Runs even when done (its mode was requested and is declared `force`).
+    #[serde(skip)]
+    pub forced: bool,
+    /// Positions in `Plan::steps` of `needs`.
+    #[serde(skip)]
+    pub need_indexes: Vec<usize>,
+}
+
+/// Why a mode is or is not part of the plan.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct ModeDecision {
+    pub name: String,
+    pub included: bool,
+    pub reason: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source: Option<Source>,
+}
+
+/// A step left out by its `when`.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct ExcludedStep {
+    pub id: String,
+    pub reason: String,
+}
+
+/// The compiled plan: what `--plan` prints and what the executor runs.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct Plan {
+    /// The version of this JSON form.
+    pub version: u32,
+    pub language: String,
+    pub variant: String,
+    pub mode: String,
+    pub instance: String,
+    /// How the steps' state was learned: `offline`, `probed`, or `unknown: <why>`.
+    pub state: String,
+    pub modes: Vec<ModeDecision>,
+    /// In execution order.
+    pub steps: Vec<Step>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub excluded_steps: Vec<ExcludedStep>,
+}
+
+/// The names of the docker objects of one instance. Every name starts with the same prefix, so
+/// `docker ps --filter name=` and humans can find them.
+pub struct Names {
+    pub prefix: String,
+    pub image: String,
+}
+
+impl Names {
+    pub fn of(invocation: &Invocation) -> Names {
+        Names {
+            prefix: format!(
+                "hc-{}-{}-{}",
+                invocation.language, invocation.variant, invocation.instance
+            ),
+            image: format!(
+                "host_container/{}-{}:{}",
+                invocation.language, invocation.variant, invocation.instance
+            ),
+        }
+    }
+}
+
+/// The labels every object created for this instance carries.
+pub fn instance_labels(invocation: &Invocation) -> Vec<(String, String)> {
+    vec![
+        (format!("{LABEL_PREFIX}.language"), invocation.language.clone()),
+        (format!("{LABEL_PREFIX}.variant"), invocation.variant.clone()),
+        (format!("{LABEL_PREFIX}.instance"), invocation.instance.clone()),
+    ]
+}
+
+/// The docker program and its global options, the head of every argv.
+pub fn docker_head(context: Option<&str>) -> Vec<String> {
+    let mut head = vec!["docker".to_owned()];
+    if let Some(context) = context {
+        head.push("--context".into());
+        head.push(context.into());
+    }
+    head
+}
+
+struct LoadedMode {
+    name: String,
+    found: Found,
+    document: Document<ModeFile>,
+}
+
+impl LoadedMode {
+    fn error_at(&self, kind: Kind, message: String, (line, col): (usize, usize)) -> Error {
+        Error::new(kind, message).at(&self.found.path, &self.document.text, line, col)
+    }
+
+    fn source(&self, step: Option<&str>) -> Source {
+        let line = match step {
+            Some(step) => self.document.positions.key(&["steps", step]).0,
+            None => 1,
+        };
+        Source {
+            file: self.found.path.display().to_string(),
+            layer: self.found.layer.clone(),
+            line,
+        }
+    }
+}
+
+/// Everything the compiler needs besides the invocation.
+pub struct Compiler<'a> {
+    invocation: &'a Invocation,
+    layers: &'a Layers,
+    docker_context: Option<&'a str>,
+    base_context: serde_json::Map<String, serde_json::Value>,
+    loaded: IndexMap<String, LoadedMode>,
+    decisions: Vec<ModeDecision>,
+}
+
+/// Builtin variable names a `--set` or a mode's `vars` may not replace.
+pub const BUILTINS: &[&str] = &[
+    "language",
+    "variant",
+    "mode",
+    "requested_mode",
+    "instance",
+    "command",
+    "uid",
+    "gid",
+    "user",
+    "home",
+    "cwd",
+    "env",
+    "tty",
+    "run_id",
+    "image",
+    "names",
+    "volumes",
+    "containers",
+    "paths",
+    "layers",
+    "set",
+];
+
+pub fn compile(
+    invocation: &Invocation,
+    layers: &Layers,
+    docker_context: Option<&str>,
+) -> anyhow::Result<Plan> {
+    let mut compiler = Compiler {
+        invocation,
+        layers,
+        docker_context,
+        base_context: base_context(invocation, layers)?,
+        loaded: IndexMap::new(),
+        decisions: Vec::new(),
+    };
+    compiler.resolve_modes()?;
+    compiler.build()
+}
+
+/// Checks that language and variant exist, listing what does when they do not.
+pub fn check_language_variant(layers: &Layers, language: &str, variant: &str) -> anyhow::Result<()> {
+    let languages = layers.languages();
+    if !languages.iter().any(|l| l == language) {
+        let mut error = Error::new(Kind::NotFound, format!("unknown language `{language}`"));
+        if let Some(s) = did_you_mean(language, languages.iter().map(String::as_str)) {
+            error = error.note(format!("did you mean `{s}`?"));
+        }
+        return Err(error
+            .note(format!("languages: {}", languages.join(", ")))
+            .into());
+    }
+    let variants = layers.variants(language);
+    if !variants.iter().any(|v| v == variant) {
+        let mut error = Error::new(
+            Kind::NotFound,
+            format!("unknown variant `{variant}` of {language}"),
+        );
+        if let Some(s) = did_you_mean(variant, variants.iter().map(String::as_str)) {
+            error = error.note(format!("did you mean `{s}`?"));
+        }
+        return Err(error
+            .note(format!("variants of {language}: {}", variants.join(", ")))
+            .into());
+    }
+    Ok(())
+}
+
+fn base_context(
+    invocation: &Invocation,
+    layers: &Layers,
+) -> anyhow::Result<serde_json::Map<String, serde_json::Value>> {
+    use serde_json::json;
+    check_language_variant(layers, &invocation.language, &invocation.variant)?;
+    let names = Names::of(invocation);
+    let mut paths = serde_json::Map::new();
+    for (key, kind) in [("hosts", "hosts"), ("services", "services")] {
+        let relative = Path::new(&invocation.language)
+            .join(kind)
+            .join(&invocation.variant);
+        if let Some(dir) = layers.merged_dir(&relative)? {
+            paths.insert(key.into(), json!(dir.display().to_string()));
+        }
+    }
+    paths.insert(
+        "backup_dir".into(),
+        json!(invocation.backup_dir.display().to_string()),
+    );
+    let layer_list: Vec<_> = layers
+        .layers()
+        .iter()
+        .map(|l| json!({"name": l.name, "path": l.root.display().to_string()}))
+        .collect();
+    let mut context = serde_json::Map::new();
+    let mut put = |key: &str, value: serde_json::Value| {
+        context.insert(key.to_owned(), value);
+    };
+    put("language", json!(invocation.language));
+    put("variant", json!(invocation.variant));
+    put("instance", json!(invocation.instance));
+    put("requested_mode", json!(invocation.mode));
+    put("command", json!(invocation.command));
+    put("uid", json!(invocation.uid));
+    put("gid", json!(invocation.gid));
+    put("user", json!(invocation.user));
+    put("home", json!(invocation.home));
+    put("cwd", json!(invocation.cwd));
+    put("env", json!(invocation.env));
+    put("tty", json!(invocation.tty));
+    put("run_id", json!(invocation.run_id));
+    put("base_image", json!(invocation.base_image));
+    put("image", json!(names.image));
+    put("names", json!({"prefix": names.prefix}));
+    put("volumes", json!({"data": format!("{}-data", names.prefix)}));
+    put(
+        "containers",
+        json!({
+            "daemon": format!("{}-daemon", names.prefix),
+            "run": format!("{}-run-{}", names.prefix, invocation.run_id),
+        }),
+    );
+    put("paths", serde_json::Value::Object(paths));
+    put("layers", json!(layer_list));
+    put("set", json!(invocation.sets));
+    for (key, value) in &invocation.sets {
+        if BUILTINS.contains(&key.as_str()) {
+            return fail(
+                Kind::Usage,
+                format!("--set {key}=…: `{key}` is a built-in variable and cannot be replaced"),
+            );
+        }
+        context.insert(key.clone(), json!(value));
+    }
+    Ok(context)
+}
+
+impl Compiler<'_> {
+    fn load_mode(&mut self, name: &str) -> anyhow::Result<Option<&LoadedMode>> {
+        if !self.loaded.contains_key(name) {
+            let Some(found) =
+                self.layers
+                    .mode_file(&self.invocation.language, &self.invocation.variant, name)
+            else {
+                return Ok(None);
+            };
+            let bytes = fs::read(&found.path)
+                .with_context(|| format!("reading {}", found.path.display()))?;
+            let document = mode::load(&found.path, &bytes)?;
+            self.loaded.insert(
+                name.to_owned(),
+                LoadedMode {
+                    name: name.to_owned(),
+                    found,
+                    document,
+                },
+            );
+        }
+        Ok(self.loaded.get(name))
+    }
+
+    fn renderer_for(&self, mode: &LoadedMode) -> anyhow::Result<Renderer> {
+        let mut context = self.base_context.clone();
+        context.insert("mode".into(), serde_json::json!(mode.name));
+        for (key, value) in &mode.document.value.vars {
+            if BUILTINS.contains(&key.as_str()) || key == "base_image" {
+                let at = mode.document.positions.key(&["vars", key]);
+                return Err(mode
+                    .error_at(
+                        Kind::Config,
+                        format!("vars: `{key}` is a built-in variable and cannot be replaced"),
+                        at,
+                    )
+                    .into());
+            }
+            if !self.invocation.sets.contains_key(key) {
+                context.insert(key.clone(), serde_json::json!(value));
+            }
+        }
+        Ok(Renderer::new(Value::from_serialize(&context)))
+    }
+
+    /// Walks `requires` from the requested mode, depth first, so prerequisite modes come first.
+    fn resolve_modes(&mut self) -> anyhow::Result<()> {
+        let requested = self.invocation.mode.clone();
+        if self.load_mode(&requested)?.is_none() {
+            let modes = self
+                .layers
+                .modes(&self.invocation.language, &self.invocation.variant);
+            let mut error = Error::new(
+                Kind::NotFound,
+                format!(
+                    "unknown mode `{requested}` for {} {}",
+                    self.invocation.language, self.invocation.variant
+                ),
+            );
+            if let Some(s) = did_you_mean(&requested, modes.iter().map(String::as_str)) {
+                error = error.note(format!("did you mean `{s}`?"));
+            }
+            return Err(error.note(format!("modes: {}", modes.join(", "))).into());
+        }
+        let mut order = Vec::new();
+        let mut stack = Vec::new();
+        self.visit(&requested, None, &mut stack, &mut order)?;
+        // Keep `loaded` in dependency order; modes left out by `when` stay out of it.
+        let mut reordered = IndexMap::new();
+        for name in order {
+            if let Some(mode) = self.loaded.shift_remove(&name) {
+                reordered.insert(name, mode);
+            }
+        }
+        self.loaded = reordered;
+        Ok(())
+    }
+
+    fn visit(
+        &mut self,
+        name: &str,
+        required_by: Option<&str>,
+        stack: &mut Vec<String>,
+        order: &mut Vec<String>,
+    ) -> anyhow::Result<()> {
+        if order.iter().any(|m| m == name)
+            || self.decisions.iter().any(|d| d.name == name && !d.included)
+        {
+            return Ok(());
+        }
+        let requires = {
+            let mode = self
+                .loaded
+                .get(name)
+                .expect("visit is called on loaded modes");
+            mode.document.value.requires.clone()
+        };
+        let reason = match required_by {
+            None => "requested".to_owned(),
+            Some(by) => format!("required by {by}"),
+        };
+        if let Some(when) = self.loaded[name].document.value.when.clone() {
+            if required_by.is_some() {
+                let mode = &self.loaded[name];
+                let renderer = self.renderer_for(mode)?;
+                let keep = renderer.truth(&when).map_err(|e| {
+                    mode.error_at(
+                        Kind::Config,
+                        format!("in `when`: {}", template::describe(&e)),
+                        mode.document.positions.value(&["when"]),
+                    )
+                })?;
+                if !keep {
+                    let source = Some(mode.source(None));
+                    self.decisions.push(ModeDecision {
+                        name: name.to_owned(),
+                        included: false,
+                        reason: format!("{reason}, but left out: `{when}` is false"),
+                        source,
+                    });
+                    return Ok(());
+                }
+            }
+        }
+        stack.push(name.to_owned());
+        for (index, required) in requires.iter().enumerate() {
+            if let Some(at) = stack.iter().position(|m| m == required) {
+                let mut cycle: Vec<&str> = stack[at..].iter().map(String::as_str).collect();
+                cycle.push(required);
+                let mode = &self.loaded[name];
+                let index = index.to_string();
+                return Err(mode
+                    .error_at(
+                        Kind::Config,
+                        format!("modes require each other in a cycle: {}", cycle.join(" → ")),
+                        mode.document.positions.value(&["requires", &index]),
+                    )
+                    .into());
+            }
+            if self.load_mode(required)?.is_none() {
+                let mode = &self.loaded[name];
+                let modes = self
+                    .layers
+                    .modes(&self.invocation.language, &self.invocation.variant);
+                let index = index.to_string();
+                let mut error = mode.error_at(
+                    Kind::Config,
+                    format!("mode `{name}` requires `{required}`, which is not defined"),
+                    mode.document.positions.value(&["requires", &index]),
+                );
+                if let Some(s) = did_you_mean(required, modes.iter().map(String::as_str)) {
+                    error = error.note(format!("did you mean `{s}`?"));
+                }
+                return Err(error.note(format!("modes: {}", modes.join(", "))).into());
+            }
+            self.visit(required, Some(name), stack, order)?;
+        }
+        stack.pop();
+        order.push(name.to_owned());
+        let source = Some(self.loaded[name].source(None));
+        self.decisions.push(ModeDecision {
+            name: name.to_owned(),
+            included: true,
+            reason,
+            source,
+        });
+        Ok(())
+    }
+
+    fn build(self) -> anyhow::Result<Plan> {
+        let invocation = self.invocation;
+        let mut steps: Vec<Step> = Vec::new();
+        let mut excluded = Vec::new();
+        // Per step: the mode it came from and each need's position in its file.
+        let mut origins: Vec<(usize, String)> = Vec::new();
+        let mut ids: HashMap<String, usize> = HashMap::new();
+        let mut excluded_ids: HashSet<String> = HashSet::new();
+        let included_modes: HashSet<&str> = self.loaded.keys().map(String::as_str).collect();
+
+        for (mode_index, mode) in self.loaded.values().enumerate() {
+            let renderer = self.renderer_for(mode)?;
+            let forced = mode.name == invocation.mode && mode.document.value.force;
+            for (name, spec) in &mode.document.value.steps {
+                let id = format!("{}.{name}", mode.name);
+                let positions = &mode.document.positions;
+                let render_error = |path: &[&str], e: minijinja::Error| -> anyhow::Error {
+                    mode.error_at(Kind::Config, template::describe(&e), positions.value(path))
+                        .into()
+                };
+                if let Some(when) = &spec.when {
+                    let keep = renderer
+                        .truth(when)
+                        .map_err(|e| render_error(&["steps", name, "when"], e))?;
+                    if !keep {
+                        excluded.push(ExcludedStep {
+                            id: id.clone(),
+                            reason: format!("`{when}` is false"),
+                        });
+                        excluded_ids.insert(id);
+                        continue;
+                    }
+                }
+                let mut argv = docker_head(self.docker_context);
+                for (index, arg) in spec.docker.iter().enumerate() {
+                    let index = index.to_string();
+                    let path = ["steps", name.as_str(), "docker", index.as_str()];
+                    match arg {
+                        Arg::Text(text) => {
+                            argv.push(renderer.render(text).map_err(|e| render_error(&path, e))?)
+                        }
+                        Arg::Splat { splat } => argv.extend(
+                            renderer.list(splat).map_err(|e| render_error(&path, e))?,
+                        ),
+                    }
+                }
+                if argv.len() == docker_head(self.docker_context).len() {
+                    return Err(mode
+                        .error_at(
+                            Kind::Config,
+                            format!("step `{name}` has an empty `docker` argv"),
+                            positions.key(&["steps", name, "docker"]),
+                        )
+                        .into());
+                }
+                let done = match &spec.done {
+                    Some(done) => {
+                        let kind = done.kind();
+                        let name_rendered = renderer
+                            .render(done.name())
+                            .map_err(|e| render_error(&["steps", name, "done", kind], e))?;
+                        Some(done.with_name(name_rendered))
+                    }
+                    None => None,
+                };
+                let mut inputs = Vec::new();
+                for (index, input) in spec.inputs.iter().enumerate() {
+                    let index = index.to_string();
+                    let path = ["steps", name.as_str(), "inputs", index.as_str()];
+                    inputs.push(renderer.render(input).map_err(|e| render_error(&path, e))?);
+                }
+                let mut uses_images = Vec::new();
+                for (index, image) in spec.uses_images.iter().enumerate() {
+                    let index = index.to_string();
+                    let path = ["steps", name.as_str(), "uses_images", index.as_str()];
+                    uses_images.push(renderer.render(image).map_err(|e| render_error(&path, e))?);
+                }
+                let ready = match &spec.ready {
+                    Some(ready) => {
+                        let mut rendered = ready.clone();
+                        for (index, arg) in ready.command.iter().enumerate() {
+                            let index = index.to_string();
+                            let path = ["steps", name.as_str(), "ready", "command", index.as_str()];
+                            rendered.command[index.parse::<usize>().unwrap_or(0)] =
+                                renderer.render(arg).map_err(|e| render_error(&path, e))?;
+                        }
+                        if let Some(tcp) = &ready.tcp {
+                            rendered.tcp = Some(
+                                renderer
+                                    .render(tcp)
+                                    .map_err(|e| render_error(&["steps", name, "ready", "tcp"], e))?,
+                            );
+                        }
+                        Some(rendered)
+                    }
+                    None => None,
+                };
+                let confirm = match &spec.confirm {
+                    Some(question) => Some(
+                        renderer
+                            .render(question)
+                            .map_err(|e| render_error(&["steps", name, "confirm"], e))?,
+                    ),
+                    None => None,
+                };
+                ids.insert(id.clone(), steps.len());
+                origins.push((mode_index, name.clone()));
+                steps.push(Step {
+                    id,
+                    mode: mode.name.clone(),
+                    description: spec.description.clone(),
+                    needs: Vec::new(),
+                    argv,
+                    status: Status::Run,
+                    reason: String::new(),
+                    source: mode.source(Some(name)),
+                    done: done.map(|d| DoneObject {
+                        kind: d.kind().into(),
+                        name: d.name().into(),
+                    }),
+                    fingerprint: String::new(),
+                    before: Vec::new(),
+                    after: Vec::new(),
+                    interactive: spec.interactive,
+                    output: spec.output,
+                    uses_images,
+                    ready,
+                    confirm,
+                    inputs,
+                    forced,
+                    need_indexes: Vec::new(),
+                });
+            }
+        }
+
+        // Edges point from a need to the step that needs it.
+        let mut graph: DiGraph<usize, Option<(usize, usize)>> = DiGraph::new();
+        let nodes: Vec<NodeIndex> = (0..steps.len()).map(|i| graph.add_node(i)).collect();
+        let modes: Vec<&LoadedMode> = self.loaded.values().collect();
+        for (index, (mode_index, name)) in origins.iter().enumerate() {
+            let mode = modes[*mode_index];
+            let spec = &mode.document.value.steps[name];
+            for (need_index, need) in spec.needs.iter().enumerate() {
+                let qualified = if need.contains('.') {
+                    need.clone()
+                } else {
+                    format!("{}.{need}", mode.name)
+                };
+                if let Some(&target) = ids.get(&qualified) {
+                    graph.add_edge(nodes[target], nodes[index], Some((index, need_index)));
+                    continue;
+                }
+                let (need_mode, _) = qualified.split_once('.').unwrap_or(("", ""));
+                if excluded_ids.contains(&qualified)
+                    || (!included_modes.contains(need_mode)
+                        && self.decisions.iter().any(|d| d.name == need_mode && !d.included))
+                {
+                    // Needs on what `when` left out are satisfied by its absence.
+                    continue;
+                }
+                let need_index = need_index.to_string();
+                let mut error = mode.error_at(
+                    Kind::Config,
+                    format!("step `{name}` needs `{need}`, which is not a step of this plan"),
+                    mode.document
+                        .positions
+                        .value(&["steps", name, "needs", &need_index]),
+                );
+                if let Some(s) = did_you_mean(&qualified, ids.keys().map(String::as_str)) {
+                    error = error.note(format!("did you mean `{s}`?"));
+                }
+                if !included_modes.contains(need_mode) {
+                    error = error.note(format!(
+                        "a step of another mode can be needed only when this mode requires it: \
+                         add `{need_mode}` to `requires`"
+                    ));
+                }
+                return Err(error.into());
+            }
+        }
+        // A mode's first steps wait for every last step of the modes it requires.
+        let mut sinks_by_mode: HashMap<usize, Vec<usize>> = HashMap::new();
+        for (index, (mode_index, _)) in origins.iter().enumerate() {
+            let is_sink = graph
+                .neighbors(nodes[index])
+                .all(|n| origins[graph[n]].0 != *mode_index);
+            if is_sink {
+                sinks_by_mode.entry(*mode_index).or_default().push(index);
+            }
+        }
+        let mut closures: HashMap<usize, Vec<usize>> = HashMap::new();
+        for (index, (mode_index, _)) in origins.iter().enumerate() {
+            let mode = modes[*mode_index];
+            let has_local_need = graph
+                .neighbors_directed(nodes[index], petgraph::Incoming)
+                .any(|n| origins[graph[n]].0 == *mode_index);
+            if has_local_need {
+                continue;
+            }
+            let required = closures.entry(*mode_index).or_insert_with(|| {
+                required_closure(&self.loaded, &mode.name)
+                    .iter()
+                    .filter_map(|name| self.loaded.get_index_of(name))
+                    .collect()
+            });
+            for required_mode in required.iter() {
+                for &sink in sinks_by_mode.get(required_mode).into_iter().flatten() {
+                    graph.update_edge(nodes[sink], nodes[index], None);
+                }
+            }
+        }
+
+        let order = stable_topological_order(&graph, &nodes).map_err(|cycle| {
+            let names: Vec<&str> = cycle.iter().map(|&i| steps[i].id.as_str()).collect();
+            let first = cycle[0];
+            let (mode_index, name) = &origins[first];
+            let mode = modes[*mode_index];
+            let edge_into_first = graph
+                .edges_connecting(nodes[cycle[cycle.len() - 2]], nodes[first])
+                .find_map(|e| *e.weight());
+            let at = match edge_into_first {
+                Some((_, need_index)) => {
+                    let need_index = need_index.to_string();
+                    mode.document
+                        .positions
+                        .value(&["steps", name, "needs", &need_index])
+                }
+                None => mode.document.positions.key(&["steps", name]),
+            };
+            anyhow::Error::from(mode.error_at(
+                Kind::Config,
+                format!("steps need each other in a cycle: {}", names.join(" → ")),
+                at,
+            ))
+        })?;
+
+        let mut position_of = vec![0; steps.len()];
+        for (position, &index) in order.iter().enumerate() {
+            position_of[index] = position;
+        }
+        let mut needs_of: Vec<Vec<usize>> = vec![Vec::new(); steps.len()];
+        for edge in graph.raw_edges() {
+            let (from, to) = (graph[edge.source()], graph[edge.target()]);
+            needs_of[to].push(from);
+        }
+        let mut ordered: Vec<Option<Step>> = steps.into_iter().map(Some).collect();
+        let mut plan_steps: Vec<Step> = Vec::with_capacity(order.len());
+        for &index in &order {
+            let mut step = ordered[index].take().expect("each step is placed once");
+            let mut needs: Vec<usize> = needs_of[index].iter().map(|&n| position_of[n]).collect();
+            needs.sort_unstable();
+            needs.dedup();
+            step.needs = needs.iter().map(|&n| plan_steps[n].id.clone()).collect();
+            step.need_indexes = needs;
+            finish_step(&mut step, &plan_steps, invocation, modes_input_error(&modes, &origins[index]))?;
+            plan_steps.push(step);
+        }
+
+        Ok(Plan {
+            version: PLAN_VERSION,
+            language: invocation.language.clone(),
+            variant: invocation.variant.clone(),
+            mode: invocation.mode.clone(),
+            instance: invocation.instance.clone(),
+            state: "offline".into(),
+            modes: self.decisions,
+            steps: plan_steps,
+            excluded_steps: excluded,
+        })
+    }
+}
+
+/// How to report a missing input of a step: a closure pointing at the input's position.
+fn modes_input_error<'a>(
+    modes: &'a [&'a LoadedMode],
+    (mode_index, name): &'a (usize, String),
+) -> impl Fn(usize, String) -> anyhow::Error + 'a {
+    move |index, message| {
+        let mode = modes[*mode_index];
+        let index = index.to_string();
+        mode.error_at(
+            Kind::Config,
+            message,
+            mode.document
+                .positions
+                .value(&["steps", name, "inputs", &index]),
+        )
+        .into()
+    }
+}
+
+/// Every mode `name` requires, directly or not, that made it into the plan.
+fn required_closure(loaded: &IndexMap<String, LoadedMode>, name: &str) -> Vec<String> {
+    let mut seen = Vec::new();
+    let mut pending = vec![name.to_owned()];
+    while let Some(current) = pending.pop() {
+        if let Some(mode) = loaded.get(&current) {
+            for required in &mode.document.value.requires {
+                if loaded.contains_key(required) && !seen.contains(required) {
+                    seen.push(required.clone());
+                    pending.push(required.clone());
+                }
+            }
+        }
+    }
+    seen
+}
+
+/// Kahn's algorithm taking the lowest declaration index among ready nodes, so ties always break
+/// the same way. On a cycle, returns one cycle's node indexes, closed (first == last).
+fn stable_topological_order<E>(
+    graph: &DiGraph<usize, E>,
+    nodes: &[NodeIndex],
+) -> Result<Vec<usize>, Vec<usize>> {
+    let mut in_degree: Vec<usize> = nodes
+        .iter()
+        .map(|&n| graph.neighbors_directed(n, petgraph::Incoming).count())
+        .collect();
+    let mut ready: BinaryHeap<Reverse<usize>> = in_degree
+        .iter()
+        .enumerate()
+        .filter(|(_, d)| **d == 0)
+        .map(|(i, _)| Reverse(i))
+        .collect();
+    let mut order = Vec::with_capacity(nodes.len());
+    while let Some(Reverse(index)) = ready.pop() {
+        order.push(index);
+        for next in graph.neighbors(nodes[index]) {
+            let next = graph[next];
+            in_degree[next] -= 1;
+            if in_degree[next] == 0 {
+                ready.push(Reverse(next));
+            }
+        }
+    }
+    if order.len() == nodes.len() {
+        return Ok(order);
+    }
+    // Every node left has an incoming edge from another node left: walk backwards until a node
+    // repeats, which closes a cycle.
+    let remaining: HashSet<usize> = (0..nodes.len()).filter(|i| in_degree[*i] > 0).collect();
+    let start = *remaining.iter().min().expect("a cycle leaves nodes");
+    let mut walk = vec![start];
+    let mut current = start;
+    loop {
+        let previous = graph
+            .neighbors_directed(nodes[current], petgraph::Incoming)
+            .map(|n| graph[n])
+            .filter(|n| remaining.contains(n))
+            .min()
+            .expect("a remaining node has a remaining predecessor");
+        if let Some(at) = walk.iter().position(|&n| n == previous) {
+            let mut cycle: Vec<usize> = walk[at..].to_vec();
+            cycle.reverse();
+            cycle.push(cycle[0]);
+            return Err(cycle);
+        }
+        walk.push(previous);
+        current = previous;
+    }
+}
+
+/// How many leading elements of an argv (after the docker head) name a subcommand that creates
+/// an object, so labels can be inserted right after it.
+fn creating_subcommand(args: &[String]) -> Option<usize> {
+    let first = args.first().map(String::as_str);
+    let second = args.get(1).map(String::as_str);
+    match (first, second) {
+        (Some("build" | "run" | "create"), _) => Some(1),
+        (Some("image"), Some("build"))
+        | (Some("container"), Some("run" | "create"))
+        | (Some("volume" | "network"), Some("create")) => Some(2),
+        _ => None,
+    }
+}
+
+/// How many leading elements of an argv are the docker program and its global options.
+pub fn docker_head_len(argv: &[String]) -> usize {
+    if argv.get(1).is_some_and(|a| a == "--context") {
+        3
+    } else {
+        1
+    }
+}
+
+fn label_args(labels: &[(String, String)]) -> Vec<String> {
+    labels
+        .iter()
+        .map(|(key, value)| format!("--label={key}={value}"))
+        .collect()
+}
+
+/// Fingerprints the step, labels what it creates, and adds the stamp it records.
+fn finish_step(
+    step: &mut Step,
+    earlier: &[Step],
+    invocation: &Invocation,
+    input_error: impl Fn(usize, String) -> anyhow::Error,
+) -> anyhow::Result<()> {
+    let mut hasher = Sha256::new();
+    let mut feed = |bytes: &[u8]| {
+        hasher.update((bytes.len() as u64).to_le_bytes());
+        hasher.update(bytes);
+    };
+    feed(step.id.as_bytes());
+    // The run id changes on every run by design (it names throw-away containers); a fingerprint
+    // that included it would make every step stale every time.
+    for arg in &step.argv {
+        feed(arg.replace(&invocation.run_id, "{{run_id}}").as_bytes());
+    }
+    if let Some(done) = &step.done {
+        feed(done.kind.as_bytes());
+        feed(done.name.as_bytes());
+    }
+    for (index, input) in step.inputs.iter().enumerate() {
+        feed(input.as_bytes());
+        let digest = hash_input(Path::new(input))
+            .map_err(|e| input_error(index, format!("input `{input}`: {e}")))?;
+        feed(&digest);
+    }
+    for &need in &step.need_indexes {
+        feed(earlier[need].fingerprint.as_bytes());
+    }
+    step.fingerprint = config::hex(&hasher.finalize())[..20].to_owned();
+
+    let mut labels = instance_labels(invocation);
+    labels.push((format!("{LABEL_PREFIX}.mode"), step.mode.clone()));
+    labels.push((format!("{LABEL_PREFIX}.step"), step.id.clone()));
+    if step.done.is_some() {
+        labels.push((format!("{LABEL_PREFIX}.fingerprint"), step.fingerprint.clone()));
+    }
+    let head = docker_head_len(&step.argv);
+    if let Some(len) = creating_subcommand(&step.argv[head..]) {
+        let at = head + len;
+        step.argv.splice(at..at, label_args(&labels));
+    }
+    if let Some(done) = step.done.as_ref().filter(|d| d.kind == "stamp") {
+        let docker: Vec<String> = step.argv[..head].to_vec();
+        let mut remove = docker.clone();
+        remove.extend(["volume", "rm", "--force"].map(String::from));
+        remove.push(done.name.clone());
+        let mut create = docker;
+        create.extend(["volume", "create"].map(String::from));
+        labels.push((format!("{LABEL_PREFIX}.stamp"), "1".into()));
+        create.extend(label_args(&labels));
+        create.push(done.name.clone());
+        step.after = vec![remove, create];
+    }
+    Ok(())
+}
+
+/// The content digest of an input: a file's bytes and executable bit, or every file below a
+/// directory with its relative path.
+fn hash_input(path: &Path) -> anyhow::Result<Vec<u8>> {
+    let metadata = fs::metadata(path).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let files: Vec<PathBuf> = if metadata.is_dir() {
+        config::walk_files(path)?
+    } else {
+        vec![path.to_owned()]
+    };
+    let mut hasher = Sha256::new();
+    for file in files {
+        let relative = file.strip_prefix(path).unwrap_or(Path::new(""));
+        let bytes = fs::read(&file).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+        hasher.update(relative.to_string_lossy().as_bytes());
+        hasher.update([0, u8::from(config::is_executable(&file))]);
+        hasher.update((bytes.len() as u64).to_le_bytes());
+        hasher.update(&bytes);
+    }
+    Ok(hasher.finalize().to_vec())
+}
+
+/// The JSON Schema of `--plan --format json`, as committed in `schemas/plan.schema.json`.
+pub fn schema_json() -> String {
+    let schema = schemars::schema_for!(Plan);
+    serde_json::to_string_pretty(&schema).expect("a schema always serializes") + "\n"
+}
+
+/// Indexes of all steps that (transitively) need `roots`, including them.
+pub fn dependents(plan: &Plan, roots: &[usize]) -> Vec<bool> {
+    let mut marked = vec![false; plan.steps.len()];
+    for &root in roots {
+        marked[root] = true;
+    }
+    for (index, step) in plan.steps.iter().enumerate() {
+        if step.need_indexes.iter().any(|&n| marked[n]) {
+            marked[index] = true;
+        }
+    }
+    marked
+}
+
+/// Sets each step's status and reason from what is known without the engine.
+pub fn mark_offline(plan: &mut Plan, why: &str) {
+    for step in &mut plan.steps {
+        let (status, reason) = if step.forced {
+            (
+                Status::Run,
+                format!("mode `{}` was requested: runs even when done", step.mode),
+            )
+        } else if let Some(done) = &step.done {
+            (
+                Status::Unknown,
+                format!("{why}: whether {} `{}` is up to date is not known", done.kind, done.name),
+            )
+        } else {
+            (Status::Run, "no `done` condition: always runs".to_owned())
+        };
+        step.status = status;
+        step.reason = reason;
+    }
+}

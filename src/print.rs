@@ -1,0 +1,161 @@
+//! Showing a plan: human text with copy-pasteable command lines, versioned JSON for CI and
+//! tools, and DOT for a picture of the graph. All three read the same `Plan` the executor runs.
+
+use std::fmt::Write as _;
+
+use crate::cli::Format;
+use crate::plan::{Plan, Status};
+
+pub fn render(plan: &Plan, format: Format) -> String {
+    match format {
+        Format::Text => text(plan),
+        Format::Json => {
+            serde_json::to_string_pretty(plan).expect("a plan always serializes") + "\n"
+        }
+        Format::Dot => dot(plan),
+    }
+}
+
+/// `arg` quoted for a POSIX shell only when it needs it.
+pub fn shell_quote(arg: &str) -> String {
+    let plain = !arg.is_empty()
+        && arg
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_@%+=:,./-".contains(c));
+    if plain {
+        arg.to_owned()
+    } else {
+        format!("'{}'", arg.replace('\'', r"'\''"))
+    }
+}
+
+pub fn command_line(argv: &[String]) -> String {
+    argv.iter()
+        .map(|a| shell_quote(a))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn status_word(status: Status) -> &'static str {
+    match status {
+        Status::Run => "run",
+        Status::Skip => "skip",
+        Status::Unknown => "unknown",
+    }
+}
+
+fn text(plan: &Plan) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "# plan v{}: {} {} {} (instance {})",
+        plan.version, plan.language, plan.variant, plan.mode, plan.instance
+    );
+    let _ = writeln!(out, "# state: {}", plan.state);
+    for decision in &plan.modes {
+        let verdict = if decision.included { "in" } else { "out" };
+        let _ = write!(out, "# mode {}: {verdict}, {}", decision.name, decision.reason);
+        if let Some(source) = &decision.source {
+            let _ = write!(out, " [{}: {}]", source.layer, source.file);
+        }
+        out.push('\n');
+    }
+    for excluded in &plan.excluded_steps {
+        let _ = writeln!(out, "# step {}: out, {}", excluded.id, excluded.reason);
+    }
+    let total = plan.steps.len();
+    for (index, step) in plan.steps.iter().enumerate() {
+        out.push('\n');
+        let _ = writeln!(
+            out,
+            "[{}/{total}] {}: {} ({})",
+            index + 1,
+            step.id,
+            status_word(step.status),
+            step.reason
+        );
+        if !step.description.is_empty() {
+            let _ = writeln!(out, "  {}", step.description.trim());
+        }
+        let _ = writeln!(
+            out,
+            "  source: {}:{} ({})",
+            step.source.file, step.source.line, step.source.layer
+        );
+        let needs = if step.needs.is_empty() {
+            "-".to_owned()
+        } else {
+            step.needs.join(", ")
+        };
+        let _ = writeln!(out, "  needs: {needs}");
+        if let Some(done) = &step.done {
+            let _ = writeln!(
+                out,
+                "  done when: {} {} (fingerprint {})",
+                done.kind, done.name, step.fingerprint
+            );
+        }
+        for before in &step.before {
+            let _ = writeln!(out, "  before: {}", command_line(before));
+        }
+        let _ = writeln!(out, "  $ {}", command_line(&step.argv));
+        for after in &step.after {
+            let _ = writeln!(out, "  after: {}", command_line(after));
+        }
+    }
+    out
+}
+
+fn dot_escape(text: &str) -> String {
+    text.replace('\\', "\\\\").replace('"', "\\\"")
+}
+
+fn dot(plan: &Plan) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "digraph \"{}\" {{",
+        dot_escape(&format!("{} {} {}", plan.language, plan.variant, plan.mode))
+    );
+    out.push_str("  rankdir=LR;\n  node [shape=box, fontname=\"monospace\"];\n");
+    for step in &plan.steps {
+        let style = match step.status {
+            Status::Run => "solid",
+            Status::Skip => "dashed",
+            Status::Unknown => "dotted",
+        };
+        let _ = writeln!(
+            out,
+            "  \"{}\" [label=\"{}\\n{}\", style={style}];",
+            dot_escape(&step.id),
+            dot_escape(&step.id),
+            status_word(step.status)
+        );
+    }
+    for step in &plan.steps {
+        for need in &step.needs {
+            let _ = writeln!(
+                out,
+                "  \"{}\" -> \"{}\";",
+                dot_escape(need),
+                dot_escape(&step.id)
+            );
+        }
+    }
+    out.push_str("}\n");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quotes_only_what_needs_it() {
+        assert_eq!(shell_quote("--tag=a/b:1"), "--tag=a/b:1");
+        assert_eq!(shell_quote("a b"), "'a b'");
+        assert_eq!(shell_quote("it's"), r"'it'\''s'");
+        assert_eq!(shell_quote("$(x)"), "'$(x)'");
+        assert_eq!(shell_quote(""), "''");
+    }
+}

@@ -1,0 +1,146 @@
+//! The minijinja environment mode files are rendered in: strict about undefined variables, with
+//! no function that has side effects, so rendering a plan can never change anything.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+
+use minijinja::value::Value;
+use minijinja::{Environment, UndefinedBehavior};
+
+/// Template loops are bounded so that a mode file cannot hang planning.
+const FUEL: u64 = 1_000_000;
+
+/// Renders the strings of one mode with one set of variables. Rendering is pure, so results are
+/// memoized by source text: generated modes repeat the same templates thousands of times.
+pub struct Renderer {
+    env: Environment<'static>,
+    context: Value,
+    rendered: RefCell<HashMap<String, String>>,
+}
+
+impl Renderer {
+    pub fn new(context: Value) -> Renderer {
+        let mut env = Environment::new();
+        env.set_undefined_behavior(UndefinedBehavior::Strict);
+        env.set_fuel(Some(FUEL));
+        // Mode files produce argv, not HTML.
+        env.set_auto_escape_callback(|_| minijinja::AutoEscape::None);
+        let environ = context.get_attr("env").unwrap_or_default();
+        env.add_function(
+            "getenv",
+            move |name: String, default: Option<String>| -> String {
+                environ
+                    .get_attr(&name)
+                    .ok()
+                    .filter(|v| !v.is_undefined())
+                    .map(|v| v.to_string())
+                    .unwrap_or_else(|| default.unwrap_or_default())
+            },
+        );
+        Renderer {
+            env,
+            context,
+            rendered: RefCell::new(HashMap::new()),
+        }
+    }
+
+    /// Renders one template string.
+    pub fn render(&self, source: &str) -> Result<String, minijinja::Error> {
+        if !source.contains("{{") && !source.contains("{%") && !source.contains("{#") {
+            return Ok(source.to_owned());
+        }
+        if let Some(done) = self.rendered.borrow().get(source) {
+            return Ok(done.clone());
+        }
+        let output = self.env.render_str(source, &self.context)?;
+        self.rendered
+            .borrow_mut()
+            .insert(source.to_owned(), output.clone());
+        Ok(output)
+    }
+
+    /// Evaluates an expression to a truth value (a `when`).
+    pub fn truth(&self, expression: &str) -> Result<bool, minijinja::Error> {
+        let value = self.env.compile_expression(expression)?.eval(&self.context)?;
+        Ok(value.is_true())
+    }
+
+    /// Evaluates an expression that must give a list (a `splat`); items become strings.
+    pub fn list(&self, expression: &str) -> Result<Vec<String>, minijinja::Error> {
+        let value = self.env.compile_expression(expression)?.eval(&self.context)?;
+        if value.is_none() || value.is_undefined() {
+            return Ok(Vec::new());
+        }
+        if value.as_str().is_some() {
+            return Err(minijinja::Error::new(
+                minijinja::ErrorKind::InvalidOperation,
+                format!("splat needs a list, but `{expression}` is the string {value:?}"),
+            ));
+        }
+        let items = value.try_iter().map_err(|_| {
+            minijinja::Error::new(
+                minijinja::ErrorKind::InvalidOperation,
+                format!("splat needs a list, but `{expression}` is {}", value.kind()),
+            )
+        })?;
+        Ok(items.map(|item| item.to_string()).collect())
+    }
+}
+
+/// A template error as one line: minijinja's kind and detail, without its debug dump.
+pub fn describe(error: &minijinja::Error) -> String {
+    let mut text = error.kind().to_string();
+    if let Some(detail) = error.detail() {
+        text.push_str(": ");
+        text.push_str(detail);
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    fn renderer() -> Renderer {
+        let mut env = BTreeMap::new();
+        env.insert("UPGRADE", "1");
+        Renderer::new(Value::from_serialize(serde_json::json!({
+            "image": "img:1",
+            "command": ["echo", "a b"],
+            "empty": [],
+            "env": env,
+        })))
+    }
+
+    #[test]
+    fn renders_and_memoizes() {
+        let r = renderer();
+        assert_eq!(r.render("--tag={{ image }}").unwrap(), "--tag=img:1");
+        assert_eq!(r.render("--tag={{ image }}").unwrap(), "--tag=img:1");
+        assert_eq!(r.render("plain").unwrap(), "plain");
+    }
+
+    #[test]
+    fn undefined_is_an_error() {
+        let error = renderer().render("{{ imgae }}").unwrap_err();
+        assert_eq!(error.kind(), minijinja::ErrorKind::UndefinedError);
+    }
+
+    #[test]
+    fn splat_keeps_items_whole() {
+        let r = renderer();
+        assert_eq!(r.list("command").unwrap(), vec!["echo", "a b"]);
+        assert_eq!(r.list("command or ['x']").unwrap(), vec!["echo", "a b"]);
+        assert_eq!(r.list("empty or ['x']").unwrap(), vec!["x"]);
+        assert!(r.list("image").is_err());
+    }
+
+    #[test]
+    fn getenv_defaults() {
+        let r = renderer();
+        assert!(r.truth("getenv('UPGRADE') != ''").unwrap());
+        assert!(!r.truth("getenv('NOPE') != ''").unwrap());
+        assert_eq!(r.render("{{ getenv('NOPE', 'x') }}").unwrap(), "x");
+    }
+}

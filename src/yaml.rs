@@ -1,0 +1,254 @@
+//! Reading YAML files safely and knowing where every key and value stands in them.
+//!
+//! serde_yaml gives positions only for its own parse errors. Semantic errors (an unknown step in
+//! `needs`, a cycle, an undefined template variable) must point into the file too, so a pass of
+//! yaml-rust2's event parser records the position of every key and value by its path. The same
+//! pass refuses alias bombs before serde_yaml ever expands them.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use serde::de::DeserializeOwned;
+use yaml_rust2::parser::{Event, MarkedEventReceiver, Parser};
+use yaml_rust2::scanner::Marker;
+
+use crate::error::{did_you_mean, Error, Kind};
+
+/// Larger mode files are almost certainly a mistake (or an attack); 10,000 generated steps take
+/// about 1 MiB.
+const MAX_FILE_BYTES: usize = 16 << 20;
+/// Aliases are handy for sharing an argv fragment; thousands of them are a billion-laughs attack,
+/// which would make serde_yaml expand exponentially.
+const MAX_ALIASES: usize = 1_000;
+
+/// A path into a YAML document: mapping keys and sequence indexes.
+pub type KeyPath = Vec<String>;
+
+/// Where things are in one YAML file.
+#[derive(Debug, Default)]
+pub struct Positions {
+    keys: HashMap<String, (usize, usize)>,
+    values: HashMap<String, (usize, usize)>,
+}
+
+fn joined(path: &[&str]) -> String {
+    path.join("\u{1f}")
+}
+
+impl Positions {
+    /// The position of the key at `path`, or failing that of the closest enclosing node.
+    pub fn key(&self, path: &[&str]) -> (usize, usize) {
+        self.lookup(&self.keys, path)
+    }
+
+    /// The position of the value at `path`, or failing that of the closest enclosing node.
+    pub fn value(&self, path: &[&str]) -> (usize, usize) {
+        self.lookup(&self.values, path)
+    }
+
+    fn lookup(&self, table: &HashMap<String, (usize, usize)>, path: &[&str]) -> (usize, usize) {
+        if let Some(at) = table.get(&joined(path)) {
+            return *at;
+        }
+        // An ancestor is best shown by its key: that is where a reader looks for it.
+        (0..path.len())
+            .rev()
+            .find_map(|len| {
+                let key = joined(&path[..len]);
+                self.keys.get(&key).or_else(|| self.values.get(&key)).copied()
+            })
+            .unwrap_or((1, 1))
+    }
+}
+
+enum Frame {
+    Mapping { path: Vec<String>, key: Option<String> },
+    Sequence { path: Vec<String>, next: usize },
+}
+
+#[derive(Default)]
+struct Indexer {
+    positions: Positions,
+    stack: Vec<Frame>,
+    aliases: usize,
+}
+
+impl Indexer {
+    /// Records a node that starts at `mark` and returns its path, or None for a mapping key.
+    fn node(&mut self, mark: Marker, scalar: Option<&str>) -> Option<Vec<String>> {
+        let at = (mark.line(), mark.col() + 1);
+        match self.stack.last_mut() {
+            None => {
+                self.positions.values.insert(String::new(), at);
+                Some(Vec::new())
+            }
+            Some(Frame::Sequence { path, next }) => {
+                let mut item = path.clone();
+                item.push(next.to_string());
+                *next += 1;
+                self.positions.values.insert(item.join("\u{1f}"), at);
+                Some(item)
+            }
+            Some(Frame::Mapping { path, key }) => match key.take() {
+                None => {
+                    let name = scalar.unwrap_or("").to_owned();
+                    let mut key_path = path.clone();
+                    key_path.push(name.clone());
+                    self.positions.keys.insert(key_path.join("\u{1f}"), at);
+                    *key = Some(name);
+                    None
+                }
+                Some(name) => {
+                    let mut value_path = path.clone();
+                    value_path.push(name);
+                    self.positions.values.insert(value_path.join("\u{1f}"), at);
+                    Some(value_path)
+                }
+            },
+        }
+    }
+}
+
+impl MarkedEventReceiver for Indexer {
+    fn on_event(&mut self, event: Event, mark: Marker) {
+        match event {
+            Event::Scalar(value, ..) => {
+                self.node(mark, Some(&value));
+            }
+            Event::Alias(_) => {
+                self.aliases += 1;
+                self.node(mark, None);
+            }
+            Event::MappingStart(..) => {
+                if let Some(path) = self.node(mark, None) {
+                    self.stack.push(Frame::Mapping { path, key: None });
+                } else {
+                    // A mapping used as a key: index its insides under a placeholder.
+                    self.stack.push(Frame::Mapping {
+                        path: vec!["?".into()],
+                        key: None,
+                    });
+                }
+            }
+            Event::SequenceStart(..) => {
+                let path = self.node(mark, None).unwrap_or_else(|| vec!["?".into()]);
+                self.stack.push(Frame::Sequence { path, next: 0 });
+            }
+            Event::MappingEnd | Event::SequenceEnd => {
+                self.stack.pop();
+            }
+            _ => {}
+        }
+    }
+}
+
+/// A YAML file read and checked: its text, where everything is, and its typed content.
+pub struct Document<T> {
+    pub text: String,
+    pub positions: Positions,
+    pub value: T,
+}
+
+/// Reads `path` as UTF-8 YAML of type `T`, turning every problem into an error at file:line:col.
+pub fn load<T: DeserializeOwned>(path: &Path, bytes: &[u8]) -> anyhow::Result<Document<T>> {
+    let config_error = |message: String| Error::new(Kind::Config, message);
+    if bytes.len() > MAX_FILE_BYTES {
+        return Err(config_error(format!(
+            "{}: file is {} bytes, more than the {} a mode file may have",
+            path.display(),
+            bytes.len(),
+            MAX_FILE_BYTES
+        ))
+        .into());
+    }
+    let text = match std::str::from_utf8(bytes) {
+        Ok(text) => text.to_owned(),
+        Err(e) => {
+            let valid = &bytes[..e.valid_up_to()];
+            let line = valid.iter().filter(|b| **b == b'\n').count() + 1;
+            let line_start = valid.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+            let col = String::from_utf8_lossy(&valid[line_start..]).chars().count() + 1;
+            let lossy = String::from_utf8_lossy(bytes).into_owned();
+            return Err(config_error("file is not valid UTF-8".into())
+                .at(path, &lossy, line, col)
+                .into());
+        }
+    };
+    if text.trim().is_empty() {
+        return Err(config_error(format!("{}: file is empty", path.display()))
+            .note("a mode file needs at least `steps:`")
+            .into());
+    }
+
+    let mut indexer = Indexer::default();
+    if let Err(scan) = Parser::new_from_str(&text).load(&mut indexer, false) {
+        let mark = scan.marker();
+        return Err(config_error(format!("invalid YAML: {}", scan.info()))
+            .at(path, &text, mark.line(), mark.col() + 1)
+            .into());
+    }
+    if indexer.aliases > MAX_ALIASES {
+        return Err(config_error(format!(
+            "{}: {} YAML aliases, more than the {MAX_ALIASES} allowed (an alias bomb?)",
+            path.display(),
+            indexer.aliases
+        ))
+        .into());
+    }
+    let positions = indexer.positions;
+
+    match serde_yaml::from_str::<T>(&text) {
+        Ok(value) => Ok(Document {
+            text,
+            positions,
+            value,
+        }),
+        Err(e) => {
+            let (line, col) = e
+                .location()
+                .map_or((1, 1), |location| (location.line(), location.column()));
+            // serde_yaml appends " at line L column C"; the arrow below says it better.
+            let message = e.to_string();
+            let message = message
+                .split(" at line ")
+                .next()
+                .unwrap_or(&message)
+                .to_owned();
+            let mut error = config_error(message.clone()).at(path, &text, line, col);
+            if let Some(suggestion) = suggest_field(&message) {
+                error = error.note(format!("did you mean `{suggestion}`?"));
+            }
+            Err(error.into())
+        }
+    }
+}
+
+/// For serde's "unknown field `x`, expected one of `a`, `b`", the expected name closest to `x`.
+fn suggest_field(message: &str) -> Option<String> {
+    let rest = message.split("unknown field `").nth(1)?;
+    let (unknown, expected) = rest.split_once('`')?;
+    let names: Vec<&str> = expected.split('`').skip(1).step_by(2).collect();
+    did_you_mean(unknown, names).map(str::to_owned)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn positions(text: &str) -> Positions {
+        let mut indexer = Indexer::default();
+        Parser::new_from_str(text).load(&mut indexer, false).unwrap();
+        indexer.positions
+    }
+
+    #[test]
+    fn records_keys_values_and_items() {
+        let p = positions("steps:\n  job:\n    needs: [a, b]\n    docker:\n      - run\n");
+        assert_eq!(p.key(&["steps", "job"]), (2, 3));
+        assert_eq!(p.key(&["steps", "job", "needs"]), (3, 5));
+        assert_eq!(p.value(&["steps", "job", "needs", "1"]), (3, 16));
+        assert_eq!(p.value(&["steps", "job", "docker", "0"]), (5, 9));
+        // Unknown paths fall back to the closest known ancestor.
+        assert_eq!(p.value(&["steps", "job", "nope"]), (2, 3));
+    }
+}
