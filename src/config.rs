@@ -107,6 +107,11 @@ impl Layers {
         Ok(Layers { layers, cache_dir })
     }
 
+    /// Where materialized layers and merged directories live.
+    pub fn cache_dir(&self) -> &Path {
+        &self.cache_dir
+    }
+
     pub fn layers(&self) -> &[Layer] {
         &self.layers
     }
@@ -254,8 +259,8 @@ pub fn walk_files(root: &Path) -> anyhow::Result<Vec<PathBuf>> {
     while let Some(dir) = pending.pop() {
         for entry in fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))? {
             let entry = entry?;
-            let kind = entry.file_type()?;
-            if kind.is_dir() {
+            // Follows symlinks, as docker and bind mounts do.
+            if entry.path().is_dir() {
                 pending.push(entry.path());
             } else {
                 files.push(entry.path());

@@ -412,7 +412,13 @@ fn run_step(step: &Step, pids: &Running) -> Result<(), Failure> {
     let (code, tail) = run_main(step, pids)?;
     if code != Some(0) {
         let tail_text = tail.join("\n");
-        let mut kind = docker::classify(&tail_text).unwrap_or(Kind::StepFailed);
+        // A job's own stderr may say anything; only docker's own messages are classified.
+        let is_job = step.output == Output::Raw || step.interactive;
+        let mut kind = if is_job {
+            Kind::StepFailed
+        } else {
+            docker::classify(&tail_text).unwrap_or(Kind::StepFailed)
+        };
         let mut message = match code {
             Some(code) => format!("step `{}` failed with exit code {code}", step.id),
             None => format!("step `{}` was killed by a signal", step.id),
@@ -639,12 +645,18 @@ pub mod ready {
         let deadline = Instant::now() + Duration::from_secs(ready.timeout);
         loop {
             let mut inspect = head.clone();
-            inspect.extend(["inspect".into(), "--format".into(), "{{.State.Running}}".into(), name.clone()]);
-            let running = docker::capture(&inspect)
-                .map(|c| c.stdout.trim() == "true")
-                .unwrap_or(false);
-            if !running {
-                return Err(not_ready(step, &head, &name, "the daemon exited"));
+            inspect.extend([
+                "inspect".into(),
+                "--format".into(),
+                "{{.State.Status}} {{.RestartCount}}".into(),
+                name.clone(),
+            ]);
+            let state = docker::capture(&inspect)
+                .map(|c| c.stdout.trim().to_owned())
+                .unwrap_or_default();
+            // A restart policy hides a crash behind "restarting"; any restart means it exited.
+            if state != "running 0" {
+                return Err(not_ready(step, &head, &name, &format!("the daemon exited ({state})")));
             }
             let command_ok = ready.command.is_empty() || {
                 let mut exec = head.clone();

@@ -52,8 +52,7 @@ pub struct StepSpec {
     pub docker: Vec<Arg>,
     /// What makes this step already done; without it, the step always runs.
     #[serde(default)]
-    #[schemars(with = "Option<DoneSpec>")]
-    pub done: Option<Done>,
+    pub done: Option<DoneSpec>,
     /// Ask before running this step (a template); `--yes` answers for the user, and without a
     /// terminal and `--yes` the run is refused.
     #[serde(default)]
@@ -108,28 +107,44 @@ pub struct DoneSpec {
     pub stamp: Option<String>,
 }
 
-impl TryFrom<DoneSpec> for Done {
-    type Error = String;
+impl DoneSpec {
+    /// The kind and (unrendered) name of the first object given.
+    pub fn given(&self) -> Option<(&'static str, &str)> {
+        [
+            ("image", &self.image),
+            ("volume", &self.volume),
+            ("container", &self.container),
+            ("stamp", &self.stamp),
+        ]
+        .into_iter()
+        .find_map(|(kind, name)| Some((kind, name.as_deref()?)))
+    }
 
-    fn try_from(spec: DoneSpec) -> Result<Done, String> {
+    /// The one object given, or None when there are none or several (checked at load).
+    pub fn object(&self) -> Option<Done> {
         let mut given = [
-            spec.image.map(Done::Image),
-            spec.volume.map(Done::Volume),
-            spec.container.map(Done::Container),
-            spec.stamp.map(Done::Stamp),
+            self.image.clone().map(Done::Image),
+            self.volume.clone().map(Done::Volume),
+            self.container.clone().map(Done::Container),
+            self.stamp.clone().map(Done::Stamp),
         ]
         .into_iter()
         .flatten();
         match (given.next(), given.next()) {
-            (Some(done), None) => Ok(done),
-            _ => Err("`done` takes exactly one of `image`, `volume`, `container`, `stamp`".into()),
+            (Some(done), None) => Some(done),
+            _ => None,
         }
     }
 }
 
+impl StepSpec {
+    pub fn done(&self) -> Option<Done> {
+        self.done.as_ref().and_then(DoneSpec::object)
+    }
+}
+
 /// The object whose presence (and fingerprint label) makes a step done.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(try_from = "DoneSpec")]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Done {
     Image(String),
     Volume(String),
@@ -268,6 +283,18 @@ pub fn load(path: &Path, bytes: &[u8]) -> anyhow::Result<Document<ModeFile>> {
 fn check_needs(path: &Path, document: &Document<ModeFile>) -> anyhow::Result<()> {
     let steps = &document.value.steps;
     for (id, step) in steps {
+        if step.done.as_ref().is_some_and(|d| d.object().is_none()) {
+            let (line, col) = document.positions.key(&["steps", id.as_str(), "done"]);
+            return Err(Error::new(
+                Kind::Config,
+                format!(
+                    "step `{id}`: `done` takes exactly one of `image`, `volume`, `container`, \
+                     `stamp`"
+                ),
+            )
+            .at(path, &document.text, line, col)
+            .into());
+        }
         for (index, need) in step.needs.iter().enumerate() {
             // `mode.step` reaches into a required mode; that is checked when the graph is built.
             if need.contains('.') {
@@ -328,7 +355,7 @@ mod tests {
         let job = &mode.steps["job"];
         assert_eq!(job.docker[2], Arg::Text("8000".into()));
         assert_eq!(job.docker[3], Arg::Splat { splat: "command".into() });
-        assert_eq!(job.done, Some(Done::Image("x".into())));
+        assert_eq!(job.done(), Some(Done::Image("x".into())));
     }
 
     #[test]

@@ -80,14 +80,11 @@ pub struct Step {
     /// A digest of the rendered argv, the inputs' content and the needed steps' fingerprints.
     pub fingerprint: String,
     /// Commands run before `argv` (removing a stale container it replaces).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub before: Vec<Vec<String>>,
     /// Commands run after `argv` succeeded (recording a stamp).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub after: Vec<Vec<String>>,
     pub interactive: bool,
     pub output: Output,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub uses_images: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ready: Option<Ready>,
@@ -95,7 +92,6 @@ pub struct Step {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub confirm: Option<String>,
     /// Input files and directories that fed the fingerprint.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub inputs: Vec<String>,
     /// Runs even when done (its mode was requested and is declared `force`).
     #[serde(skip)]
@@ -136,7 +132,6 @@ pub struct Plan {
     pub modes: Vec<ModeDecision>,
     /// In execution order.
     pub steps: Vec<Step>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub excluded_steps: Vec<ExcludedStep>,
 }
 
@@ -461,7 +456,7 @@ impl Compiler<'_> {
                 let keep = renderer.truth(&when).map_err(|e| {
                     mode.error_at(
                         Kind::Config,
-                        format!("in `when`: {}", template::describe(&e)),
+                        format!("in `when`: {}", renderer.explain(&when, true, &e)),
                         mode.document.positions.value(&["when"]),
                     )
                 })?;
@@ -539,8 +534,11 @@ impl Compiler<'_> {
                 let id = format!("{}.{name}", mode.name);
                 let positions = &mode.document.positions;
                 let render_error = |path: &[&str], e: minijinja::Error| -> anyhow::Error {
-                    mode.error_at(Kind::Config, template::describe(&e), positions.value(path))
-                        .into()
+                    let message = match source_at(spec, path) {
+                        Some((source, is_expression)) => renderer.explain(source, is_expression, &e),
+                        None => template::describe(&e),
+                    };
+                    mode.error_at(Kind::Config, message, positions.value(path)).into()
                 };
                 if let Some(when) = &spec.when {
                     let keep = renderer
@@ -577,7 +575,7 @@ impl Compiler<'_> {
                         )
                         .into());
                 }
-                let done = match &spec.done {
+                let done = match &spec.done() {
                     Some(done) => {
                         let kind = done.kind();
                         let name_rendered = renderer
@@ -740,7 +738,7 @@ impl Compiler<'_> {
             let (mode_index, name) = &origins[first];
             let mode = modes[*mode_index];
             let edge_into_first = graph
-                .edges_connecting(nodes[cycle[cycle.len() - 2]], nodes[first])
+                .edges_connecting(nodes[cycle[1]], nodes[first])
                 .find_map(|e| *e.weight());
             let at = match edge_into_first {
                 Some((_, need_index)) => {
@@ -767,6 +765,16 @@ impl Compiler<'_> {
             let (from, to) = (graph[edge.source()], graph[edge.target()]);
             needs_of[to].push(from);
         }
+        // Fingerprints must not change with what varies by design: `containers.run` names
+        // throw-away containers after the run id, and the cache directory of materialized layers depends on $HOME. Their
+        // content is what counts, and it is hashed through `inputs`.
+        let masks = [
+            (
+                format!("{}-run-{}", Names::of(invocation).prefix, invocation.run_id),
+                "{{containers.run}}",
+            ),
+            (self.layers.cache_dir().display().to_string(), "{{cache}}"),
+        ];
         let mut ordered: Vec<Option<Step>> = steps.into_iter().map(Some).collect();
         let mut plan_steps: Vec<Step> = Vec::with_capacity(order.len());
         for &index in &order {
@@ -776,7 +784,13 @@ impl Compiler<'_> {
             needs.dedup();
             step.needs = needs.iter().map(|&n| plan_steps[n].id.clone()).collect();
             step.need_indexes = needs;
-            finish_step(&mut step, &plan_steps, invocation, modes_input_error(&modes, &origins[index]))?;
+            finish_step(
+                &mut step,
+                &plan_steps,
+                invocation,
+                &masks,
+                modes_input_error(&modes, &origins[index]),
+            )?;
             plan_steps.push(step);
         }
 
@@ -791,6 +805,28 @@ impl Compiler<'_> {
             steps: plan_steps,
             excluded_steps: excluded,
         })
+    }
+}
+
+/// The template text at `path` of a step (`["steps", id, key, index…]`), and whether it is an
+/// expression rather than a template.
+fn source_at<'a>(spec: &'a mode::StepSpec, path: &[&str]) -> Option<(&'a str, bool)> {
+    let index = |i: usize| path.get(i).and_then(|p| p.parse::<usize>().ok());
+    match path.get(2).copied()? {
+        "when" => spec.when.as_deref().map(|w| (w, true)),
+        "docker" => match spec.docker.get(index(3)?)? {
+            Arg::Text(text) => Some((text.as_str(), false)),
+            Arg::Splat { splat } => Some((splat.as_str(), true)),
+        },
+        "inputs" => spec.inputs.get(index(3)?).map(|t| (t.as_str(), false)),
+        "uses_images" => spec.uses_images.get(index(3)?).map(|t| (t.as_str(), false)),
+        "confirm" => spec.confirm.as_deref().map(|t| (t, false)),
+        "done" => spec.done.as_ref()?.given().map(|(_, name)| (name, false)),
+        "ready" => match path.get(3).copied()? {
+            "tcp" => spec.ready.as_ref()?.tcp.as_deref().map(|t| (t, false)),
+            _ => spec.ready.as_ref()?.command.get(index(4)?).map(|t| (t.as_str(), false)),
+        },
+        _ => None,
     }
 }
 
@@ -874,8 +910,8 @@ fn stable_topological_order<E>(
             .min()
             .expect("a remaining node has a remaining predecessor");
         if let Some(at) = walk.iter().position(|&n| n == previous) {
+            // The walk went from each step to one it needs, which is how the file reads.
             let mut cycle: Vec<usize> = walk[at..].to_vec();
-            cycle.reverse();
             cycle.push(cycle[0]);
             return Err(cycle);
         }
@@ -919,31 +955,40 @@ fn finish_step(
     step: &mut Step,
     earlier: &[Step],
     invocation: &Invocation,
+    masks: &[(String, &str)],
     input_error: impl Fn(usize, String) -> anyhow::Error,
 ) -> anyhow::Result<()> {
+    let masked = |text: &str| {
+        masks
+            .iter()
+            .filter(|(from, _)| !from.is_empty())
+            .fold(text.to_owned(), |text, (from, to)| text.replace(from.as_str(), to))
+    };
     let mut hasher = Sha256::new();
     let mut feed = |bytes: &[u8]| {
         hasher.update((bytes.len() as u64).to_le_bytes());
         hasher.update(bytes);
     };
     feed(step.id.as_bytes());
-    // The run id changes on every run by design (it names throw-away containers); a fingerprint
-    // that included it would make every step stale every time.
     for arg in &step.argv {
-        feed(arg.replace(&invocation.run_id, "{{run_id}}").as_bytes());
+        feed(masked(arg).as_bytes());
     }
     if let Some(done) = &step.done {
         feed(done.kind.as_bytes());
         feed(done.name.as_bytes());
     }
     for (index, input) in step.inputs.iter().enumerate() {
-        feed(input.as_bytes());
+        feed(masked(input).as_bytes());
         let digest = hash_input(Path::new(input))
             .map_err(|e| input_error(index, format!("input `{input}`: {e}")))?;
         feed(&digest);
     }
+    // Only needs that leave state behind feed the fingerprint: whether an always-running step
+    // (such as an upgrade joined by UPGRADE) is in the plan must not make its dependents stale.
     for &need in &step.need_indexes {
-        feed(earlier[need].fingerprint.as_bytes());
+        if earlier[need].done.is_some() {
+            feed(earlier[need].fingerprint.as_bytes());
+        }
     }
     step.fingerprint = config::hex(&hasher.finalize())[..20].to_owned();
 

@@ -113,7 +113,7 @@ fn decide(
             None => (Status::Run, format!("not done yet (no stamp `{}`)", done.name), vec![]),
             Some(o) if o.fingerprint() != Some(step.fingerprint.as_str()) => (
                 Status::Run,
-                format!("inputs changed since it was done: {}", fingerprint_note(o)),
+                format!("inputs or a needed step changed since it was done: {}", fingerprint_note(o)),
                 vec![],
             ),
             Some(_) => (Status::Skip, format!("done and up to date (stamp `{}`)", done.name), vec![]),

@@ -62,13 +62,19 @@ impl Renderer {
     /// Evaluates an expression to a truth value (a `when`).
     pub fn truth(&self, expression: &str) -> Result<bool, minijinja::Error> {
         let value = self.env.compile_expression(expression)?.eval(&self.context)?;
+        if value.is_undefined() {
+            return Err(undefined());
+        }
         Ok(value.is_true())
     }
 
     /// Evaluates an expression that must give a list (a `splat`); items become strings.
     pub fn list(&self, expression: &str) -> Result<Vec<String>, minijinja::Error> {
         let value = self.env.compile_expression(expression)?.eval(&self.context)?;
-        if value.is_none() || value.is_undefined() {
+        if value.is_undefined() {
+            return Err(undefined());
+        }
+        if value.is_none() {
             return Ok(Vec::new());
         }
         if value.as_str().is_some() {
@@ -84,6 +90,49 @@ impl Renderer {
             )
         })?;
         Ok(items.map(|item| item.to_string()).collect())
+    }
+}
+
+fn undefined() -> minijinja::Error {
+    minijinja::Error::new(minijinja::ErrorKind::UndefinedError, "undefined value")
+}
+
+impl Renderer {
+    /// A template error as one line that, for an undefined variable, names it (and suggests
+    /// the closest defined one): minijinja's strict mode only says "undefined value".
+    pub fn explain(&self, source: &str, is_expression: bool, error: &minijinja::Error) -> String {
+        if error.kind() != minijinja::ErrorKind::UndefinedError {
+            return describe(error);
+        }
+        let names = if is_expression {
+            self.env
+                .compile_expression(source)
+                .map(|e| e.undeclared_variables(true))
+        } else {
+            self.env
+                .template_from_str(source)
+                .map(|t| t.undeclared_variables(true))
+        };
+        let mut names: Vec<String> = names.map(|n| n.into_iter().collect()).unwrap_or_default();
+        names.sort();
+        for name in names {
+            let mut value = self.context.clone();
+            let mut known: Vec<String> = Vec::new();
+            for (depth, part) in name.split('.').enumerate() {
+                let next = value.get_attr(part).unwrap_or_default();
+                if next.is_undefined() && (depth > 0 || self.env.globals().all(|(g, _)| g != part)) {
+                    known.extend(value.try_iter().into_iter().flatten().map(|k| k.to_string()));
+                    let missing = name.split('.').take(depth + 1).collect::<Vec<_>>().join(".");
+                    let mut text = format!("undefined variable `{missing}`");
+                    if let Some(s) = crate::error::did_you_mean(part, known.iter().map(String::as_str)) {
+                        text.push_str(&format!(" (did you mean `{s}`?)"));
+                    }
+                    return text;
+                }
+                value = next;
+            }
+        }
+        describe(error)
     }
 }
 

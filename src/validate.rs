@@ -93,8 +93,16 @@ fn check_templates(
                 Arg::Splat { splat } => checks.push((at, splat, true)),
             }
         }
-        if let Some(done) = &step.done {
-            checks.push((path(&["steps", id, "done", done.kind()]), done.name(), false));
+        if let Some((kind, name)) = step.done.as_ref().and_then(|d| d.given()) {
+            checks.push((path(&["steps", id, "done", kind]), name, false));
+        }
+        if let Some(ready) = &step.ready {
+            for (index, arg) in ready.command.iter().enumerate() {
+                checks.push((path(&["steps", id, "ready", "command", &index.to_string()]), arg, false));
+            }
+            if let Some(tcp) = &ready.tcp {
+                checks.push((path(&["steps", id, "ready", "tcp"]), tcp, false));
+            }
         }
         if let Some(confirm) = &step.confirm {
             checks.push((path(&["steps", id, "confirm"]), confirm, false));

@@ -5,7 +5,7 @@
 //! yaml-rust2's event parser records the position of every key and value by its path. The same
 //! pass refuses alias bombs before serde_yaml ever expands them.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
 use serde::de::DeserializeOwned;
@@ -62,7 +62,11 @@ impl Positions {
 }
 
 enum Frame {
-    Mapping { path: Vec<String>, key: Option<String> },
+    Mapping {
+        path: Vec<String>,
+        key: Option<String>,
+        seen: HashSet<String>,
+    },
     Sequence { path: Vec<String>, next: usize },
 }
 
@@ -71,6 +75,9 @@ struct Indexer {
     positions: Positions,
     stack: Vec<Frame>,
     aliases: usize,
+    /// The first key repeated in one mapping, where it is repeated. serde_yaml would let the
+    /// last of two same-named steps win silently.
+    duplicate: Option<(String, (usize, usize))>,
 }
 
 impl Indexer {
@@ -89,9 +96,12 @@ impl Indexer {
                 self.positions.values.insert(item.join("\u{1f}"), at);
                 Some(item)
             }
-            Some(Frame::Mapping { path, key }) => match key.take() {
+            Some(Frame::Mapping { path, key, seen }) => match key.take() {
                 None => {
                     let name = scalar.unwrap_or("").to_owned();
+                    if !seen.insert(name.clone()) && self.duplicate.is_none() {
+                        self.duplicate = Some((name.clone(), at));
+                    }
                     let mut key_path = path.clone();
                     key_path.push(name.clone());
                     self.positions.keys.insert(key_path.join("\u{1f}"), at);
@@ -121,12 +131,17 @@ impl MarkedEventReceiver for Indexer {
             }
             Event::MappingStart(..) => {
                 if let Some(path) = self.node(mark, None) {
-                    self.stack.push(Frame::Mapping { path, key: None });
+                    self.stack.push(Frame::Mapping {
+                        path,
+                        key: None,
+                        seen: HashSet::new(),
+                    });
                 } else {
                     // A mapping used as a key: index its insides under a placeholder.
                     self.stack.push(Frame::Mapping {
                         path: vec!["?".into()],
                         key: None,
+                        seen: HashSet::new(),
                     });
                 }
             }
@@ -194,6 +209,11 @@ pub fn load<T: DeserializeOwned>(path: &Path, bytes: &[u8]) -> anyhow::Result<Do
             indexer.aliases
         ))
         .into());
+    }
+    if let Some((key, (line, col))) = indexer.duplicate {
+        return Err(config_error(format!("duplicate key `{key}`"))
+            .at(path, &text, line, col)
+            .into());
     }
     let positions = indexer.positions;
 

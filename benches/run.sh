@@ -1,0 +1,271 @@
+#!/usr/bin/env bash
+# Benchmarks of host_container: see BENCHMARKS.md for the method and the last figures.
+#
+#   bash benches/run.sh
+#
+# Environment knobs (all optional):
+#   BENCH_RUNS=50          hyperfine runs of the small --plan benchmark
+#   BENCH_GEN_RUNS=20      hyperfine runs of the generated 1,000/10,000-step plans
+#   BENCH_EXEC_RUNS=10     hyperfine runs of the 1,000-step executor benchmark
+#   BENCH_JOBS_RUNS=5      hyperfine runs of each -j benchmark
+#   BENCH_PAIRS=20         interleaved pairs of `single` vs raw `docker run`
+#   BENCH_SKIP_ENGINE=1    skip the part that needs a Docker engine (5)
+#   BENCH_KEEP_WORK=1      keep the temporary directory (printed) for inspection
+#
+# Every run uses a private HOME and HOST_CONTAINER_CACHE_DIR in a temporary directory. The
+# engine part creates the instance `bench` of python/minimal and removes all of it at the end
+# (the base image hc-test-base:bookworm is kept).
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+ROOT=$PWD
+HELPER=$ROOT/benches/bench.py
+
+RUNS=${BENCH_RUNS:-50}
+GEN_RUNS=${BENCH_GEN_RUNS:-20}
+EXEC_RUNS=${BENCH_EXEC_RUNS:-10}
+JOBS_RUNS=${BENCH_JOBS_RUNS:-5}
+PAIRS=${BENCH_PAIRS:-20}
+
+BASE_IMAGE=hc-test-base:bookworm
+INSTANCE=bench
+PREFIX=hc-python-minimal-$INSTANCE
+IMAGE=host_container/python-minimal:$INSTANCE
+
+log() { printf '\n== %s\n' "$*" >&2; }
+die() { printf 'benches/run.sh: %s\n' "$*" >&2; exit 1; }
+
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/hc-bench.XXXXXX")
+ENGINE_TOUCHED=
+
+purge_engine() {
+    [ -n "$ENGINE_TOUCHED" ] || return 0
+    log "purging what the benchmark created in the engine"
+    local containers
+    containers=$(docker ps -aq --filter "name=^$PREFIX-" 2>/dev/null || true)
+    if [ -n "$containers" ]; then
+        # shellcheck disable=SC2086
+        docker rm -f $containers >/dev/null 2>&1 || true
+    fi
+    docker volume rm "$PREFIX-data" "$PREFIX-initialized" >/dev/null 2>&1 || true
+    docker image rm "$IMAGE" >/dev/null 2>&1 || true
+    ENGINE_TOUCHED=
+}
+
+cleanup() {
+    local code=$?
+    trap - EXIT INT TERM
+    purge_engine
+    if [ -n "${BENCH_KEEP_WORK:-}" ]; then
+        printf 'benches/run.sh: kept %s\n' "$WORK" >&2
+    else
+        rm -rf "$WORK"
+    fi
+    exit "$code"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# --- tools -------------------------------------------------------------------------------------
+need_apt() {
+    # Installs Debian packages, only for tools that are absent.
+    if [ "$(id -u)" -ne 0 ]; then
+        die "missing $*: install it (apt-get install $*) and run again"
+    fi
+    log "installing $*"
+    apt-get update -qq >&2
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >&2
+}
+command -v python3 >/dev/null || die "python3 is needed"
+command -v hyperfine >/dev/null || need_apt hyperfine
+command -v /usr/bin/time >/dev/null || need_apt time
+
+# --- build (with the caller's HOME, where cargo and rustup live) -------------------------------
+log "cargo build --release"
+cargo build --release --quiet
+TARGET_DIR=$(cargo metadata --format-version 1 --no-deps |
+    python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
+# A private copy: others rebuilding target/ during the benchmark do not swap it mid-run, and no
+# installdir layer is found next to it.
+mkdir -p "$WORK/bin"
+cp "$TARGET_DIR/release/host_container" "$WORK/bin/host_container"
+HC=$WORK/bin/host_container
+REAL_DOCKER=$(command -v docker || true)
+
+# --- private environment -----------------------------------------------------------------------
+export DOCKER_CONFIG=${DOCKER_CONFIG:-$HOME/.docker}
+export HOME=$WORK/home
+export HOST_CONTAINER_CACHE_DIR=$WORK/cache
+unset UPGRADE HOST_CONTAINER_RUN_ID HOST_CONTAINER_BASE_IMAGE XDG_CACHE_HOME
+mkdir -p "$HOME"
+cd "$WORK"
+
+median() { python3 "$HELPER" median "$1" | sed -n "${2:-1}p"; }
+ratio() { python3 -c "import sys; print(f'{float(sys.argv[1]) / float(sys.argv[2]):.2f}')" "$1" "$2"; }
+div() { python3 -c "import sys; print(f'{float(sys.argv[1]) / float(sys.argv[2]):.3f}')" "$1" "$2"; }
+sub() { python3 -c "import sys; print(f'{float(sys.argv[1]) - float(sys.argv[2]):.3f}')" "$1" "$2"; }
+# verdict VALUE OP GOAL: met / MISSED
+verdict() {
+    if python3 -c "import sys, operator as o; sys.exit(0 if {'<=': o.le, '>=': o.ge}[sys.argv[2]](float(sys.argv[1]), float(sys.argv[3])) else 1)" "$@"; then
+        echo met
+    else
+        echo MISSED
+    fi
+}
+# check_fake DIR: DIR/docker is what a PATH starting with DIR runs, so that a broken fake can
+# never let the generated steps reach the real engine.
+check_fake() {
+    [ "$(PATH="$1:$PATH" type -P docker)" = "$1/docker" ] && [ -x "$1/docker" ] ||
+        die "fake docker $1/docker is not usable"
+}
+hf() { hyperfine --style basic -N "$@" >&2; }
+
+SUMMARY=$WORK/summary.txt
+row() { printf '%-58s %14s %12s %s\n' "$1" "$2" "$3" "$4" >>"$SUMMARY"; }
+row "measure" "median" "goal" "verdict"
+
+# --- 1: the whole process of a small --plan ----------------------------------------------------
+log "1. host_container --plan --offline python minimal single"
+"$HC" --plan --offline python minimal single >/dev/null
+hf --warmup 3 --runs "$RUNS" --export-json "$WORK/plan_small.json" \
+    "$HC --plan --offline python minimal single"
+PLAN_SMALL=$(median "$WORK/plan_small.json")
+row "1. --plan --offline python minimal single (ms)" "$PLAN_SMALL" "<= 5" "$(verdict "$PLAN_SMALL" '<=' 5)"
+
+# --- 2: compile + plan of generated modes ------------------------------------------------------
+log "2. compile + plan of generated modes of 1,000 and 10,000 steps"
+declare -A PLAN_MS RSS_KB
+for n in 1000 10000; do
+    dir=$WORK/gen$n
+    python3 "$HELPER" gen-chain "$dir" "$n" >/dev/null
+    cmd="$HC --config-dir $dir --plan --offline --format json python minimal gen"
+    $cmd >/dev/null
+    hf --warmup 3 --runs "$GEN_RUNS" --export-json "$WORK/gen$n.json" "$cmd"
+    PLAN_MS[$n]=$(median "$WORK/gen$n.json")
+    : >"$WORK/rss$n.txt"
+    for _ in 1 2 3 4 5; do
+        /usr/bin/time -f %M -a -o "$WORK/rss$n.txt" $cmd >/dev/null
+    done
+    RSS_KB[$n]=$(python3 "$HELPER" stat max "$WORK/rss$n.txt")
+done
+GEN_RATIO=$(ratio "${PLAN_MS[10000]}" "${PLAN_MS[1000]}")
+RSS_MIB=$(div "${RSS_KB[10000]}" 1024)
+row "2. plan of 1,000 generated steps, json (ms)" "${PLAN_MS[1000]}" "-" ""
+row "2. plan of 10,000 generated steps, json (ms)" "${PLAN_MS[10000]}" "<= 100" "$(verdict "${PLAN_MS[10000]}" '<=' 100)"
+row "2. 10k / 1k time ratio (linear: <= 10)" "$GEN_RATIO" "<= 10" "$(verdict "$GEN_RATIO" '<=' 10.5)"
+row "2. per step at 1k, whole process / 1000 (us)" "$(div "${PLAN_MS[1000]}" 1)" "-" ""
+row "2. marginal per step from 1k to 10k (us)" "$(div "$(sub "${PLAN_MS[10000]}" "${PLAN_MS[1000]}")" 9)" "-" ""
+row "2. peak RSS, 1,000 steps (MiB)" "$(div "${RSS_KB[1000]}" 1024)" "-" ""
+row "2. peak RSS, 10,000 steps (MiB, max of 5)" "$RSS_MIB" "<= 50" "$(verdict "$RSS_MIB" '<=' 50)"
+
+# Where the time of 10,000 steps goes: parsing and checking alone (--validate), the plan
+# rendered as text, and as JSON. Their differences show the cost of each stage.
+log "2b. 10,000 steps by stage"
+gen10=$WORK/gen10000
+hf --warmup 2 --runs "$GEN_RUNS" --export-json "$WORK/stages.json" \
+    -n validate "$HC --validate $gen10/config/host_base_gen.yaml" \
+    -n text "$HC --config-dir $gen10 --plan --offline --format text python minimal gen" \
+    -n json "$HC --config-dir $gen10 --plan --offline --format json python minimal gen"
+STAGE_VALIDATE=$(median "$WORK/stages.json" 1)
+STAGE_TEXT=$(median "$WORK/stages.json" 2)
+STAGE_JSON=$(median "$WORK/stages.json" 3)
+row "2b. --validate of the 10,000-step file (ms)" "$STAGE_VALIDATE" "-" "parse + checks"
+row "2b. --plan --format text, 10,000 steps (ms)" "$STAGE_TEXT" "-" ""
+row "2b. --plan --format json, 10,000 steps (ms)" "$STAGE_JSON" "-" ""
+
+# --- 3: executor overhead per step -------------------------------------------------------------
+log "3. executor: 1,000 no-op steps with a fake docker (true)"
+# `type -P`: the program, not the shell builtin.
+TRUE_BIN=$(type -P true) || die "no true program on PATH"
+mkdir -p "$WORK/fake-true"
+ln -s "$TRUE_BIN" "$WORK/fake-true/docker"
+check_fake "$WORK/fake-true"
+gen1k=$WORK/gen1000
+PATH="$WORK/fake-true:$PATH" "$HC" --config-dir "$gen1k" python minimal gen 2>/dev/null ||
+    die "the 1,000-step run with a fake docker failed"
+PATH="$WORK/fake-true:$PATH" hf --warmup 1 --runs "$EXEC_RUNS" --export-json "$WORK/exec.json" \
+    -n run "$HC --config-dir $gen1k python minimal gen" \
+    -n spawn-floor "bash -c 'for i in \$(seq 1000); do $TRUE_BIN; done'"
+EXEC_MS=$(median "$WORK/exec.json" 1)
+FLOOR_MS=$(median "$WORK/exec.json" 2)
+PER_STEP=$(div "$EXEC_MS" 1000)
+ABOVE=$(div "$(sub "$(sub "$EXEC_MS" "${PLAN_MS[1000]}")" "$FLOOR_MS")" 1000)
+row "3. run of 1,000 no-op steps (ms)" "$EXEC_MS" "-" ""
+row "3. per step, whole run / 1000 (ms)" "$PER_STEP" "<= 2" "$(verdict "$PER_STEP" '<=' 2)"
+row "3. floor: bash loop of 1,000 fork+exec of true, per (ms)" "$(div "$FLOOR_MS" 1000)" "-" ""
+row "3. per step above plan and that floor (ms)" "$ABOVE" "-" ""
+
+# --- 4: -j 2 on independent sleeping steps -----------------------------------------------------
+log "4. -j 1 vs -j 2: 8 independent steps of a fake docker sleeping 0.5 s"
+mkdir -p "$WORK/fake-sleep"
+printf '#!/bin/sh\nexec sleep 0.5\n' >"$WORK/fake-sleep/docker"
+chmod +x "$WORK/fake-sleep/docker"
+check_fake "$WORK/fake-sleep"
+python3 "$HELPER" gen-parallel "$WORK/par" 8 >/dev/null
+par="$HC --config-dir $WORK/par python minimal par"
+PATH="$WORK/fake-sleep:$PATH" hf --warmup 1 --runs "$JOBS_RUNS" --export-json "$WORK/jobs.json" \
+    -n j1 "$par -j 1" -n j2 "$par -j 2" -n j8 "$par -j 8"
+J1=$(median "$WORK/jobs.json" 1)
+J2=$(median "$WORK/jobs.json" 2)
+J8=$(median "$WORK/jobs.json" 3)
+SPEEDUP=$(ratio "$J1" "$J2")
+row "4. -j 1, 8 x 0.5 s (ms; ideal 4000)" "$J1" "-" ""
+row "4. -j 2 (ms; ideal 2000)" "$J2" "-" ""
+row "4. -j 2 speed-up over -j 1" "$SPEEDUP" ">= 1.8" "$(verdict "$SPEEDUP" '>=' 1.8)"
+row "4. -j 8 (ms; ideal 500)" "$J8" "-" ""
+
+# --- 5: single on an initialized instance vs raw docker run ------------------------------------
+engine() {
+    [ -n "$REAL_DOCKER" ] || { echo "no docker on PATH"; return 1; }
+    "$REAL_DOCKER" version --format '{{.Server.Version}}' >/dev/null 2>&1 ||
+        { echo "the Docker engine does not answer"; return 1; }
+}
+if [ -n "${BENCH_SKIP_ENGINE:-}" ]; then
+    row "5. single vs docker run" "skipped" "<= 1.10" "BENCH_SKIP_ENGINE is set"
+elif ! why=$(engine); then
+    row "5. single vs docker run" "skipped" "<= 1.10" "$why"
+else
+    log "5. single on an initialized instance vs raw docker run"
+    if ! docker image inspect "$BASE_IMAGE" >/dev/null 2>&1; then
+        log "building $BASE_IMAGE with mmdebstrap"
+        command -v mmdebstrap >/dev/null || need_apt mmdebstrap
+        mmdebstrap --quiet --variant=apt --include=python3,python3-venv,python3-pip \
+            bookworm "$WORK/rootfs.tar" >&2
+        docker import "$WORK/rootfs.tar" "$BASE_IMAGE" >/dev/null
+        rm -f "$WORK/rootfs.tar"
+    fi
+    export HOST_CONTAINER_BASE_IMAGE=$BASE_IMAGE
+    ENGINE_TOUCHED=1
+    "$HC" -x "$INSTANCE" python minimal init >"$WORK/init.log" 2>&1 ||
+        { tail -n 30 "$WORK/init.log" >&2; die "init of the bench instance failed"; }
+
+    # The docker calls of one `single`: a wrapper earlier on PATH logs each argv.
+    mkdir -p "$WORK/count"
+    cat >"$WORK/count/docker" <<EOF
+#!/bin/sh
+printf '%s\n' "\$*" >>"$WORK/docker-calls.log"
+exec "$REAL_DOCKER" "\$@"
+EOF
+    chmod +x "$WORK/count/docker"
+    : >"$WORK/docker-calls.log"
+    PATH="$WORK/count:$PATH" "$HC" -x "$INSTANCE" python minimal single python -c pass </dev/null
+    CALLS=$(wc -l <"$WORK/docker-calls.log" | tr -d ' ')
+    CALL_KINDS=$(awk '{print $1}' "$WORK/docker-calls.log" | paste -sd, -)
+
+    python3 "$HELPER" pairs "$PAIRS" \
+        "$HC" -x "$INSTANCE" python minimal single python -c pass -- \
+        docker run --rm "--volume=$PREFIX-data:/virtualenv:ro" "$IMAGE" python -c pass \
+        >"$WORK/pairs.json"
+    SINGLE_MS=$(python3 "$HELPER" field "$WORK/pairs.json" median_a_ms)
+    RAW_MS=$(python3 "$HELPER" field "$WORK/pairs.json" median_b_ms)
+    SINGLE_RATIO=$(python3 "$HELPER" field "$WORK/pairs.json" median_ratio)
+    row "5. single python -c pass (ms)" "$SINGLE_MS" "-" ""
+    row "5. docker run --rm same image python -c pass (ms)" "$RAW_MS" "-" ""
+    row "5. median of paired ratios single / docker run ($PAIRS)" "$SINGLE_RATIO" "<= 1.10" "$(verdict "$SINGLE_RATIO" '<=' 1.10)"
+    row "5. docker calls of one single" "$CALLS" "<= 2" "$(verdict "$CALLS" '<=' 2) ($CALL_KINDS)"
+    purge_engine
+fi
+
+log "summary"
+cat "$SUMMARY"

@@ -1,0 +1,361 @@
+//! The command line against a recording fake `docker`: what `--plan` asks the engine, that the
+//! executed argv are the planned argv, failure injection at every step, exit codes, and
+//! snapshots of every shipped mode's plan in every format.
+
+mod support;
+
+use std::fs;
+
+use serde_json::Value;
+use support::{expect_code, stderr, stdout, Sandbox};
+
+fn shipped_modes() -> Vec<String> {
+    let dir = support::repo_root().join("etc/docker_meta/host_container/config");
+    let mut modes: Vec<String> = fs::read_dir(dir)
+        .expect("shipped config")
+        .filter_map(|e| {
+            let name = e.ok()?.file_name().into_string().ok()?;
+            Some(name.strip_prefix("host_base_")?.strip_suffix(".yaml")?.to_owned())
+        })
+        .collect();
+    modes.sort();
+    modes
+}
+
+fn plan_json(sandbox: &Sandbox, args: &[&str]) -> Value {
+    let output = sandbox
+        .fake_docker()
+        .args(["--plan", "--format", "json", "--run-id", "t1"])
+        .args(args)
+        .output()
+        .expect("run");
+    expect_code(&output, 0);
+    serde_json::from_slice(&output.stdout).expect("plan JSON")
+}
+
+/// The argv the plan says will run, in order: each step's before, argv and after commands.
+fn planned_commands(plan: &Value) -> Vec<Vec<String>> {
+    let mut commands = Vec::new();
+    for step in plan["steps"].as_array().expect("steps") {
+        if step["status"] != "run" {
+            continue;
+        }
+        let lists = [&step["before"], &step["after"]];
+        let argv_of = |v: &Value| -> Vec<String> {
+            v.as_array()
+                .expect("argv")
+                .iter()
+                .map(|a| a.as_str().expect("string").to_owned())
+                .collect()
+        };
+        if let Some(before) = lists[0].as_array() {
+            commands.extend(before.iter().map(argv_of));
+        }
+        commands.push(argv_of(&step["argv"]));
+        if let Some(after) = lists[1].as_array() {
+            commands.extend(after.iter().map(argv_of));
+        }
+    }
+    commands
+}
+
+#[test]
+fn plan_asks_only_read_only_questions_in_one_call() {
+    for mode in shipped_modes() {
+        for upgrade in ["", "1"] {
+            let sandbox = Sandbox::new();
+            let output = sandbox
+                .fake_docker()
+                .env("UPGRADE", upgrade)
+                .args(["--plan", "python", "minimal", &mode])
+                .output()
+                .expect("run");
+            expect_code(&output, 0);
+            let calls = sandbox.docker_calls();
+            assert!(calls.len() <= 1, "{mode}: more than one probe: {calls:?}");
+            for call in calls {
+                assert_eq!(call[1], "inspect", "{mode}: --plan made a mutating call {call:?}");
+            }
+        }
+    }
+}
+
+#[test]
+fn offline_plan_makes_no_docker_call() {
+    let sandbox = Sandbox::new();
+    let output = sandbox
+        .fake_docker()
+        .args(["--plan", "--offline", "python", "minimal", "single"])
+        .output()
+        .expect("run");
+    expect_code(&output, 0);
+    assert!(sandbox.docker_calls().is_empty());
+    assert!(stdout(&output).contains("# state: offline"));
+}
+
+#[test]
+fn executed_argv_equal_planned_argv() {
+    let nasty = ["sh", "-c", "echo \"$1\"; `id`", "--", "a b; $(rm -rf /) 'q' \"d\""];
+    let sandbox = Sandbox::new();
+    let mut args = vec!["python", "minimal", "single"];
+    args.extend(nasty);
+    let plan = plan_json(&sandbox, &args);
+    let planned = planned_commands(&plan);
+    fs::remove_file(sandbox.path("docker.log")).expect("reset log");
+
+    let output = sandbox
+        .fake_docker()
+        .args(["--run-id", "t1"])
+        .args(&args)
+        .output()
+        .expect("run");
+    expect_code(&output, 0);
+    let executed: Vec<Vec<String>> = sandbox
+        .docker_calls()
+        .into_iter()
+        .filter(|call| call[1] != "inspect")
+        .collect();
+    assert_eq!(executed, planned);
+    // The user's arguments arrive as the last argv elements, verbatim.
+    let job = executed.last().expect("job ran");
+    assert_eq!(&job[job.len() - nasty.len()..], &nasty);
+}
+
+#[test]
+fn failure_at_each_step_runs_no_dependent_and_marks_nothing_done() {
+    let sandbox = Sandbox::new();
+    let plan = plan_json(&sandbox, &["python", "minimal", "single"]);
+    let steps = plan["steps"].as_array().expect("steps").clone();
+    assert!(steps.len() >= 4, "{steps:?}");
+    for (k, step) in steps.iter().enumerate() {
+        let id = step["id"].as_str().expect("id");
+        let sandbox = Sandbox::new();
+        let output = sandbox
+            .fake_docker()
+            .env("FAKE_DOCKER_FAIL", format!("--label=org.docker-meta.host_container.step={id}"))
+            .args(["--run-id", "t1", "python", "minimal", "single"])
+            .output()
+            .expect("run");
+        let calls = sandbox.docker_calls();
+        let label = format!("--label=org.docker-meta.host_container.step={id}");
+        let failed_at = calls
+            .iter()
+            .position(|c| c.contains(&label))
+            .unwrap_or_else(|| panic!("step {id} never ran: {calls:?}"));
+        // Nothing starts after the failure: the stamp of a failed step is never recorded, and
+        // no later step (all of which depend on it or come after it) runs.
+        assert_eq!(failed_at, calls.len() - 1, "calls after failing {id}: {calls:?}");
+        for later in &steps[k + 1..] {
+            let later_label = format!(
+                "--label=org.docker-meta.host_container.step={}",
+                later["id"].as_str().expect("id")
+            );
+            assert!(!calls.iter().any(|c| c.contains(&later_label)));
+        }
+        if step["output"] == "raw" {
+            // The user's job: its exit code is ours.
+            expect_code(&output, 42);
+        } else if step.get("uses_images").is_some() {
+            // The fake engine has no base image, so the build's failure is blamed on it.
+            expect_code(&output, 69);
+            assert!(stderr(&output).contains("python:3.12-slim is not present"));
+        } else {
+            expect_code(&output, 70);
+            let err = stderr(&output);
+            assert!(err.contains(&format!("step `{id}` failed with exit code 42")), "{err}");
+            assert!(err.contains("injected failure"), "{err}");
+        }
+    }
+}
+
+#[test]
+fn keep_going_runs_independent_branches() {
+    let sandbox = Sandbox::new();
+    let output = sandbox
+        .fake_docker()
+        .env("FAKE_DOCKER_FAIL", "--label=org.docker-meta.host_container.step=init.image")
+        .args(["--keep-going", "--run-id", "t1", "python", "minimal", "single"])
+        .output()
+        .expect("run");
+    expect_code(&output, 69);
+    let calls = sandbox.docker_calls();
+    // init.volume does not depend on the image, so it still runs; the virtualenv does not.
+    assert!(calls.iter().any(|c| c.contains(&"--label=org.docker-meta.host_container.step=init.volume".to_owned())));
+    assert!(!calls.iter().any(|c| c.contains(&"--label=org.docker-meta.host_container.step=init.virtualenv".to_owned())));
+}
+
+#[test]
+fn docker_missing_has_its_own_exit_code() {
+    let sandbox = Sandbox::new();
+    let output = sandbox
+        .command()
+        .env("PATH", sandbox.path("bin"))
+        .args(["python", "minimal", "single"])
+        .output()
+        .expect("run");
+    expect_code(&output, 67);
+    assert!(stderr(&output).contains("`docker` is not installed"));
+
+    // A plan still prints, and says the state is unknown.
+    let output = sandbox
+        .command()
+        .env("PATH", sandbox.path("bin"))
+        .args(["--plan", "python", "minimal", "single"])
+        .output()
+        .expect("run");
+    expect_code(&output, 0);
+    assert!(stdout(&output).contains("# state: unknown"), "{}", stdout(&output));
+    assert!(stdout(&output).contains("init.image: unknown"));
+}
+
+#[test]
+fn json_plan_has_the_documented_shape() {
+    let sandbox = Sandbox::new();
+    let plan = plan_json(&sandbox, &["--offline", "python", "minimal", "single"]);
+    assert_eq!(plan["version"], 1);
+    let steps = plan["steps"].as_array().expect("steps");
+    let ids: Vec<&str> = steps.iter().map(|s| s["id"].as_str().expect("id")).collect();
+    assert_eq!(ids, ["init.image", "init.volume", "init.virtualenv", "single.job"]);
+    for step in steps {
+        for key in ["id", "mode", "needs", "argv", "status", "reason", "source"] {
+            assert!(step.get(key).is_some(), "step lacks {key}: {step}");
+        }
+        assert_eq!(step["argv"][0], "docker");
+    }
+    assert_eq!(steps[2]["needs"], serde_json::json!(["init.image", "init.volume"]));
+    let upgrade = plan["modes"]
+        .as_array()
+        .expect("modes")
+        .iter()
+        .find(|m| m["name"] == "upgrade")
+        .expect("upgrade decision");
+    assert_eq!(upgrade["included"], false);
+}
+
+#[test]
+fn upgrade_joins_only_when_set() {
+    let sandbox = Sandbox::new();
+    let with = plan_json(&sandbox, &["--offline", "python", "minimal", "single"]);
+    assert!(!with["steps"].as_array().unwrap().iter().any(|s| s["mode"] == "upgrade"));
+    let output = sandbox
+        .fake_docker()
+        .env("UPGRADE", "1")
+        .args(["--plan", "--offline", "--format", "json", "--run-id", "t1", "python", "minimal", "single"])
+        .output()
+        .expect("run");
+    let plan: Value = serde_json::from_slice(&output.stdout).expect("json");
+    let ids: Vec<&str> = plan["steps"].as_array().unwrap().iter().map(|s| s["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["init.image", "init.volume", "init.virtualenv", "upgrade.packages", "single.job"]);
+}
+
+#[test]
+fn plans_are_byte_identical_across_runs() {
+    let sandbox = Sandbox::new();
+    let run = || {
+        sandbox
+            .command()
+            .args(["--plan", "--offline", "--run-id", "same", "python", "web", "daemon"])
+            .output()
+            .expect("run")
+            .stdout
+    };
+    assert_eq!(run(), run());
+}
+
+#[test]
+fn list_shows_languages_variants_and_modes() {
+    let sandbox = Sandbox::new();
+    let output = sandbox.command().arg("--list").output().expect("run");
+    expect_code(&output, 0);
+    let text = stdout(&output);
+    for expected in ["python", "minimal", "web", "single", "Run the job script", "builtin"] {
+        assert!(text.contains(expected), "--list lacks {expected}:\n{text}");
+    }
+}
+
+#[test]
+fn a_higher_layer_shadows_a_mode_and_the_plan_says_so() {
+    let sandbox = Sandbox::new();
+    sandbox.write(
+        "layer/config/host_base_single.yaml",
+        "description: mine\nsteps:\n  job:\n    docker: [run, --rm, \"{{ image }}\", {splat: command}]\n    output: raw\n",
+    );
+    let output = sandbox
+        .command()
+        .args(["--config-dir"])
+        .arg(sandbox.path("layer"))
+        .args(["--plan", "--offline", "python", "minimal", "single", "true"])
+        .output()
+        .expect("run");
+    expect_code(&output, 0);
+    let text = stdout(&output);
+    assert!(text.contains("(config-dir 1)"), "{text}");
+    assert!(!text.contains("init.image"), "the shadowing file requires nothing:\n{text}");
+}
+
+#[test]
+fn hosts_files_merge_across_layers() {
+    let sandbox = Sandbox::new();
+    sandbox.write("layer/python/hosts/minimal/requirements.txt", "six\n");
+    let output = sandbox
+        .command()
+        .arg("--config-dir")
+        .arg(sandbox.path("layer"))
+        .args(["--plan", "--offline", "--format", "json", "python", "minimal", "init"])
+        .output()
+        .expect("run");
+    expect_code(&output, 0);
+    let plan: Value = serde_json::from_slice(&output.stdout).expect("json");
+    let argv = plan["steps"][2]["argv"].to_string();
+    let merged = argv
+        .split("--volume=")
+        .find(|part| part.contains(":/data:ro"))
+        .and_then(|part| part.split(":/data:ro").next())
+        .expect("hosts mount");
+    assert!(merged.contains("merged-"), "{merged}");
+    let merged = std::path::Path::new(merged);
+    assert_eq!(fs::read_to_string(merged.join("requirements.txt")).unwrap(), "six\n");
+    assert!(merged.join("initialize").is_file(), "lower layer's files are kept");
+}
+
+/// Paths and ids that differ per machine, replaced so snapshots compare.
+fn normalize(sandbox: &Sandbox, text: &str) -> String {
+    // SAFETY: getuid/getgid cannot fail.
+    let (uid, gid) = unsafe { (libc_getuid(), libc_getgid()) };
+    let root = sandbox.root.path().display().to_string();
+    let builtin = fs::read_dir(sandbox.path("cache"))
+        .ok()
+        .and_then(|mut d| d.next())
+        .and_then(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .unwrap_or_default();
+    text.replace(&root, "[SANDBOX]")
+        .replace(&builtin, "builtin-[HASH]")
+        .replace(&format!("--user={uid}:{gid}"), "--user=[UID]:[GID]")
+}
+
+extern "C" {
+    #[link_name = "getuid"]
+    fn libc_getuid() -> u32;
+    #[link_name = "getgid"]
+    fn libc_getgid() -> u32;
+}
+
+#[test]
+fn snapshots_of_every_shipped_mode_in_every_format() {
+    for mode in shipped_modes() {
+        for format in ["text", "json", "dot"] {
+            let sandbox = Sandbox::new();
+            let output = sandbox
+                .command()
+                .env("USER", "tester")
+                .args(["--plan", "--offline", "--run-id", "snap", "--format", format])
+                .args(["python", "minimal", &mode])
+                .output()
+                .expect("run");
+            expect_code(&output, 0);
+            let name = format!("plan_{mode}_{format}");
+            insta::assert_snapshot!(name, normalize(&sandbox, &stdout(&output)));
+        }
+    }
+}

@@ -1,0 +1,482 @@
+//! End to end against the real Docker engine. No image can be pulled here, so the base image is
+//! built from Debian packages (mmdebstrap, then docker import) once, and passed as the base
+//! image. Each test works on an instance of its own and removes everything it created.
+//!
+//! Without an engine these tests say loudly that they were skipped; with `CI` set they fail.
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+
+use support::{expect_code, stderr, stdout, Sandbox};
+
+/// The base image the tests build on, made from Debian packages.
+const BASE_IMAGE: &str = "hc-test-base:bookworm";
+const LABEL: &str = "org.docker-meta.host_container.instance";
+
+fn docker(args: &[&str]) -> Output {
+    Command::new("docker")
+        .args(args)
+        .output()
+        .expect("docker runs")
+}
+
+/// Whether the engine answers; with `CI` set, a missing engine fails the test instead.
+fn engine_available() -> bool {
+    static AVAILABLE: OnceLock<bool> = OnceLock::new();
+    *AVAILABLE.get_or_init(|| {
+        let answers = Command::new("docker")
+            .args(["info", "--format", "{{.ServerVersion}}"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !answers {
+            if std::env::var_os("CI").is_some() {
+                panic!("CI is set but no Docker engine answers: the end-to-end tests cannot run");
+            }
+            eprintln!(
+                "\n\n!!!!!!!! SKIPPED: no Docker engine answers; end-to-end tests did not run !!!!!!!!\n"
+            );
+        }
+        answers
+    })
+}
+
+/// Builds the base image from Debian packages unless it exists.
+fn ensure_base_image() {
+    static BUILT: OnceLock<()> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        if docker(&["image", "inspect", BASE_IMAGE]).status.success() {
+            return;
+        }
+        let dir = tempfile::tempdir().expect("temp dir");
+        let tar = dir.path().join("rootfs.tar");
+        let status = Command::new("mmdebstrap")
+            .args([
+                "--variant=apt",
+                "--include=python3,python3-venv,python3-pip",
+                "bookworm",
+            ])
+            .arg(&tar)
+            .status()
+            .expect("mmdebstrap is installed (apt-get install mmdebstrap)");
+        assert!(status.success(), "mmdebstrap failed");
+        let imported = docker(&["import", &tar.display().to_string(), BASE_IMAGE]);
+        assert!(imported.status.success(), "{}", stderr(&imported));
+    });
+}
+
+/// One test's instance: a sandbox plus a unique instance name, cleaned up on drop.
+struct Instance {
+    sandbox: Sandbox,
+    name: String,
+}
+
+impl Instance {
+    fn new(test: &str) -> Option<Instance> {
+        if !engine_available() {
+            return None;
+        }
+        ensure_base_image();
+        let instance = Instance {
+            sandbox: Sandbox::new(),
+            name: format!("e2e-{test}-{}", std::process::id()),
+        };
+        instance.remove_objects();
+        Some(instance)
+    }
+
+    fn command(&self) -> Command {
+        let mut command = self.sandbox.command();
+        command
+            .env("HOST_CONTAINER_BASE_IMAGE", BASE_IMAGE)
+            .args(["-x", &self.name]);
+        command
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.command()
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("host_container runs")
+    }
+
+    fn objects(&self) -> Vec<String> {
+        let filter = format!("label={LABEL}={}", self.name);
+        let mut found = Vec::new();
+        for args in [
+            vec!["ps", "--all", "--quiet", "--filter", &filter],
+            vec!["volume", "ls", "--quiet", "--filter", &filter],
+            vec!["image", "ls", "--quiet", "--filter", &filter],
+        ] {
+            let output = docker(&args);
+            found.extend(stdout(&output).lines().map(|l| format!("{} {l}", args[0])));
+        }
+        found
+    }
+
+    fn remove_objects(&self) {
+        let filter = format!("label={LABEL}={}", self.name);
+        let containers = stdout(&docker(&["ps", "--all", "--quiet", "--filter", &filter]));
+        for id in containers.lines() {
+            docker(&["rm", "--force", id]);
+        }
+        let volumes = stdout(&docker(&["volume", "ls", "--quiet", "--filter", &filter]));
+        for name in volumes.lines() {
+            docker(&["volume", "rm", "--force", name]);
+        }
+        let image = format!("host_container/python-minimal:{}", self.name);
+        docker(&["image", "rm", "--force", &image]);
+        let image = format!("host_container/python-web:{}", self.name);
+        docker(&["image", "rm", "--force", &image]);
+    }
+
+    /// Removes everything and asserts the engine holds nothing of this instance any more.
+    fn finish(self) {
+        self.remove_objects();
+        let left = self.objects();
+        assert!(left.is_empty(), "left behind in the engine: {left:?}");
+    }
+}
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        self.remove_objects();
+    }
+}
+
+fn ran(output: &Output, step: &str) -> bool {
+    stderr(output).contains(&format!("==> {step}:"))
+}
+
+#[test]
+fn single_runs_in_the_virtualenv_and_second_run_skips_init() {
+    let Some(instance) = Instance::new("single") else { return };
+    let first = instance.run(&["python", "minimal", "single", "python", "-c", "import sys; print(sys.prefix)"]);
+    expect_code(&first, 0);
+    assert_eq!(stdout(&first).trim(), "/virtualenv");
+    assert!(ran(&first, "init.image") && ran(&first, "init.virtualenv"));
+
+    let second = instance.run(&["python", "minimal", "single"]);
+    expect_code(&second, 0);
+    assert!(!ran(&second, "init.image") && !ran(&second, "init.virtualenv"), "{}", stderr(&second));
+    assert!(stdout(&second).contains("in /virtualenv"), "{}", stdout(&second));
+
+    let plan = instance.run(&["--plan", "python", "minimal", "single"]);
+    let text = stdout(&plan);
+    assert!(text.contains("init.virtualenv: skip (done and up to date"), "{text}");
+    assert!(text.contains("init.image: skip (image"), "{text}");
+    instance.finish();
+}
+
+#[test]
+fn exit_codes_and_literal_arguments_pass_through() {
+    let Some(instance) = Instance::new("args") else { return };
+    let code = instance.run(&["python", "minimal", "single", "python", "-c", "import sys; sys.exit(7)"]);
+    expect_code(&code, 7);
+
+    let awkward = [";", "$(echo hi)", "`id`", "it's", "a b", "\"q\"", "*", "", "--plan"];
+    let mut args = vec![
+        "python",
+        "minimal",
+        "single",
+        "python",
+        "-c",
+        "import sys, json; print(json.dumps(sys.argv[1:]))",
+    ];
+    args.extend(awkward);
+    let output = instance.run(&args);
+    expect_code(&output, 0);
+    let received: Vec<String> = serde_json::from_str(stdout(&output).trim()).expect("json argv");
+    assert_eq!(received, awkward);
+    instance.finish();
+}
+
+#[test]
+fn changed_requirements_rerun_init_and_upgrade_runs_when_set() {
+    let Some(instance) = Instance::new("stale") else { return };
+    let layer = instance.sandbox.path("layer");
+    let requirements = instance
+        .sandbox
+        .write("layer/python/hosts/minimal/requirements.txt", "# first\n");
+    let layer_arg = layer.display().to_string();
+    let run = |extra: &[(&str, &str)]| {
+        let mut command = instance.command();
+        for (k, v) in extra {
+            command.env(k, v);
+        }
+        command
+            .args(["--config-dir", &layer_arg, "python", "minimal", "single", "python", "-c", "pass"])
+            .stdin(Stdio::null())
+            .output()
+            .expect("runs")
+    };
+    let first = run(&[]);
+    expect_code(&first, 0);
+    assert!(ran(&first, "init.virtualenv"));
+    let unchanged = run(&[]);
+    assert!(!ran(&unchanged, "init.virtualenv"), "{}", stderr(&unchanged));
+
+    std::fs::write(&requirements, "# second: changed\n").expect("write");
+    let changed = run(&[]);
+    expect_code(&changed, 0);
+    assert!(stderr(&changed).contains("==> init.virtualenv: inputs changed"), "{}", stderr(&changed));
+    assert!(!ran(&changed, "init.image"), "the image does not depend on requirements.txt");
+
+    let upgraded = run(&[("UPGRADE", "1")]);
+    expect_code(&upgraded, 0);
+    assert!(ran(&upgraded, "upgrade.packages"), "{}", stderr(&upgraded));
+    assert!(stderr(&upgraded).contains("nothing to upgrade"));
+    instance.finish();
+}
+
+#[test]
+fn bash_reads_piped_stdin_and_test_mode_passes() {
+    let Some(instance) = Instance::new("bash") else { return };
+    let mut child = instance
+        .command()
+        .args(["python", "minimal", "bash"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().expect("stdin");
+        stdin.write_all(b"python -V\necho \"$VIRTUAL_ENV\"\n").expect("write");
+    }
+    let output = child.wait_with_output().expect("wait");
+    expect_code(&output, 0);
+    assert!(stdout(&output).contains("Python 3."), "{}", stdout(&output));
+    assert!(stdout(&output).contains("/virtualenv"));
+
+    let test = instance.run(&["python", "minimal", "test"]);
+    expect_code(&test, 0);
+    assert!(stdout(&test).contains("all checks passed"), "{}", stdout(&test));
+    let failing = instance.run(&["python", "minimal", "test", "python", "-c", "raise SystemExit(3)"]);
+    expect_code(&failing, 3);
+    instance.finish();
+}
+
+#[test]
+fn exec_creates_files_owned_by_the_calling_user() {
+    let Some(instance) = Instance::new("exec") else { return };
+    // A non-root user that may talk to the engine through the socket's group.
+    let socket_gid = std::fs::metadata("/var/run/docker.sock")
+        .map(|m| m.gid())
+        .unwrap_or(0);
+    let (uid, gid) = (4321u32, 4321u32);
+    for dir in ["work", "home", "cache"] {
+        let path = instance.sandbox.path(dir);
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+    }
+    std::fs::set_permissions(instance.sandbox.root.path(), std::fs::Permissions::from_mode(0o755))
+        .expect("chmod");
+    let mut command = instance.command();
+    command
+        .env("USER", "tester")
+        .args(["python", "minimal", "exec", "sh", "-c"])
+        .arg("touch made-by-exec && echo \"$PWD\" && touch \"$HOME/home-is-writable\" && python -c 'import sys; print(sys.prefix)'");
+    let output = as_user(&command, uid, gid, socket_gid)
+        .stdin(Stdio::null())
+        .output()
+        .expect("runs");
+    expect_code(&output, 0);
+    let work = instance.sandbox.path("work");
+    let lines: Vec<String> = stdout(&output).lines().map(str::to_owned).collect();
+    assert_eq!(lines, [work.display().to_string(), "/virtualenv".to_owned()]);
+    let made = std::fs::metadata(work.join("made-by-exec")).expect("file was created on the host");
+    assert_eq!((made.uid(), made.gid()), (uid, gid));
+    instance.finish();
+}
+
+/// `command` run as another user through setpriv, keeping the socket's group.
+fn as_user(command: &Command, uid: u32, gid: u32, group: u32) -> Command {
+    let mut wrapped = Command::new("setpriv");
+    wrapped
+        .args([
+            format!("--reuid={uid}"),
+            format!("--regid={gid}"),
+            format!("--groups={group}"),
+            "--".to_owned(),
+        ])
+        .arg(command.get_program())
+        .args(command.get_args())
+        .current_dir(command.get_current_dir().expect("cwd set"));
+    for (key, value) in command.get_envs() {
+        match value {
+            Some(value) => wrapped.env(key, value),
+            None => wrapped.env_remove(key),
+        };
+    }
+    wrapped
+}
+
+#[test]
+fn concurrent_first_runs_initialize_once() {
+    let Some(instance) = Instance::new("concurrent") else { return };
+    let children: Vec<_> = (0..8)
+        .map(|i| {
+            instance
+                .command()
+                .args(["python", "minimal", "single", "python", "-c", &format!("print({i})")])
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("spawn")
+        })
+        .collect();
+    let outputs: Vec<Output> = children
+        .into_iter()
+        .map(|c| c.wait_with_output().expect("wait"))
+        .collect();
+    for (i, output) in outputs.iter().enumerate() {
+        expect_code(output, 0);
+        assert_eq!(stdout(output).trim(), i.to_string());
+    }
+    let inits = outputs.iter().filter(|o| ran(o, "init.virtualenv")).count();
+    let builds = outputs.iter().filter(|o| ran(o, "init.image")).count();
+    assert_eq!((inits, builds), (1, 1), "init must run exactly once");
+    instance.finish();
+}
+
+#[test]
+fn sigterm_stops_the_job_and_leaves_no_container() {
+    let Some(instance) = Instance::new("interrupt") else { return };
+    let init = instance.run(&["python", "minimal", "init"]);
+    expect_code(&init, 0);
+    let mut child = instance
+        .command()
+        .args([
+            "python",
+            "minimal",
+            "single",
+            "python",
+            "-c",
+            "import time; print('started', flush=True); time.sleep(300)",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("read");
+    assert_eq!(line.trim(), "started");
+    // SAFETY: signalling our own child.
+    unsafe {
+        libc_kill(child.id() as i32, 15);
+    }
+    let status = child.wait().expect("wait");
+    assert_eq!(status.code(), Some(130));
+    let filter = format!("label={LABEL}={}", instance.name);
+    let containers = stdout(&docker(&["ps", "--all", "--quiet", "--filter", &filter]));
+    assert!(containers.trim().is_empty(), "containers left: {containers}");
+    instance.finish();
+}
+
+extern "C" {
+    #[link_name = "kill"]
+    fn libc_kill(pid: i32, signal: i32) -> i32;
+}
+
+#[test]
+fn daemon_starts_once_reports_status_and_stops() {
+    let Some(instance) = Instance::new("daemon") else { return };
+    let started = instance.run(&["python", "minimal", "daemon"]);
+    expect_code(&started, 0);
+    assert!(ran(&started, "daemon.container"));
+    let again = instance.run(&["python", "minimal", "daemon"]);
+    expect_code(&again, 0);
+    assert!(!ran(&again, "daemon.container"), "{}", stderr(&again));
+    let plan = instance.run(&["--plan", "python", "minimal", "daemon"]);
+    assert!(stdout(&plan).contains("already running with the same configuration"));
+    let status = instance.run(&["python", "minimal", "status"]);
+    expect_code(&status, 0);
+    assert!(stdout(&status).contains("running"), "{}", stdout(&status));
+    let logs = instance.run(&["python", "minimal", "logs"]);
+    assert!(stdout(&logs).contains("serving on port 8000"), "{}", stdout(&logs));
+    let stop = instance.run(&["python", "minimal", "stop"]);
+    expect_code(&stop, 0);
+    let name = format!("hc-python-minimal-{}-daemon", instance.name);
+    assert!(!docker(&["container", "inspect", &name]).status.success());
+    instance.finish();
+}
+
+#[test]
+fn daemon_that_exits_is_not_ready_and_shows_its_logs() {
+    let Some(instance) = Instance::new("daemonfail") else { return };
+    let output = instance.run(&[
+        "--set",
+        "restart=no",
+        "python",
+        "minimal",
+        "daemon",
+        "python",
+        "-c",
+        "print('broken daemon', flush=True); raise SystemExit(1)",
+    ]);
+    expect_code(&output, 73);
+    assert!(stderr(&output).contains("broken daemon"), "{}", stderr(&output));
+    instance.finish();
+}
+
+#[test]
+fn a_container_name_taken_by_someone_else_is_a_conflict() {
+    let Some(instance) = Instance::new("conflict") else { return };
+    let name = format!("hc-python-minimal-{}-daemon", instance.name);
+    let created = docker(&["create", "--name", &name, BASE_IMAGE, "true"]);
+    assert!(created.status.success(), "{}", stderr(&created));
+    let output = instance.run(&["python", "minimal", "daemon"]);
+    docker(&["rm", "--force", &name]);
+    expect_code(&output, 71);
+    assert!(stderr(&output).contains("did not create"), "{}", stderr(&output));
+    instance.finish();
+}
+
+#[test]
+fn a_missing_base_image_has_its_own_exit_code() {
+    let Some(instance) = Instance::new("nobase") else { return };
+    let output = instance.run(&[
+        "--set",
+        "base_image=hc-test-no-such-base:none",
+        "python",
+        "minimal",
+        "init",
+    ]);
+    expect_code(&output, 69);
+    assert!(stderr(&output).contains("hc-test-no-such-base:none is not present"));
+    instance.finish();
+}
+
+#[test]
+fn unreachable_engine_is_reported() {
+    if !engine_available() {
+        return;
+    }
+    let sandbox = Sandbox::new();
+    let output = sandbox
+        .command()
+        .env("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+        .args(["python", "minimal", "single"])
+        .output()
+        .expect("runs");
+    expect_code(&output, 68);
+    let plan = sandbox
+        .command()
+        .env("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+        .args(["--plan", "python", "minimal", "single"])
+        .output()
+        .expect("runs");
+    expect_code(&plan, 0);
+    assert!(stdout(&plan).contains("# state: unknown"));
+}

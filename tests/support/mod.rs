@@ -1,0 +1,136 @@
+//! Shared by the integration tests: an isolated `host_container` command (its own HOME and
+//! cache, none of the developer's settings) and a recording fake `docker` for exact-argv checks
+//! and failure injection.
+
+#![allow(dead_code)]
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use tempfile::TempDir;
+
+/// A sandbox for one test: HOME, cache and working directory of its own.
+pub struct Sandbox {
+    pub root: TempDir,
+}
+
+impl Sandbox {
+    pub fn new() -> Sandbox {
+        let root = tempfile::Builder::new()
+            .prefix("hc-test-")
+            .tempdir()
+            .expect("temp dir");
+        for dir in ["home", "cache", "work", "bin"] {
+            fs::create_dir_all(root.path().join(dir)).expect("sandbox dirs");
+        }
+        Sandbox { root }
+    }
+
+    pub fn path(&self, relative: &str) -> PathBuf {
+        self.root.path().join(relative)
+    }
+
+    /// `host_container` with the sandbox's HOME, cache and cwd, and none of our variables.
+    pub fn command(&self) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_host_container"));
+        command
+            .env("HOME", self.path("home"))
+            .env("HOST_CONTAINER_CACHE_DIR", self.path("cache"))
+            .env_remove("XDG_CACHE_HOME")
+            .env_remove("UPGRADE")
+            .env_remove("HOST_CONTAINER_BASE_IMAGE")
+            .env_remove("HOST_CONTAINER_RUN_ID")
+            .env_remove("HOST_CONTAINER_BACKUP_DIR")
+            .current_dir(self.path("work"));
+        command
+    }
+
+    /// Installs a fake `docker` first on PATH that records every call to `docker.log`.
+    ///
+    /// It answers `inspect` as if nothing existed, fails with exit 42 on any call whose argv
+    /// contains `$FAKE_DOCKER_FAIL` (when set), and succeeds otherwise.
+    pub fn fake_docker(&self) -> Command {
+        let script = r#"#!/bin/sh
+log="$FAKE_DOCKER_LOG"
+for arg in "$@"; do printf '%s\0' "$arg" >> "$log"; done
+printf '\001\n' >> "$log"
+if [ "$1" = inspect ]; then
+  printf '[]\n'
+  shift
+  for name in "$@"; do echo "Error: No such object: $name" >&2; done
+  exit 1
+fi
+if [ -n "${FAKE_DOCKER_FAIL:-}" ]; then
+  case "$*" in
+    *"$FAKE_DOCKER_FAIL"*) echo "fake docker: injected failure" >&2; exit 42 ;;
+  esac
+fi
+exit 0
+"#;
+        let docker = self.path("bin/docker");
+        fs::write(&docker, script).expect("fake docker");
+        fs::set_permissions(&docker, fs::Permissions::from_mode(0o755)).expect("chmod");
+        let mut command = self.command();
+        let path = format!(
+            "{}:{}",
+            self.path("bin").display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        command
+            .env("PATH", path)
+            .env("FAKE_DOCKER_LOG", self.path("docker.log"));
+        command
+    }
+
+    /// The calls the fake docker recorded, each as its full argv starting with `docker`.
+    pub fn docker_calls(&self) -> Vec<Vec<String>> {
+        let Ok(log) = fs::read(self.path("docker.log")) else {
+            return Vec::new();
+        };
+        let text = String::from_utf8_lossy(&log);
+        text.split("\u{1}\n")
+            .filter(|call| !call.is_empty())
+            .map(|call| {
+                let mut argv = vec!["docker".to_owned()];
+                let mut parts: Vec<&str> = call.split('\0').collect();
+                // Every argument ends with NUL, so the last part is the empty rest.
+                parts.pop();
+                argv.extend(parts.into_iter().map(str::to_owned));
+                argv
+            })
+            .collect()
+    }
+
+    /// Writes `content` to `relative` below the sandbox, creating directories.
+    pub fn write(&self, relative: &str, content: &str) -> PathBuf {
+        let path = self.path(relative);
+        fs::create_dir_all(path.parent().expect("parent")).expect("dirs");
+        fs::write(&path, content).expect("write");
+        path
+    }
+}
+
+pub fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+pub fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// Fails with both streams shown when the command did not exit as expected.
+pub fn expect_code(output: &Output, code: i32) {
+    assert_eq!(
+        output.status.code(),
+        Some(code),
+        "stdout:\n{}\nstderr:\n{}",
+        stdout(output),
+        stderr(output)
+    );
+}
+
+pub fn repo_root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
