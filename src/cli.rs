@@ -286,7 +286,10 @@ mod tests {
             "--plan",
         ])
         .unwrap();
-        assert_eq!(args.command, vec!["python", "-c", "print('a; b')", "--plan"]);
+        assert_eq!(
+            args.command,
+            vec!["python", "-c", "print('a; b')", "--plan"]
+        );
         assert!(!args.plan);
     }
 

@@ -295,7 +295,7 @@ pub fn hex(bytes: &[u8]) -> String {
 /// Builtin files that must be executable inside containers (scripts mounted at /data).
 fn builtin_is_executable(path: &Path) -> bool {
     path.components().any(|c| c.as_os_str() == "hosts")
-        && !path.extension().is_some_and(|e| e == "txt")
+        && path.extension().is_none_or(|e| e != "txt")
 }
 
 fn builtin_entries() -> Vec<(PathBuf, Vec<u8>, bool)> {
@@ -348,8 +348,8 @@ fn write_tree_once(target: &Path, entries: &[(PathBuf, Vec<u8>, bool)]) -> anyho
         if let Some(dir) = path.parent() {
             fs::create_dir_all(dir)?;
         }
-        let mut file = fs::File::create(&path)
-            .with_context(|| format!("writing {}", path.display()))?;
+        let mut file =
+            fs::File::create(&path).with_context(|| format!("writing {}", path.display()))?;
         file.write_all(bytes)?;
         let mode = if *executable { 0o755 } else { 0o644 };
         fs::set_permissions(&path, fs::Permissions::from_mode(mode))?;

@@ -90,7 +90,8 @@ impl Object {
 
     /// Whether host_container created it (it carries the instance label).
     pub fn is_ours(&self) -> bool {
-        self.labels.contains_key(&format!("{LABEL_PREFIX}.instance"))
+        self.labels
+            .contains_key(&format!("{LABEL_PREFIX}.instance"))
     }
 }
 
@@ -132,12 +133,11 @@ pub fn inspect(head: &[String], names: &[String]) -> anyhow::Result<HashMap<Stri
     let captured = capture(&argv)?;
     if !captured.success() {
         if classify(&captured.stderr) == Some(Kind::EngineUnreachable) {
-            return Err(Error::new(
-                Kind::EngineUnreachable,
-                "the Docker engine did not answer",
-            )
-            .note(captured.stderr.trim().to_owned())
-            .into());
+            return Err(
+                Error::new(Kind::EngineUnreachable, "the Docker engine did not answer")
+                    .note(captured.stderr.trim().to_owned())
+                    .into(),
+            );
         }
         // Missing objects make inspect fail; anything else it says is a real problem.
         let unexpected: Vec<&str> = captured
@@ -160,10 +160,17 @@ pub fn inspect(head: &[String], names: &[String]) -> anyhow::Result<HashMap<Stri
         if let Some(tags) = object.get("RepoTags").and_then(Json::as_array) {
             let labels = labels(object.pointer("/Config/Labels"));
             let id = object.get("Id").and_then(Json::as_str).unwrap_or_default();
-            let mut keys: Vec<String> = tags.iter().filter_map(Json::as_str).map(str::to_owned).collect();
+            let mut keys: Vec<String> = tags
+                .iter()
+                .filter_map(Json::as_str)
+                .map(str::to_owned)
+                .collect();
             keys.push(id.to_owned());
             for key in keys {
-                let asked = wanted_images.get(&key).map(|s| (*s).clone()).unwrap_or(key.clone());
+                let asked = wanted_images
+                    .get(&key)
+                    .map(|s| (*s).clone())
+                    .unwrap_or(key.clone());
                 if names.contains(&asked) {
                     found.insert(
                         asked,
@@ -176,7 +183,10 @@ pub fn inspect(head: &[String], names: &[String]) -> anyhow::Result<HashMap<Stri
                 }
             }
         } else if object.get("Mountpoint").is_some() {
-            let name = object.get("Name").and_then(Json::as_str).unwrap_or_default();
+            let name = object
+                .get("Name")
+                .and_then(Json::as_str)
+                .unwrap_or_default();
             found.insert(
                 name.to_owned(),
                 Object {
@@ -186,13 +196,19 @@ pub fn inspect(head: &[String], names: &[String]) -> anyhow::Result<HashMap<Stri
                 },
             );
         } else if let Some(state) = object.get("State") {
-            let name = object.get("Name").and_then(Json::as_str).unwrap_or_default();
+            let name = object
+                .get("Name")
+                .and_then(Json::as_str)
+                .unwrap_or_default();
             found.insert(
                 name.trim_start_matches('/').to_owned(),
                 Object {
                     kind: "container",
                     labels: labels(object.pointer("/Config/Labels")),
-                    running: state.get("Running").and_then(Json::as_bool).unwrap_or(false),
+                    running: state
+                        .get("Running")
+                        .and_then(Json::as_bool)
+                        .unwrap_or(false),
                     started_at: state
                         .get("StartedAt")
                         .and_then(Json::as_str)

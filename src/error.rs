@@ -152,7 +152,10 @@ pub fn exit_code_of(error: &anyhow::Error) -> u8 {
 }
 
 /// The closest of `candidates` to `word`, if it is close enough to be a likely typo.
-pub fn did_you_mean<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+pub fn did_you_mean<'a>(
+    word: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+) -> Option<&'a str> {
     candidates
         .into_iter()
         .map(|candidate| (levenshtein(word, candidate), candidate))
@@ -172,13 +175,15 @@ fn levenshtein(a: &str, b: &str) -> usize {
     for (i, row) in d.iter_mut().enumerate() {
         row[0] = i;
     }
-    for j in 0..=b.len() {
-        d[0][j] = j;
+    for (j, cell) in d[0].iter_mut().enumerate() {
+        *cell = j;
     }
     for i in 1..=a.len() {
         for j in 1..=b.len() {
             let cost = usize::from(a[i - 1] != b[j - 1]);
-            let mut best = (d[i - 1][j] + 1).min(d[i][j - 1] + 1).min(d[i - 1][j - 1] + cost);
+            let mut best = (d[i - 1][j] + 1)
+                .min(d[i][j - 1] + 1)
+                .min(d[i - 1][j - 1] + cost);
             if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
                 best = best.min(d[i - 2][j - 2] + 1);
             }
@@ -218,7 +223,8 @@ mod tests {
 
     #[test]
     fn exit_code_found_through_context() {
-        let error = anyhow::Error::from(Error::new(Kind::Conflict, "taken")).context("while starting");
+        let error =
+            anyhow::Error::from(Error::new(Kind::Conflict, "taken")).context("while starting");
         assert_eq!(exit_code_of(&error), 71);
         assert_eq!(exit_code_of(&anyhow::anyhow!("plain")), 74);
     }

@@ -43,7 +43,9 @@ pub struct Options {
 pub enum Outcome {
     /// Done already; not run.
     Skipped,
-    Succeeded { seconds: f64 },
+    Succeeded {
+        seconds: f64,
+    },
     Failed(Failure),
     /// Not run because a step it needs failed (or the run stopped).
     Blocked(String),
@@ -115,7 +117,11 @@ pub fn execute(mut plan: Plan, invocation: &Invocation, options: &Options) -> an
             Kind::Interrupted,
             format!(
                 "interrupted by {}: running docker commands were stopped",
-                if signal == libc::SIGTERM { "SIGTERM" } else { "SIGINT" }
+                if signal == libc::SIGTERM {
+                    "SIGTERM"
+                } else {
+                    "SIGINT"
+                }
             ),
         )
         .into());
@@ -136,7 +142,10 @@ fn confirm(plan: &Plan, options: &Options) -> anyhow::Result<()> {
         if !std::io::stdin().is_terminal() {
             return Err(Error::new(
                 Kind::Refused,
-                format!("step `{}` would {question}; refusing without confirmation", step.id),
+                format!(
+                    "step `{}` would {question}; refusing without confirmation",
+                    step.id
+                ),
             )
             .note("pass --yes to confirm")
             .into());
@@ -226,7 +235,10 @@ fn run_steps(
         // Decide every selected step whose needs are settled, in plan order.
         let mut started_any = false;
         for index in 0..plan.steps.len() {
-            if !selected[index] || outcomes[index].is_some() || running.iter().any(|(i, _)| *i == index) {
+            if !selected[index]
+                || outcomes[index].is_some()
+                || running.iter().any(|(i, _)| *i == index)
+            {
                 continue;
             }
             let step = &plan.steps[index];
@@ -255,7 +267,8 @@ fn run_steps(
             if failed && !options.keep_going {
                 continue;
             }
-            let exclusive = step.interactive || running.iter().any(|(i, _)| plan.steps[*i].interactive);
+            let exclusive =
+                step.interactive || running.iter().any(|(i, _)| plan.steps[*i].interactive);
             if running.len() >= options.jobs || (exclusive && !running.is_empty()) {
                 continue;
             }
@@ -308,7 +321,8 @@ fn container_name(argv: &[String]) -> Option<String> {
     let args = &argv[docker_head_len(argv)..];
     let sub = args.first()?.as_str();
     let creates = matches!(sub, "run" | "create")
-        || (sub == "container" && matches!(args.get(1).map(String::as_str), Some("run" | "create")));
+        || (sub == "container"
+            && matches!(args.get(1).map(String::as_str), Some("run" | "create")));
     if !creates {
         return None;
     }
@@ -423,7 +437,10 @@ fn run_step(step: &Step, pids: &Running) -> Result<(), Failure> {
             Some(code) => format!("step `{}` failed with exit code {code}", step.id),
             None => format!("step `{}` was killed by a signal", step.id),
         };
-        if kind == Kind::StepFailed && !step.uses_images.is_empty() && step.reason.contains("not present locally") {
+        if kind == Kind::StepFailed
+            && !step.uses_images.is_empty()
+            && step.reason.contains("not present locally")
+        {
             kind = Kind::BaseImageMissing;
             message = format!(
                 "step `{}` failed, and {} is not present in the engine and could not be pulled",
@@ -475,9 +492,7 @@ fn run_captured(step: &Step, argv: &[String], pids: &Running) -> Result<(), Fail
 
 fn spawn_failure(program: &str, error: std::io::Error) -> Failure {
     let error = docker::spawn_error(program, error);
-    let kind = error
-        .downcast_ref::<Error>()
-        .map_or(Kind::Io, |e| e.kind);
+    let kind = error.downcast_ref::<Error>().map_or(Kind::Io, |e| e.kind);
     failure(kind, None, error.to_string(), vec![])
 }
 
@@ -578,9 +593,21 @@ impl InstanceLock {
         use std::os::unix::fs::PermissionsExt;
         let mut key = Sha256::new();
         for part in [
-            invocation.env.get("DOCKER_HOST").map(String::as_str).unwrap_or(""),
-            invocation.env.get("DOCKER_CONTEXT").map(String::as_str).unwrap_or(""),
-            &plan.steps.first().map(|s| s.argv[..docker_head_len(&s.argv)].join(" ")).unwrap_or_default(),
+            invocation
+                .env
+                .get("DOCKER_HOST")
+                .map(String::as_str)
+                .unwrap_or(""),
+            invocation
+                .env
+                .get("DOCKER_CONTEXT")
+                .map(String::as_str)
+                .unwrap_or(""),
+            &plan
+                .steps
+                .first()
+                .map(|s| s.argv[..docker_head_len(&s.argv)].join(" "))
+                .unwrap_or_default(),
             &plan.language,
             &plan.variant,
             &plan.instance,
@@ -656,7 +683,12 @@ pub mod ready {
                 .unwrap_or_default();
             // A restart policy hides a crash behind "restarting"; any restart means it exited.
             if state != "running 0" {
-                return Err(not_ready(step, &head, &name, &format!("the daemon exited ({state})")));
+                return Err(not_ready(
+                    step,
+                    &head,
+                    &name,
+                    &format!("the daemon exited ({state})"),
+                ));
             }
             let command_ok = ready.command.is_empty() || {
                 let mut exec = head.clone();
@@ -664,7 +696,10 @@ pub mod ready {
                 exec.extend(ready.command.iter().cloned());
                 docker::capture(&exec).is_ok_and(|c| c.success())
             };
-            let tcp_ok = ready.tcp.as_ref().is_none_or(|address| port_answers(address));
+            let tcp_ok = ready
+                .tcp
+                .as_ref()
+                .is_none_or(|address| port_answers(address));
             if command_ok && tcp_ok {
                 return Ok(());
             }
@@ -721,10 +756,20 @@ mod tests {
             Some("x".into())
         );
         assert_eq!(
-            container_name(&argv(&["docker", "--context", "c", "run", "--name=y", "img"])),
+            container_name(&argv(&[
+                "docker",
+                "--context",
+                "c",
+                "run",
+                "--name=y",
+                "img"
+            ])),
             Some("y".into())
         );
-        assert_eq!(container_name(&argv(&["docker", "build", "--name=y"])), None);
+        assert_eq!(
+            container_name(&argv(&["docker", "build", "--name=y"])),
+            None
+        );
     }
 
     #[test]

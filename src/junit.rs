@@ -35,7 +35,10 @@ pub fn render(plan: &Plan, outcomes: &[Outcome], total_seconds: f64) -> String {
         .iter()
         .filter(|o| matches!(o, Outcome::Skipped | Outcome::Blocked(_)))
         .count();
-    let suite = format!("host_container.{}.{}.{}", plan.language, plan.variant, plan.mode);
+    let suite = format!(
+        "host_container.{}.{}.{}",
+        plan.language, plan.variant, plan.mode
+    );
     let mut out = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
     let _ = writeln!(
         out,
@@ -63,13 +66,22 @@ pub fn render(plan: &Plan, outcomes: &[Outcome], total_seconds: f64) -> String {
         match outcome {
             Outcome::Succeeded { .. } => out.push_str("/>\n"),
             Outcome::Skipped => {
-                let _ = writeln!(out, ">\n      <skipped message=\"{}\"/>\n    </testcase>", escape(&step.reason));
+                let _ = writeln!(
+                    out,
+                    ">\n      <skipped message=\"{}\"/>\n    </testcase>",
+                    escape(&step.reason)
+                );
             }
             Outcome::Blocked(why) => {
-                let _ = writeln!(out, ">\n      <skipped message=\"not run: {}\"/>\n    </testcase>", escape(why));
+                let _ = writeln!(
+                    out,
+                    ">\n      <skipped message=\"not run: {}\"/>\n    </testcase>",
+                    escape(why)
+                );
             }
             Outcome::Failed(failure) => {
-                let _ = writeln!(
+                let _ =
+                    writeln!(
                     out,
                     ">\n      <failure message=\"{}\" type=\"{}\">{}</failure>\n    </testcase>",
                     escape(&failure.message),
@@ -83,7 +95,17 @@ pub fn render(plan: &Plan, outcomes: &[Outcome], total_seconds: f64) -> String {
     out
 }
 
-pub fn write(path: &Path, plan: &Plan, outcomes: &[Outcome], total_seconds: f64) -> anyhow::Result<()> {
-    fs::write(path, render(plan, outcomes, total_seconds))
-        .map_err(|e| Error::new(Kind::Io, format!("writing JUnit report {}: {e}", path.display())).into())
+pub fn write(
+    path: &Path,
+    plan: &Plan,
+    outcomes: &[Outcome],
+    total_seconds: f64,
+) -> anyhow::Result<()> {
+    fs::write(path, render(plan, outcomes, total_seconds)).map_err(|e| {
+        Error::new(
+            Kind::Io,
+            format!("writing JUnit report {}: {e}", path.display()),
+        )
+        .into()
+    })
 }

@@ -67,11 +67,20 @@ fn report(error: &anyhow::Error) {
     }
 }
 
-fn layers_for(args: &Arguments, env_home: Option<PathBuf>, cache: PathBuf) -> anyhow::Result<Layers> {
+fn layers_for(
+    args: &Arguments,
+    env_home: Option<PathBuf>,
+    cache: PathBuf,
+) -> anyhow::Result<Layers> {
     let installdir = std::env::current_exe()
         .ok()
         .and_then(|exe| exe.parent()?.parent().map(PathBuf::from));
-    Layers::discover(&args.config_dirs, env_home.as_deref(), installdir.as_deref(), cache)
+    Layers::discover(
+        &args.config_dirs,
+        env_home.as_deref(),
+        installdir.as_deref(),
+        cache,
+    )
 }
 
 fn run_arguments(args: &Arguments) -> anyhow::Result<u8> {
@@ -103,9 +112,11 @@ fn run_arguments(args: &Arguments) -> anyhow::Result<u8> {
         return Ok(0);
     }
 
-    let (Some(language), Some(variant), Some(mode)) =
-        (args.language.clone(), args.variant.clone(), args.mode.clone())
-    else {
+    let (Some(language), Some(variant), Some(mode)) = (
+        args.language.clone(),
+        args.variant.clone(),
+        args.mode.clone(),
+    ) else {
         return fail(
             Kind::Usage,
             "expected LANGUAGE VARIANT MODE (see --help, or --list for what exists)",
@@ -136,7 +147,10 @@ fn run_arguments(args: &Arguments) -> anyhow::Result<u8> {
         return Ok(0);
     }
     if args.offline {
-        return fail(Kind::Usage, "--offline only goes with --plan: running needs the engine");
+        return fail(
+            Kind::Usage,
+            "--offline only goes with --plan: running needs the engine",
+        );
     }
     drop(stdout);
     let options = exec::Options {

@@ -315,7 +315,9 @@ fn check_needs(path: &Path, document: &Document<ModeFile>) -> anyhow::Result<()>
                     error = error.note(format!("did you mean `{suggestion}`?"));
                 }
                 let known: Vec<&str> = steps.keys().map(String::as_str).collect();
-                return Err(error.note(format!("steps here: {}", known.join(", "))).into());
+                return Err(error
+                    .note(format!("steps here: {}", known.join(", ")))
+                    .into());
             }
             if need == id {
                 let index = index.to_string();
@@ -323,11 +325,12 @@ fn check_needs(path: &Path, document: &Document<ModeFile>) -> anyhow::Result<()>
                     document
                         .positions
                         .value(&["steps", id.as_str(), "needs", index.as_str()]);
-                return Err(
-                    Error::new(Kind::Config, format!("step `{id}` needs itself (a cycle)"))
-                        .at(path, &document.text, line, col)
-                        .into(),
-                );
+                return Err(Error::new(
+                    Kind::Config,
+                    format!("step `{id}` needs itself (a cycle)"),
+                )
+                .at(path, &document.text, line, col)
+                .into());
             }
         }
     }
@@ -354,7 +357,12 @@ mod tests {
         .unwrap();
         let job = &mode.steps["job"];
         assert_eq!(job.docker[2], Arg::Text("8000".into()));
-        assert_eq!(job.docker[3], Arg::Splat { splat: "command".into() });
+        assert_eq!(
+            job.docker[3],
+            Arg::Splat {
+                splat: "command".into()
+            }
+        );
         assert_eq!(job.done(), Some(Done::Image("x".into())));
     }
 
@@ -368,7 +376,9 @@ mod tests {
 
     #[test]
     fn unknown_need_is_located() {
-        let text = error_text("steps:\n  a:\n    docker: [info]\n  b:\n    needs: [aa]\n    docker: [info]\n");
+        let text = error_text(
+            "steps:\n  a:\n    docker: [info]\n  b:\n    needs: [aa]\n    docker: [info]\n",
+        );
         assert!(text.contains("needs `aa`"), "{text}");
         assert!(text.contains("m.yaml:5:13"), "{text}");
         assert!(text.contains("did you mean `a`?"), "{text}");

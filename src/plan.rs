@@ -4,8 +4,8 @@
 //! `--plan` prints this `Plan` and the executor runs this `Plan`; nothing downstream renders or
 //! reorders anything, which is what makes the printed plan the executed one.
 
-use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -58,6 +58,8 @@ pub struct DoneObject {
     /// image, volume, container or stamp.
     pub kind: String,
     pub name: String,
+    /// The step's fingerprint, recorded as a label on the object (or the stamp).
+    pub fingerprint: String,
 }
 
 /// One docker invocation of the plan.
@@ -77,7 +79,9 @@ pub struct Step {
     pub source: Source,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub done: Option<DoneObject>,
-    /// A digest of the rendered argv, the inputs' content and the needed steps' fingerprints.
+    /// A digest of the rendered argv, the inputs' content and the needed steps' fingerprints;
+    /// shown with `done`, where it decides whether the step is stale.
+    #[serde(skip)]
     pub fingerprint: String,
     /// Commands run before `argv` (removing a stale container it replaces).
     pub before: Vec<Vec<String>>,
@@ -160,9 +164,18 @@ impl Names {
 /// The labels every object created for this instance carries.
 pub fn instance_labels(invocation: &Invocation) -> Vec<(String, String)> {
     vec![
-        (format!("{LABEL_PREFIX}.language"), invocation.language.clone()),
-        (format!("{LABEL_PREFIX}.variant"), invocation.variant.clone()),
-        (format!("{LABEL_PREFIX}.instance"), invocation.instance.clone()),
+        (
+            format!("{LABEL_PREFIX}.language"),
+            invocation.language.clone(),
+        ),
+        (
+            format!("{LABEL_PREFIX}.variant"),
+            invocation.variant.clone(),
+        ),
+        (
+            format!("{LABEL_PREFIX}.instance"),
+            invocation.instance.clone(),
+        ),
     ]
 }
 
@@ -253,7 +266,11 @@ pub fn compile(
 }
 
 /// Checks that language and variant exist, listing what does when they do not.
-pub fn check_language_variant(layers: &Layers, language: &str, variant: &str) -> anyhow::Result<()> {
+pub fn check_language_variant(
+    layers: &Layers,
+    language: &str,
+    variant: &str,
+) -> anyhow::Result<()> {
     let languages = layers.languages();
     if !languages.iter().any(|l| l == language) {
         let mut error = Error::new(Kind::NotFound, format!("unknown language `{language}`"));
@@ -535,10 +552,13 @@ impl Compiler<'_> {
                 let positions = &mode.document.positions;
                 let render_error = |path: &[&str], e: minijinja::Error| -> anyhow::Error {
                     let message = match source_at(spec, path) {
-                        Some((source, is_expression)) => renderer.explain(source, is_expression, &e),
+                        Some((source, is_expression)) => {
+                            renderer.explain(source, is_expression, &e)
+                        }
                         None => template::describe(&e),
                     };
-                    mode.error_at(Kind::Config, message, positions.value(path)).into()
+                    mode.error_at(Kind::Config, message, positions.value(path))
+                        .into()
                 };
                 if let Some(when) = &spec.when {
                     let keep = renderer
@@ -561,9 +581,9 @@ impl Compiler<'_> {
                         Arg::Text(text) => {
                             argv.push(renderer.render(text).map_err(|e| render_error(&path, e))?)
                         }
-                        Arg::Splat { splat } => argv.extend(
-                            renderer.list(splat).map_err(|e| render_error(&path, e))?,
-                        ),
+                        Arg::Splat { splat } => {
+                            argv.extend(renderer.list(splat).map_err(|e| render_error(&path, e))?)
+                        }
                     }
                 }
                 if argv.len() == docker_head(self.docker_context).len() {
@@ -607,11 +627,10 @@ impl Compiler<'_> {
                                 renderer.render(arg).map_err(|e| render_error(&path, e))?;
                         }
                         if let Some(tcp) = &ready.tcp {
-                            rendered.tcp = Some(
-                                renderer
-                                    .render(tcp)
-                                    .map_err(|e| render_error(&["steps", name, "ready", "tcp"], e))?,
-                            );
+                            rendered.tcp =
+                                Some(renderer.render(tcp).map_err(|e| {
+                                    render_error(&["steps", name, "ready", "tcp"], e)
+                                })?);
                         }
                         Some(rendered)
                     }
@@ -639,6 +658,7 @@ impl Compiler<'_> {
                     done: done.map(|d| DoneObject {
                         kind: d.kind().into(),
                         name: d.name().into(),
+                        fingerprint: String::new(),
                     }),
                     fingerprint: String::new(),
                     before: Vec::new(),
@@ -675,7 +695,10 @@ impl Compiler<'_> {
                 let (need_mode, _) = qualified.split_once('.').unwrap_or(("", ""));
                 if excluded_ids.contains(&qualified)
                     || (!included_modes.contains(need_mode)
-                        && self.decisions.iter().any(|d| d.name == need_mode && !d.included))
+                        && self
+                            .decisions
+                            .iter()
+                            .any(|d| d.name == need_mode && !d.included))
                 {
                     // Needs on what `when` left out are satisfied by its absence.
                     continue;
@@ -824,7 +847,12 @@ fn source_at<'a>(spec: &'a mode::StepSpec, path: &[&str]) -> Option<(&'a str, bo
         "done" => spec.done.as_ref()?.given().map(|(_, name)| (name, false)),
         "ready" => match path.get(3).copied()? {
             "tcp" => spec.ready.as_ref()?.tcp.as_deref().map(|t| (t, false)),
-            _ => spec.ready.as_ref()?.command.get(index(4)?).map(|t| (t.as_str(), false)),
+            _ => spec
+                .ready
+                .as_ref()?
+                .command
+                .get(index(4)?)
+                .map(|t| (t.as_str(), false)),
         },
         _ => None,
     }
@@ -962,7 +990,9 @@ fn finish_step(
         masks
             .iter()
             .filter(|(from, _)| !from.is_empty())
-            .fold(text.to_owned(), |text, (from, to)| text.replace(from.as_str(), to))
+            .fold(text.to_owned(), |text, (from, to)| {
+                text.replace(from.as_str(), to)
+            })
     };
     let mut hasher = Sha256::new();
     let mut feed = |bytes: &[u8]| {
@@ -991,12 +1021,18 @@ fn finish_step(
         }
     }
     step.fingerprint = config::hex(&hasher.finalize())[..20].to_owned();
+    if let Some(done) = &mut step.done {
+        done.fingerprint = step.fingerprint.clone();
+    }
 
     let mut labels = instance_labels(invocation);
     labels.push((format!("{LABEL_PREFIX}.mode"), step.mode.clone()));
     labels.push((format!("{LABEL_PREFIX}.step"), step.id.clone()));
     if step.done.is_some() {
-        labels.push((format!("{LABEL_PREFIX}.fingerprint"), step.fingerprint.clone()));
+        labels.push((
+            format!("{LABEL_PREFIX}.fingerprint"),
+            step.fingerprint.clone(),
+        ));
     }
     let head = docker_head_len(&step.argv);
     if let Some(len) = creating_subcommand(&step.argv[head..]) {
@@ -1070,7 +1106,10 @@ pub fn mark_offline(plan: &mut Plan, why: &str) {
         } else if let Some(done) = &step.done {
             (
                 Status::Unknown,
-                format!("{why}: whether {} `{}` is up to date is not known", done.kind, done.name),
+                format!(
+                    "{why}: whether {} `{}` is up to date is not known",
+                    done.kind, done.name
+                ),
             )
         } else {
             (Status::Run, "no `done` condition: always runs".to_owned())

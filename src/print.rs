@@ -54,7 +54,11 @@ fn text(plan: &Plan) -> String {
     let _ = writeln!(out, "# state: {}", plan.state);
     for decision in &plan.modes {
         let verdict = if decision.included { "in" } else { "out" };
-        let _ = write!(out, "# mode {}: {verdict}, {}", decision.name, decision.reason);
+        let _ = write!(
+            out,
+            "# mode {}: {verdict}, {}",
+            decision.name, decision.reason
+        );
         if let Some(source) = &decision.source {
             let _ = write!(out, " [{}: {}]", source.layer, source.file);
         }

@@ -83,7 +83,11 @@ fn decide(
         );
     }
     let Some(done) = &step.done else {
-        return (Status::Run, "no `done` condition: always runs".into(), Vec::new());
+        return (
+            Status::Run,
+            "no `done` condition: always runs".into(),
+            Vec::new(),
+        );
     };
     let found = observed.get(&done.name);
     let kind_matches = |kind: &str| found.filter(|o| o.kind == kind);
@@ -97,29 +101,60 @@ fn decide(
     let head = step.argv[..docker_head_len(&step.argv)].to_vec();
     let (mut status, mut reason, mut before) = match done.kind.as_str() {
         "image" => match kind_matches("image") {
-            None => (Status::Run, format!("image `{}` does not exist", done.name), vec![]),
+            None => (
+                Status::Run,
+                format!("image `{}` does not exist", done.name),
+                vec![],
+            ),
             Some(o) if o.fingerprint() != Some(step.fingerprint.as_str()) => (
                 Status::Run,
                 format!("image `{}` is stale: {}", done.name, fingerprint_note(o)),
                 vec![],
             ),
-            Some(_) => (Status::Skip, format!("image `{}` is up to date", done.name), vec![]),
-        },
-        "volume" => match kind_matches("volume") {
-            None => (Status::Run, format!("volume `{}` does not exist", done.name), vec![]),
-            Some(_) => (Status::Skip, format!("volume `{}` exists", done.name), vec![]),
-        },
-        "stamp" => match kind_matches("volume") {
-            None => (Status::Run, format!("not done yet (no stamp `{}`)", done.name), vec![]),
-            Some(o) if o.fingerprint() != Some(step.fingerprint.as_str()) => (
-                Status::Run,
-                format!("inputs or a needed step changed since it was done: {}", fingerprint_note(o)),
+            Some(_) => (
+                Status::Skip,
+                format!("image `{}` is up to date", done.name),
                 vec![],
             ),
-            Some(_) => (Status::Skip, format!("done and up to date (stamp `{}`)", done.name), vec![]),
+        },
+        "volume" => match kind_matches("volume") {
+            None => (
+                Status::Run,
+                format!("volume `{}` does not exist", done.name),
+                vec![],
+            ),
+            Some(_) => (
+                Status::Skip,
+                format!("volume `{}` exists", done.name),
+                vec![],
+            ),
+        },
+        "stamp" => match kind_matches("volume") {
+            None => (
+                Status::Run,
+                format!("not done yet (no stamp `{}`)", done.name),
+                vec![],
+            ),
+            Some(o) if o.fingerprint() != Some(step.fingerprint.as_str()) => (
+                Status::Run,
+                format!(
+                    "inputs or a needed step changed since it was done: {}",
+                    fingerprint_note(o)
+                ),
+                vec![],
+            ),
+            Some(_) => (
+                Status::Skip,
+                format!("done and up to date (stamp `{}`)", done.name),
+                vec![],
+            ),
         },
         _ => match kind_matches("container") {
-            None => (Status::Run, format!("container `{}` does not exist", done.name), vec![]),
+            None => (
+                Status::Run,
+                format!("container `{}` does not exist", done.name),
+                vec![],
+            ),
             Some(o) if !o.is_ours() => {
                 conflicts.push(
                     Error::new(
@@ -133,7 +168,10 @@ fn decide(
                 );
                 (
                     Status::Run,
-                    format!("CONFLICT: `{}` exists and was not created by host_container", done.name),
+                    format!(
+                        "CONFLICT: `{}` exists and was not created by host_container",
+                        done.name
+                    ),
                     vec![],
                 )
             }
@@ -154,7 +192,10 @@ fn decide(
                 } else if !o.running {
                     (
                         Status::Run,
-                        format!("container `{}` exists but is not running: re-created", done.name),
+                        format!(
+                            "container `{}` exists but is not running: re-created",
+                            done.name
+                        ),
                         vec![remove],
                     )
                 } else {

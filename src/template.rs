@@ -61,7 +61,10 @@ impl Renderer {
 
     /// Evaluates an expression to a truth value (a `when`).
     pub fn truth(&self, expression: &str) -> Result<bool, minijinja::Error> {
-        let value = self.env.compile_expression(expression)?.eval(&self.context)?;
+        let value = self
+            .env
+            .compile_expression(expression)?
+            .eval(&self.context)?;
         if value.is_undefined() {
             return Err(undefined());
         }
@@ -70,7 +73,10 @@ impl Renderer {
 
     /// Evaluates an expression that must give a list (a `splat`); items become strings.
     pub fn list(&self, expression: &str) -> Result<Vec<String>, minijinja::Error> {
-        let value = self.env.compile_expression(expression)?.eval(&self.context)?;
+        let value = self
+            .env
+            .compile_expression(expression)?
+            .eval(&self.context)?;
         if value.is_undefined() {
             return Err(undefined());
         }
@@ -120,11 +126,24 @@ impl Renderer {
             let mut known: Vec<String> = Vec::new();
             for (depth, part) in name.split('.').enumerate() {
                 let next = value.get_attr(part).unwrap_or_default();
-                if next.is_undefined() && (depth > 0 || self.env.globals().all(|(g, _)| g != part)) {
-                    known.extend(value.try_iter().into_iter().flatten().map(|k| k.to_string()));
-                    let missing = name.split('.').take(depth + 1).collect::<Vec<_>>().join(".");
+                if next.is_undefined() && (depth > 0 || self.env.globals().all(|(g, _)| g != part))
+                {
+                    known.extend(
+                        value
+                            .try_iter()
+                            .into_iter()
+                            .flatten()
+                            .map(|k| k.to_string()),
+                    );
+                    let missing = name
+                        .split('.')
+                        .take(depth + 1)
+                        .collect::<Vec<_>>()
+                        .join(".");
                     let mut text = format!("undefined variable `{missing}`");
-                    if let Some(s) = crate::error::did_you_mean(part, known.iter().map(String::as_str)) {
+                    if let Some(s) =
+                        crate::error::did_you_mean(part, known.iter().map(String::as_str))
+                    {
                         text.push_str(&format!(" (did you mean `{s}`?)"));
                     }
                     return text;

@@ -46,7 +46,10 @@ pub fn list(layers: &Layers) -> String {
 
 /// Checks each file: YAML, types, keys, `needs`, template syntax, and that every variable a
 /// template uses exists (a built-in, a `vars` entry, or a `--set`).
-pub fn validate_files(files: &[PathBuf], sets: &IndexMap<String, String>) -> anyhow::Result<String> {
+pub fn validate_files(
+    files: &[PathBuf],
+    sets: &IndexMap<String, String>,
+) -> anyhow::Result<String> {
     let mut out = String::new();
     for file in files {
         let bytes = fs::read(file)
@@ -98,7 +101,11 @@ fn check_templates(
         }
         if let Some(ready) = &step.ready {
             for (index, arg) in ready.command.iter().enumerate() {
-                checks.push((path(&["steps", id, "ready", "command", &index.to_string()]), arg, false));
+                checks.push((
+                    path(&["steps", id, "ready", "command", &index.to_string()]),
+                    arg,
+                    false,
+                ));
             }
             if let Some(tcp) = &ready.tcp {
                 checks.push((path(&["steps", id, "ready", "tcp"]), tcp, false));
@@ -116,7 +123,8 @@ fn check_templates(
     for (at, source, is_expression) in checks {
         let at_refs: Vec<&str> = at.iter().map(String::as_str).collect();
         let (line, col) = document.positions.value(&at_refs);
-        let located = |message: String| Error::new(Kind::Config, message).at(file, &document.text, line, col);
+        let located =
+            |message: String| Error::new(Kind::Config, message).at(file, &document.text, line, col);
         let undeclared = if is_expression {
             env.compile_expression(source)
                 .map(|e| e.undeclared_variables(false))

@@ -55,7 +55,10 @@ impl Positions {
             .rev()
             .find_map(|len| {
                 let key = joined(&path[..len]);
-                self.keys.get(&key).or_else(|| self.values.get(&key)).copied()
+                self.keys
+                    .get(&key)
+                    .or_else(|| self.values.get(&key))
+                    .copied()
             })
             .unwrap_or((1, 1))
     }
@@ -67,7 +70,10 @@ enum Frame {
         key: Option<String>,
         seen: HashSet<String>,
     },
-    Sequence { path: Vec<String>, next: usize },
+    Sequence {
+        path: Vec<String>,
+        next: usize,
+    },
 }
 
 #[derive(Default)]
@@ -182,7 +188,10 @@ pub fn load<T: DeserializeOwned>(path: &Path, bytes: &[u8]) -> anyhow::Result<Do
             let valid = &bytes[..e.valid_up_to()];
             let line = valid.iter().filter(|b| **b == b'\n').count() + 1;
             let line_start = valid.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
-            let col = String::from_utf8_lossy(&valid[line_start..]).chars().count() + 1;
+            let col = String::from_utf8_lossy(&valid[line_start..])
+                .chars()
+                .count()
+                + 1;
             let lossy = String::from_utf8_lossy(bytes).into_owned();
             return Err(config_error("file is not valid UTF-8".into())
                 .at(path, &lossy, line, col)
@@ -257,7 +266,9 @@ mod tests {
 
     fn positions(text: &str) -> Positions {
         let mut indexer = Indexer::default();
-        Parser::new_from_str(text).load(&mut indexer, false).unwrap();
+        Parser::new_from_str(text)
+            .load(&mut indexer, false)
+            .unwrap();
         indexer.positions
     }
 

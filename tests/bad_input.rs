@@ -203,7 +203,9 @@ impl Outcome {
         self.stderr
             .lines()
             .filter(|line| {
-                let head = line.trim_start().trim_start_matches(|c: char| c.is_ascii_digit());
+                let head = line
+                    .trim_start()
+                    .trim_start_matches(|c: char| c.is_ascii_digit());
                 !head.trim_start().starts_with('|')
             })
             .collect::<Vec<_>>()
@@ -241,9 +243,12 @@ impl Outcome {
     /// stderr names one of `locations` exactly.
     fn points_at_one_of(&self, locations: &[(&str, usize, usize)]) -> &Self {
         assert!(
-            locations
-                .iter()
-                .any(|(file, line, col)| mentions_location(&self.stderr, file, *line, *col)),
+            locations.iter().any(|(file, line, col)| mentions_location(
+                &self.stderr,
+                file,
+                *line,
+                *col
+            )),
             "stderr points at none of {locations:?}\n{}",
             self.context()
         );
@@ -384,7 +389,10 @@ fn unknown_step_key_need_suggests_needs() {
 #[test]
 fn wrong_type_interactive_maybe() {
     let sandbox = Sandbox::new();
-    sandbox.mode_file("bad", "steps:\n  a:\n    docker: [info]\n    interactive: maybe\n");
+    sandbox.mode_file(
+        "bad",
+        "steps:\n  a:\n    docker: [info]\n    interactive: maybe\n",
+    );
     sandbox
         .plan("bad", &[])
         .fails_with(CONFIG)
@@ -477,7 +485,10 @@ fn columns_count_characters_not_bytes() {
 #[test]
 fn crlf_line_endings_keep_positions() {
     let sandbox = Sandbox::new();
-    sandbox.mode_file("bad", "steps:\r\n  a:\r\n    docker: [x]\r\n    needs: [zz]\r\n");
+    sandbox.mode_file(
+        "bad",
+        "steps:\r\n  a:\r\n    docker: [x]\r\n    needs: [zz]\r\n",
+    );
     sandbox
         .plan("bad", &[])
         .fails_with(CONFIG)
@@ -582,18 +593,30 @@ fn three_step_cycle() {
 #[test]
 fn mode_requires_cycle() {
     let sandbox = Sandbox::new();
-    sandbox.mode_file("ping", "requires: [pong]\nsteps:\n  a:\n    docker: [info]\n");
-    sandbox.mode_file("pong", "requires: [ping]\nsteps:\n  b:\n    docker: [info]\n");
+    sandbox.mode_file(
+        "ping",
+        "requires: [pong]\nsteps:\n  a:\n    docker: [info]\n",
+    );
+    sandbox.mode_file(
+        "pong",
+        "requires: [ping]\nsteps:\n  b:\n    docker: [info]\n",
+    );
     let outcome = sandbox.plan("ping", &[]);
     outcome.fails_with(CONFIG).says("cycle");
     assert_cycle_reads_as_written(&outcome, "", &[("ping", "pong"), ("pong", "ping")]);
-    outcome.points_at_one_of(&[("host_base_ping.yaml", 1, 12), ("host_base_pong.yaml", 1, 12)]);
+    outcome.points_at_one_of(&[
+        ("host_base_ping.yaml", 1, 12),
+        ("host_base_pong.yaml", 1, 12),
+    ]);
 }
 
 #[test]
 fn requires_unknown_mode() {
     let sandbox = Sandbox::new();
-    sandbox.mode_file("bad", "requires: [init, nosuch]\nsteps:\n  a:\n    docker: [info]\n");
+    sandbox.mode_file(
+        "bad",
+        "requires: [init, nosuch]\nsteps:\n  a:\n    docker: [info]\n",
+    );
     sandbox
         .plan("bad", &[])
         .fails_with(CONFIG)
@@ -605,7 +628,10 @@ fn requires_unknown_mode() {
 #[test]
 fn requires_misspelled_mode_suggests_it() {
     let sandbox = Sandbox::new();
-    sandbox.mode_file("bad", "requires: [init, singel]\nsteps:\n  a:\n    docker: [info]\n");
+    sandbox.mode_file(
+        "bad",
+        "requires: [init, singel]\nsteps:\n  a:\n    docker: [info]\n",
+    );
     sandbox
         .plan("bad", &[])
         .fails_with(CONFIG)
@@ -694,7 +720,10 @@ fn splat_of_non_list() {
 #[test]
 fn splat_of_number() {
     let sandbox = Sandbox::new();
-    sandbox.mode_file("bad", "steps:\n  a:\n    docker:\n      - run\n      - {splat: uid}\n");
+    sandbox.mode_file(
+        "bad",
+        "steps:\n  a:\n    docker:\n      - run\n      - {splat: uid}\n",
+    );
     sandbox
         .plan("bad", &[])
         .fails_with(CONFIG)
@@ -881,7 +910,10 @@ fn alias_bomb_billion_laughs_fails_fast() {
     let sandbox = Sandbox::new();
     sandbox.mode_file(
         "bad",
-        format!("steps:\n  x:\n    docker: [run, {}]\n    description: *a8\n", level(8)),
+        format!(
+            "steps:\n  x:\n    docker: [run, {}]\n    description: *a8\n",
+            level(8)
+        ),
     );
     sandbox
         .plan("bad", &[])
@@ -897,7 +929,10 @@ fn alias_bomb_over_alias_limit_is_refused() {
     let mut text = String::from("steps:\n  x:\n    docker:\n");
     text.push_str(&format!("      - &a0 [{}]\n", ["\"lol\""; 10].join(",")));
     for n in 1..10 {
-        text.push_str(&format!("      - &a{n} [{}]\n", vec![format!("*a{}", n - 1); 120].join(",")));
+        text.push_str(&format!(
+            "      - &a{n} [{}]\n",
+            vec![format!("*a{}", n - 1); 120].join(",")
+        ));
     }
     let sandbox = Sandbox::new();
     sandbox.mode_file("bad", text);
@@ -960,7 +995,10 @@ fn validate_undefined_variable_suggests_image() {
 fn validate_reports_the_bad_file_of_several() {
     let sandbox = Sandbox::new();
     let good = sandbox.mode_file("good", GOOD_STEP);
-    let bad = sandbox.mode_file("bad", "steps:\n  a:\n    docker: [info]\n    when: nosuchvar\n");
+    let bad = sandbox.mode_file(
+        "bad",
+        "steps:\n  a:\n    docker: [info]\n    when: nosuchvar\n",
+    );
     sandbox
         .run(&[
             "--validate",

@@ -15,7 +15,11 @@ fn shipped_modes() -> Vec<String> {
         .expect("shipped config")
         .filter_map(|e| {
             let name = e.ok()?.file_name().into_string().ok()?;
-            Some(name.strip_prefix("host_base_")?.strip_suffix(".yaml")?.to_owned())
+            Some(
+                name.strip_prefix("host_base_")?
+                    .strip_suffix(".yaml")?
+                    .to_owned(),
+            )
         })
         .collect();
     modes.sort();
@@ -74,7 +78,10 @@ fn plan_asks_only_read_only_questions_in_one_call() {
             let calls = sandbox.docker_calls();
             assert!(calls.len() <= 1, "{mode}: more than one probe: {calls:?}");
             for call in calls {
-                assert_eq!(call[1], "inspect", "{mode}: --plan made a mutating call {call:?}");
+                assert_eq!(
+                    call[1], "inspect",
+                    "{mode}: --plan made a mutating call {call:?}"
+                );
             }
         }
     }
@@ -95,7 +102,13 @@ fn offline_plan_makes_no_docker_call() {
 
 #[test]
 fn executed_argv_equal_planned_argv() {
-    let nasty = ["sh", "-c", "echo \"$1\"; `id`", "--", "a b; $(rm -rf /) 'q' \"d\""];
+    let nasty = [
+        "sh",
+        "-c",
+        "echo \"$1\"; `id`",
+        "--",
+        "a b; $(rm -rf /) 'q' \"d\"",
+    ];
     let sandbox = Sandbox::new();
     let mut args = vec!["python", "minimal", "single"];
     args.extend(nasty);
@@ -132,7 +145,10 @@ fn failure_at_each_step_runs_no_dependent_and_marks_nothing_done() {
         let sandbox = Sandbox::new();
         let output = sandbox
             .fake_docker()
-            .env("FAKE_DOCKER_FAIL", format!("--label=org.docker-meta.host_container.step={id}"))
+            .env(
+                "FAKE_DOCKER_FAIL",
+                format!("--label=org.docker-meta.host_container.step={id}"),
+            )
             .args(["--run-id", "t1", "python", "minimal", "single"])
             .output()
             .expect("run");
@@ -144,7 +160,11 @@ fn failure_at_each_step_runs_no_dependent_and_marks_nothing_done() {
             .unwrap_or_else(|| panic!("step {id} never ran: {calls:?}"));
         // Nothing starts after the failure: the stamp of a failed step is never recorded, and
         // no later step (all of which depend on it or come after it) runs.
-        assert_eq!(failed_at, calls.len() - 1, "calls after failing {id}: {calls:?}");
+        assert_eq!(
+            failed_at,
+            calls.len() - 1,
+            "calls after failing {id}: {calls:?}"
+        );
         for later in &steps[k + 1..] {
             let later_label = format!(
                 "--label=org.docker-meta.host_container.step={}",
@@ -155,14 +175,20 @@ fn failure_at_each_step_runs_no_dependent_and_marks_nothing_done() {
         if step["output"] == "raw" {
             // The user's job: its exit code is ours.
             expect_code(&output, 42);
-        } else if step.get("uses_images").is_some() {
+        } else if step["uses_images"]
+            .as_array()
+            .is_some_and(|a| !a.is_empty())
+        {
             // The fake engine has no base image, so the build's failure is blamed on it.
             expect_code(&output, 69);
             assert!(stderr(&output).contains("python:3.12-slim is not present"));
         } else {
             expect_code(&output, 70);
             let err = stderr(&output);
-            assert!(err.contains(&format!("step `{id}` failed with exit code 42")), "{err}");
+            assert!(
+                err.contains(&format!("step `{id}` failed with exit code 42")),
+                "{err}"
+            );
             assert!(err.contains("injected failure"), "{err}");
         }
     }
@@ -173,15 +199,33 @@ fn keep_going_runs_independent_branches() {
     let sandbox = Sandbox::new();
     let output = sandbox
         .fake_docker()
-        .env("FAKE_DOCKER_FAIL", "--label=org.docker-meta.host_container.step=init.image")
-        .args(["--keep-going", "--run-id", "t1", "python", "minimal", "single"])
+        .env(
+            "FAKE_DOCKER_FAIL",
+            "--label=org.docker-meta.host_container.step=init.image",
+        )
+        .args([
+            "--keep-going",
+            "--run-id",
+            "t1",
+            "python",
+            "minimal",
+            "single",
+        ])
         .output()
         .expect("run");
     expect_code(&output, 69);
     let calls = sandbox.docker_calls();
     // init.volume does not depend on the image, so it still runs; the virtualenv does not.
-    assert!(calls.iter().any(|c| c.contains(&"--label=org.docker-meta.host_container.step=init.volume".to_owned())));
-    assert!(!calls.iter().any(|c| c.contains(&"--label=org.docker-meta.host_container.step=init.virtualenv".to_owned())));
+    assert!(
+        calls
+            .iter()
+            .any(|c| c
+                .contains(&"--label=org.docker-meta.host_container.step=init.volume".to_owned()))
+    );
+    assert!(!calls
+        .iter()
+        .any(|c| c
+            .contains(&"--label=org.docker-meta.host_container.step=init.virtualenv".to_owned())));
 }
 
 #[test]
@@ -204,7 +248,11 @@ fn docker_missing_has_its_own_exit_code() {
         .output()
         .expect("run");
     expect_code(&output, 0);
-    assert!(stdout(&output).contains("# state: unknown"), "{}", stdout(&output));
+    assert!(
+        stdout(&output).contains("# state: unknown"),
+        "{}",
+        stdout(&output)
+    );
     assert!(stdout(&output).contains("init.image: unknown"));
 }
 
@@ -214,15 +262,24 @@ fn json_plan_has_the_documented_shape() {
     let plan = plan_json(&sandbox, &["--offline", "python", "minimal", "single"]);
     assert_eq!(plan["version"], 1);
     let steps = plan["steps"].as_array().expect("steps");
-    let ids: Vec<&str> = steps.iter().map(|s| s["id"].as_str().expect("id")).collect();
-    assert_eq!(ids, ["init.image", "init.volume", "init.virtualenv", "single.job"]);
+    let ids: Vec<&str> = steps
+        .iter()
+        .map(|s| s["id"].as_str().expect("id"))
+        .collect();
+    assert_eq!(
+        ids,
+        ["init.image", "init.volume", "init.virtualenv", "single.job"]
+    );
     for step in steps {
         for key in ["id", "mode", "needs", "argv", "status", "reason", "source"] {
             assert!(step.get(key).is_some(), "step lacks {key}: {step}");
         }
         assert_eq!(step["argv"][0], "docker");
     }
-    assert_eq!(steps[2]["needs"], serde_json::json!(["init.image", "init.volume"]));
+    assert_eq!(
+        steps[2]["needs"],
+        serde_json::json!(["init.image", "init.volume"])
+    );
     let upgrade = plan["modes"]
         .as_array()
         .expect("modes")
@@ -236,16 +293,44 @@ fn json_plan_has_the_documented_shape() {
 fn upgrade_joins_only_when_set() {
     let sandbox = Sandbox::new();
     let with = plan_json(&sandbox, &["--offline", "python", "minimal", "single"]);
-    assert!(!with["steps"].as_array().unwrap().iter().any(|s| s["mode"] == "upgrade"));
+    assert!(!with["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|s| s["mode"] == "upgrade"));
     let output = sandbox
         .fake_docker()
         .env("UPGRADE", "1")
-        .args(["--plan", "--offline", "--format", "json", "--run-id", "t1", "python", "minimal", "single"])
+        .args([
+            "--plan",
+            "--offline",
+            "--format",
+            "json",
+            "--run-id",
+            "t1",
+            "python",
+            "minimal",
+            "single",
+        ])
         .output()
         .expect("run");
     let plan: Value = serde_json::from_slice(&output.stdout).expect("json");
-    let ids: Vec<&str> = plan["steps"].as_array().unwrap().iter().map(|s| s["id"].as_str().unwrap()).collect();
-    assert_eq!(ids, ["init.image", "init.volume", "init.virtualenv", "upgrade.packages", "single.job"]);
+    let ids: Vec<&str> = plan["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        ids,
+        [
+            "init.image",
+            "init.volume",
+            "init.virtualenv",
+            "upgrade.packages",
+            "single.job"
+        ]
+    );
 }
 
 #[test]
@@ -254,7 +339,15 @@ fn plans_are_byte_identical_across_runs() {
     let run = || {
         sandbox
             .command()
-            .args(["--plan", "--offline", "--run-id", "same", "python", "web", "daemon"])
+            .args([
+                "--plan",
+                "--offline",
+                "--run-id",
+                "same",
+                "python",
+                "web",
+                "daemon",
+            ])
             .output()
             .expect("run")
             .stdout
@@ -268,7 +361,14 @@ fn list_shows_languages_variants_and_modes() {
     let output = sandbox.command().arg("--list").output().expect("run");
     expect_code(&output, 0);
     let text = stdout(&output);
-    for expected in ["python", "minimal", "web", "single", "Run the job script", "builtin"] {
+    for expected in [
+        "python",
+        "minimal",
+        "web",
+        "single",
+        "Run the job script",
+        "builtin",
+    ] {
         assert!(text.contains(expected), "--list lacks {expected}:\n{text}");
     }
 }
@@ -290,7 +390,10 @@ fn a_higher_layer_shadows_a_mode_and_the_plan_says_so() {
     expect_code(&output, 0);
     let text = stdout(&output);
     assert!(text.contains("(config-dir 1)"), "{text}");
-    assert!(!text.contains("init.image"), "the shadowing file requires nothing:\n{text}");
+    assert!(
+        !text.contains("init.image"),
+        "the shadowing file requires nothing:\n{text}"
+    );
 }
 
 #[test]
@@ -301,7 +404,15 @@ fn hosts_files_merge_across_layers() {
         .command()
         .arg("--config-dir")
         .arg(sandbox.path("layer"))
-        .args(["--plan", "--offline", "--format", "json", "python", "minimal", "init"])
+        .args([
+            "--plan",
+            "--offline",
+            "--format",
+            "json",
+            "python",
+            "minimal",
+            "init",
+        ])
         .output()
         .expect("run");
     expect_code(&output, 0);
@@ -314,8 +425,14 @@ fn hosts_files_merge_across_layers() {
         .expect("hosts mount");
     assert!(merged.contains("merged-"), "{merged}");
     let merged = std::path::Path::new(merged);
-    assert_eq!(fs::read_to_string(merged.join("requirements.txt")).unwrap(), "six\n");
-    assert!(merged.join("initialize").is_file(), "lower layer's files are kept");
+    assert_eq!(
+        fs::read_to_string(merged.join("requirements.txt")).unwrap(),
+        "six\n"
+    );
+    assert!(
+        merged.join("initialize").is_file(),
+        "lower layer's files are kept"
+    );
 }
 
 /// Paths and ids that differ per machine, replaced so snapshots compare.
@@ -349,7 +466,14 @@ fn snapshots_of_every_shipped_mode_in_every_format() {
             let output = sandbox
                 .command()
                 .env("USER", "tester")
-                .args(["--plan", "--offline", "--run-id", "snap", "--format", format])
+                .args([
+                    "--plan",
+                    "--offline",
+                    "--run-id",
+                    "snap",
+                    "--format",
+                    format,
+                ])
                 .args(["python", "minimal", &mode])
                 .output()
                 .expect("run");

@@ -46,27 +46,23 @@ fn engine_available() -> bool {
     })
 }
 
-/// Builds the base image from Debian packages unless it exists.
+/// Builds the base image from Debian packages (mmdebstrap) unless it exists.
 fn ensure_base_image() {
     static BUILT: OnceLock<()> = OnceLock::new();
     BUILT.get_or_init(|| {
         if docker(&["image", "inspect", BASE_IMAGE]).status.success() {
             return;
         }
-        let dir = tempfile::tempdir().expect("temp dir");
-        let tar = dir.path().join("rootfs.tar");
-        let status = Command::new("mmdebstrap")
-            .args([
-                "--variant=apt",
-                "--include=python3,python3-venv,python3-pip",
-                "bookworm",
-            ])
-            .arg(&tar)
+        let script = support::repo_root().join("scripts/debian-base-image.sh");
+        let status = Command::new("bash")
+            .arg(script)
+            .arg(BASE_IMAGE)
             .status()
-            .expect("mmdebstrap is installed (apt-get install mmdebstrap)");
-        assert!(status.success(), "mmdebstrap failed");
-        let imported = docker(&["import", &tar.display().to_string(), BASE_IMAGE]);
-        assert!(imported.status.success(), "{}", stderr(&imported));
+            .expect("bash runs");
+        assert!(
+            status.success(),
+            "building {BASE_IMAGE} from Debian packages failed"
+        );
     });
 }
 
@@ -156,31 +152,70 @@ fn ran(output: &Output, step: &str) -> bool {
 
 #[test]
 fn single_runs_in_the_virtualenv_and_second_run_skips_init() {
-    let Some(instance) = Instance::new("single") else { return };
-    let first = instance.run(&["python", "minimal", "single", "python", "-c", "import sys; print(sys.prefix)"]);
+    let Some(instance) = Instance::new("single") else {
+        return;
+    };
+    let first = instance.run(&[
+        "python",
+        "minimal",
+        "single",
+        "python",
+        "-c",
+        "import sys; print(sys.prefix)",
+    ]);
     expect_code(&first, 0);
     assert_eq!(stdout(&first).trim(), "/virtualenv");
     assert!(ran(&first, "init.image") && ran(&first, "init.virtualenv"));
 
     let second = instance.run(&["python", "minimal", "single"]);
     expect_code(&second, 0);
-    assert!(!ran(&second, "init.image") && !ran(&second, "init.virtualenv"), "{}", stderr(&second));
-    assert!(stdout(&second).contains("in /virtualenv"), "{}", stdout(&second));
+    assert!(
+        !ran(&second, "init.image") && !ran(&second, "init.virtualenv"),
+        "{}",
+        stderr(&second)
+    );
+    assert!(
+        stdout(&second).contains("in /virtualenv"),
+        "{}",
+        stdout(&second)
+    );
 
     let plan = instance.run(&["--plan", "python", "minimal", "single"]);
     let text = stdout(&plan);
-    assert!(text.contains("init.virtualenv: skip (done and up to date"), "{text}");
+    assert!(
+        text.contains("init.virtualenv: skip (done and up to date"),
+        "{text}"
+    );
     assert!(text.contains("init.image: skip (image"), "{text}");
     instance.finish();
 }
 
 #[test]
 fn exit_codes_and_literal_arguments_pass_through() {
-    let Some(instance) = Instance::new("args") else { return };
-    let code = instance.run(&["python", "minimal", "single", "python", "-c", "import sys; sys.exit(7)"]);
+    let Some(instance) = Instance::new("args") else {
+        return;
+    };
+    let code = instance.run(&[
+        "python",
+        "minimal",
+        "single",
+        "python",
+        "-c",
+        "import sys; sys.exit(7)",
+    ]);
     expect_code(&code, 7);
 
-    let awkward = [";", "$(echo hi)", "`id`", "it's", "a b", "\"q\"", "*", "", "--plan"];
+    let awkward = [
+        ";",
+        "$(echo hi)",
+        "`id`",
+        "it's",
+        "a b",
+        "\"q\"",
+        "*",
+        "",
+        "--plan",
+    ];
     let mut args = vec![
         "python",
         "minimal",
@@ -199,7 +234,9 @@ fn exit_codes_and_literal_arguments_pass_through() {
 
 #[test]
 fn changed_requirements_rerun_init_and_upgrade_runs_when_set() {
-    let Some(instance) = Instance::new("stale") else { return };
+    let Some(instance) = Instance::new("stale") else {
+        return;
+    };
     let layer = instance.sandbox.path("layer");
     let requirements = instance
         .sandbox
@@ -211,7 +248,16 @@ fn changed_requirements_rerun_init_and_upgrade_runs_when_set() {
             command.env(k, v);
         }
         command
-            .args(["--config-dir", &layer_arg, "python", "minimal", "single", "python", "-c", "pass"])
+            .args([
+                "--config-dir",
+                &layer_arg,
+                "python",
+                "minimal",
+                "single",
+                "python",
+                "-c",
+                "pass",
+            ])
             .stdin(Stdio::null())
             .output()
             .expect("runs")
@@ -220,13 +266,24 @@ fn changed_requirements_rerun_init_and_upgrade_runs_when_set() {
     expect_code(&first, 0);
     assert!(ran(&first, "init.virtualenv"));
     let unchanged = run(&[]);
-    assert!(!ran(&unchanged, "init.virtualenv"), "{}", stderr(&unchanged));
+    assert!(
+        !ran(&unchanged, "init.virtualenv"),
+        "{}",
+        stderr(&unchanged)
+    );
 
     std::fs::write(&requirements, "# second: changed\n").expect("write");
     let changed = run(&[]);
     expect_code(&changed, 0);
-    assert!(stderr(&changed).contains("==> init.virtualenv: inputs changed"), "{}", stderr(&changed));
-    assert!(!ran(&changed, "init.image"), "the image does not depend on requirements.txt");
+    assert!(
+        stderr(&changed).contains("==> init.virtualenv: inputs changed"),
+        "{}",
+        stderr(&changed)
+    );
+    assert!(
+        !ran(&changed, "init.image"),
+        "the image does not depend on requirements.txt"
+    );
 
     let upgraded = run(&[("UPGRADE", "1")]);
     expect_code(&upgraded, 0);
@@ -237,7 +294,9 @@ fn changed_requirements_rerun_init_and_upgrade_runs_when_set() {
 
 #[test]
 fn bash_reads_piped_stdin_and_test_mode_passes() {
-    let Some(instance) = Instance::new("bash") else { return };
+    let Some(instance) = Instance::new("bash") else {
+        return;
+    };
     let mut child = instance
         .command()
         .args(["python", "minimal", "bash"])
@@ -249,7 +308,9 @@ fn bash_reads_piped_stdin_and_test_mode_passes() {
     {
         use std::io::Write;
         let mut stdin = child.stdin.take().expect("stdin");
-        stdin.write_all(b"python -V\necho \"$VIRTUAL_ENV\"\n").expect("write");
+        stdin
+            .write_all(b"python -V\necho \"$VIRTUAL_ENV\"\n")
+            .expect("write");
     }
     let output = child.wait_with_output().expect("wait");
     expect_code(&output, 0);
@@ -258,15 +319,28 @@ fn bash_reads_piped_stdin_and_test_mode_passes() {
 
     let test = instance.run(&["python", "minimal", "test"]);
     expect_code(&test, 0);
-    assert!(stdout(&test).contains("all checks passed"), "{}", stdout(&test));
-    let failing = instance.run(&["python", "minimal", "test", "python", "-c", "raise SystemExit(3)"]);
+    assert!(
+        stdout(&test).contains("all checks passed"),
+        "{}",
+        stdout(&test)
+    );
+    let failing = instance.run(&[
+        "python",
+        "minimal",
+        "test",
+        "python",
+        "-c",
+        "raise SystemExit(3)",
+    ]);
     expect_code(&failing, 3);
     instance.finish();
 }
 
 #[test]
 fn exec_creates_files_owned_by_the_calling_user() {
-    let Some(instance) = Instance::new("exec") else { return };
+    let Some(instance) = Instance::new("exec") else {
+        return;
+    };
     // A non-root user that may talk to the engine through the socket's group.
     let socket_gid = std::fs::metadata("/var/run/docker.sock")
         .map(|m| m.gid())
@@ -276,8 +350,11 @@ fn exec_creates_files_owned_by_the_calling_user() {
         let path = instance.sandbox.path(dir);
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o777)).expect("chmod");
     }
-    std::fs::set_permissions(instance.sandbox.root.path(), std::fs::Permissions::from_mode(0o755))
-        .expect("chmod");
+    std::fs::set_permissions(
+        instance.sandbox.root.path(),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .expect("chmod");
     let mut command = instance.command();
     command
         .env("USER", "tester")
@@ -290,7 +367,10 @@ fn exec_creates_files_owned_by_the_calling_user() {
     expect_code(&output, 0);
     let work = instance.sandbox.path("work");
     let lines: Vec<String> = stdout(&output).lines().map(str::to_owned).collect();
-    assert_eq!(lines, [work.display().to_string(), "/virtualenv".to_owned()]);
+    assert_eq!(
+        lines,
+        [work.display().to_string(), "/virtualenv".to_owned()]
+    );
     let made = std::fs::metadata(work.join("made-by-exec")).expect("file was created on the host");
     assert_eq!((made.uid(), made.gid()), (uid, gid));
     instance.finish();
@@ -320,12 +400,21 @@ fn as_user(command: &Command, uid: u32, gid: u32, group: u32) -> Command {
 
 #[test]
 fn concurrent_first_runs_initialize_once() {
-    let Some(instance) = Instance::new("concurrent") else { return };
+    let Some(instance) = Instance::new("concurrent") else {
+        return;
+    };
     let children: Vec<_> = (0..8)
         .map(|i| {
             instance
                 .command()
-                .args(["python", "minimal", "single", "python", "-c", &format!("print({i})")])
+                .args([
+                    "python",
+                    "minimal",
+                    "single",
+                    "python",
+                    "-c",
+                    &format!("print({i})"),
+                ])
                 .stdin(Stdio::null())
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped())
@@ -349,7 +438,9 @@ fn concurrent_first_runs_initialize_once() {
 
 #[test]
 fn sigterm_stops_the_job_and_leaves_no_container() {
-    let Some(instance) = Instance::new("interrupt") else { return };
+    let Some(instance) = Instance::new("interrupt") else {
+        return;
+    };
     let init = instance.run(&["python", "minimal", "init"]);
     expect_code(&init, 0);
     let mut child = instance
@@ -380,7 +471,10 @@ fn sigterm_stops_the_job_and_leaves_no_container() {
     assert_eq!(status.code(), Some(130));
     let filter = format!("label={LABEL}={}", instance.name);
     let containers = stdout(&docker(&["ps", "--all", "--quiet", "--filter", &filter]));
-    assert!(containers.trim().is_empty(), "containers left: {containers}");
+    assert!(
+        containers.trim().is_empty(),
+        "containers left: {containers}"
+    );
     instance.finish();
 }
 
@@ -391,7 +485,9 @@ extern "C" {
 
 #[test]
 fn daemon_starts_once_reports_status_and_stops() {
-    let Some(instance) = Instance::new("daemon") else { return };
+    let Some(instance) = Instance::new("daemon") else {
+        return;
+    };
     let started = instance.run(&["python", "minimal", "daemon"]);
     expect_code(&started, 0);
     assert!(ran(&started, "daemon.container"));
@@ -404,7 +500,11 @@ fn daemon_starts_once_reports_status_and_stops() {
     expect_code(&status, 0);
     assert!(stdout(&status).contains("running"), "{}", stdout(&status));
     let logs = instance.run(&["python", "minimal", "logs"]);
-    assert!(stdout(&logs).contains("serving on port 8000"), "{}", stdout(&logs));
+    assert!(
+        stdout(&logs).contains("serving on port 8000"),
+        "{}",
+        stdout(&logs)
+    );
     let stop = instance.run(&["python", "minimal", "stop"]);
     expect_code(&stop, 0);
     let name = format!("hc-python-minimal-{}-daemon", instance.name);
@@ -414,7 +514,9 @@ fn daemon_starts_once_reports_status_and_stops() {
 
 #[test]
 fn daemon_that_exits_is_not_ready_and_shows_its_logs() {
-    let Some(instance) = Instance::new("daemonfail") else { return };
+    let Some(instance) = Instance::new("daemonfail") else {
+        return;
+    };
     let output = instance.run(&[
         "--set",
         "restart=no",
@@ -426,26 +528,38 @@ fn daemon_that_exits_is_not_ready_and_shows_its_logs() {
         "print('broken daemon', flush=True); raise SystemExit(1)",
     ]);
     expect_code(&output, 73);
-    assert!(stderr(&output).contains("broken daemon"), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("broken daemon"),
+        "{}",
+        stderr(&output)
+    );
     instance.finish();
 }
 
 #[test]
 fn a_container_name_taken_by_someone_else_is_a_conflict() {
-    let Some(instance) = Instance::new("conflict") else { return };
+    let Some(instance) = Instance::new("conflict") else {
+        return;
+    };
     let name = format!("hc-python-minimal-{}-daemon", instance.name);
     let created = docker(&["create", "--name", &name, BASE_IMAGE, "true"]);
     assert!(created.status.success(), "{}", stderr(&created));
     let output = instance.run(&["python", "minimal", "daemon"]);
     docker(&["rm", "--force", &name]);
     expect_code(&output, 71);
-    assert!(stderr(&output).contains("did not create"), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("did not create"),
+        "{}",
+        stderr(&output)
+    );
     instance.finish();
 }
 
 #[test]
 fn a_missing_base_image_has_its_own_exit_code() {
-    let Some(instance) = Instance::new("nobase") else { return };
+    let Some(instance) = Instance::new("nobase") else {
+        return;
+    };
     let output = instance.run(&[
         "--set",
         "base_image=hc-test-no-such-base:none",

@@ -25,7 +25,10 @@ fn printed(which: &str) -> String {
 
 #[test]
 fn committed_schemas_match_the_types() {
-    for (which, file) in [("mode", "host_base.schema.json"), ("plan", "plan.schema.json")] {
+    for (which, file) in [
+        ("mode", "host_base.schema.json"),
+        ("plan", "plan.schema.json"),
+    ] {
         assert_eq!(
             committed(file),
             printed(which),
@@ -88,7 +91,11 @@ fn every_example_plans_and_its_plan_validates() {
         if !example.is_dir() {
             continue;
         }
-        assert!(example.join("README.md").is_file(), "{} lacks a README", example.display());
+        assert!(
+            example.join("README.md").is_file(),
+            "{} lacks a README",
+            example.display()
+        );
         for file in yaml_files(&example.join("config")) {
             let name = file.file_name().unwrap().to_string_lossy().into_owned();
             let mode = name
@@ -100,12 +107,23 @@ fn every_example_plans_and_its_plan_validates() {
                 .command()
                 .arg("--config-dir")
                 .arg(&example)
-                .args(["--plan", "--offline", "--format", "json", "python", "minimal", mode])
+                .args([
+                    "--plan",
+                    "--offline",
+                    "--format",
+                    "json",
+                    "python",
+                    "minimal",
+                    mode,
+                ])
                 .output()
                 .expect("run");
             expect_code(&output, 0);
             let plan: Value = serde_json::from_slice(&output.stdout).expect("plan json");
-            let errors: Vec<String> = validator.iter_errors(&plan).map(|e| e.to_string()).collect();
+            let errors: Vec<String> = validator
+                .iter_errors(&plan)
+                .map(|e| e.to_string())
+                .collect();
             assert!(errors.is_empty(), "{mode}: {errors:?}");
             assert!(!plan["steps"].as_array().expect("steps").is_empty());
             planned += 1;

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Builds a python base image from Debian packages, for machines that cannot pull images:
+#   scripts/debian-base-image.sh [IMAGE]        (default IMAGE: host_container-base:bookworm)
+# then: HOST_CONTAINER_BASE_IMAGE=IMAGE host_container python minimal single
+# Uses the machine's own apt sources through mmdebstrap (apt-get install mmdebstrap).
+# Does nothing when IMAGE already exists.
+set -euo pipefail
+image=${1:-host_container-base:bookworm}
+if docker image inspect "$image" >/dev/null 2>&1; then
+  exit 0
+fi
+if ! command -v mmdebstrap >/dev/null; then
+  echo "mmdebstrap is needed: apt-get install mmdebstrap" >&2
+  exit 1
+fi
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+mmdebstrap --quiet --variant=apt --include=python3,python3-venv,python3-pip bookworm "$work/rootfs.tar"
+docker import "$work/rootfs.tar" "$image" >/dev/null
+echo "built $image"
