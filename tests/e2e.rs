@@ -276,7 +276,7 @@ fn changed_requirements_rerun_init_and_upgrade_runs_when_set() {
     let changed = run(&[]);
     expect_code(&changed, 0);
     assert!(
-        stderr(&changed).contains("==> init.virtualenv: inputs changed"),
+        stderr(&changed).contains("==> init.virtualenv: inputs or a needed step changed"),
         "{}",
         stderr(&changed)
     );
