@@ -141,6 +141,8 @@ pub struct Invocation {
     pub run_id: String,
     pub base_image: String,
     pub backup_dir: PathBuf,
+    /// `--force`: a backup may replace an existing one.
+    pub force: bool,
 }
 
 /// Names become parts of docker object names, which allow only these characters (and image
@@ -265,6 +267,7 @@ impl Invocation {
             run_id,
             base_image,
             backup_dir,
+            force: args.force,
         })
     }
 }

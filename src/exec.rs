@@ -392,13 +392,19 @@ fn listen_for_signals(sender: Sender<Event>) -> anyhow::Result<signal_hook::iter
 
 fn spawn_step(plan: &Plan, index: usize, pids: Running, sender: Sender<Event>) {
     let step = plan.steps[index].clone();
+    let names = (
+        plan.language.clone(),
+        plan.variant.clone(),
+        plan.instance.clone(),
+    );
     let announce = step.output != Output::Raw && !step.interactive;
     if announce {
         eprintln!("==> {}: {}", step.id, step.reason);
     }
     std::thread::spawn(move || {
         let started = Instant::now();
-        let result = run_step(&step, &pids).map(|()| started.elapsed().as_secs_f64());
+        let result = run_step(&step, &pids, (&names.0, &names.1, &names.2))
+            .map(|()| started.elapsed().as_secs_f64());
         let result = result.map_err(|mut failure| {
             failure.seconds = started.elapsed().as_secs_f64();
             failure
@@ -419,7 +425,25 @@ fn failure(kind: Kind, code: Option<i32>, message: String, tail: Vec<String>) ->
 
 /// Runs one step: its `before` commands, its argv, its readiness check, then its `after`
 /// commands (which record it as done, so they run only after everything else succeeded).
-fn run_step(step: &Step, pids: &Running) -> Result<(), Failure> {
+fn run_step(step: &Step, pids: &Running, plan_names: (&str, &str, &str)) -> Result<(), Failure> {
+    if let Some(archive) = &step.archive {
+        return crate::backup::run(step, archive, plan_names).map_err(|e| {
+            let kind = e
+                .chain()
+                .find_map(|c| c.downcast_ref::<Error>())
+                .map_or(Kind::StepFailed, |own| own.kind);
+            let text = match e.downcast_ref::<Error>() {
+                Some(own) => format!("{own}"),
+                None => format!("{e:#}"),
+            };
+            failure(
+                kind,
+                None,
+                format!("step `{}`: {text}", step.id),
+                Vec::new(),
+            )
+        });
+    }
     for before in &step.before {
         run_captured(step, before, pids)?;
     }

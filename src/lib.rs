@@ -10,6 +10,7 @@
 //!
 //! Printing and executing consume the same `Plan`, so `--plan` shows exactly what would run.
 
+pub mod backup;
 pub mod cli;
 pub mod config;
 pub mod docker;

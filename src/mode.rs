@@ -48,8 +48,13 @@ pub struct StepSpec {
     #[serde(default)]
     pub needs: Vec<String>,
     /// The argv after `docker`. Every string is a template; `{splat: EXPR}` inserts each item of
-    /// the list EXPR evaluates to as its own argument.
+    /// the list EXPR evaluates to as its own argument. Required unless `archive` is given.
+    #[serde(default)]
     pub docker: Vec<Arg>,
+    /// A built-in backup or restore of one volume; its docker commands are generated and shown
+    /// in the plan.
+    #[serde(default)]
+    pub archive: Option<ArchiveSpec>,
     /// What makes this step already done; without it, the step always runs.
     #[serde(default)]
     pub done: Option<DoneSpec>,
@@ -178,6 +183,32 @@ impl Done {
     }
 }
 
+/// Whether an archive step writes or reads the archive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ArchiveAction {
+    /// Volume → `<dir>/<volume>.tar` plus `<dir>/<volume>.manifest.json`.
+    Backup,
+    /// `<dir>/<volume>.tar` → volume, verified against its manifest first.
+    Restore,
+}
+
+/// A backup or restore of one volume (all strings are templates).
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ArchiveSpec {
+    pub action: ArchiveAction,
+    /// The volume archived or restored.
+    pub volume: String,
+    /// The directory holding archives and manifests.
+    pub dir: String,
+    /// An image with tar, cp and find to run them in.
+    pub image: String,
+    /// Stamp volumes recorded in the manifest (and re-created by restore).
+    #[serde(default)]
+    pub stamps: Vec<String>,
+}
+
 /// A readiness check for a daemon; either or both of `command` and `tcp`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -283,6 +314,15 @@ pub fn load(path: &Path, bytes: &[u8]) -> anyhow::Result<Document<ModeFile>> {
 fn check_needs(path: &Path, document: &Document<ModeFile>) -> anyhow::Result<()> {
     let steps = &document.value.steps;
     for (id, step) in steps {
+        if step.docker.is_empty() == step.archive.is_none() {
+            let (line, col) = document.positions.key(&["steps", id.as_str()]);
+            return Err(Error::new(
+                Kind::Config,
+                format!("step `{id}` needs exactly one of `docker` (an argv) and `archive`"),
+            )
+            .at(path, &document.text, line, col)
+            .into());
+        }
         if step.done.as_ref().is_some_and(|d| d.object().is_none()) {
             let (line, col) = document.positions.key(&["steps", id.as_str(), "done"]);
             return Err(Error::new(

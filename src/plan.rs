@@ -92,6 +92,12 @@ pub struct Step {
     pub uses_images: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ready: Option<Ready>,
+    /// A built-in backup or restore of one volume, run through the commands shown.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub archive: Option<crate::backup::ArchivePlan>,
+    /// `before` commands that come from the mode file rather than from the probe.
+    #[serde(skip)]
+    pub planned_before: Vec<Vec<String>>,
     /// A question asked before the step runs (answered by `--yes`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub confirm: Option<String>,
@@ -403,9 +409,20 @@ impl Compiler<'_> {
                     )
                     .into());
             }
-            if !self.invocation.sets.contains_key(key) {
-                context.insert(key.clone(), serde_json::json!(value));
-            }
+            // A var is a template over the built-ins and the vars before it; `--set` wins.
+            let value = match self.invocation.sets.get(key) {
+                Some(set) => set.clone(),
+                None => Renderer::new(Value::from_serialize(&context))
+                    .render(value)
+                    .map_err(|e| {
+                        mode.error_at(
+                            Kind::Config,
+                            format!("in vars.{key}: {}", template::describe(&e)),
+                            mode.document.positions.value(&["vars", key]),
+                        )
+                    })?,
+            };
+            context.insert(key.clone(), serde_json::json!(value));
         }
         Ok(Renderer::new(Value::from_serialize(&context)))
     }
@@ -586,6 +603,44 @@ impl Compiler<'_> {
                         }
                     }
                 }
+                let mut planned_before = Vec::new();
+                let mut after = Vec::new();
+                let mut archive = None;
+                if let Some(spec_archive) = &spec.archive {
+                    let field = |key: &str, text: &str| {
+                        renderer
+                            .render(text)
+                            .map_err(|e| render_error(&["steps", name, "archive", key], e))
+                    };
+                    let mut stamps = Vec::new();
+                    for (index, stamp) in spec_archive.stamps.iter().enumerate() {
+                        let index = index.to_string();
+                        stamps.push(renderer.render(stamp).map_err(|e| {
+                            render_error(&["steps", name, "archive", "stamps", &index], e)
+                        })?);
+                    }
+                    let plan = crate::backup::ArchivePlan::new(
+                        spec_archive.action,
+                        field("volume", &spec_archive.volume)?,
+                        Path::new(&field("dir", &spec_archive.dir)?),
+                        field("image", &spec_archive.image)?,
+                        stamps,
+                        invocation.force,
+                    );
+                    let mut labels = instance_labels(invocation);
+                    labels.push((format!("{LABEL_PREFIX}.mode"), mode.name.clone()));
+                    let container = format!(
+                        "{}-run-{}-{name}",
+                        Names::of(invocation).prefix,
+                        invocation.run_id
+                    );
+                    let (before, main, rest) =
+                        crate::backup::commands(&plan, &argv, &container, &labels);
+                    planned_before = before;
+                    argv = main;
+                    after = rest;
+                    archive = Some(plan);
+                }
                 if argv.len() == docker_head(self.docker_context).len() {
                     return Err(mode
                         .error_at(
@@ -661,8 +716,10 @@ impl Compiler<'_> {
                         fingerprint: String::new(),
                     }),
                     fingerprint: String::new(),
-                    before: Vec::new(),
-                    after: Vec::new(),
+                    before: planned_before.clone(),
+                    after,
+                    archive,
+                    planned_before,
                     interactive: spec.interactive,
                     output: spec.output,
                     uses_images,
@@ -844,6 +901,15 @@ fn source_at<'a>(spec: &'a mode::StepSpec, path: &[&str]) -> Option<(&'a str, bo
         "inputs" => spec.inputs.get(index(3)?).map(|t| (t.as_str(), false)),
         "uses_images" => spec.uses_images.get(index(3)?).map(|t| (t.as_str(), false)),
         "confirm" => spec.confirm.as_deref().map(|t| (t, false)),
+        "archive" => {
+            let archive = spec.archive.as_ref()?;
+            match path.get(3).copied()? {
+                "volume" => Some((archive.volume.as_str(), false)),
+                "dir" => Some((archive.dir.as_str(), false)),
+                "image" => Some((archive.image.as_str(), false)),
+                _ => archive.stamps.get(index(4)?).map(|t| (t.as_str(), false)),
+            }
+        }
         "done" => spec.done.as_ref()?.given().map(|(_, name)| (name, false)),
         "ready" => match path.get(3).copied()? {
             "tcp" => spec.ready.as_ref()?.tcp.as_deref().map(|t| (t, false)),
@@ -1049,7 +1115,7 @@ fn finish_step(
         labels.push((format!("{LABEL_PREFIX}.stamp"), "1".into()));
         create.extend(label_args(&labels));
         create.push(done.name.clone());
-        step.after = vec![remove, create];
+        step.after.extend([remove, create]);
     }
     Ok(())
 }

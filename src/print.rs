@@ -99,10 +99,31 @@ fn text(plan: &Plan) -> String {
                 done.kind, done.name, step.fingerprint
             );
         }
+        if let Some(archive) = &step.archive {
+            let size = archive
+                .archive_bytes
+                .map_or("not there yet".to_owned(), |b| format!("{b} bytes now"));
+            let (verb, arrow) = match archive.action {
+                crate::mode::ArchiveAction::Backup => ("backup", "→"),
+                crate::mode::ArchiveAction::Restore => ("restore", "←"),
+            };
+            let _ = writeln!(
+                out,
+                "  {verb}: volume {} {arrow} {} ({size}), manifest {}",
+                archive.volume, archive.archive, archive.manifest
+            );
+        }
         for before in &step.before {
             let _ = writeln!(out, "  before: {}", command_line(before));
         }
-        let _ = writeln!(out, "  $ {}", command_line(&step.argv));
+        let redirect = match step.archive.as_ref().map(|a| (a.action, &a.archive)) {
+            Some((crate::mode::ArchiveAction::Backup, file)) => format!(" > {}", shell_quote(file)),
+            Some((crate::mode::ArchiveAction::Restore, file)) => {
+                format!(" < {}", shell_quote(file))
+            }
+            None => String::new(),
+        };
+        let _ = writeln!(out, "  $ {}{redirect}", command_line(&step.argv));
         for after in &step.after {
             let _ = writeln!(out, "  after: {}", command_line(after));
         }

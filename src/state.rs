@@ -51,7 +51,8 @@ pub fn apply(plan: &mut Plan, observed: &Observed) -> Vec<Error> {
         let step = &mut plan.steps[index];
         step.status = status;
         step.reason = reason;
-        step.before = before;
+        step.before = step.planned_before.clone();
+        step.before.extend(before);
         let missing: Vec<&String> = step
             .uses_images
             .iter()

@@ -37,6 +37,13 @@ impl Renderer {
                     .unwrap_or_else(|| default.unwrap_or_default())
             },
         );
+        // `list | prefix('--publish=')`: turns a list of values into a list of options.
+        env.add_filter(
+            "prefix",
+            |items: Vec<Value>, prefix: String| -> Vec<String> {
+                items.iter().map(|item| format!("{prefix}{item}")).collect()
+            },
+        );
         Renderer {
             env,
             context,
@@ -202,6 +209,24 @@ mod tests {
         assert_eq!(r.list("command or ['x']").unwrap(), vec!["echo", "a b"]);
         assert_eq!(r.list("empty or ['x']").unwrap(), vec!["x"]);
         assert!(r.list("image").is_err());
+    }
+
+    #[test]
+    fn prefix_turns_values_into_options() {
+        let r = Renderer::new(Value::from_serialize(serde_json::json!({
+            "publish": "8000:8000, 9000:9000",
+            "nothing": "",
+            "env": {},
+        })));
+        assert_eq!(
+            r.list("publish | split(',') | map('trim') | select | prefix('--publish=')")
+                .unwrap(),
+            vec!["--publish=8000:8000", "--publish=9000:9000"]
+        );
+        assert!(r
+            .list("nothing | split(',') | map('trim') | select | prefix('-p')")
+            .unwrap()
+            .is_empty());
     }
 
     #[test]

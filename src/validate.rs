@@ -85,6 +85,9 @@ fn check_templates(
     if let Some(when) = &mode.when {
         checks.push((path(&["when"]), when, true));
     }
+    for (key, value) in &mode.vars {
+        checks.push((path(&["vars", key]), value, false));
+    }
     for (id, step) in &mode.steps {
         if let Some(when) = &step.when {
             checks.push((path(&["steps", id, "when"]), when, true));
@@ -109,6 +112,22 @@ fn check_templates(
             }
             if let Some(tcp) = &ready.tcp {
                 checks.push((path(&["steps", id, "ready", "tcp"]), tcp, false));
+            }
+        }
+        if let Some(archive) = &step.archive {
+            for (key, text) in [
+                ("volume", &archive.volume),
+                ("dir", &archive.dir),
+                ("image", &archive.image),
+            ] {
+                checks.push((path(&["steps", id, "archive", key]), text, false));
+            }
+            for (index, stamp) in archive.stamps.iter().enumerate() {
+                checks.push((
+                    path(&["steps", id, "archive", "stamps", &index.to_string()]),
+                    stamp,
+                    false,
+                ));
             }
         }
         if let Some(confirm) = &step.confirm {

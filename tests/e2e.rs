@@ -594,3 +594,233 @@ fn unreachable_engine_is_reported() {
     expect_code(&plan, 0);
     assert!(stdout(&plan).contains("# state: unknown"));
 }
+
+/// A digest of everything in a volume: names (any bytes), modes, owners, link targets, contents.
+fn volume_digest(volume: &str) -> String {
+    let output = docker(&[
+        "run",
+        "--rm",
+        "--network=none",
+        &format!("--volume={volume}:/v:ro"),
+        BASE_IMAGE,
+        "sh",
+        "-c",
+        "cd /v && find . -printf '%p\\0%m %U:%G %y %l\\0' | sort -z | sha256sum && \
+         find . -type f -print0 | sort -z | xargs -0 -r sha256sum | sha256sum",
+    ]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    stdout(&output)
+}
+
+fn in_volume(volume: &str, script: &str) {
+    let output = docker(&[
+        "run",
+        "--rm",
+        "--network=none",
+        &format!("--volume={volume}:/v"),
+        BASE_IMAGE,
+        "sh",
+        "-c",
+        script,
+    ]);
+    assert!(output.status.success(), "{}", stderr(&output));
+}
+
+const AWKWARD_FILES: &str = "printf hi > '/v/a b' && printf x > \"/v/new\nline\" && \
+    printf y > \"/v/$(printf 'bad\\377byte')\" && ln -s 'a b' /v/link && \
+    chown 123:456 '/v/a b' && chmod 640 '/v/a b' && mkdir -p /v/dir && chmod 700 /v/dir";
+
+#[test]
+fn backup_wipe_restore_is_exact_and_bad_archives_are_refused() {
+    let Some(instance) = Instance::new("backup") else {
+        return;
+    };
+    let volume = format!("hc-python-minimal-{}-data", instance.name);
+    let dir = instance.sandbox.path("backups");
+    let dir_arg = dir.display().to_string();
+    expect_code(&instance.run(&["python", "minimal", "init"]), 0);
+    in_volume(&volume, AWKWARD_FILES);
+    let original = volume_digest(&volume);
+
+    let backup = instance.run(&["--backup-dir", &dir_arg, "python", "minimal", "backup"]);
+    expect_code(&backup, 0);
+    let archive = dir.join(format!("{volume}.tar"));
+    let manifest_path = dir.join(format!("{volume}.manifest.json"));
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&manifest_path).expect("manifest"))
+            .expect("json");
+    assert_eq!(manifest["volume"], volume.as_str());
+    assert_eq!(
+        manifest["bytes"],
+        std::fs::metadata(&archive).expect("archive").len()
+    );
+    assert_eq!(
+        manifest["stamps"][0]["name"],
+        format!("hc-python-minimal-{}-initialized", instance.name)
+    );
+    assert!(manifest["image_id"]
+        .as_str()
+        .unwrap()
+        .starts_with("sha256:"));
+    assert!(!dir.read_dir().unwrap().any(|e| e
+        .unwrap()
+        .file_name()
+        .to_string_lossy()
+        .contains("partial")));
+
+    // An existing backup is not replaced without --force.
+    let again = instance.run(&["--backup-dir", &dir_arg, "python", "minimal", "backup"]);
+    expect_code(&again, 72);
+    let forced = instance.run(&[
+        "--force",
+        "--backup-dir",
+        &dir_arg,
+        "python",
+        "minimal",
+        "backup",
+    ]);
+    expect_code(&forced, 0);
+
+    in_volume(&volume, "rm -rf /v/* && echo changed > /v/after-wipe");
+    let wiped = volume_digest(&volume);
+    assert_ne!(wiped, original);
+
+    let good = std::fs::read(&archive).expect("archive");
+    // A corrupt archive of the same size is refused and the volume left alone.
+    let mut corrupt = good.clone();
+    corrupt[good.len() / 2] ^= 0xff;
+    std::fs::write(&archive, &corrupt).expect("write");
+    let refused = instance.run(&["--backup-dir", &dir_arg, "python", "minimal", "restore"]);
+    expect_code(&refused, 72);
+    assert!(
+        stderr(&refused).contains("corrupt or truncated"),
+        "{}",
+        stderr(&refused)
+    );
+    assert_eq!(volume_digest(&volume), wiped);
+    // So is a truncated one.
+    std::fs::write(&archive, &good[..good.len() / 3]).expect("write");
+    expect_code(
+        &instance.run(&["--backup-dir", &dir_arg, "python", "minimal", "restore"]),
+        72,
+    );
+    assert_eq!(volume_digest(&volume), wiped);
+    // And one whose manifest belongs to another instance.
+    std::fs::write(&archive, &good).expect("write");
+    let text = std::fs::read_to_string(&manifest_path).expect("manifest");
+    let other = text.replace(
+        &format!("\"instance\": \"{}\"", instance.name),
+        "\"instance\": \"other\"",
+    );
+    std::fs::write(&manifest_path, &other).expect("write");
+    expect_code(
+        &instance.run(&["--backup-dir", &dir_arg, "python", "minimal", "restore"]),
+        72,
+    );
+    assert_eq!(volume_digest(&volume), wiped);
+    std::fs::write(&manifest_path, &text).expect("write");
+
+    let restored = instance.run(&["--backup-dir", &dir_arg, "python", "minimal", "restore"]);
+    expect_code(&restored, 0);
+    assert_eq!(volume_digest(&volume), original);
+    // The restored virtualenv works.
+    let single = instance.run(&[
+        "python",
+        "minimal",
+        "single",
+        "python",
+        "-c",
+        "import sys; print(sys.prefix)",
+    ]);
+    expect_code(&single, 0);
+    assert_eq!(stdout(&single).trim(), "/virtualenv");
+    instance.finish();
+}
+
+#[test]
+fn a_restore_failing_part_way_leaves_the_data_as_before() {
+    let Some(instance) = Instance::new("restorefail") else {
+        return;
+    };
+    let volume = format!("hc-python-minimal-{}-data", instance.name);
+    let dir_arg = instance.sandbox.path("backups").display().to_string();
+    expect_code(&instance.run(&["python", "minimal", "init"]), 0);
+    in_volume(&volume, AWKWARD_FILES);
+    expect_code(
+        &instance.run(&["--backup-dir", &dir_arg, "python", "minimal", "backup"]),
+        0,
+    );
+    in_volume(&volume, "echo current > /v/current-data");
+    let current = volume_digest(&volume);
+
+    // Real docker, except the step that fills the volume from the staging copy fails.
+    let real = String::from_utf8(
+        Command::new("sh")
+            .args(["-c", "command -v docker"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    let wrapper = format!(
+        "#!/bin/sh\ncase \"$*\" in *-data-fill*) echo injected >&2; exit 1;; esac\nexec {} \"$@\"\n",
+        real.trim()
+    );
+    let fake = instance.sandbox.path("bin/docker");
+    std::fs::write(&fake, wrapper).expect("wrapper");
+    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let output = instance
+        .command()
+        .env(
+            "PATH",
+            format!(
+                "{}:{}",
+                instance.sandbox.path("bin").display(),
+                std::env::var("PATH").unwrap()
+            ),
+        )
+        .args(["--backup-dir", &dir_arg, "python", "minimal", "restore"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("runs");
+    assert_ne!(output.status.code(), Some(0));
+    assert!(
+        stderr(&output).contains("put back as it was"),
+        "{}",
+        stderr(&output)
+    );
+    assert_eq!(volume_digest(&volume), current);
+    let left = stdout(&docker(&[
+        "volume",
+        "ls",
+        "--quiet",
+        "--filter",
+        &format!("name={volume}-restore"),
+    ]));
+    assert!(left.trim().is_empty(), "staging volumes left: {left}");
+    instance.finish();
+}
+
+#[test]
+fn restore_stops_a_running_daemon_and_starts_it_again() {
+    let Some(instance) = Instance::new("restoredaemon") else {
+        return;
+    };
+    let dir_arg = instance.sandbox.path("backups").display().to_string();
+    expect_code(&instance.run(&["python", "minimal", "daemon"]), 0);
+    expect_code(
+        &instance.run(&["--backup-dir", &dir_arg, "python", "minimal", "backup"]),
+        0,
+    );
+    let restored = instance.run(&["--backup-dir", &dir_arg, "python", "minimal", "restore"]);
+    expect_code(&restored, 0);
+    assert!(
+        stderr(&restored).contains("stopped the daemon"),
+        "{}",
+        stderr(&restored)
+    );
+    let name = format!("hc-python-minimal-{}-daemon", instance.name);
+    let running = docker(&["inspect", "--format", "{{.State.Running}}", &name]);
+    assert_eq!(stdout(&running).trim(), "true");
+    instance.finish();
+}
