@@ -92,6 +92,7 @@ mkdir -p "$WORK/bin"
 cp "$TARGET_DIR/release/host_container" "$WORK/bin/host_container"
 HC=$WORK/bin/host_container
 REAL_DOCKER=$(command -v docker || true)
+COMMIT=$(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo unknown)
 
 # --- private environment -----------------------------------------------------------------------
 export DOCKER_CONFIG=${DOCKER_CONFIG:-$HOME/.docker}
@@ -122,6 +123,14 @@ check_fake() {
 hf() { hyperfine --style basic -N "$@" >&2; }
 
 SUMMARY=$WORK/summary.txt
+{
+    echo "commit:  $COMMIT"
+    echo "cpus:    $(nproc) x $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)"
+    echo "memory:  $(awk '/^MemTotal/ {printf "%.1f GiB", $2 / 1048576}' /proc/meminfo)"
+    echo "docker:  $({ [ -n "$REAL_DOCKER" ] && "$REAL_DOCKER" version --format '{{.Server.Version}}' 2>/dev/null; } || echo 'no engine')"
+    echo "tools:   $(hyperfine --version), python $(python3 -c 'import platform; print(platform.python_version())')"
+    echo
+} >"$SUMMARY"
 row() { printf '%-58s %14s %12s %s\n' "$1" "$2" "$3" "$4" >>"$SUMMARY"; }
 row "measure" "median" "goal" "verdict"
 
@@ -173,6 +182,13 @@ STAGE_JSON=$(median "$WORK/stages.json" 3)
 row "2b. --validate of the 10,000-step file (ms)" "$STAGE_VALIDATE" "-" "parse + checks"
 row "2b. --plan --format text, 10,000 steps (ms)" "$STAGE_TEXT" "-" ""
 row "2b. --plan --format json, 10,000 steps (ms)" "$STAGE_JSON" "-" ""
+: >"$WORK/rss-validate.txt"
+for _ in 1 2 3; do
+    /usr/bin/time -f %M -a -o "$WORK/rss-validate.txt" \
+        "$HC" --validate "$gen10/config/host_base_gen.yaml" >/dev/null
+done
+row "2b. peak RSS of that --validate (MiB, max of 3)" \
+    "$(div "$(python3 "$HELPER" stat max "$WORK/rss-validate.txt")" 1024)" "-" ""
 
 # --- 3: executor overhead per step -------------------------------------------------------------
 log "3. executor: 1,000 no-op steps with a fake docker (true)"
@@ -240,22 +256,34 @@ else
     "$HC" -x "$INSTANCE" python minimal init >"$WORK/init.log" 2>&1 ||
         { tail -n 30 "$WORK/init.log" >&2; die "init of the bench instance failed"; }
 
-    # The docker calls of one `single`: a wrapper earlier on PATH logs each argv.
-    mkdir -p "$WORK/count"
-    cat >"$WORK/count/docker" <<EOF
+    # The docker calls of one `single`: a wrapper earlier on PATH writes each argv, one
+    # argument a line, to a file of its own, named so that they sort in call order.
+    mkdir -p "$WORK/count" "$WORK/calls"
+    cat >"$WORK/count/docker" <<WRAPPER
 #!/bin/sh
-printf '%s\n' "\$*" >>"$WORK/docker-calls.log"
+printf '%s\n' "\$@" >"$WORK/calls/\$(date +%s%N)"
 exec "$REAL_DOCKER" "\$@"
-EOF
+WRAPPER
     chmod +x "$WORK/count/docker"
-    : >"$WORK/docker-calls.log"
+    check_fake "$WORK/count"
     PATH="$WORK/count:$PATH" "$HC" -x "$INSTANCE" python minimal single python -c pass </dev/null
-    CALLS=$(wc -l <"$WORK/docker-calls.log" | tr -d ' ')
-    CALL_KINDS=$(awk '{print $1}' "$WORK/docker-calls.log" | paste -sd, -)
+    shopt -s nullglob
+    CALL_FILES=("$WORK"/calls/*)
+    shopt -u nullglob
+    CALLS=${#CALL_FILES[@]}
+    CALL_KINDS=$(for f in "${CALL_FILES[@]}"; do head -n 1 "$f"; done | paste -sd, -)
+    PROBE_ARGV=()
+    RUN_ARGV=()
+    for f in "${CALL_FILES[@]}"; do
+        case $(head -n 1 "$f") in
+            inspect) mapfile -t PROBE_ARGV <"$f" ;;
+            run) mapfile -t RUN_ARGV <"$f" ;;
+        esac
+    done
 
     python3 "$HELPER" pairs "$PAIRS" \
         "$HC" -x "$INSTANCE" python minimal single python -c pass -- \
-        docker run --rm "--volume=$PREFIX-data:/virtualenv:ro" "$IMAGE" python -c pass \
+        "$REAL_DOCKER" run --rm "--volume=$PREFIX-data:/virtualenv:ro" "$IMAGE" python -c pass \
         >"$WORK/pairs.json"
     SINGLE_MS=$(python3 "$HELPER" field "$WORK/pairs.json" median_a_ms)
     RAW_MS=$(python3 "$HELPER" field "$WORK/pairs.json" median_b_ms)
@@ -264,6 +292,21 @@ EOF
     row "5. docker run --rm same image python -c pass (ms)" "$RAW_MS" "-" ""
     row "5. median of paired ratios single / docker run ($PAIRS)" "$SINGLE_RATIO" "<= 1.10" "$(verdict "$SINGLE_RATIO" '<=' 1.10)"
     row "5. docker calls of one single" "$CALLS" "<= 2" "$(verdict "$CALLS" '<=' 2) ($CALL_KINDS)"
+
+    # Where the difference goes: the probe call alone, and single against the very docker run
+    # argv it executes (labels, --init, --interactive, the second volume) typed by hand.
+    if [ ${#PROBE_ARGV[@]} -gt 0 ]; then
+        hf --warmup 2 --runs "$PAIRS" -i --export-json "$WORK/probe.json" \
+            -n probe "$REAL_DOCKER ${PROBE_ARGV[*]}"
+        row "5b. the probe alone: docker ${PROBE_ARGV[0]} of $((${#PROBE_ARGV[@]} - 1)) objects (ms)" "$(median "$WORK/probe.json")" "-" ""
+    fi
+    if [ ${#RUN_ARGV[@]} -gt 0 ]; then
+        python3 "$HELPER" pairs "$PAIRS" \
+            "$HC" -x "$INSTANCE" python minimal single python -c pass -- \
+            "$REAL_DOCKER" "${RUN_ARGV[@]}" >"$WORK/pairs-exact.json"
+        row "5b. single's own docker run argv, by hand (ms)" "$(python3 "$HELPER" field "$WORK/pairs-exact.json" median_b_ms)" "-" ""
+        row "5b. median of paired ratios single / that argv" "$(python3 "$HELPER" field "$WORK/pairs-exact.json" median_ratio)" "-" ""
+    fi
     purge_engine
 fi
 

@@ -27,6 +27,8 @@ use crate::state;
 
 /// How many lines of a failed step's output the error shows.
 const TAIL_LINES: usize = 20;
+/// How many stdout lines of a raw step are kept for its test cases.
+const MAX_CASE_LINES: usize = 10_000;
 /// How long stopped docker commands get to exit after SIGTERM before SIGKILL.
 const STOP_GRACE: Duration = Duration::from_secs(10);
 
@@ -45,6 +47,7 @@ pub enum Outcome {
     Skipped,
     Succeeded {
         seconds: f64,
+        cases: Vec<Case>,
     },
     Failed(Failure),
     /// Not run because a step it needs failed (or the run stopped).
@@ -53,6 +56,7 @@ pub enum Outcome {
 
 #[derive(Debug, Clone)]
 pub struct Failure {
+    pub cases: Vec<Case>,
     pub code: Option<i32>,
     pub message: String,
     pub tail: Vec<String>,
@@ -60,8 +64,36 @@ pub struct Failure {
     pub kind: Kind,
 }
 
+/// A test case a step reported in its output: a line `ok NAME` or `FAIL NAME: why`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Case {
+    pub name: String,
+    pub failure: Option<String>,
+}
+
+/// The cases in a step's output lines (see `Case`).
+pub fn parse_cases(lines: &[String]) -> Vec<Case> {
+    lines
+        .iter()
+        .filter_map(|line| {
+            if let Some(name) = line.strip_prefix("ok ") {
+                return Some(Case {
+                    name: name.trim().to_owned(),
+                    failure: None,
+                });
+            }
+            let rest = line.strip_prefix("FAIL ")?;
+            let (name, why) = rest.split_once(": ").unwrap_or((rest, "failed"));
+            Some(Case {
+                name: name.trim().to_owned(),
+                failure: Some(why.trim().to_owned()),
+            })
+        })
+        .collect()
+}
+
 enum Event {
-    Finished(usize, Result<f64, Failure>),
+    Finished(usize, Result<(f64, Vec<Case>), Failure>),
     Signal(i32),
 }
 
@@ -273,7 +305,13 @@ fn run_steps(
                 continue;
             }
             let pids: Running = Arc::default();
-            spawn_step(plan, index, pids.clone(), sender.clone());
+            spawn_step(
+                plan,
+                index,
+                pids.clone(),
+                sender.clone(),
+                options.junit.is_some(),
+            );
             running.push((index, pids));
             started_any = true;
         }
@@ -287,7 +325,7 @@ fn run_steps(
             Ok(Event::Finished(index, result)) => {
                 running.retain(|(i, _)| *i != index);
                 outcomes[index] = Some(match result {
-                    Ok(seconds) => Outcome::Succeeded { seconds },
+                    Ok((seconds, cases)) => Outcome::Succeeded { seconds, cases },
                     Err(failure) => {
                         failed = true;
                         Outcome::Failed(failure)
@@ -390,7 +428,8 @@ fn listen_for_signals(sender: Sender<Event>) -> anyhow::Result<signal_hook::iter
     Ok(handle)
 }
 
-fn spawn_step(plan: &Plan, index: usize, pids: Running, sender: Sender<Event>) {
+/// Starts a step on its own thread; `collect` keeps a raw step's stdout for its test cases.
+fn spawn_step(plan: &Plan, index: usize, pids: Running, sender: Sender<Event>, collect: bool) {
     let step = plan.steps[index].clone();
     let names = (
         plan.language.clone(),
@@ -403,8 +442,8 @@ fn spawn_step(plan: &Plan, index: usize, pids: Running, sender: Sender<Event>) {
     }
     std::thread::spawn(move || {
         let started = Instant::now();
-        let result = run_step(&step, &pids, (&names.0, &names.1, &names.2))
-            .map(|()| started.elapsed().as_secs_f64());
+        let result = run_step(&step, &pids, (&names.0, &names.1, &names.2), collect)
+            .map(|cases| (started.elapsed().as_secs_f64(), cases));
         let result = result.map_err(|mut failure| {
             failure.seconds = started.elapsed().as_secs_f64();
             failure
@@ -415,6 +454,7 @@ fn spawn_step(plan: &Plan, index: usize, pids: Running, sender: Sender<Event>) {
 
 fn failure(kind: Kind, code: Option<i32>, message: String, tail: Vec<String>) -> Failure {
     Failure {
+        cases: Vec::new(),
         code,
         message,
         tail,
@@ -425,29 +465,37 @@ fn failure(kind: Kind, code: Option<i32>, message: String, tail: Vec<String>) ->
 
 /// Runs one step: its `before` commands, its argv, its readiness check, then its `after`
 /// commands (which record it as done, so they run only after everything else succeeded).
-fn run_step(step: &Step, pids: &Running, plan_names: (&str, &str, &str)) -> Result<(), Failure> {
+fn run_step(
+    step: &Step,
+    pids: &Running,
+    plan_names: (&str, &str, &str),
+    collect: bool,
+) -> Result<Vec<Case>, Failure> {
     if let Some(archive) = &step.archive {
-        return crate::backup::run(step, archive, plan_names).map_err(|e| {
-            let kind = e
-                .chain()
-                .find_map(|c| c.downcast_ref::<Error>())
-                .map_or(Kind::StepFailed, |own| own.kind);
-            let text = match e.downcast_ref::<Error>() {
-                Some(own) => format!("{own}"),
-                None => format!("{e:#}"),
-            };
-            failure(
-                kind,
-                None,
-                format!("step `{}`: {text}", step.id),
-                Vec::new(),
-            )
-        });
+        return crate::backup::run(step, archive, plan_names)
+            .map(|()| Vec::new())
+            .map_err(|e| {
+                let kind = e
+                    .chain()
+                    .find_map(|c| c.downcast_ref::<Error>())
+                    .map_or(Kind::StepFailed, |own| own.kind);
+                let text = match e.downcast_ref::<Error>() {
+                    Some(own) => format!("{own}"),
+                    None => format!("{e:#}"),
+                };
+                failure(
+                    kind,
+                    None,
+                    format!("step `{}`: {text}", step.id),
+                    Vec::new(),
+                )
+            });
     }
     for before in &step.before {
         run_captured(step, before, pids)?;
     }
-    let (code, tail) = run_main(step, pids)?;
+    let (code, tail, stdout) = run_main(step, pids, collect)?;
+    let cases = parse_cases(&stdout);
     if code != Some(0) {
         let tail_text = tail.join("\n");
         // A job's own stderr may say anything; only docker's own messages are classified.
@@ -472,7 +520,14 @@ fn run_step(step: &Step, pids: &Running, plan_names: (&str, &str, &str)) -> Resu
                 step.uses_images.join(", ")
             );
         }
+        // The job's own stdout says more than its stderr for a report.
+        let tail = if tail.is_empty() {
+            last_lines(&stdout.join("\n"))
+        } else {
+            tail
+        };
         return Err(Failure {
+            cases,
             code,
             message,
             tail,
@@ -486,7 +541,7 @@ fn run_step(step: &Step, pids: &Running, plan_names: (&str, &str, &str)) -> Resu
     for after in &step.after {
         run_captured(step, after, pids)?;
     }
-    Ok(())
+    Ok(cases)
 }
 
 /// Runs a helper command of a step with captured output.
@@ -528,9 +583,12 @@ fn last_lines(text: &str) -> Vec<String> {
         .collect()
 }
 
+/// What a finished command left: its exit code, the tail of its stderr (or of all its output
+/// when captured), and the stdout lines of a raw step when they were collected.
+type MainResult = (Option<i32>, Vec<String>, Vec<String>);
+
 /// Runs the step's argv with the output handling its `output` and `interactive` ask for.
-/// Returns the exit code and the tail of what it wrote to stderr (or all output, when captured).
-fn run_main(step: &Step, pids: &Running) -> Result<(Option<i32>, Vec<String>), Failure> {
+fn run_main(step: &Step, pids: &Running, collect: bool) -> Result<MainResult, Failure> {
     let argv = &step.argv;
     let command = duct::cmd(&argv[0], &argv[1..]).unchecked();
     let set_pids = |p: Vec<u32>| *pids.lock().unwrap_or_else(|e| e.into_inner()) = p;
@@ -540,17 +598,46 @@ fn run_main(step: &Step, pids: &Running) -> Result<(Option<i32>, Vec<String>), F
         let output = handle
             .wait()
             .map_err(|e| failure(Kind::Io, None, e.to_string(), vec![]))?;
-        return Ok((output.status.code(), Vec::new()));
+        return Ok((output.status.code(), Vec::new(), Vec::new()));
     }
     if step.output == Output::Raw {
         // stdout and stdin stay the user's; stderr is copied through while its tail is kept.
         let (reader, writer) =
             os_pipe::pipe().map_err(|e| failure(Kind::Io, None, e.to_string(), vec![]))?;
-        let handle = command
-            .stderr_file(writer)
-            .start()
-            .map_err(|e| spawn_failure(&argv[0], e))?;
+        // For a report, stdout is copied through too and its lines kept (bounded).
+        let (stdout_reader, stdout_writer) = if collect {
+            let (reader, writer) =
+                os_pipe::pipe().map_err(|e| failure(Kind::Io, None, e.to_string(), vec![]))?;
+            (Some(reader), Some(writer))
+        } else {
+            (None, None)
+        };
+        let mut expression = command.stderr_file(writer);
+        if let Some(writer) = stdout_writer {
+            expression = expression.stdout_file(writer);
+        }
+        let handle = expression.start().map_err(|e| spawn_failure(&argv[0], e))?;
+        // Our copies of the pipes' write ends must close, or the readers never see EOF.
+        drop(expression);
         set_pids(handle.pids());
+        let stdout_lines = stdout_reader.map(|reader| {
+            std::thread::spawn(move || {
+                let mut kept: VecDeque<String> = VecDeque::new();
+                let mut reader = BufReader::new(reader);
+                let mut line = Vec::new();
+                while reader.read_until(b'\n', &mut line).is_ok_and(|n| n > 0) {
+                    let mut stdout = std::io::stdout().lock();
+                    let _ = stdout.write_all(&line);
+                    let _ = stdout.flush();
+                    if kept.len() == MAX_CASE_LINES {
+                        kept.pop_front();
+                    }
+                    kept.push_back(String::from_utf8_lossy(&line).trim_end().to_owned());
+                    line.clear();
+                }
+                Vec::from(kept)
+            })
+        });
         let tail = copy_lines(reader, |line| {
             let mut stderr = std::io::stderr().lock();
             let _ = stderr.write_all(line);
@@ -558,7 +645,10 @@ fn run_main(step: &Step, pids: &Running) -> Result<(Option<i32>, Vec<String>), F
         let output = handle
             .wait()
             .map_err(|e| failure(Kind::Io, None, e.to_string(), vec![]))?;
-        return Ok((output.status.code(), tail));
+        let stdout_lines = stdout_lines
+            .map(|thread| thread.join().unwrap_or_default())
+            .unwrap_or_default();
+        return Ok((output.status.code(), tail, stdout_lines));
     }
     let reader = command
         .stdin_null()
@@ -580,7 +670,7 @@ fn run_main(step: &Step, pids: &Running) -> Result<(Option<i32>, Vec<String>), F
         .ok()
         .flatten()
         .and_then(|output| output.status.code());
-    Ok((code, tail))
+    Ok((code, tail, Vec::new()))
 }
 
 /// Copies `reader` line by line to `sink`, keeping the last lines (lossily decoded).

@@ -1,12 +1,13 @@
 //! A JUnit XML report of a run (`--junit PATH`), in the shape CI servers read: one test suite,
-//! one test case per step with its duration, failures with the output tail.
+//! one test case per step with its duration (failures carry the output tail), plus the cases a
+//! step reported itself with lines `ok NAME` / `FAIL NAME: why` (the shipped test scripts do).
 
 use std::fmt::Write as _;
 use std::fs;
 use std::path::Path;
 
 use crate::error::{Error, Kind};
-use crate::exec::Outcome;
+use crate::exec::{Case, Outcome};
 use crate::plan::Plan;
 
 fn escape(text: &str) -> String {
@@ -26,67 +27,123 @@ fn escape(text: &str) -> String {
     out
 }
 
+/// One `<testcase>`: name, class, seconds, and how it ended.
+struct TestCase {
+    name: String,
+    classname: String,
+    seconds: f64,
+    result: CaseResult,
+}
+
+enum CaseResult {
+    Passed,
+    Skipped(String),
+    Failed {
+        message: String,
+        kind: String,
+        output: String,
+    },
+}
+
+fn cases_of(plan: &Plan, outcomes: &[Outcome]) -> Vec<TestCase> {
+    let suite = format!("host_container.{}.{}", plan.language, plan.variant);
+    let mut cases = Vec::new();
+    for (step, outcome) in plan.steps.iter().zip(outcomes) {
+        let classname = format!("{suite}.{}", step.mode);
+        let (seconds, result, reported): (f64, CaseResult, &[Case]) = match outcome {
+            Outcome::Succeeded { seconds, cases } => (*seconds, CaseResult::Passed, cases),
+            Outcome::Skipped => (0.0, CaseResult::Skipped(step.reason.clone()), &[]),
+            Outcome::Blocked(why) => (0.0, CaseResult::Skipped(format!("not run: {why}")), &[]),
+            Outcome::Failed(failure) => (
+                failure.seconds,
+                CaseResult::Failed {
+                    message: failure.message.clone(),
+                    kind: failure
+                        .code
+                        .map_or("killed".to_owned(), |c| format!("exit {c}")),
+                    output: failure.tail.join("\n"),
+                },
+                &failure.cases,
+            ),
+        };
+        cases.push(TestCase {
+            name: step.id.clone(),
+            classname: classname.clone(),
+            seconds,
+            result,
+        });
+        for case in reported {
+            cases.push(TestCase {
+                name: case.name.clone(),
+                classname: format!("{classname}.{}", step.id),
+                seconds: 0.0,
+                result: match &case.failure {
+                    None => CaseResult::Passed,
+                    Some(why) => CaseResult::Failed {
+                        message: why.clone(),
+                        kind: "reported".into(),
+                        output: String::new(),
+                    },
+                },
+            });
+        }
+    }
+    cases
+}
+
 pub fn render(plan: &Plan, outcomes: &[Outcome], total_seconds: f64) -> String {
-    let failures = outcomes
+    let cases = cases_of(plan, outcomes);
+    let failures = cases
         .iter()
-        .filter(|o| matches!(o, Outcome::Failed(_)))
+        .filter(|c| matches!(c.result, CaseResult::Failed { .. }))
         .count();
-    let skipped = outcomes
+    let skipped = cases
         .iter()
-        .filter(|o| matches!(o, Outcome::Skipped | Outcome::Blocked(_)))
+        .filter(|c| matches!(c.result, CaseResult::Skipped(_)))
         .count();
     let suite = format!(
         "host_container.{}.{}.{}",
         plan.language, plan.variant, plan.mode
     );
+    let counts = format!(
+        "tests=\"{}\" failures=\"{failures}\" errors=\"0\" skipped=\"{skipped}\" time=\"{total_seconds:.3}\"",
+        cases.len()
+    );
     let mut out = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
+    let _ = writeln!(out, "<testsuites name=\"host_container\" {counts}>");
     let _ = writeln!(
         out,
-        "<testsuites name=\"host_container\" tests=\"{}\" failures=\"{failures}\" errors=\"0\" skipped=\"{skipped}\" time=\"{total_seconds:.3}\">",
-        outcomes.len()
+        "  <testsuite name=\"{}\" {counts} hostname=\"localhost\">",
+        escape(&suite)
     );
-    let _ = writeln!(
-        out,
-        "  <testsuite name=\"{}\" tests=\"{}\" failures=\"{failures}\" errors=\"0\" skipped=\"{skipped}\" time=\"{total_seconds:.3}\">",
-        escape(&suite),
-        outcomes.len()
-    );
-    for (step, outcome) in plan.steps.iter().zip(outcomes) {
-        let seconds = match outcome {
-            Outcome::Succeeded { seconds } => *seconds,
-            Outcome::Failed(failure) => failure.seconds,
-            _ => 0.0,
-        };
+    for case in &cases {
         let _ = write!(
             out,
-            "    <testcase name=\"{}\" classname=\"{}\" time=\"{seconds:.3}\"",
-            escape(&step.id),
-            escape(&format!("{suite}.{}", step.mode))
+            "    <testcase name=\"{}\" classname=\"{}\" time=\"{:.3}\"",
+            escape(&case.name),
+            escape(&case.classname),
+            case.seconds
         );
-        match outcome {
-            Outcome::Succeeded { .. } => out.push_str("/>\n"),
-            Outcome::Skipped => {
+        match &case.result {
+            CaseResult::Passed => out.push_str("/>\n"),
+            CaseResult::Skipped(why) => {
                 let _ = writeln!(
                     out,
                     ">\n      <skipped message=\"{}\"/>\n    </testcase>",
-                    escape(&step.reason)
-                );
-            }
-            Outcome::Blocked(why) => {
-                let _ = writeln!(
-                    out,
-                    ">\n      <skipped message=\"not run: {}\"/>\n    </testcase>",
                     escape(why)
                 );
             }
-            Outcome::Failed(failure) => {
-                let _ =
-                    writeln!(
+            CaseResult::Failed {
+                message,
+                kind,
+                output,
+            } => {
+                let _ = writeln!(
                     out,
                     ">\n      <failure message=\"{}\" type=\"{}\">{}</failure>\n    </testcase>",
-                    escape(&failure.message),
-                    failure.code.map_or("killed".to_owned(), |c| format!("exit {c}")),
-                    escape(&failure.tail.join("\n"))
+                    escape(message),
+                    escape(kind),
+                    escape(output)
                 );
             }
         }
@@ -108,4 +165,33 @@ pub fn write(
         )
         .into()
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escapes_markup_and_control_characters() {
+        assert_eq!(
+            escape("a<b & \"c\"\u{1b}"),
+            "a&lt;b &amp; &quot;c&quot;\u{fffd}"
+        );
+    }
+
+    #[test]
+    fn parses_reported_cases() {
+        let lines: Vec<String> = [
+            "ok pip works",
+            "FAIL imports: no module x",
+            "noise",
+            "FAIL bare",
+        ]
+        .map(String::from)
+        .to_vec();
+        let cases = crate::exec::parse_cases(&lines);
+        assert_eq!(cases.len(), 3);
+        assert_eq!(cases[1].failure.as_deref(), Some("no module x"));
+        assert_eq!(cases[2].name, "bare");
+    }
 }

@@ -483,3 +483,98 @@ fn snapshots_of_every_shipped_mode_in_every_format() {
         }
     }
 }
+
+/// Checks the JUnit shape CI servers read and returns (name, failure message) per test case.
+pub fn junit_cases(xml: &str) -> Vec<(String, Option<String>)> {
+    let document = roxmltree::Document::parse(xml).expect("well-formed XML");
+    let root = document.root_element();
+    assert_eq!(root.tag_name().name(), "testsuites");
+    let mut cases = Vec::new();
+    for suite in root.children().filter(|n| n.is_element()) {
+        assert_eq!(suite.tag_name().name(), "testsuite");
+        for attribute in ["name", "tests", "failures", "errors", "skipped", "time"] {
+            assert!(
+                suite.attribute(attribute).is_some(),
+                "testsuite lacks {attribute}"
+            );
+        }
+        let testcases: Vec<_> = suite.children().filter(|n| n.is_element()).collect();
+        assert_eq!(
+            suite.attribute("tests").unwrap(),
+            testcases.len().to_string()
+        );
+        let failed = testcases
+            .iter()
+            .filter(|c| c.children().any(|e| e.has_tag_name("failure")))
+            .count();
+        assert_eq!(suite.attribute("failures").unwrap(), failed.to_string());
+        for case in testcases {
+            assert_eq!(case.tag_name().name(), "testcase");
+            assert!(case.attribute("classname").is_some());
+            let time: f64 = case
+                .attribute("time")
+                .expect("time")
+                .parse()
+                .expect("seconds");
+            assert!(time >= 0.0);
+            let failure = case
+                .children()
+                .find(|e| e.has_tag_name("failure"))
+                .map(|f| f.attribute("message").expect("failure message").to_owned());
+            cases.push((case.attribute("name").expect("name").to_owned(), failure));
+        }
+    }
+    cases
+}
+
+#[test]
+fn junit_report_has_a_case_per_step_and_failures_carry_output() {
+    let sandbox = Sandbox::new();
+    let report = sandbox.path("report.xml");
+    let output = sandbox
+        .fake_docker()
+        .arg("--junit")
+        .arg(&report)
+        .args(["--run-id", "t1", "python", "minimal", "test"])
+        .output()
+        .expect("run");
+    expect_code(&output, 0);
+    let cases = junit_cases(&fs::read_to_string(&report).expect("report"));
+    let names: Vec<&str> = cases.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "init.image",
+            "init.volume",
+            "init.virtualenv",
+            "test.checks"
+        ]
+    );
+    assert!(cases.iter().all(|(_, f)| f.is_none()));
+
+    let failing = Sandbox::new();
+    let report = failing.path("report.xml");
+    let output = failing
+        .fake_docker()
+        .env(
+            "FAKE_DOCKER_FAIL",
+            "--label=org.docker-meta.host_container.step=init.virtualenv",
+        )
+        .arg("--junit")
+        .arg(&report)
+        .args(["--run-id", "t1", "python", "minimal", "test"])
+        .output()
+        .expect("run");
+    expect_code(&output, 70);
+    let xml = fs::read_to_string(&report).expect("report");
+    let cases = junit_cases(&xml);
+    let failed: Vec<&(String, Option<String>)> =
+        cases.iter().filter(|(_, f)| f.is_some()).collect();
+    assert_eq!(failed.len(), 1);
+    assert_eq!(failed[0].0, "init.virtualenv");
+    assert!(
+        xml.contains("injected failure"),
+        "the output tail is in the report:\n{xml}"
+    );
+    assert!(xml.contains("<skipped message=\"not run"), "{xml}");
+}
