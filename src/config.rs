@@ -289,7 +289,13 @@ fn content_hash<'a>(entries: impl Iterator<Item = (String, &'a [u8], bool)>) -> 
 }
 
 pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for byte in bytes {
+        out.push(DIGITS[usize::from(byte >> 4)] as char);
+        out.push(DIGITS[usize::from(byte & 0xf)] as char);
+    }
+    out
 }
 
 /// Builtin files that must be executable inside containers (scripts mounted at /data).

@@ -144,7 +144,22 @@ fn run_arguments(args: &Arguments) -> anyhow::Result<u8> {
                 }
             }
         }
-        write_out(&mut stdout, &print::render(&plan, args.format))?;
+        if args.format == cli::Format::Json {
+            // Streamed: the JSON of a large plan is megabytes, no need to hold it twice.
+            let mut out = std::io::BufWriter::new(stdout);
+            let written = serde_json::to_writer_pretty(&mut out, &plan)
+                .map_err(std::io::Error::from)
+                .and_then(|()| out.write_all(b"\n"))
+                .and_then(|()| out.flush());
+            match written {
+                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => return Err(e.into()),
+                _ => {}
+            }
+        } else {
+            write_out(&mut stdout, &print::render(&plan, args.format))?;
+        }
+        // The process ends next; freeing every step of a large plan would only cost time.
+        std::mem::forget(plan);
         return Ok(0);
     }
     if args.offline {

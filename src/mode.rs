@@ -32,9 +32,10 @@ pub struct ModeFile {
     #[serde(default)]
     pub force: bool,
     /// Template variables with defaults; `--set KEY=VALUE` overrides them.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "unique_keys")]
     pub vars: IndexMap<String, String>,
     /// The steps, by id. Their order here breaks ties in the execution order.
+    #[serde(deserialize_with = "unique_keys")]
     pub steps: IndexMap<String, StepSpec>,
 }
 
@@ -298,6 +299,33 @@ impl JsonSchema for Arg {
     }
 }
 
+/// A map that refuses a repeated key instead of letting the last one win silently.
+fn unique_keys<'de, D, V>(deserializer: D) -> Result<IndexMap<String, V>, D::Error>
+where
+    D: Deserializer<'de>,
+    V: Deserialize<'de>,
+{
+    struct Unique<V>(std::marker::PhantomData<V>);
+    impl<'de, V: Deserialize<'de>> Visitor<'de> for Unique<V> {
+        type Value = IndexMap<String, V>;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a mapping")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut entries = IndexMap::new();
+            while let Some(key) = map.next_key::<String>()? {
+                if entries.contains_key(&key) {
+                    return Err(de::Error::custom(format!("duplicate key `{key}`")));
+                }
+                let value = map.next_value()?;
+                entries.insert(key, value);
+            }
+            Ok(entries)
+        }
+    }
+    deserializer.deserialize_map(Unique(std::marker::PhantomData))
+}
+
 /// The JSON Schema of mode files, as committed in `schemas/host_base.schema.json`.
 pub fn schema_json() -> String {
     let schema = schemars::schema_for!(ModeFile);
@@ -315,7 +343,7 @@ fn check_needs(path: &Path, document: &Document<ModeFile>) -> anyhow::Result<()>
     let steps = &document.value.steps;
     for (id, step) in steps {
         if step.docker.is_empty() == step.archive.is_none() {
-            let (line, col) = document.positions.key(&["steps", id.as_str()]);
+            let (line, col) = document.positions().key(&["steps", id.as_str()]);
             return Err(Error::new(
                 Kind::Config,
                 format!("step `{id}` needs exactly one of `docker` (an argv) and `archive`"),
@@ -324,7 +352,7 @@ fn check_needs(path: &Path, document: &Document<ModeFile>) -> anyhow::Result<()>
             .into());
         }
         if step.done.as_ref().is_some_and(|d| d.object().is_none()) {
-            let (line, col) = document.positions.key(&["steps", id.as_str(), "done"]);
+            let (line, col) = document.positions().key(&["steps", id.as_str(), "done"]);
             return Err(Error::new(
                 Kind::Config,
                 format!(
@@ -344,7 +372,7 @@ fn check_needs(path: &Path, document: &Document<ModeFile>) -> anyhow::Result<()>
                 let index = index.to_string();
                 let (line, col) =
                     document
-                        .positions
+                        .positions()
                         .value(&["steps", id.as_str(), "needs", index.as_str()]);
                 let mut error = Error::new(
                     Kind::Config,
@@ -363,7 +391,7 @@ fn check_needs(path: &Path, document: &Document<ModeFile>) -> anyhow::Result<()>
                 let index = index.to_string();
                 let (line, col) =
                     document
-                        .positions
+                        .positions()
                         .value(&["steps", id.as_str(), "needs", index.as_str()]);
                 return Err(Error::new(
                     Kind::Config,

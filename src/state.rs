@@ -15,6 +15,7 @@ pub type Observed = HashMap<String, Object>;
 
 /// The names the plan's state depends on, each once, in plan order.
 pub fn probe_names(plan: &Plan) -> Vec<String> {
+    let mut seen = std::collections::HashSet::new();
     let mut names: Vec<String> = Vec::new();
     for step in &plan.steps {
         let candidates = step
@@ -23,7 +24,7 @@ pub fn probe_names(plan: &Plan) -> Vec<String> {
             .map(|d| &d.name)
             .chain(step.uses_images.iter());
         for name in candidates {
-            if !names.contains(name) {
+            if seen.insert(name.as_str()) {
                 names.push(name.clone());
             }
         }

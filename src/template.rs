@@ -4,7 +4,7 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 
-use minijinja::value::Value;
+use minijinja::value::{Value, ValueKind};
 use minijinja::{Environment, UndefinedBehavior};
 
 /// Template loops are bounded so that a mode file cannot hang planning.
@@ -59,11 +59,37 @@ impl Renderer {
         if let Some(done) = self.rendered.borrow().get(source) {
             return Ok(done.clone());
         }
-        let output = self.env.render_str(source, &self.context)?;
+        let output = match self.substitute(source) {
+            Some(output) => output,
+            None => self.env.render_str(source, &self.context)?,
+        };
         self.rendered
             .borrow_mut()
             .insert(source.to_owned(), output.clone());
         Ok(output)
+    }
+
+    /// Renders `text {{ a.b }} text` without compiling a template, when every expression is a
+    /// plain variable path to a string, number or boolean. Anything else (filters, undefined
+    /// names, lists) returns None and goes through minijinja, which also words the errors.
+    fn substitute(&self, source: &str) -> Option<String> {
+        let mut output = String::with_capacity(source.len());
+        for (literal, path) in simple_pieces(source)? {
+            output.push_str(literal);
+            if let Some(path) = path {
+                let mut value = self.context.clone();
+                for part in path.split('.') {
+                    value = value.get_attr(part).ok()?;
+                }
+                match value.kind() {
+                    ValueKind::String | ValueKind::Number | ValueKind::Bool => {
+                        output.push_str(&value.to_string())
+                    }
+                    _ => return None,
+                }
+            }
+        }
+        Some(output)
     }
 
     /// Evaluates an expression to a truth value (a `when`).
@@ -104,6 +130,36 @@ impl Renderer {
         })?;
         Ok(items.map(|item| item.to_string()).collect())
     }
+}
+
+/// Splits `source` into literal text, each followed by the variable path of a `{{ a.b }}`, when
+/// the template is only that: no statements, comments, filters, calls or operators.
+pub fn simple_pieces(source: &str) -> Option<Vec<(&str, Option<&str>)>> {
+    if source.contains("{%") || source.contains("{#") {
+        return None;
+    }
+    let mut pieces = Vec::new();
+    let mut rest = source;
+    while let Some(start) = rest.find("{{") {
+        let (literal, after) = rest.split_at(start);
+        let end = after.find("}}")?;
+        let path = after[2..end].trim_matches(|c: char| c == ' ' || c == '-');
+        let is_path = !path.is_empty()
+            && path.split('.').all(|part| {
+                part.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+                    && part.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+            });
+        if !is_path || literal.contains("}}") {
+            return None;
+        }
+        pieces.push((literal, Some(path)));
+        rest = &after[end + 2..];
+    }
+    if rest.contains("}}") {
+        return None;
+    }
+    pieces.push((rest, None));
+    Some(pieces)
 }
 
 fn undefined() -> minijinja::Error {
@@ -194,6 +250,32 @@ mod tests {
         assert_eq!(r.render("--tag={{ image }}").unwrap(), "--tag=img:1");
         assert_eq!(r.render("--tag={{ image }}").unwrap(), "--tag=img:1");
         assert_eq!(r.render("plain").unwrap(), "plain");
+    }
+
+    #[test]
+    fn simple_substitution_matches_minijinja() {
+        let r = renderer();
+        for source in [
+            "a {{ image }} b",
+            "{{image}}-{{ env.UPGRADE }}",
+            "x}} {{ image }}",
+            "{{ command }}",
+        ] {
+            let fast = r.substitute(source);
+            let slow = r.env.render_str(source, &r.context).unwrap();
+            if let Some(fast) = fast {
+                assert_eq!(fast, slow, "{source}");
+            }
+        }
+        assert!(r.substitute("{{ image | upper }}").is_none());
+        assert!(
+            r.substitute("{{ command }}").is_none(),
+            "lists go through minijinja"
+        );
+        assert!(
+            r.substitute("{{ nope }}").is_none(),
+            "undefined goes through minijinja"
+        );
     }
 
     #[test]

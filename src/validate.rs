@@ -141,7 +141,7 @@ fn check_templates(
     }
     for (at, source, is_expression) in checks {
         let at_refs: Vec<&str> = at.iter().map(String::as_str).collect();
-        let (line, col) = document.positions.value(&at_refs);
+        let (line, col) = document.positions().value(&at_refs);
         let located =
             |message: String| Error::new(Kind::Config, message).at(file, &document.text, line, col);
         let undeclared = if is_expression {

@@ -21,18 +21,27 @@ const MAX_FILE_BYTES: usize = 16 << 20;
 /// which would make serde_yaml expand exponentially.
 const MAX_ALIASES: usize = 1_000;
 
-/// A path into a YAML document: mapping keys and sequence indexes.
-pub type KeyPath = Vec<String>;
-
-/// Where things are in one YAML file.
+/// Where things are in one YAML file, by a hash of the path: a mode file of 10,000 steps has
+/// some 100,000 nodes, and owning a string per path cost more than parsing the file.
 #[derive(Debug, Default)]
 pub struct Positions {
-    keys: HashMap<String, (usize, usize)>,
-    values: HashMap<String, (usize, usize)>,
+    keys: HashMap<u64, (usize, usize)>,
+    values: HashMap<u64, (usize, usize)>,
 }
 
-fn joined(path: &[&str]) -> String {
-    path.join("\u{1f}")
+/// The hash of a path extended by one component.
+fn extend(parent: u64, component: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    parent.hash(&mut hasher);
+    component.hash(&mut hasher);
+    hasher.finish()
+}
+
+const ROOT: u64 = 0;
+
+fn joined(path: &[&str]) -> u64 {
+    path.iter().fold(ROOT, |hash, part| extend(hash, part))
 }
 
 impl Positions {
@@ -46,7 +55,7 @@ impl Positions {
         self.lookup(&self.values, path)
     }
 
-    fn lookup(&self, table: &HashMap<String, (usize, usize)>, path: &[&str]) -> (usize, usize) {
+    fn lookup(&self, table: &HashMap<u64, (usize, usize)>, path: &[&str]) -> (usize, usize) {
         if let Some(at) = table.get(&joined(path)) {
             return *at;
         }
@@ -66,12 +75,12 @@ impl Positions {
 
 enum Frame {
     Mapping {
-        path: Vec<String>,
+        path: u64,
         key: Option<String>,
         seen: HashSet<String>,
     },
     Sequence {
-        path: Vec<String>,
+        path: u64,
         next: usize,
     },
 }
@@ -88,18 +97,17 @@ struct Indexer {
 
 impl Indexer {
     /// Records a node that starts at `mark` and returns its path, or None for a mapping key.
-    fn node(&mut self, mark: Marker, scalar: Option<&str>) -> Option<Vec<String>> {
+    fn node(&mut self, mark: Marker, scalar: Option<&str>) -> Option<u64> {
         let at = (mark.line(), mark.col() + 1);
         match self.stack.last_mut() {
             None => {
-                self.positions.values.insert(String::new(), at);
-                Some(Vec::new())
+                self.positions.values.insert(ROOT, at);
+                Some(ROOT)
             }
             Some(Frame::Sequence { path, next }) => {
-                let mut item = path.clone();
-                item.push(next.to_string());
+                let item = extend(*path, &next.to_string());
                 *next += 1;
-                self.positions.values.insert(item.join("\u{1f}"), at);
+                self.positions.values.insert(item, at);
                 Some(item)
             }
             Some(Frame::Mapping { path, key, seen }) => match key.take() {
@@ -108,17 +116,14 @@ impl Indexer {
                     if !seen.insert(name.clone()) && self.duplicate.is_none() {
                         self.duplicate = Some((name.clone(), at));
                     }
-                    let mut key_path = path.clone();
-                    key_path.push(name.clone());
-                    self.positions.keys.insert(key_path.join("\u{1f}"), at);
+                    self.positions.keys.insert(extend(*path, &name), at);
                     *key = Some(name);
                     None
                 }
                 Some(name) => {
-                    let mut value_path = path.clone();
-                    value_path.push(name);
-                    self.positions.values.insert(value_path.join("\u{1f}"), at);
-                    Some(value_path)
+                    let value = extend(*path, &name);
+                    self.positions.values.insert(value, at);
+                    Some(value)
                 }
             },
         }
@@ -145,14 +150,14 @@ impl MarkedEventReceiver for Indexer {
                 } else {
                     // A mapping used as a key: index its insides under a placeholder.
                     self.stack.push(Frame::Mapping {
-                        path: vec!["?".into()],
+                        path: extend(ROOT, "?"),
                         key: None,
                         seen: HashSet::new(),
                     });
                 }
             }
             Event::SequenceStart(..) => {
-                let path = self.node(mark, None).unwrap_or_else(|| vec!["?".into()]);
+                let path = self.node(mark, None).unwrap_or_else(|| extend(ROOT, "?"));
                 self.stack.push(Frame::Sequence { path, next: 0 });
             }
             Event::MappingEnd | Event::SequenceEnd => {
@@ -166,8 +171,63 @@ impl MarkedEventReceiver for Indexer {
 /// A YAML file read and checked: its text, where everything is, and its typed content.
 pub struct Document<T> {
     pub text: String,
-    pub positions: Positions,
     pub value: T,
+    /// Built on first use: only errors need positions, and a valid file of 10,000 steps would
+    /// otherwise pay for a second parse.
+    positions: std::sync::OnceLock<Positions>,
+}
+
+impl<T> Document<T> {
+    pub fn positions(&self) -> &Positions {
+        self.positions.get_or_init(|| index(&self.text).positions)
+    }
+}
+
+/// The line of each key of the block mapping under the top-level key `parent` (such as the step
+/// ids under `steps:`), found by reading lines rather than parsing: planning needs the line of
+/// every step, and this is a fraction of a full parse. None when the file is laid out in a way
+/// this does not follow (flow style, tabs, quoted keys); then use `Document::positions`.
+pub fn block_key_lines(text: &str, parent: &str) -> Option<HashMap<String, usize>> {
+    let mut lines = text.lines().enumerate();
+    let header = format!("{parent}:");
+    lines.find(|(_, line)| {
+        line.strip_prefix(&header)
+            .is_some_and(|rest| rest.trim().is_empty() || rest.trim_start().starts_with('#'))
+    })?;
+    let mut indent = None;
+    let mut found = HashMap::new();
+    for (number, line) in lines {
+        let trimmed = line.trim_start_matches(' ');
+        if trimmed.is_empty() || trimmed.starts_with('#') {
+            continue;
+        }
+        if trimmed.starts_with('\t') {
+            return None;
+        }
+        let depth = line.len() - trimmed.len();
+        if depth == 0 {
+            break;
+        }
+        let child = *indent.get_or_insert(depth);
+        if depth < child {
+            return None;
+        }
+        if depth == child {
+            let (key, _) = trimmed.split_once(':')?;
+            if key.starts_with(['"', '\'', '{', '[', '?', '-', '&', '*']) || key.contains(' ') {
+                return None;
+            }
+            found.insert(key.to_owned(), number + 1);
+        }
+    }
+    Some(found)
+}
+
+/// Runs the event parser over `text` (already known to be valid YAML).
+fn index(text: &str) -> Indexer {
+    let mut indexer = Indexer::default();
+    let _ = Parser::new_from_str(text).load(&mut indexer, false);
+    indexer
 }
 
 /// Reads `path` as UTF-8 YAML of type `T`, turning every problem into an error at file:line:col.
@@ -204,35 +264,31 @@ pub fn load<T: DeserializeOwned>(path: &Path, bytes: &[u8]) -> anyhow::Result<Do
             .into());
     }
 
-    let mut indexer = Indexer::default();
-    if let Err(scan) = Parser::new_from_str(&text).load(&mut indexer, false) {
-        let mark = scan.marker();
-        return Err(config_error(format!("invalid YAML: {}", scan.info()))
-            .at(path, &text, mark.line(), mark.col() + 1)
+    // Anchors are what an alias bomb needs: with any, check the aliases before serde_yaml
+    // expands them. Without, the file is indexed only if an error needs a position.
+    let positions = std::sync::OnceLock::new();
+    if text.contains('&') {
+        let indexer = check_events(path, &text)?;
+        if indexer.aliases > MAX_ALIASES {
+            return Err(config_error(format!(
+                "{}: {} YAML aliases, more than the {MAX_ALIASES} allowed (an alias bomb?)",
+                path.display(),
+                indexer.aliases
+            ))
             .into());
+        }
+        let _ = positions.set(indexer.positions);
     }
-    if indexer.aliases > MAX_ALIASES {
-        return Err(config_error(format!(
-            "{}: {} YAML aliases, more than the {MAX_ALIASES} allowed (an alias bomb?)",
-            path.display(),
-            indexer.aliases
-        ))
-        .into());
-    }
-    if let Some((key, (line, col))) = indexer.duplicate {
-        return Err(config_error(format!("duplicate key `{key}`"))
-            .at(path, &text, line, col)
-            .into());
-    }
-    let positions = indexer.positions;
 
     match serde_yaml::from_str::<T>(&text) {
         Ok(value) => Ok(Document {
             text,
-            positions,
             value,
+            positions,
         }),
         Err(e) => {
+            // The event parser words syntax errors and finds repeated keys precisely.
+            check_events(path, &text)?;
             let (line, col) = e
                 .location()
                 .map_or((1, 1), |location| (location.line(), location.column()));
@@ -250,6 +306,25 @@ pub fn load<T: DeserializeOwned>(path: &Path, bytes: &[u8]) -> anyhow::Result<Do
             Err(error.into())
         }
     }
+}
+
+/// Parses `text` for its events: syntax errors and repeated keys become located errors.
+fn check_events(path: &Path, text: &str) -> anyhow::Result<Indexer> {
+    let mut indexer = Indexer::default();
+    if let Err(scan) = Parser::new_from_str(text).load(&mut indexer, false) {
+        let mark = scan.marker();
+        return Err(
+            Error::new(Kind::Config, format!("invalid YAML: {}", scan.info()))
+                .at(path, text, mark.line(), mark.col() + 1)
+                .into(),
+        );
+    }
+    if let Some((key, (line, col))) = indexer.duplicate.take() {
+        return Err(Error::new(Kind::Config, format!("duplicate key `{key}`"))
+            .at(path, text, line, col)
+            .into());
+    }
+    Ok(indexer)
 }
 
 /// For serde's "unknown field `x`, expected one of `a`, `b`", the expected name closest to `x`.
@@ -270,6 +345,17 @@ mod tests {
             .load(&mut indexer, false)
             .unwrap();
         indexer.positions
+    }
+
+    #[test]
+    fn block_key_lines_match_the_parser() {
+        let text = "description: x\nsteps:\n  # c\n  a:\n    docker: [run]\n    description: |\n      b:\n  b:\n    docker: [x]\nvars: {}\n";
+        let lines = block_key_lines(text, "steps").unwrap();
+        let p = positions(text);
+        assert_eq!(lines["a"], p.key(&["steps", "a"]).0);
+        assert_eq!(lines["b"], p.key(&["steps", "b"]).0);
+        assert_eq!(lines.len(), 2);
+        assert!(block_key_lines("steps: {a: {docker: [x]}}\n", "steps").is_none());
     }
 
     #[test]
