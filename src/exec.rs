@@ -293,6 +293,11 @@ fn run_steps(
                 continue;
             }
             if step.status == Status::Skip {
+                // The requested mode's own skipped steps are news ("already running");
+                // skipped prerequisites are not, or every `single` would start with noise.
+                if step.mode == plan.mode {
+                    eprintln!("==> {}: {}: nothing to do", step.id, step.reason);
+                }
                 outcomes[index] = Some(Outcome::Skipped);
                 continue;
             }

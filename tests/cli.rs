@@ -578,3 +578,51 @@ fn junit_report_has_a_case_per_step_and_failures_carry_output() {
     );
     assert!(xml.contains("<skipped message=\"not run"), "{xml}");
 }
+
+#[test]
+fn a_failed_backup_leaves_no_archive_and_no_partial_file() {
+    let sandbox = Sandbox::new();
+    let dir = sandbox.path("backups");
+    let output = sandbox
+        .fake_docker()
+        .env("FAKE_DOCKER_FAIL", "tar --create")
+        .arg("--backup-dir")
+        .arg(&dir)
+        .args(["python", "minimal", "backup"])
+        .output()
+        .expect("run");
+    expect_code(&output, 70);
+    assert!(
+        stderr(&output).contains("injected failure"),
+        "{}",
+        stderr(&output)
+    );
+    let left: Vec<_> = fs::read_dir(&dir).map(|d| d.collect()).unwrap_or_default();
+    assert!(left.is_empty(), "{left:?}");
+}
+
+#[test]
+fn restore_without_a_backup_is_refused_before_any_docker_change() {
+    let sandbox = Sandbox::new();
+    let output = sandbox
+        .fake_docker()
+        .arg("--backup-dir")
+        .arg(sandbox.path("nothing-here"))
+        .args(["--run-id", "t1", "python", "minimal", "restore"])
+        .output()
+        .expect("run");
+    expect_code(&output, 72);
+    assert!(
+        stderr(&output).contains("no usable manifest"),
+        "{}",
+        stderr(&output)
+    );
+    // Only init's steps and probes ran; no restore command touched a volume.
+    let calls = sandbox.docker_calls();
+    assert!(
+        !calls
+            .iter()
+            .any(|c| c.iter().any(|a| a.contains("restore-staging"))),
+        "{calls:?}"
+    );
+}

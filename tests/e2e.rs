@@ -493,7 +493,11 @@ fn daemon_starts_once_reports_status_and_stops() {
     assert!(ran(&started, "daemon.container"));
     let again = instance.run(&["python", "minimal", "daemon"]);
     expect_code(&again, 0);
-    assert!(!ran(&again, "daemon.container"), "{}", stderr(&again));
+    assert!(
+        stderr(&again).contains("already running with the same configuration"),
+        "{}",
+        stderr(&again)
+    );
     let plan = instance.run(&["--plan", "python", "minimal", "daemon"]);
     assert!(stdout(&plan).contains("already running with the same configuration"));
     let status = instance.run(&["python", "minimal", "status"]);
@@ -822,5 +826,24 @@ fn restore_stops_a_running_daemon_and_starts_it_again() {
     let name = format!("hc-python-minimal-{}-daemon", instance.name);
     let running = docker(&["inspect", "--format", "{{.State.Running}}", &name]);
     assert_eq!(stdout(&running).trim(), "true");
+    instance.finish();
+}
+
+#[test]
+fn purge_asks_first_and_then_removes_everything() {
+    let Some(instance) = Instance::new("purge") else {
+        return;
+    };
+    expect_code(&instance.run(&["python", "minimal", "init"]), 0);
+    let before = instance.objects();
+    assert!(!before.is_empty());
+    // No terminal and no --yes: refused, nothing removed.
+    let refused = instance.run(&["python", "minimal", "purge"]);
+    expect_code(&refused, 72);
+    assert!(stderr(&refused).contains("--yes"), "{}", stderr(&refused));
+    assert_eq!(instance.objects().len(), before.len());
+    let purged = instance.run(&["--yes", "python", "minimal", "purge"]);
+    expect_code(&purged, 0);
+    assert!(instance.objects().is_empty(), "{:?}", instance.objects());
     instance.finish();
 }
