@@ -355,8 +355,25 @@ fn exec_creates_files_owned_by_the_calling_user() {
         std::fs::Permissions::from_mode(0o755),
     )
     .expect("chmod");
-    let mut command = instance.command();
+    // The checkout may sit below a directory the test user cannot enter: run a copy.
+    let binary = instance.sandbox.path("bin/host_container");
+    std::fs::copy(env!("CARGO_BIN_EXE_host_container"), &binary).expect("copy binary");
+    std::fs::set_permissions(&binary, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    std::fs::set_permissions(
+        instance.sandbox.path("bin"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .expect("chmod");
+    let mut command = Command::new(&binary);
+    for (key, value) in instance.command().get_envs() {
+        match value {
+            Some(value) => command.env(key, value),
+            None => command.env_remove(key),
+        };
+    }
     command
+        .current_dir(instance.sandbox.path("work"))
+        .args(["-x", &instance.name])
         .env("USER", "tester")
         .args(["python", "minimal", "exec", "sh", "-c"])
         .arg("touch made-by-exec && echo \"$PWD\" && touch \"$HOME/home-is-writable\" && python -c 'import sys; print(sys.prefix)'");
