@@ -143,9 +143,81 @@ impl DoneSpec {
     }
 }
 
+/// One string of a step that is rendered: where it is below the step, its text, and whether it
+/// is an expression (`when`, `splat`) rather than a template.
+pub struct TemplateField<'a> {
+    pub path: Vec<String>,
+    pub source: &'a str,
+    pub is_expression: bool,
+}
+
 impl StepSpec {
     pub fn done(&self) -> Option<Done> {
         self.done.as_ref().and_then(DoneSpec::object)
+    }
+
+    /// Every template and expression of the step, for checking them and for naming the one an
+    /// error comes from.
+    pub fn templates(&self) -> Vec<TemplateField<'_>> {
+        fn field<'a>(path: Vec<String>, source: &'a str, is_expression: bool) -> TemplateField<'a> {
+            TemplateField {
+                path,
+                source,
+                is_expression,
+            }
+        }
+        let at = |parts: &[&str]| parts.iter().map(|p| (*p).to_owned()).collect::<Vec<_>>();
+        let mut fields = Vec::new();
+        if let Some(when) = &self.when {
+            fields.push(field(at(&["when"]), when, true));
+        }
+        for (index, arg) in self.docker.iter().enumerate() {
+            let path = at(&["docker", &index.to_string()]);
+            fields.push(match arg {
+                Arg::Text(text) => field(path, text, false),
+                Arg::Splat { splat } => field(path, splat, true),
+            });
+        }
+        if let Some((kind, name)) = self.done.as_ref().and_then(DoneSpec::given) {
+            fields.push(field(at(&["done", kind]), name, false));
+        }
+        for (key, list) in [("inputs", &self.inputs), ("uses_images", &self.uses_images)] {
+            for (index, text) in list.iter().enumerate() {
+                fields.push(field(at(&[key, &index.to_string()]), text, false));
+            }
+        }
+        if let Some(ready) = &self.ready {
+            for (index, arg) in ready.command.iter().enumerate() {
+                fields.push(field(
+                    at(&["ready", "command", &index.to_string()]),
+                    arg,
+                    false,
+                ));
+            }
+            if let Some(tcp) = &ready.tcp {
+                fields.push(field(at(&["ready", "tcp"]), tcp, false));
+            }
+        }
+        if let Some(archive) = &self.archive {
+            for (key, text) in [
+                ("volume", &archive.volume),
+                ("dir", &archive.dir),
+                ("image", &archive.image),
+            ] {
+                fields.push(field(at(&["archive", key]), text, false));
+            }
+            for (index, stamp) in archive.stamps.iter().enumerate() {
+                fields.push(field(
+                    at(&["archive", "stamps", &index.to_string()]),
+                    stamp,
+                    false,
+                ));
+            }
+        }
+        if let Some(confirm) = &self.confirm {
+            fields.push(field(at(&["confirm"]), confirm, false));
+        }
+        fields
     }
 }
 

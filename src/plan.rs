@@ -901,37 +901,11 @@ impl Compiler<'_> {
 /// The template text at `path` of a step (`["steps", id, key, index…]`), and whether it is an
 /// expression rather than a template.
 fn source_at<'a>(spec: &'a mode::StepSpec, path: &[&str]) -> Option<(&'a str, bool)> {
-    let index = |i: usize| path.get(i).and_then(|p| p.parse::<usize>().ok());
-    match path.get(2).copied()? {
-        "when" => spec.when.as_deref().map(|w| (w, true)),
-        "docker" => match spec.docker.get(index(3)?)? {
-            Arg::Text(text) => Some((text.as_str(), false)),
-            Arg::Splat { splat } => Some((splat.as_str(), true)),
-        },
-        "inputs" => spec.inputs.get(index(3)?).map(|t| (t.as_str(), false)),
-        "uses_images" => spec.uses_images.get(index(3)?).map(|t| (t.as_str(), false)),
-        "confirm" => spec.confirm.as_deref().map(|t| (t, false)),
-        "archive" => {
-            let archive = spec.archive.as_ref()?;
-            match path.get(3).copied()? {
-                "volume" => Some((archive.volume.as_str(), false)),
-                "dir" => Some((archive.dir.as_str(), false)),
-                "image" => Some((archive.image.as_str(), false)),
-                _ => archive.stamps.get(index(4)?).map(|t| (t.as_str(), false)),
-            }
-        }
-        "done" => spec.done.as_ref()?.given().map(|(_, name)| (name, false)),
-        "ready" => match path.get(3).copied()? {
-            "tcp" => spec.ready.as_ref()?.tcp.as_deref().map(|t| (t, false)),
-            _ => spec
-                .ready
-                .as_ref()?
-                .command
-                .get(index(4)?)
-                .map(|t| (t.as_str(), false)),
-        },
-        _ => None,
-    }
+    let below = path.get(2..)?;
+    spec.templates()
+        .into_iter()
+        .find(|field| field.path == below)
+        .map(|field| (field.source, field.is_expression))
 }
 
 /// How to report a missing input of a step: a closure pointing at the input's position.

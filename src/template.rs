@@ -94,6 +94,11 @@ impl Renderer {
 
     /// Evaluates an expression to a truth value (a `when`).
     pub fn truth(&self, expression: &str) -> Result<bool, minijinja::Error> {
+        Ok(self.eval(expression)?.is_true())
+    }
+
+    /// Evaluates an expression; an undefined result is an error, as in templates.
+    fn eval(&self, expression: &str) -> Result<Value, minijinja::Error> {
         let value = self
             .env
             .compile_expression(expression)?
@@ -101,18 +106,12 @@ impl Renderer {
         if value.is_undefined() {
             return Err(undefined());
         }
-        Ok(value.is_true())
+        Ok(value)
     }
 
     /// Evaluates an expression that must give a list (a `splat`); items become strings.
     pub fn list(&self, expression: &str) -> Result<Vec<String>, minijinja::Error> {
-        let value = self
-            .env
-            .compile_expression(expression)?
-            .eval(&self.context)?;
-        if value.is_undefined() {
-            return Err(undefined());
-        }
+        let value = self.eval(expression)?;
         if value.is_none() {
             return Ok(Vec::new());
         }

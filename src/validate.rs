@@ -10,7 +10,7 @@ use minijinja::Environment;
 
 use crate::config::Layers;
 use crate::error::{did_you_mean, Error, Kind};
-use crate::mode::{self, Arg, ModeFile};
+use crate::mode::{self, ModeFile};
 use crate::plan::BUILTINS;
 use crate::yaml::Document;
 
@@ -89,54 +89,10 @@ fn check_templates(
         checks.push((path(&["vars", key]), value, false));
     }
     for (id, step) in &mode.steps {
-        if let Some(when) = &step.when {
-            checks.push((path(&["steps", id, "when"]), when, true));
-        }
-        for (index, arg) in step.docker.iter().enumerate() {
-            let at = path(&["steps", id, "docker", &index.to_string()]);
-            match arg {
-                Arg::Text(text) => checks.push((at, text, false)),
-                Arg::Splat { splat } => checks.push((at, splat, true)),
-            }
-        }
-        if let Some((kind, name)) = step.done.as_ref().and_then(|d| d.given()) {
-            checks.push((path(&["steps", id, "done", kind]), name, false));
-        }
-        if let Some(ready) = &step.ready {
-            for (index, arg) in ready.command.iter().enumerate() {
-                checks.push((
-                    path(&["steps", id, "ready", "command", &index.to_string()]),
-                    arg,
-                    false,
-                ));
-            }
-            if let Some(tcp) = &ready.tcp {
-                checks.push((path(&["steps", id, "ready", "tcp"]), tcp, false));
-            }
-        }
-        if let Some(archive) = &step.archive {
-            for (key, text) in [
-                ("volume", &archive.volume),
-                ("dir", &archive.dir),
-                ("image", &archive.image),
-            ] {
-                checks.push((path(&["steps", id, "archive", key]), text, false));
-            }
-            for (index, stamp) in archive.stamps.iter().enumerate() {
-                checks.push((
-                    path(&["steps", id, "archive", "stamps", &index.to_string()]),
-                    stamp,
-                    false,
-                ));
-            }
-        }
-        if let Some(confirm) = &step.confirm {
-            checks.push((path(&["steps", id, "confirm"]), confirm, false));
-        }
-        for (key, list) in [("inputs", &step.inputs), ("uses_images", &step.uses_images)] {
-            for (index, text) in list.iter().enumerate() {
-                checks.push((path(&["steps", id, key, &index.to_string()]), text, false));
-            }
+        for field in step.templates() {
+            let mut at = path(&["steps", id]);
+            at.extend(field.path);
+            checks.push((at, field.source, field.is_expression));
         }
     }
     for (at, source, is_expression) in checks {
