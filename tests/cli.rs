@@ -626,3 +626,27 @@ fn restore_without_a_backup_is_refused_before_any_docker_change() {
         "{calls:?}"
     );
 }
+
+#[test]
+fn context_reaches_every_docker_call() {
+    let sandbox = Sandbox::new();
+    let output = sandbox
+        .fake_docker()
+        .args([
+            "--context",
+            "remote",
+            "--run-id",
+            "t1",
+            "python",
+            "minimal",
+            "single",
+        ])
+        .output()
+        .expect("run");
+    expect_code(&output, 0);
+    let calls = sandbox.docker_calls();
+    assert!(calls.len() >= 5, "{calls:?}");
+    for call in calls {
+        assert_eq!(&call[..3], ["docker", "--context", "remote"], "{call:?}");
+    }
+}
