@@ -34,7 +34,7 @@ impl Sandbox {
             .prefix("hc-bad-input-")
             .tempdir()
             .expect("temp dir");
-        for dir in ["home", "cache", "work", "bin", "config"] {
+        for dir in ["home", "cache", "project", "bin", "config"] {
             fs::create_dir_all(root.path().join(dir)).expect("sandbox dirs");
         }
         // `--offline` must make no docker call at all; a docker that leaves a trace proves it.
@@ -82,7 +82,7 @@ impl Sandbox {
             .env_remove("HOST_CONTAINER_RUN_ID")
             .env_remove("HOST_CONTAINER_BACKUP_DIR")
             .env_remove("XDG_CACHE_HOME")
-            .current_dir(self.path("work"))
+            .current_dir(self.path("project"))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());

@@ -346,7 +346,7 @@ fn exec_creates_files_owned_by_the_calling_user() {
         .map(|m| m.gid())
         .unwrap_or(0);
     let (uid, gid) = (4321u32, 4321u32);
-    for dir in ["work", "home", "cache"] {
+    for dir in ["project", "home", "cache"] {
         let path = instance.sandbox.path(dir);
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o777)).expect("chmod");
     }
@@ -372,7 +372,7 @@ fn exec_creates_files_owned_by_the_calling_user() {
         };
     }
     command
-        .current_dir(instance.sandbox.path("work"))
+        .current_dir(instance.sandbox.path("project"))
         .args(["-x", &instance.name])
         .env("USER", "tester")
         .args(["python", "minimal", "exec", "sh", "-c"])
@@ -382,7 +382,7 @@ fn exec_creates_files_owned_by_the_calling_user() {
         .output()
         .expect("runs");
     expect_code(&output, 0);
-    let work = instance.sandbox.path("work");
+    let work = instance.sandbox.path("project");
     let lines: Vec<String> = stdout(&output).lines().map(str::to_owned).collect();
     assert_eq!(
         lines,

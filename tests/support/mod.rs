@@ -22,7 +22,7 @@ impl Sandbox {
             .prefix("hc-test-")
             .tempdir()
             .expect("temp dir");
-        for dir in ["home", "cache", "work", "bin"] {
+        for dir in ["home", "cache", "project", "bin"] {
             fs::create_dir_all(root.path().join(dir)).expect("sandbox dirs");
         }
         Sandbox { root }
@@ -43,7 +43,7 @@ impl Sandbox {
             .env_remove("HOST_CONTAINER_BASE_IMAGE")
             .env_remove("HOST_CONTAINER_RUN_ID")
             .env_remove("HOST_CONTAINER_BACKUP_DIR")
-            .current_dir(self.path("work"));
+            .current_dir(self.path("project"));
         command
     }
 
