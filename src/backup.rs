@@ -354,10 +354,20 @@ fn backup(
         }
     };
 
-    let mut image_inspect = head.to_vec();
-    image_inspect.extend(["image", "inspect", "--format={{.Id}}"].map(String::from));
-    image_inspect.push(plan.image.clone());
-    let image_id = checked(&image_inspect)?.trim().to_owned();
+    // One probe answers both the image id and the stamps.
+    let mut names = vec![plan.image.clone()];
+    names.extend(plan.stamps.iter().cloned());
+    let found = docker::inspect(head, &names)?;
+    let image_id = found
+        .get(&plan.image)
+        .filter(|o| o.kind == "image")
+        .map(|o| o.id.clone())
+        .ok_or_else(|| {
+            Error::new(
+                Kind::NotFound,
+                format!("image `{}` does not exist", plan.image),
+            )
+        })?;
     let manifest = Manifest {
         format: MANIFEST_FORMAT,
         tool: format!("host_container {}", env!("CARGO_PKG_VERSION")),
@@ -375,7 +385,7 @@ fn backup(
         sha256,
         image: plan.image.clone(),
         image_id,
-        stamps: stamp_records(head, &plan.stamps)?,
+        stamps: stamp_records(&found, &plan.stamps),
     };
     let partial_manifest = manifest_path.with_extension("json.partial");
     let text = serde_json::to_string_pretty(&manifest)? + "\n";
@@ -410,21 +420,8 @@ fn stream_out(argv: &[String], path: &Path) -> anyhow::Result<(u64, String)> {
         let _ = stderr.read_to_string(&mut text);
         text
     });
-    let mut hasher = Sha256::new();
-    let mut bytes = 0u64;
-    let mut buffer = vec![0u8; 1 << 16];
-    loop {
-        let read = stdout
-            .read(&mut buffer)
-            .map_err(|e| io_error("reading archive for", path, e))?;
-        if read == 0 {
-            break;
-        }
-        hasher.update(&buffer[..read]);
-        file.write_all(&buffer[..read])
-            .map_err(|e| io_error("writing", path, e))?;
-        bytes += read as u64;
-    }
+    let (bytes, sha256) = hash_copy(&mut stdout, &mut file)
+        .map_err(|e| io_error("writing the archive to", path, e))?;
     file.sync_all().map_err(|e| io_error("syncing", path, e))?;
     let status = child.wait()?;
     let errors = errors.join().unwrap_or_default();
@@ -435,40 +432,43 @@ fn stream_out(argv: &[String], path: &Path) -> anyhow::Result<(u64, String)> {
                 .into(),
         );
     }
-    Ok((bytes, config::hex(&hasher.finalize())))
+    Ok((bytes, sha256))
 }
 
-fn stamp_records(head: &[String], stamps: &[String]) -> anyhow::Result<Vec<StampRecord>> {
-    let found = docker::inspect(head, stamps)?;
-    Ok(stamps
+fn stamp_records(found: &docker::Observed, stamps: &[String]) -> Vec<StampRecord> {
+    stamps
         .iter()
         .filter_map(|name| {
-            let object = found.get(name)?;
+            let object = found.get(name).filter(|o| o.kind == "volume")?;
             Some(StampRecord {
                 name: name.clone(),
                 fingerprint: object.fingerprint().unwrap_or_default().to_owned(),
                 labels: object.labels.clone().into_iter().collect(),
             })
         })
-        .collect())
+        .collect()
 }
 
-fn sha256_of(path: &Path) -> anyhow::Result<(u64, String)> {
-    let mut file = File::open(path).map_err(|e| io_error("reading", path, e))?;
+/// Copies `reader` to `writer`, returning the size and the sha256 of what passed.
+fn hash_copy(mut reader: impl Read, mut writer: impl Write) -> std::io::Result<(u64, String)> {
     let mut hasher = Sha256::new();
     let mut buffer = vec![0u8; 1 << 16];
     let mut bytes = 0u64;
     loop {
-        let read = file
-            .read(&mut buffer)
-            .map_err(|e| io_error("reading", path, e))?;
+        let read = reader.read(&mut buffer)?;
         if read == 0 {
             break;
         }
         hasher.update(&buffer[..read]);
+        writer.write_all(&buffer[..read])?;
         bytes += read as u64;
     }
     Ok((bytes, config::hex(&hasher.finalize())))
+}
+
+fn sha256_of(path: &Path) -> anyhow::Result<(u64, String)> {
+    let file = File::open(path).map_err(|e| io_error("reading", path, e))?;
+    hash_copy(file, std::io::sink()).map_err(|e| io_error("reading", path, e))
 }
 
 /// Checks the manifest and the archive against each other and against this instance.

@@ -76,6 +76,8 @@ pub fn classify(stderr: &str) -> Option<Kind> {
 pub struct Object {
     /// image, volume or container.
     pub kind: &'static str,
+    /// The engine's id (images and containers; empty for volumes).
+    pub id: String,
     pub labels: HashMap<String, String>,
     pub running: bool,
     pub started_at: String,
@@ -94,6 +96,9 @@ impl Object {
             .contains_key(&format!("{LABEL_PREFIX}.instance"))
     }
 }
+
+/// Objects found by a probe, by the name asked for.
+pub type Observed = HashMap<String, Object>;
 
 /// `name` as docker lists it among an image's RepoTags.
 fn normalize_image(name: &str) -> String {
@@ -176,6 +181,7 @@ pub fn inspect(head: &[String], names: &[String]) -> anyhow::Result<HashMap<Stri
                         asked,
                         Object {
                             kind: "image",
+                            id: id.to_owned(),
                             labels: labels.clone(),
                             ..Object::default()
                         },
@@ -204,6 +210,11 @@ pub fn inspect(head: &[String], names: &[String]) -> anyhow::Result<HashMap<Stri
                 name.trim_start_matches('/').to_owned(),
                 Object {
                     kind: "container",
+                    id: object
+                        .get("Id")
+                        .and_then(Json::as_str)
+                        .unwrap_or_default()
+                        .to_owned(),
                     labels: labels(object.pointer("/Config/Labels")),
                     running: state
                         .get("Running")

@@ -114,8 +114,8 @@ pub struct DoneSpec {
 }
 
 impl DoneSpec {
-    /// The kind and (unrendered) name of the first object given.
-    pub fn given(&self) -> Option<(&'static str, &str)> {
+    /// Every object given, as (kind, unrendered name).
+    fn entries(&self) -> impl Iterator<Item = (&'static str, &str)> {
         [
             ("image", &self.image),
             ("volume", &self.volume),
@@ -123,21 +123,19 @@ impl DoneSpec {
             ("stamp", &self.stamp),
         ]
         .into_iter()
-        .find_map(|(kind, name)| Some((kind, name.as_deref()?)))
+        .filter_map(|(kind, name)| Some((kind, name.as_deref()?)))
+    }
+
+    /// The kind and (unrendered) name of the first object given.
+    pub fn given(&self) -> Option<(&'static str, &str)> {
+        self.entries().next()
     }
 
     /// The one object given, or None when there are none or several (checked at load).
     pub fn object(&self) -> Option<Done> {
-        let mut given = [
-            self.image.clone().map(Done::Image),
-            self.volume.clone().map(Done::Volume),
-            self.container.clone().map(Done::Container),
-            self.stamp.clone().map(Done::Stamp),
-        ]
-        .into_iter()
-        .flatten();
-        match (given.next(), given.next()) {
-            (Some(done), None) => Some(done),
+        let mut entries = self.entries();
+        match (entries.next(), entries.next()) {
+            (Some((kind, name)), None) => Some(Done::of_kind(kind, name.to_owned())),
             _ => None,
         }
     }
@@ -247,11 +245,15 @@ impl Done {
     }
 
     pub fn with_name(&self, name: String) -> Done {
-        match self {
-            Done::Image(_) => Done::Image(name),
-            Done::Volume(_) => Done::Volume(name),
-            Done::Container(_) => Done::Container(name),
-            Done::Stamp(_) => Done::Stamp(name),
+        Done::of_kind(self.kind(), name)
+    }
+
+    fn of_kind(kind: &str, name: String) -> Done {
+        match kind {
+            "image" => Done::Image(name),
+            "volume" => Done::Volume(name),
+            "container" => Done::Container(name),
+            _ => Done::Stamp(name),
         }
     }
 }

@@ -4,14 +4,11 @@
 //! volumes, named volumes), so it is right for remote engines and fresh CI checkouts. It is
 //! probed with one `docker inspect` of every object the plan names, whatever the plan's size.
 
-use std::collections::HashMap;
-
 use crate::docker::{self, Object};
 use crate::error::{Error, Kind};
 use crate::plan::{docker_head_len, Plan, Status};
 
-/// Everything the probe learned: objects by the name the plan uses for them.
-pub type Observed = HashMap<String, Object>;
+pub use crate::docker::Observed;
 
 /// The names the plan's state depends on, each once, in plan order.
 pub fn probe_names(plan: &Plan) -> Vec<String> {
@@ -178,9 +175,7 @@ fn decide(
                 )
             }
             Some(o) => {
-                let mut remove = head.clone();
-                remove.extend(["rm", "--force"].map(String::from));
-                remove.push(done.name.clone());
+                let remove = remove_container(&head, &done.name);
                 if o.fingerprint() != Some(step.fingerprint.as_str()) {
                     (
                         Status::Run,
@@ -222,12 +217,16 @@ fn decide(
             status = Status::Run;
             reason = format!("runs because `{}` runs", plan.steps[need].id);
             if done.kind == "container" {
-                let mut remove = head;
-                remove.extend(["rm", "--force"].map(String::from));
-                remove.push(done.name.clone());
-                before = vec![remove];
+                before = vec![remove_container(&head, &done.name)];
             }
         }
     }
     (status, reason, before)
+}
+
+/// `docker rm --force NAME`: how a stale or stopped container makes way for its replacement.
+fn remove_container(head: &[String], name: &str) -> Vec<String> {
+    let mut argv = head.to_vec();
+    argv.extend(["rm", "--force", name].map(String::from));
+    argv
 }
