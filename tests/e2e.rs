@@ -46,7 +46,8 @@ fn engine_available() -> bool {
     })
 }
 
-/// Builds the base image from Debian packages (mmdebstrap) unless it exists.
+/// Builds the base image from Debian packages unless it exists. The script installs mmdebstrap
+/// when it is missing and we are root, and otherwise prints the command that does.
 fn ensure_base_image() {
     static BUILT: OnceLock<()> = OnceLock::new();
     BUILT.get_or_init(|| {
@@ -61,7 +62,8 @@ fn ensure_base_image() {
             .expect("bash runs");
         assert!(
             status.success(),
-            "building {BASE_IMAGE} from Debian packages failed"
+            "building {BASE_IMAGE} from Debian packages failed (scripts/debian-base-image.sh; \
+             its output above says why)"
         );
     });
 }
