@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::path::PathBuf;
 
-use clap::{Parser, ValueEnum};
+use clap::{Parser, ValueEnum, ValueHint};
+use clap_complete::engine::ArgValueCompleter;
 use indexmap::IndexMap;
 
 use crate::error::{fail, Kind};
@@ -55,10 +56,13 @@ Exit codes: the job's own code for single, exec, bash and test; otherwise 0 succ
 #[command(name = "host_container", version, after_help = AFTER_HELP)]
 pub struct Arguments {
     /// The language, e.g. `python`.
+    #[arg(add = ArgValueCompleter::new(crate::complete::languages))]
     pub language: Option<String>,
     /// The variant of the language, e.g. `minimal`.
+    #[arg(add = ArgValueCompleter::new(crate::complete::variants))]
     pub variant: Option<String>,
     /// What to do: init, upgrade, daemon, single, test, bash, exec, backup, restore, …
+    #[arg(add = ArgValueCompleter::new(crate::complete::modes))]
     pub mode: Option<String>,
     /// A command (and its arguments) to run instead of the mode's default script. Each argument
     /// reaches the container verbatim: nothing is shell-parsed.
@@ -75,7 +79,7 @@ pub struct Arguments {
     #[arg(long)]
     pub offline: bool,
     /// An extra configuration layer; repeatable, the last given wins.
-    #[arg(long = "config-dir", value_name = "DIR")]
+    #[arg(long = "config-dir", value_name = "DIR", value_hint = ValueHint::DirPath)]
     pub config_dirs: Vec<PathBuf>,
     /// Keeps independent instances of one language and variant apart.
     #[arg(short = 'x', long, default_value = "default", value_name = "NAME")]
@@ -94,7 +98,7 @@ pub struct Arguments {
     pub context: Option<String>,
     /// Where `backup` writes archives and `restore` reads them
     /// [default: $HOST_CONTAINER_BACKUP_DIR or ./host_container-backups].
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", value_hint = ValueHint::DirPath)]
     pub backup_dir: Option<PathBuf>,
     /// Let `backup` replace an existing backup of the same name.
     #[arg(long)]
@@ -103,7 +107,7 @@ pub struct Arguments {
     #[arg(short = 'y', long)]
     pub yes: bool,
     /// Write a JUnit XML report of the run's steps to PATH.
-    #[arg(long, value_name = "PATH")]
+    #[arg(long, value_name = "PATH", value_hint = ValueHint::FilePath)]
     pub junit: Option<PathBuf>,
     /// Identifies this run in throw-away container names; random unless given, so that plans
     /// can be compared byte for byte.
@@ -114,11 +118,17 @@ pub struct Arguments {
     #[arg(long)]
     pub list: bool,
     /// Check mode files (parse, types, needs, templates) and exit.
-    #[arg(long, value_name = "FILE", num_args = 1..)]
+    #[arg(long, value_name = "FILE", num_args = 1.., value_hint = ValueHint::FilePath)]
     pub validate: Vec<PathBuf>,
     /// Print a JSON Schema and exit.
     #[arg(long, value_enum, value_name = "WHICH")]
     pub print_schema: Option<SchemaName>,
+    /// Print a script that completes options, languages, variants and modes in SHELL.
+    #[arg(long, value_enum, value_name = "SHELL")]
+    pub completions: Option<crate::complete::Shell>,
+    /// Print the man page (roff).
+    #[arg(long)]
+    pub man: bool,
 }
 
 /// Everything a run depends on, checked. Templates see these as variables.

@@ -12,6 +12,7 @@
 
 pub mod backup;
 pub mod cli;
+pub mod complete;
 pub mod config;
 pub mod docker;
 pub mod error;
@@ -36,6 +37,10 @@ use crate::error::{fail, Error, Kind};
 
 /// Runs host_container with `argv` and returns the process exit code.
 pub fn run(argv: impl IntoIterator<Item = std::ffi::OsString>) -> u8 {
+    let argv: Vec<std::ffi::OsString> = argv.into_iter().collect();
+    if let Some(code) = complete::answer(&argv) {
+        return code;
+    }
     let args = match Arguments::try_parse_from(argv) {
         Ok(args) => args,
         Err(e) => {
@@ -68,20 +73,18 @@ fn report(error: &anyhow::Error) {
     }
 }
 
-fn layers_for(
-    args: &Arguments,
-    env_home: Option<PathBuf>,
-    cache: PathBuf,
-) -> anyhow::Result<Layers> {
+/// The configuration layers in effect for these `--config-dir`s, this user and this binary.
+pub(crate) fn layers_of(config_dirs: &[PathBuf]) -> anyhow::Result<Layers> {
+    let home = std::env::var_os("HOME")
+        .filter(|h| !h.is_empty())
+        .map(PathBuf::from);
+    let env: std::collections::BTreeMap<String, String> = std::env::vars().collect();
+    // SAFETY: getuid cannot fail and touches no memory of ours.
+    let cache = config::cache_dir(&env, unsafe { libc::getuid() });
     let installdir = std::env::current_exe()
         .ok()
         .and_then(|exe| exe.parent()?.parent().map(PathBuf::from));
-    Layers::discover(
-        &args.config_dirs,
-        env_home.as_deref(),
-        installdir.as_deref(),
-        cache,
-    )
+    Layers::discover(config_dirs, home.as_deref(), installdir.as_deref(), cache)
 }
 
 fn run_arguments(args: &Arguments) -> anyhow::Result<u8> {
@@ -94,13 +97,15 @@ fn run_arguments(args: &Arguments) -> anyhow::Result<u8> {
         write_out(&mut stdout, &schema)?;
         return Ok(0);
     }
-    let home = std::env::var_os("HOME")
-        .filter(|h| !h.is_empty())
-        .map(PathBuf::from);
-    let env: std::collections::BTreeMap<String, String> = std::env::vars().collect();
-    // SAFETY: getuid cannot fail and touches no memory of ours.
-    let cache = config::cache_dir(&env, unsafe { libc::getuid() });
-    let layers = layers_for(args, home, cache)?;
+    if let Some(shell) = args.completions {
+        write_out(&mut stdout, &complete::script(shell)?)?;
+        return Ok(0);
+    }
+    if args.man {
+        write_out(&mut stdout, &complete::man_page()?)?;
+        return Ok(0);
+    }
+    let layers = layers_of(&args.config_dirs)?;
 
     if args.list {
         write_out(&mut stdout, &validate::list(&layers))?;
