@@ -72,6 +72,11 @@ pub struct Arguments {
     /// Print the plan and execute nothing.
     #[arg(long)]
     pub plan: bool,
+    /// Run nothing; exit 0 when every step with a `done` condition is up to date, 1 when one
+    /// would run, 68 when the engine cannot tell. Prints the summary (the plan with --plan or
+    /// --format json).
+    #[arg(long, conflicts_with = "offline")]
+    pub check: bool,
     /// The plan's format.
     #[arg(long, value_enum, default_value = "text")]
     pub format: Format,

@@ -129,43 +129,10 @@ fn run_arguments(args: &Arguments) -> anyhow::Result<u8> {
         );
     };
     let invocation = Invocation::from_arguments(args, language, variant, mode)?;
-    let mut plan = plan::compile(&invocation, &layers, args.context.as_deref())?;
+    let plan = plan::compile(&invocation, &layers, args.context.as_deref())?;
 
-    if args.plan {
-        if args.offline {
-            plan::mark_offline(&mut plan, "offline");
-        } else {
-            match state::probe(&plan) {
-                Ok(observed) => {
-                    let _ = state::apply(&mut plan, &observed);
-                }
-                Err(e) => {
-                    let why = match e.downcast_ref::<Error>() {
-                        Some(own) => own.message.clone(),
-                        None => e.to_string(),
-                    };
-                    plan::mark_offline(&mut plan, "engine not reachable");
-                    plan.state = format!("unknown: {why}");
-                }
-            }
-        }
-        if args.format == cli::Format::Json {
-            // Streamed: the JSON of a large plan is megabytes, no need to hold it twice.
-            let mut out = std::io::BufWriter::new(stdout);
-            let written = serde_json::to_writer_pretty(&mut out, &plan)
-                .map_err(std::io::Error::from)
-                .and_then(|()| out.write_all(b"\n"))
-                .and_then(|()| out.flush());
-            match written {
-                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => return Err(e.into()),
-                _ => {}
-            }
-        } else {
-            write_out(&mut stdout, &print::render(&plan, args.format))?;
-        }
-        // The process ends next; freeing every step of a large plan would only cost time.
-        std::mem::forget(plan);
-        return Ok(0);
+    if args.plan || args.check {
+        return show_plan(args, plan, stdout);
     }
     if args.offline {
         return fail(
@@ -182,6 +149,65 @@ fn run_arguments(args: &Arguments) -> anyhow::Result<u8> {
         force: args.force,
     };
     exec::execute(plan, &invocation, &options)
+}
+
+/// `--plan` and `--check`: learns the steps' state with read-only docker calls (none with
+/// `--offline`), prints, and for `--check` turns the state into the exit code.
+fn show_plan(
+    args: &Arguments,
+    mut plan: plan::Plan,
+    mut stdout: std::io::StdoutLock,
+) -> anyhow::Result<u8> {
+    if args.check {
+        plan::unforce(&mut plan);
+    }
+    let mut unreachable = None;
+    if args.offline {
+        plan::mark_offline(&mut plan, "offline");
+    } else {
+        match state::probe(&plan) {
+            Ok(observed) => {
+                let _ = state::apply(&mut plan, &observed);
+            }
+            Err(e) => {
+                let why = match e.downcast_ref::<Error>() {
+                    Some(own) => own.message.clone(),
+                    None => e.to_string(),
+                };
+                plan::mark_offline(&mut plan, "engine not reachable");
+                plan.state = format!("unknown: {why}");
+                unreachable = Some(e);
+            }
+        }
+    }
+    if args.format == cli::Format::Json {
+        // Streamed: the JSON of a large plan is megabytes, no need to hold it twice.
+        let mut out = std::io::BufWriter::new(stdout);
+        let written = serde_json::to_writer_pretty(&mut out, &plan)
+            .map_err(std::io::Error::from)
+            .and_then(|()| out.write_all(b"\n"))
+            .and_then(|()| out.flush());
+        match written {
+            Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => return Err(e.into()),
+            _ => {}
+        }
+    } else if args.plan {
+        write_out(&mut stdout, &print::render(&plan, args.format))?;
+    } else {
+        write_out(&mut stdout, &print::check(&plan))?;
+    }
+    let summary = plan.summary;
+    // The process ends next; freeing every step of a large plan would only cost time.
+    std::mem::forget(plan);
+    if !args.check {
+        return Ok(0);
+    }
+    if let Some(e) = unreachable {
+        // The state cannot be known: whatever went wrong, CI gets the one documented code.
+        report(&e);
+        return Ok(Kind::EngineUnreachable.exit_code());
+    }
+    Ok(if summary.to_run > 0 { 1 } else { 0 })
 }
 
 /// Writes to stdout; a closed pipe (`| head`) is not an error.

@@ -80,7 +80,8 @@ pub struct Step {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub done: Option<DoneObject>,
     /// A digest of the rendered argv, the inputs' content and the needed steps' fingerprints;
-    /// shown with `done`, where it decides whether the step is stale.
+    /// with `done`, it decides whether the step is stale, and the JSON shows it as
+    /// `done.fingerprint` (a CI cache can be keyed on it).
     #[serde(skip)]
     pub fingerprint: String,
     /// Commands run before `argv` (removing a stale container it replaces).
@@ -143,6 +144,44 @@ pub struct Plan {
     /// In execution order.
     pub steps: Vec<Step>,
     pub excluded_steps: Vec<ExcludedStep>,
+    /// How many steps run, are up to date, or are unknown.
+    pub summary: Summary,
+}
+
+/// The counts of a plan's steps by what will happen to them. `to_run` counts the steps with a
+/// `done` condition (or forced) that run: those are what `--check` asks about.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, JsonSchema)]
+pub struct Summary {
+    pub to_run: usize,
+    pub up_to_date: usize,
+    pub unknown: usize,
+    /// Steps without a `done` condition: they run every time (a job, a shell).
+    pub always_run: usize,
+}
+
+impl Summary {
+    pub fn of(steps: &[Step]) -> Summary {
+        let mut summary = Summary::default();
+        for step in steps {
+            match step.status {
+                Status::Skip => summary.up_to_date += 1,
+                Status::Unknown => summary.unknown += 1,
+                Status::Run if step.done.is_some() || step.forced => summary.to_run += 1,
+                Status::Run => summary.always_run += 1,
+            }
+        }
+        summary
+    }
+}
+
+impl std::fmt::Display for Summary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} to run, {} up to date, {} unknown, {} always run",
+            self.to_run, self.up_to_date, self.unknown, self.always_run
+        )
+    }
 }
 
 /// The names of the docker objects of one instance. Every name starts with the same prefix, so
@@ -884,7 +923,9 @@ impl Compiler<'_> {
             plan_steps.push(step);
         }
 
+        let summary = Summary::of(&plan_steps);
         Ok(Plan {
+            summary,
             version: PLAN_VERSION,
             language: invocation.language.clone(),
             variant: invocation.variant.clone(),
@@ -1185,5 +1226,14 @@ pub fn mark_offline(plan: &mut Plan, why: &str) {
         };
         step.status = status;
         step.reason = reason;
+    }
+    plan.summary = Summary::of(&plan.steps);
+}
+
+/// Treats every step as not forced: `--check init` asks whether init is up to date, not
+/// whether a requested init would run again.
+pub fn unforce(plan: &mut Plan) {
+    for step in &mut plan.steps {
+        step.forced = false;
     }
 }

@@ -128,6 +128,26 @@ fn text(plan: &Plan) -> String {
             let _ = writeln!(out, "  after: {}", command_line(after));
         }
     }
+    let _ = writeln!(out, "\n{}", plan.summary);
+    out
+}
+
+/// What `--check` prints: the steps with a `done` condition that would run, and why, then the
+/// summary line.
+pub fn check(plan: &Plan) -> String {
+    let mut out = String::new();
+    for step in &plan.steps {
+        if step.done.is_some() && step.status != Status::Skip {
+            let _ = writeln!(
+                out,
+                "{}: {} ({})",
+                step.id,
+                status_word(step.status),
+                step.reason
+            );
+        }
+    }
+    let _ = writeln!(out, "{}", plan.summary);
     out
 }
 

@@ -64,6 +64,7 @@ pub fn apply(plan: &mut Plan, observed: &Observed) -> Vec<Error> {
             ));
         }
     }
+    plan.summary = crate::plan::Summary::of(&plan.steps);
     conflicts
 }
 

@@ -49,13 +49,23 @@ impl Sandbox {
 
     /// Installs a fake `docker` first on PATH that records every call to `docker.log`.
     ///
-    /// It answers `inspect` as if nothing existed, fails with exit 42 on any call whose argv
-    /// contains `$FAKE_DOCKER_FAIL` (when set), and succeeds otherwise.
+    /// It answers `inspect` as if nothing existed (or with the JSON in the file
+    /// `$FAKE_DOCKER_INSPECT`, when set), like an unreachable engine when
+    /// `$FAKE_DOCKER_UNREACHABLE` is set, fails with exit 42 on any call whose argv contains
+    /// `$FAKE_DOCKER_FAIL` (when set), and succeeds otherwise.
     pub fn fake_docker(&self) -> Command {
         let script = r#"#!/bin/sh
 log="$FAKE_DOCKER_LOG"
 for arg in "$@"; do printf '%s\0' "$arg" >> "$log"; done
 printf '\001\n' >> "$log"
+if [ -n "${FAKE_DOCKER_UNREACHABLE:-}" ]; then
+  echo "Cannot connect to the Docker daemon at unix:///fake.sock. Is the docker daemon running?" >&2
+  exit 1
+fi
+if [ "$1" = inspect ] && [ -n "${FAKE_DOCKER_INSPECT:-}" ]; then
+  cat "$FAKE_DOCKER_INSPECT"
+  exit 0
+fi
 if [ "$1" = inspect ]; then
   printf '[]\n'
   shift
