@@ -196,9 +196,30 @@ pub fn parse_sets(sets: &[String]) -> anyhow::Result<IndexMap<String, String>> {
                 format!("--set {set}: `{key}` is not a template variable name"),
             );
         }
+        if crate::template::FUNCTIONS.contains(&key) {
+            return fail(
+                Kind::Usage,
+                format!("--set {set}: `{key}` is a template function and cannot be replaced"),
+            );
+        }
+        if key == "base_image" && value.trim().is_empty() {
+            return fail(
+                Kind::Usage,
+                "--set base_image=: the base image cannot be empty (leave the option out for \
+                 the default)",
+            );
+        }
         parsed.insert(key.to_owned(), value.to_owned());
     }
     Ok(parsed)
+}
+
+/// The process environment as text. A variable whose name or value is not UTF-8 cannot be
+/// shown to templates faithfully, so it is left out rather than passed on mangled.
+pub fn environment() -> BTreeMap<String, String> {
+    std::env::vars_os()
+        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+        .collect()
 }
 
 /// A run id unique enough for container names of concurrent runs on one engine.
@@ -220,9 +241,7 @@ impl Invocation {
         check_name("language", &language)?;
         check_name("variant", &variant)?;
         check_name("instance", &args.instance)?;
-        let env: BTreeMap<String, String> = std::env::vars_os()
-            .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
-            .collect();
+        let env = environment();
         let sets = parse_sets(&args.sets)?;
         // SAFETY: getuid/getgid cannot fail and touch no memory of ours.
         let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };

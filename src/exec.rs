@@ -788,7 +788,9 @@ pub mod ready {
             return Ok(());
         };
         let head = step.argv[..docker_head_len(&step.argv)].to_vec();
-        let deadline = Instant::now() + Duration::from_secs(ready.timeout);
+        // Mode files bound the timeout to a day; a plan built otherwise must not overflow.
+        let timeout = Duration::from_secs(ready.timeout.min(crate::mode::MAX_READY_TIMEOUT));
+        let deadline = Instant::now() + timeout;
         loop {
             let mut inspect = head.clone();
             inspect.extend([

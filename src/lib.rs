@@ -78,7 +78,7 @@ pub(crate) fn layers_of(config_dirs: &[PathBuf]) -> anyhow::Result<Layers> {
     let home = std::env::var_os("HOME")
         .filter(|h| !h.is_empty())
         .map(PathBuf::from);
-    let env: std::collections::BTreeMap<String, String> = std::env::vars().collect();
+    let env = cli::environment();
     // SAFETY: getuid cannot fail and touches no memory of ours.
     let cache = config::cache_dir(&env, unsafe { libc::getuid() });
     let installdir = std::env::current_exe()

@@ -98,24 +98,38 @@ pub enum Output {
     Quiet,
 }
 
-/// `done:` as written: exactly one of its keys.
+/// `done:` as written: exactly one of its keys. A key given as null still counts as given, so
+/// `{image: x, volume: ~}` is refused rather than read as an image.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 #[schemars(extend("minProperties" = 1, "maxProperties" = 1))]
 pub struct DoneSpec {
     /// An image with this reference and the step's fingerprint label.
-    pub image: Option<String>,
+    #[serde(default, deserialize_with = "given")]
+    #[schemars(with = "Option<String>")]
+    pub image: Option<Option<String>>,
     /// A volume of this name. Volumes hold data, so they are never re-created.
-    pub volume: Option<String>,
+    #[serde(default, deserialize_with = "given")]
+    #[schemars(with = "Option<String>")]
+    pub volume: Option<Option<String>>,
     /// A running container of this name with the step's fingerprint label.
-    pub container: Option<String>,
+    #[serde(default, deserialize_with = "given")]
+    #[schemars(with = "Option<String>")]
+    pub container: Option<Option<String>>,
     /// A stamp of this name recorded after the step succeeded, with its fingerprint.
-    pub stamp: Option<String>,
+    #[serde(default, deserialize_with = "given")]
+    #[schemars(with = "Option<String>")]
+    pub stamp: Option<Option<String>>,
+}
+
+/// A key that is present, even with a null value.
+fn given<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Option<String>>, D::Error> {
+    Option::<String>::deserialize(deserializer).map(Some)
 }
 
 impl DoneSpec {
-    /// Every object given, as (kind, unrendered name).
-    fn entries(&self) -> impl Iterator<Item = (&'static str, &str)> {
+    /// Every key given, as (kind, unrendered name or None for null).
+    fn entries(&self) -> impl Iterator<Item = (&'static str, Option<&str>)> {
         [
             ("image", &self.image),
             ("volume", &self.volume),
@@ -123,19 +137,19 @@ impl DoneSpec {
             ("stamp", &self.stamp),
         ]
         .into_iter()
-        .filter_map(|(kind, name)| Some((kind, name.as_deref()?)))
+        .filter_map(|(kind, name)| Some((kind, name.as_ref()?.as_deref())))
     }
 
-    /// The kind and (unrendered) name of the first object given.
+    /// The kind and (unrendered) name of the first object given with a name.
     pub fn given(&self) -> Option<(&'static str, &str)> {
-        self.entries().next()
+        self.entries().find_map(|(kind, name)| Some((kind, name?)))
     }
 
-    /// The one object given, or None when there are none or several (checked at load).
+    /// The one object given, or None when there are none, several, or a null (checked at load).
     pub fn object(&self) -> Option<Done> {
         let mut entries = self.entries();
         match (entries.next(), entries.next()) {
-            (Some((kind, name)), None) => Some(Done::of_kind(kind, name.to_owned())),
+            (Some((kind, Some(name))), None) => Some(Done::of_kind(kind, name.to_owned())),
             _ => None,
         }
     }
@@ -413,7 +427,68 @@ pub fn load(path: &Path, bytes: &[u8]) -> anyhow::Result<Document<ModeFile>> {
     Ok(document)
 }
 
+/// The longest a daemon may take to become ready: beyond a day is a typo, and unbounded values
+/// would overflow the deadline.
+pub const MAX_READY_TIMEOUT: u64 = 24 * 60 * 60;
+
+/// Step ids are joined to mode names with `.` and shown in logs and labels: they are names.
+fn check_step_id(id: &str) -> Result<(), String> {
+    let valid = !id.is_empty()
+        && id.len() <= 64
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    if valid {
+        Ok(())
+    } else {
+        Err(format!(
+            "step id {id:?} is not a valid name: use 1 to 64 letters, digits, `_` and `-` (a \
+             `.` joins a mode and a step in `needs`)"
+        ))
+    }
+}
+
+/// Values that are checked where they are written, before any template is rendered.
+fn check_values(path: &Path, document: &Document<ModeFile>) -> anyhow::Result<()> {
+    let located = |message: String, (line, col): (usize, usize)| -> anyhow::Error {
+        Error::new(Kind::Config, message)
+            .at(path, &document.text, line, col)
+            .into()
+    };
+    for (id, step) in &document.value.steps {
+        if let Err(message) = check_step_id(id) {
+            return Err(located(message, document.positions().key(&["steps", id])));
+        }
+        if let Some(ready) = &step.ready {
+            if ready.timeout > MAX_READY_TIMEOUT {
+                return Err(located(
+                    format!(
+                        "step `{id}`: ready.timeout {} is more than a day ({MAX_READY_TIMEOUT} s)",
+                        ready.timeout
+                    ),
+                    document
+                        .positions()
+                        .value(&["steps", id, "ready", "timeout"]),
+                ));
+            }
+        }
+        let Some(done) = &step.done else {
+            continue;
+        };
+        // Several keys are refused by `check_needs`, whatever their values.
+        let entries: Vec<_> = done.entries().collect();
+        if let [(kind, None)] = entries.as_slice() {
+            return Err(located(
+                format!("step `{id}`: `done.{kind}` needs a name, not null"),
+                document.positions().value(&["steps", id, "done", kind]),
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn check_needs(path: &Path, document: &Document<ModeFile>) -> anyhow::Result<()> {
+    check_values(path, document)?;
     let steps = &document.value.steps;
     for (id, step) in steps {
         if step.docker.is_empty() == step.archive.is_none() {

@@ -449,12 +449,15 @@ impl Compiler<'_> {
         let mut context = self.base_context.clone();
         context.insert("mode".into(), serde_json::json!(mode.name));
         for (key, value) in &mode.document.value.vars {
-            if BUILTINS.contains(&key.as_str()) || key == "base_image" {
+            if BUILTINS.contains(&key.as_str())
+                || key == "base_image"
+                || template::FUNCTIONS.contains(&key.as_str())
+            {
                 let at = mode.document.positions().key(&["vars", key]);
                 return Err(mode
                     .error_at(
                         Kind::Config,
-                        format!("vars: `{key}` is a built-in variable and cannot be replaced"),
+                        format!("vars: `{key}` is a built-in name and cannot be replaced"),
                         at,
                     )
                     .into());
@@ -640,6 +643,7 @@ impl Compiler<'_> {
                     }
                 }
                 let mut argv = docker_head(self.docker_context);
+                let head_len = argv.len();
                 for (index, arg) in spec.docker.iter().enumerate() {
                     let index = index.to_string();
                     let path = ["steps", name.as_str(), "docker", index.as_str()];
@@ -651,6 +655,24 @@ impl Compiler<'_> {
                             argv.extend(renderer.list(splat).map_err(|e| render_error(&path, e))?)
                         }
                     }
+                }
+                if let Some(first) = argv
+                    .get(head_len)
+                    .filter(|a| a.is_empty() || a.starts_with('-'))
+                {
+                    return Err(mode
+                        .error_at(
+                            Kind::Config,
+                            format!(
+                                "step `{name}`: the docker argv starts with {first:?}, not a \
+                                 subcommand such as `run` (global options come from --context \
+                                 and DOCKER_HOST)"
+                            ),
+                            mode.document
+                                .positions()
+                                .value(&["steps", name, "docker", "0"]),
+                        )
+                        .into());
                 }
                 let mut planned_before = Vec::new();
                 let mut after = Vec::new();
@@ -731,10 +753,21 @@ impl Compiler<'_> {
                                 renderer.render(arg).map_err(|e| render_error(&path, e))?;
                         }
                         if let Some(tcp) = &ready.tcp {
-                            rendered.tcp =
-                                Some(renderer.render(tcp).map_err(|e| {
-                                    render_error(&["steps", name, "ready", "tcp"], e)
-                                })?);
+                            let at = ["steps", name.as_str(), "ready", "tcp"];
+                            let address = renderer.render(tcp).map_err(|e| render_error(&at, e))?;
+                            if !is_tcp_address(&address) {
+                                return Err(mode
+                                    .error_at(
+                                        Kind::Config,
+                                        format!(
+                                            "step `{name}`: ready.tcp {address:?} is not \
+                                             `host:port` or a port (1-65535)"
+                                        ),
+                                        mode.document.positions().value(&at),
+                                    )
+                                    .into());
+                            }
+                            rendered.tcp = Some(address);
                         }
                         Some(rendered)
                     }
@@ -1056,9 +1089,29 @@ fn creating_subcommand(args: &[String]) -> Option<usize> {
 /// How many leading elements of an argv are the docker program and its global options.
 pub fn docker_head_len(argv: &[String]) -> usize {
     if argv.get(1).is_some_and(|a| a == "--context") {
-        3
+        argv.len().min(3)
     } else {
-        1
+        argv.len().min(1)
+    }
+}
+
+/// `host:port` (a host name, an IPv4 address or a bracketed IPv6 address) or a bare port.
+fn is_tcp_address(address: &str) -> bool {
+    let port = |text: &str| !text.starts_with('+') && text.parse::<u16>().is_ok_and(|p| p > 0);
+    match address.rsplit_once(':') {
+        None => port(address),
+        Some((host, number)) => {
+            let host_ok = match host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+                Some(ipv6) => ipv6.parse::<std::net::Ipv6Addr>().is_ok(),
+                None => {
+                    !host.is_empty()
+                        && host
+                            .chars()
+                            .all(|c| c.is_ascii_alphanumeric() || "-._".contains(c))
+                }
+            };
+            port(number) && host_ok
+        }
     }
 }
 

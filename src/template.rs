@@ -10,6 +10,10 @@ use minijinja::{Environment, UndefinedBehavior};
 /// Template loops are bounded so that a mode file cannot hang planning.
 const FUEL: u64 = 1_000_000;
 
+/// The functions a template can call: ours and minijinja's global ones. A variable of the same
+/// name (a `--set`, a `vars` entry) would hide the function, so such names are refused.
+pub const FUNCTIONS: &[&str] = &["getenv", "range", "dict", "namespace", "debug"];
+
 /// Renders the strings of one mode with one set of variables. Rendering is pure, so results are
 /// memoized by source text: generated modes repeat the same templates thousands of times.
 pub struct Renderer {
@@ -99,10 +103,7 @@ impl Renderer {
 
     /// Evaluates an expression; an undefined result is an error, as in templates.
     fn eval(&self, expression: &str) -> Result<Value, minijinja::Error> {
-        let value = self
-            .env
-            .compile_expression(expression)?
-            .eval(&self.context)?;
+        let value = compile_expression(&self.env, expression)?.eval(&self.context)?;
         if value.is_undefined() {
             return Err(undefined());
         }
@@ -114,6 +115,12 @@ impl Renderer {
         let value = self.eval(expression)?;
         if value.is_none() {
             return Ok(Vec::new());
+        }
+        if value.kind() == ValueKind::Map {
+            return Err(minijinja::Error::new(
+                minijinja::ErrorKind::InvalidOperation,
+                format!("splat needs a list, but `{expression}` is a map"),
+            ));
         }
         if value.as_str().is_some() {
             return Err(minijinja::Error::new(
@@ -127,8 +134,62 @@ impl Renderer {
                 format!("splat needs a list, but `{expression}` is {}", value.kind()),
             )
         })?;
-        Ok(items.map(|item| item.to_string()).collect())
+        items
+            .enumerate()
+            .map(|(index, item)| match item.kind() {
+                ValueKind::String | ValueKind::Number => Ok(item.to_string()),
+                kind => Err(minijinja::Error::new(
+                    minijinja::ErrorKind::InvalidOperation,
+                    format!(
+                        "splat item {index} of `{expression}` is {kind}; only strings and \
+                         numbers become arguments"
+                    ),
+                )),
+            })
+            .collect()
     }
+}
+
+/// Compiles a standalone expression (`when`, `splat`). minijinja's lexer panics on a `}}` at
+/// the top level of such an expression (it ends a `{{` that was never opened), so that is
+/// refused here first, with the same bracket counting the lexer does.
+pub fn compile_expression<'s>(
+    env: &'s Environment<'static>,
+    source: &'s str,
+) -> Result<minijinja::Expression<'s, 's>, minijinja::Error> {
+    if let Some(at) = unopened_close(source) {
+        return Err(minijinja::Error::new(
+            minijinja::ErrorKind::SyntaxError,
+            format!(
+                "unexpected `}}}}` at character {}: an expression is written without `{{{{ }}}}`",
+                source[..at].chars().count() + 1
+            ),
+        ));
+    }
+    env.compile_expression(source)
+}
+
+/// The byte offset of a `}}` outside strings and brackets, if any.
+fn unopened_close(source: &str) -> Option<usize> {
+    let bytes = source.as_bytes();
+    let mut depth: isize = 0;
+    let mut index = 0;
+    while index < bytes.len() {
+        match bytes[index] {
+            quote @ (b'\'' | b'"') => {
+                index += 1;
+                while index < bytes.len() && bytes[index] != quote {
+                    index += if bytes[index] == b'\\' { 2 } else { 1 };
+                }
+            }
+            b'(' | b'[' | b'{' => depth += 1,
+            b'}' if depth == 0 && bytes.get(index + 1) == Some(&b'}') => return Some(index),
+            b')' | b']' | b'}' => depth -= 1,
+            _ => {}
+        }
+        index += 1;
+    }
+    None
 }
 
 /// Splits `source` into literal text, each followed by the variable path of a `{{ a.b }}`, when
@@ -173,9 +234,7 @@ impl Renderer {
             return describe(error);
         }
         let names = if is_expression {
-            self.env
-                .compile_expression(source)
-                .map(|e| e.undeclared_variables(true))
+            compile_expression(&self.env, source).map(|e| e.undeclared_variables(true))
         } else {
             self.env
                 .template_from_str(source)

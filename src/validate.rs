@@ -12,10 +12,8 @@ use crate::config::Layers;
 use crate::error::{did_you_mean, Error, Kind};
 use crate::mode::{self, ModeFile};
 use crate::plan::BUILTINS;
+use crate::template::FUNCTIONS;
 use crate::yaml::Document;
-
-/// Functions a template may call besides variables.
-const FUNCTIONS: &[&str] = &["getenv", "range", "dict", "namespace", "debug"];
 
 pub fn list(layers: &Layers) -> String {
     let mut out = String::from("layers (lowest first):\n");
@@ -101,8 +99,7 @@ fn check_templates(
         let located =
             |message: String| Error::new(Kind::Config, message).at(file, &document.text, line, col);
         let undeclared = if is_expression {
-            env.compile_expression(source)
-                .map(|e| e.undeclared_variables(false))
+            crate::template::compile_expression(&env, source).map(|e| e.undeclared_variables(false))
         } else {
             env.template_from_str(source)
                 .map(|t| t.undeclared_variables(false))

@@ -1010,3 +1010,243 @@ fn validate_reports_the_bad_file_of_several() {
         .does_not_say("host_base_good.yaml:")
         .points_at("host_base_bad.yaml", 4, 11);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Values checked where they are written (no panic reachable from input)
+
+/// minijinja's lexer panicked on a `}}` that closes nothing inside an expression.
+#[test]
+fn closing_braces_in_an_expression_are_located() {
+    let sandbox = Sandbox::new();
+    let file = sandbox.mode_file(
+        "bad",
+        "steps:\n  a:\n    when: \"a }} b\"\n    docker: [info]\n",
+    );
+    sandbox
+        .plan("bad", &[])
+        .fails_with(CONFIG)
+        .says("}}")
+        .points_at("host_base_bad.yaml", 3, 11);
+    sandbox
+        .run(&["--validate", &file.display().to_string()])
+        .fails_with(CONFIG)
+        .points_at("host_base_bad.yaml", 3, 11);
+}
+
+#[test]
+fn closing_braces_in_a_splat_and_a_mode_when_are_located() {
+    let sandbox = Sandbox::new();
+    sandbox.mode_file(
+        "bad",
+        "steps:\n  a:\n    docker:\n      - run\n      - {splat: \"command }} x\"}\n",
+    );
+    sandbox
+        .plan("bad", &[])
+        .fails_with(CONFIG)
+        .points_at("host_base_bad.yaml", 5, 9);
+    sandbox.mode_file("top", "requires: [req]\nsteps:\n  a:\n    docker: [info]\n");
+    sandbox.mode_file("req", "when: \"x }}y\"\nsteps:\n  b:\n    docker: [info]\n");
+    sandbox
+        .plan("top", &[])
+        .fails_with(CONFIG)
+        .points_at("host_base_req.yaml", 1, 7);
+}
+
+/// Braces that only look like a closing `}}` (a nested dict, a string) stay valid.
+#[test]
+fn closing_braces_inside_strings_and_dicts_are_fine() {
+    let sandbox = Sandbox::new();
+    sandbox.mode_file(
+        "good",
+        "steps:\n  a:\n    when: \"{'a': {'b': '}}'}} != {}\"\n    docker: [info]\n",
+    );
+    sandbox.plan("good", &[]).succeeds();
+}
+
+/// `docker_head_len` took `--context` for the head and sliced past the end of the argv.
+#[test]
+fn argv_of_only_a_global_option_is_located() {
+    let sandbox = Sandbox::new();
+    sandbox.mode_file("bad", "steps:\n  a:\n    docker:\n      - --context\n");
+    sandbox
+        .plan("bad", &[])
+        .fails_with(CONFIG)
+        .says("--context")
+        .says("subcommand")
+        .points_at("host_base_bad.yaml", 4, 9);
+    sandbox
+        .plan("bad", &["--context", "other"])
+        .fails_with(CONFIG)
+        .points_at("host_base_bad.yaml", 4, 9);
+}
+
+/// A timeout this large overflowed `Instant + Duration` when the daemon started.
+#[test]
+fn ready_timeout_beyond_a_day_is_located() {
+    let sandbox = Sandbox::new();
+    for timeout in ["18446744073709551615", "86401"] {
+        sandbox.mode_file(
+            "bad",
+            format!(
+                "steps:\n  a:\n    docker: [run, --name=x, img]\n    ready:\n      timeout: {timeout}\n"
+            ),
+        );
+        sandbox
+            .plan("bad", &[])
+            .fails_with(CONFIG)
+            .says("timeout")
+            .says("day")
+            .points_at("host_base_bad.yaml", 5, 16);
+    }
+}
+
+#[test]
+fn ready_tcp_must_be_host_and_port() {
+    let sandbox = Sandbox::new();
+    for tcp in [
+        "localhost",
+        "host:99999",
+        "host:",
+        ":80",
+        "0",
+        "a b:80",
+        "::1:80",
+    ] {
+        sandbox.mode_file(
+            "bad",
+            format!(
+                "steps:\n  a:\n    docker: [run, --name=x, img]\n    ready:\n      tcp: \"{tcp}\"\n"
+            ),
+        );
+        sandbox
+            .plan("bad", &[])
+            .fails_with(CONFIG)
+            .says(tcp)
+            .says("host:port")
+            .points_at("host_base_bad.yaml", 5, 12);
+    }
+    for tcp in ["8000", "127.0.0.1:8000", "[::1]:8000", "db.local:5432"] {
+        sandbox.mode_file(
+            "good",
+            format!(
+                "steps:\n  a:\n    docker: [run, --name=x, img]\n    ready:\n      tcp: \"{tcp}\"\n"
+            ),
+        );
+        sandbox.plan("good", &[]).succeeds();
+    }
+}
+
+#[test]
+fn splat_of_a_map_is_located() {
+    let sandbox = Sandbox::new();
+    sandbox.mode_file(
+        "bad",
+        "steps:\n  a:\n    docker:\n      - run\n      - {splat: \"{'a': 1}\"}\n",
+    );
+    sandbox
+        .plan("bad", &[])
+        .fails_with(CONFIG)
+        .says("splat")
+        .says("map")
+        .points_at("host_base_bad.yaml", 5, 9);
+}
+
+/// Only strings and numbers become arguments; a list would be printed as `[1]`, none as `none`.
+#[test]
+fn splat_items_that_are_not_text_are_located() {
+    let sandbox = Sandbox::new();
+    for (items, kind) in [
+        ("['a', [1]]", "seq"),
+        ("[{'a': 1}]", "map"),
+        ("['a', none]", "none"),
+        ("[true]", "bool"),
+    ] {
+        sandbox.mode_file(
+            "bad",
+            format!("steps:\n  a:\n    docker:\n      - run\n      - {{splat: \"{items}\"}}\n"),
+        );
+        sandbox
+            .plan("bad", &[])
+            .fails_with(CONFIG)
+            .says("splat item")
+            .says(kind)
+            .points_at("host_base_bad.yaml", 5, 9);
+    }
+}
+
+#[test]
+fn done_with_two_kinds_one_null() {
+    let sandbox = Sandbox::new();
+    sandbox.mode_file(
+        "bad",
+        "steps:\n  a:\n    docker: [info]\n    done: {image: x, volume: null}\n",
+    );
+    sandbox
+        .plan("bad", &[])
+        .fails_with(CONFIG)
+        .says("`done` takes exactly one")
+        .points_at_one_of(&[("host_base_bad.yaml", 4, 5), ("host_base_bad.yaml", 4, 11)]);
+    sandbox.mode_file(
+        "bad",
+        "steps:\n  a:\n    docker: [info]\n    done:\n      volume: ~\n",
+    );
+    sandbox
+        .plan("bad", &[])
+        .fails_with(CONFIG)
+        .says("done.volume")
+        .points_at("host_base_bad.yaml", 5, 15);
+}
+
+#[test]
+fn step_ids_that_are_not_names_are_located() {
+    let sandbox = Sandbox::new();
+    for id in ["\"a.b\"", "\"\"", "\"a\\u0001b\"", "\"a\\tb\"", "\"a b\""] {
+        sandbox.mode_file(
+            "bad",
+            format!("steps:\n  ok:\n    docker: [info]\n  {id}:\n    docker: [info]\n"),
+        );
+        sandbox
+            .plan("bad", &[])
+            .fails_with(CONFIG)
+            .says("step id")
+            .points_at("host_base_bad.yaml", 4, 3);
+    }
+}
+
+#[test]
+fn empty_base_image_is_usage_error() {
+    let sandbox = Sandbox::new();
+    sandbox.mode_file("good", GOOD_STEP);
+    sandbox
+        .plan("good", &["--set", "base_image="])
+        .fails_with(USAGE)
+        .says("base_image");
+}
+
+/// `--set range=1` would make every `range(…)` in a template fail with a confusing message.
+#[test]
+fn set_of_a_template_function_is_usage_error() {
+    let sandbox = Sandbox::new();
+    sandbox.mode_file("good", GOOD_STEP);
+    for name in ["getenv", "range", "dict", "namespace", "debug"] {
+        sandbox
+            .plan("good", &["--set", &format!("{name}=1")])
+            .fails_with(USAGE)
+            .says(&format!("`{name}`"))
+            .says("function");
+    }
+}
+
+#[test]
+fn vars_of_a_template_function_is_located() {
+    let sandbox = Sandbox::new();
+    sandbox.mode_file(
+        "bad",
+        "vars:\n  getenv: x\nsteps:\n  a:\n    docker: [info]\n",
+    );
+    sandbox
+        .plan("bad", &[])
+        .fails_with(CONFIG)
+        .says("`getenv`")
+        .points_at("host_base_bad.yaml", 2, 3);
+}

@@ -650,3 +650,26 @@ fn context_reaches_every_docker_call() {
         assert_eq!(&call[..3], ["docker", "--context", "remote"], "{call:?}");
     }
 }
+
+/// `std::env::vars` panicked (exit 101) on a variable that is not UTF-8; such a variable is left
+/// out of `env` and everything else works.
+#[test]
+fn a_non_utf8_environment_variable_is_left_out() {
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+    let sandbox = Sandbox::new();
+    let output = sandbox
+        .fake_docker()
+        .env(
+            OsStr::from_bytes(b"HC_BAD_VALUE"),
+            OsStr::from_bytes(b"\xff\xfe"),
+        )
+        .env(OsStr::from_bytes(b"HC_BAD_\xff"), "x")
+        .args(["--plan", "--offline", "--format", "json"])
+        .args(["python", "minimal", "single"])
+        .output()
+        .expect("run");
+    expect_code(&output, 0);
+    let plan: Value = serde_json::from_slice(&output.stdout).expect("plan JSON");
+    assert_eq!(plan["mode"], "single");
+}
