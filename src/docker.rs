@@ -71,6 +71,47 @@ pub fn classify(stderr: &str) -> Option<Kind> {
     }
 }
 
+/// Lines of docker's output that say nothing about the user's build: the legacy builder's
+/// deprecation banner, and the LABEL steps that the `--label` options of our builds add (one
+/// step of four lines per label).
+#[derive(Debug, Default)]
+pub struct Noise {
+    skipping: Option<Skipping>,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Skipping {
+    Banner,
+    LabelStep,
+}
+
+impl Noise {
+    pub fn is_noise(&mut self, line: &[u8]) -> bool {
+        let line = String::from_utf8_lossy(line);
+        let line = line.trim_end();
+        match self.skipping {
+            Some(Skipping::Banner) if line.starts_with(char::is_whitespace) => return true,
+            Some(Skipping::Banner) if line.is_empty() => {
+                self.skipping = None;
+                return true;
+            }
+            Some(Skipping::LabelStep)
+                if line.starts_with(" ---> ")
+                    || line.starts_with("Removing intermediate container ") =>
+            {
+                return true
+            }
+            _ => self.skipping = None,
+        }
+        if line.starts_with("DEPRECATED: The legacy builder is deprecated") {
+            self.skipping = Some(Skipping::Banner);
+        } else if line.starts_with("Step ") && line.contains(&format!(" : LABEL {LABEL_PREFIX}.")) {
+            self.skipping = Some(Skipping::LabelStep);
+        }
+        self.skipping.is_some()
+    }
+}
+
 /// An object found by the probe.
 #[derive(Debug, Clone, Default)]
 pub struct Object {
@@ -235,6 +276,42 @@ pub fn inspect(head: &[String], names: &[String]) -> anyhow::Result<HashMap<Stri
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn build_noise_is_recognised() {
+        let output = "\
+DEPRECATED: The legacy builder is deprecated and will be removed in a future release.
+            Install the buildx component to build images with BuildKit:
+            https://docs.docker.com/go/buildx/
+
+Sending build context to Docker daemon  2.048kB
+Step 1/3 : FROM base
+ ---> 19c0788f6865
+Step 2/3 : LABEL org.docker-meta.host_container.language=python
+ ---> Running in 87a75891fbc9
+Removing intermediate container 87a75891fbc9
+ ---> 5ef566f935eb
+Step 3/3 : LABEL org.docker-meta.host_container.step=init.image
+ ---> Running in cb529277218a
+Removing intermediate container cb529277218a
+ ---> 295dc1dcd953
+Successfully built 295dc1dcd953
+";
+        let mut noise = Noise::default();
+        let kept: Vec<&str> = output
+            .lines()
+            .filter(|line| !noise.is_noise(line.as_bytes()))
+            .collect();
+        assert_eq!(
+            kept,
+            [
+                "Sending build context to Docker daemon  2.048kB",
+                "Step 1/3 : FROM base",
+                " ---> 19c0788f6865",
+                "Successfully built 295dc1dcd953"
+            ]
+        );
+    }
 
     #[test]
     fn image_names_normalize_like_repo_tags() {

@@ -219,12 +219,22 @@ fn finish(plan: &Plan, outcomes: &[Outcome]) -> anyhow::Result<u8> {
             failure.tail.join("\n      ")
         ));
     }
-    let blocked = outcomes
+    if failure.kind == Kind::BaseImageMissing {
+        error = error.note(
+            "pick a base image the engine has with `--set base_image=IMAGE` or \
+             HOST_CONTAINER_BASE_IMAGE=IMAGE; scripts/debian-base-image.sh IMAGE builds one from \
+             Debian packages",
+        );
+    }
+    let blocked: Vec<&str> = plan
+        .steps
         .iter()
-        .filter(|o| matches!(o, Outcome::Blocked(_)))
-        .count();
-    if blocked > 0 {
-        error = error.note(format!("{blocked} step(s) that depend on it did not run"));
+        .zip(outcomes)
+        .filter(|(_, o)| matches!(o, Outcome::Blocked(_)))
+        .map(|(step, _)| step.id.as_str())
+        .collect();
+    if !blocked.is_empty() {
+        error = error.note(format!("did not run: {}", blocked.join(", ")));
     }
     Err(error.into())
 }
@@ -643,7 +653,7 @@ fn run_main(step: &Step, pids: &Running, collect: bool) -> Result<MainResult, Fa
                 Vec::from(kept)
             })
         });
-        let tail = copy_lines(reader, |line| {
+        let tail = copy_lines(reader, None, |line| {
             let mut stderr = std::io::stderr().lock();
             let _ = stderr.write_all(line);
         });
@@ -663,7 +673,7 @@ fn run_main(step: &Step, pids: &Running, collect: bool) -> Result<MainResult, Fa
     set_pids(reader.pids());
     let prefix = format!("[{}] ", step.id);
     let quiet = step.output == Output::Quiet;
-    let tail = copy_lines(&reader, |line| {
+    let tail = copy_lines(&reader, Some(docker::Noise::default()), |line| {
         if !quiet {
             let mut stderr = std::io::stderr().lock();
             let _ = stderr.write_all(prefix.as_bytes());
@@ -678,8 +688,13 @@ fn run_main(step: &Step, pids: &Running, collect: bool) -> Result<MainResult, Fa
     Ok((code, tail, Vec::new()))
 }
 
-/// Copies `reader` line by line to `sink`, keeping the last lines (lossily decoded).
-fn copy_lines(reader: impl Read, mut sink: impl FnMut(&[u8])) -> Vec<String> {
+/// Copies `reader` line by line to `sink`, keeping the last lines (lossily decoded). Docker's
+/// own output passes `noise`, whose lines reach neither.
+fn copy_lines(
+    reader: impl Read,
+    mut noise: Option<docker::Noise>,
+    mut sink: impl FnMut(&[u8]),
+) -> Vec<String> {
     let mut reader = BufReader::new(reader);
     let mut tail: VecDeque<String> = VecDeque::with_capacity(TAIL_LINES);
     let mut line = Vec::new();
@@ -689,6 +704,10 @@ fn copy_lines(reader: impl Read, mut sink: impl FnMut(&[u8])) -> Vec<String> {
         }
         if !line.ends_with(b"\n") {
             line.push(b'\n');
+        }
+        if noise.as_mut().is_some_and(|n| n.is_noise(&line)) {
+            line.clear();
+            continue;
         }
         sink(&line);
         if tail.len() == TAIL_LINES {
@@ -896,7 +915,7 @@ mod tests {
     #[test]
     fn keeps_only_the_tail() {
         let text: String = (0..50).map(|i| format!("line {i}\n")).collect();
-        let tail = copy_lines(text.as_bytes(), |_| {});
+        let tail = copy_lines(text.as_bytes(), None, |_| {});
         assert_eq!(tail.len(), TAIL_LINES);
         assert_eq!(tail.last().map(String::as_str), Some("line 49"));
     }

@@ -24,6 +24,7 @@ pub mod print;
 pub mod state;
 pub mod template;
 pub mod validate;
+pub mod variant;
 pub mod yaml;
 
 use std::io::Write;

@@ -364,7 +364,9 @@ fn base_context(
         let relative = Path::new(&invocation.language)
             .join(kind)
             .join(&invocation.variant);
-        if let Some(dir) = layers.merged_dir(&relative)? {
+        let dir = layers.merged_dir(&relative)?;
+        // An absent part still has a path, so the plan compiles and `variant::check` names it.
+        if let Some(dir) = dir.or_else(|| crate::variant::absent_dir(layers, &relative)) {
             paths.insert(key.into(), json!(dir.display().to_string()));
         }
     }
@@ -814,6 +816,10 @@ impl Compiler<'_> {
             }
         }
 
+        if let Some(serde_json::Value::Object(paths)) = self.base_context.get("paths") {
+            let (language, variant) = (&invocation.language, &invocation.variant);
+            crate::variant::check(&steps, paths, self.layers, language, variant)?;
+        }
         // Edges point from a need to the step that needs it.
         let mut graph: DiGraph<usize, Option<(usize, usize)>> = DiGraph::new();
         let nodes: Vec<NodeIndex> = (0..steps.len()).map(|i| graph.add_node(i)).collect();

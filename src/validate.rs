@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 use std::fs;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use indexmap::IndexMap;
 use minijinja::Environment;
@@ -15,31 +15,90 @@ use crate::plan::BUILTINS;
 use crate::template::FUNCTIONS;
 use crate::yaml::Document;
 
+/// The layers, then a tree of languages and their variants, then every mode once with the layer
+/// it comes from (and the variants it is limited to, when a file is not the one for all).
 pub fn list(layers: &Layers) -> String {
     let mut out = String::from("layers (lowest first):\n");
     for layer in layers.layers() {
         let _ = writeln!(out, "  {:<12} {}", layer.name, layer.root.display());
     }
+    // Each mode file with the variants it serves, in name order then layer order.
+    let mut files: IndexMap<(String, PathBuf), (crate::config::Found, Vec<String>)> =
+        IndexMap::new();
+    let mut all_variants = Vec::new();
+    out.push_str("\nlanguages and variants:\n");
     for language in layers.languages() {
-        let _ = writeln!(out, "\n{language}");
-        for variant in layers.variants(&language) {
-            let _ = writeln!(out, "  {variant}");
+        let _ = writeln!(out, "  {language}");
+        let variants = layers.variants(&language);
+        let width = variants.iter().map(String::len).max().unwrap_or(0);
+        for variant in variants {
+            let description = variant_description(layers, &language, &variant);
+            let _ = writeln!(out, "    {variant:<width$}  {description}");
             for mode in layers.modes(&language, &variant) {
-                let Some(found) = layers.mode_file(&language, &variant, &mode) else {
-                    continue;
-                };
-                let description = match fs::read(&found.path)
-                    .map_err(anyhow::Error::from)
-                    .and_then(|bytes| mode::load(&found.path, &bytes))
-                {
-                    Ok(document) => document.value.description.trim().to_owned(),
-                    Err(_) => format!("(invalid: run --validate {})", found.path.display()),
-                };
-                let _ = writeln!(out, "    {mode:<10} {description}  [{}]", found.layer);
+                if let Some(found) = layers.mode_file(&language, &variant, &mode) {
+                    let key = (mode, found.path.clone());
+                    let entry = files.entry(key).or_insert((found, Vec::new()));
+                    entry.1.push(format!("{language} {variant}"));
+                }
             }
+            all_variants.push(format!("{language} {variant}"));
         }
     }
+    files.sort_keys();
+    out.push_str("\nmodes:\n");
+    let width = files.keys().map(|(mode, _)| mode.len()).max().unwrap_or(0);
+    for ((mode, _), (found, serves)) in &files {
+        let _ = write!(
+            out,
+            "  {mode:<width$}  {}  [{}",
+            mode_description(&found.path),
+            found.layer
+        );
+        if serves.len() < all_variants.len() {
+            let _ = write!(out, "; {}", serves.join(", "));
+        }
+        out.push_str("]\n");
+    }
     out
+}
+
+/// A mode file's `description`, or how to learn why it cannot be read.
+pub fn mode_description(path: &Path) -> String {
+    match fs::read(path)
+        .map_err(anyhow::Error::from)
+        .and_then(|bytes| mode::load(path, &bytes))
+    {
+        Ok(document) => document.value.description.trim().to_owned(),
+        Err(_) => format!("(invalid: run --validate {})", path.display()),
+    }
+}
+
+/// The label `org.opencontainers.image.description` (or `description`) of the variant's
+/// Dockerfile, which `docker inspect` shows on the image too.
+pub fn variant_description(layers: &Layers, language: &str, variant: &str) -> String {
+    let dockerfile = Path::new(language)
+        .join("services")
+        .join(variant)
+        .join("Dockerfile");
+    let Some(found) = layers.find(&dockerfile) else {
+        return "(no Dockerfile)".into();
+    };
+    let text = fs::read_to_string(&found.path).unwrap_or_default();
+    // A LABEL instruction may continue over lines ending in a backslash.
+    text.replace("\\\n", " ")
+        .lines()
+        .map(str::trim)
+        .filter(|line| line.starts_with("LABEL "))
+        .find_map(|line| label_value(line.split_once("description=")?.1))
+        .unwrap_or_default()
+}
+
+/// The value at the start of `rest`: a double-quoted string or a bare word.
+fn label_value(rest: &str) -> Option<String> {
+    match rest.strip_prefix('"') {
+        Some(quoted) => quoted.split_once('"').map(|(value, _)| value.to_owned()),
+        None => rest.split_whitespace().next().map(str::to_owned),
+    }
 }
 
 /// Checks each file: YAML, types, keys, `needs`, template syntax, and that every variable a

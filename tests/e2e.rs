@@ -591,7 +591,21 @@ fn a_missing_base_image_has_its_own_exit_code() {
         "init",
     ]);
     expect_code(&output, 69);
-    assert!(stderr(&output).contains("hc-test-no-such-base:none is not present"));
+    let text = stderr(&output);
+    assert!(text.contains("hc-test-no-such-base:none is not present"));
+    for hint in [
+        "--set base_image=IMAGE",
+        "HOST_CONTAINER_BASE_IMAGE=IMAGE",
+        "scripts/debian-base-image.sh",
+    ] {
+        assert!(text.contains(hint), "no hint {hint}:\n{text}");
+    }
+    // Docker's own banner is noise, in the live output and in the tail alike.
+    assert!(!text.contains("DEPRECATED"), "{text}");
+    assert!(
+        text.contains("did not run: init.volume, init.virtualenv"),
+        "{text}"
+    );
     instance.finish();
 }
 
