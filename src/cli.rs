@@ -182,6 +182,29 @@ pub fn check_name(what: &str, name: &str) -> anyhow::Result<()> {
     }
 }
 
+/// A mode is a name that picks `host_base_<MODE>.yaml`, never a path: `x/../../evil` must not
+/// reach a file outside the layers.
+pub fn check_mode_name(mode: &str) -> anyhow::Result<()> {
+    let valid = !mode.is_empty()
+        && mode.len() <= 64
+        && mode.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && mode
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
+    if valid {
+        Ok(())
+    } else {
+        fail(
+            Kind::Usage,
+            format!(
+                "mode `{}` is not a valid name: use letters, digits, `_`, `.` and `-`, starting \
+                 with a letter or digit",
+                mode.escape_debug()
+            ),
+        )
+    }
+}
+
 pub fn parse_sets(sets: &[String]) -> anyhow::Result<IndexMap<String, String>> {
     let mut parsed = IndexMap::new();
     for set in sets {
@@ -241,6 +264,7 @@ impl Invocation {
         check_name("language", &language)?;
         check_name("variant", &variant)?;
         check_name("instance", &args.instance)?;
+        check_mode_name(&mode)?;
         let env = environment();
         let sets = parse_sets(&args.sets)?;
         // SAFETY: getuid/getgid cannot fail and touch no memory of ours.
@@ -352,6 +376,9 @@ mod tests {
         assert!(check_name("instance", "ci-1.a_b").is_ok());
         assert!(check_name("instance", "Bad").is_err());
         assert!(check_name("instance", "-x").is_err());
+        assert!(check_mode_name("init").is_ok());
+        assert!(check_mode_name("x/../../elsewhere/evil").is_err());
+        assert!(check_mode_name("..").is_err());
         assert!(parse_sets(&["port=80".into()]).is_ok());
         assert!(parse_sets(&["port".into()]).is_err());
         assert!(parse_sets(&["a-b=1".into()]).is_err());

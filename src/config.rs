@@ -7,7 +7,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
@@ -15,6 +15,7 @@ use include_dir::{include_dir, Dir};
 use sha2::{Digest, Sha256};
 
 use crate::error::{fail, Error, Kind};
+use crate::safe_fs;
 
 /// The shipped configuration, so that `cargo install` alone gives a working tool.
 static BUILTIN: Dir<'static> = include_dir!("$CARGO_MANIFEST_DIR/etc/docker_meta/host_container");
@@ -68,6 +69,7 @@ impl Layers {
         installdir: Option<&Path>,
         cache_dir: PathBuf,
     ) -> anyhow::Result<Layers> {
+        safe_fs::private_dir(&cache_dir)?;
         let mut layers = vec![Layer {
             name: "builtin".into(),
             root: materialize_builtin(&cache_dir)?,
@@ -197,17 +199,17 @@ impl Layers {
     /// the same relative path. When one layer provides every file, that layer's directory is used
     /// as it is; otherwise the union is materialized once into the cache, keyed by content.
     pub fn merged_dir(&self, relative: &Path) -> anyhow::Result<Option<PathBuf>> {
-        let mut files: BTreeMap<PathBuf, (usize, PathBuf)> = BTreeMap::new();
+        let mut files: BTreeMap<PathBuf, (usize, PathBuf, Node)> = BTreeMap::new();
         for (index, layer) in self.layers.iter().enumerate() {
             let root = layer.root.join(relative);
             if root.is_dir() {
-                for file in walk_files(&root)? {
+                for (file, node) in walk(&root)? {
                     let inner = file.strip_prefix(&root).unwrap_or(&file).to_owned();
-                    files.insert(inner, (index, file));
+                    files.insert(inner, (index, file, node));
                 }
             }
         }
-        let contributing: BTreeSet<usize> = files.values().map(|(index, _)| *index).collect();
+        let contributing: BTreeSet<usize> = files.values().map(|(index, ..)| *index).collect();
         match contributing.len() {
             0 => Ok(self
                 .layers
@@ -220,17 +222,11 @@ impl Layers {
                 Ok(Some(self.layers[index].root.join(relative)))
             }
             _ => {
-                let mut entries = Vec::new();
-                for (inner, (_, path)) in &files {
-                    let bytes =
-                        fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-                    entries.push((inner.clone(), bytes, is_executable(path)));
-                }
-                let hash = content_hash(
-                    entries
-                        .iter()
-                        .map(|(p, b, x)| (p.to_string_lossy().into_owned(), b.as_slice(), *x)),
-                );
+                let entries: Vec<TreeEntry> = files
+                    .into_iter()
+                    .map(|(relative, (_, path, node))| TreeEntry::from_node(relative, path, node))
+                    .collect();
+                let hash = content_hash(&entries)?;
                 let target = self.cache_dir.join(format!("merged-{}", &hash[..16]));
                 write_tree_once(&target, &entries)?;
                 Ok(Some(target))
@@ -252,23 +248,43 @@ fn entries(dir: &Path) -> Vec<String> {
     names
 }
 
-/// Every file below `root`, sorted, following no symlinked directories.
-pub fn walk_files(root: &Path) -> anyhow::Result<Vec<PathBuf>> {
-    let mut files = Vec::new();
+/// What a walk of a layer or input directory found at one path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Node {
+    /// A regular file and its permission bits.
+    File(u32),
+    /// A symlink and what it points to. It is never followed: a link to `/` in a layer must not
+    /// make us walk, hash or copy the whole machine. Copies keep it as a link.
+    Link(PathBuf),
+}
+
+/// Every file and symlink below `root`, sorted. Symlinks are not followed; FIFOs, devices and
+/// sockets are refused with their path (reading them would block or never end).
+pub fn walk(root: &Path) -> anyhow::Result<Vec<(PathBuf, Node)>> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut found = Vec::new();
     let mut pending = vec![root.to_owned()];
     while let Some(dir) = pending.pop() {
         for entry in fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))? {
-            let entry = entry?;
-            // Follows symlinks, as docker and bind mounts do.
-            if entry.path().is_dir() {
-                pending.push(entry.path());
+            let path = entry?.path();
+            let metadata = fs::symlink_metadata(&path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            let kind = metadata.file_type();
+            if kind.is_dir() {
+                pending.push(path);
+            } else if kind.is_file() {
+                found.push((path, Node::File(metadata.permissions().mode() & 0o777)));
+            } else if kind.is_symlink() {
+                let target =
+                    fs::read_link(&path).with_context(|| format!("reading {}", path.display()))?;
+                found.push((path, Node::Link(target)));
             } else {
-                files.push(entry.path());
+                return Err(safe_fs::not_regular(&path, &metadata).into());
             }
         }
     }
-    files.sort();
-    Ok(files)
+    found.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(found)
 }
 
 pub fn is_executable(path: &Path) -> bool {
@@ -276,16 +292,83 @@ pub fn is_executable(path: &Path) -> bool {
     fs::metadata(path).is_ok_and(|m| m.permissions().mode() & 0o111 != 0)
 }
 
-fn content_hash<'a>(entries: impl Iterator<Item = (String, &'a [u8], bool)>) -> String {
+/// Where the bytes of a materialized file come from.
+enum Source {
+    Embedded(&'static [u8]),
+    File(PathBuf),
+    Link(PathBuf),
+}
+
+/// One file of a tree written into the cache: its relative path, content and permission bits
+/// (kept as they were: a 0600 `pip.conf` stays 0600).
+struct TreeEntry {
+    relative: PathBuf,
+    source: Source,
+    mode: u32,
+}
+
+impl TreeEntry {
+    fn from_node(relative: PathBuf, path: PathBuf, node: Node) -> TreeEntry {
+        match node {
+            Node::File(mode) => TreeEntry {
+                relative,
+                source: Source::File(path),
+                mode,
+            },
+            Node::Link(target) => TreeEntry {
+                relative,
+                source: Source::Link(target),
+                mode: 0o777,
+            },
+        }
+    }
+}
+
+/// Hashes a regular file's length and bytes as it reads them, so an input of any size costs
+/// constant memory.
+pub fn hash_file(hasher: &mut Sha256, path: &Path) -> anyhow::Result<()> {
+    let (file, metadata) = safe_fs::open_regular(path)?;
+    let len = metadata.len();
+    hasher.update(len.to_le_bytes());
+    let copied = std::io::copy(&mut file.take(len), hasher)
+        .with_context(|| format!("reading {}", path.display()))?;
+    if copied != len {
+        return Err(Error::new(
+            Kind::Io,
+            format!("{} changed while it was read", path.display()),
+        )
+        .into());
+    }
+    Ok(())
+}
+
+fn content_hash(entries: &[TreeEntry]) -> anyhow::Result<String> {
     let mut hasher = Sha256::new();
-    for (path, bytes, executable) in entries {
+    for entry in entries {
+        let path = entry.relative.to_string_lossy();
         hasher.update((path.len() as u64).to_le_bytes());
         hasher.update(path.as_bytes());
-        hasher.update((bytes.len() as u64).to_le_bytes());
-        hasher.update(bytes);
-        hasher.update([u8::from(executable)]);
+        match &entry.source {
+            Source::Embedded(bytes) => {
+                hasher.update((bytes.len() as u64).to_le_bytes());
+                hasher.update(bytes);
+            }
+            Source::File(file) => hash_file(&mut hasher, file)?,
+            Source::Link(target) => {
+                let target = target.as_os_str().as_encoded_bytes();
+                hasher.update(b"symlink\0");
+                hasher.update((target.len() as u64).to_le_bytes());
+                hasher.update(target);
+            }
+        }
+        hasher.update([u8::from(entry.mode & 0o111 != 0)]);
+        // The two usual modes hash as before permissions were kept, so existing cache
+        // directories (and the fingerprints that name them) stay valid.
+        if !matches!(entry.mode, 0o644 | 0o755) {
+            hasher.update(entry.mode.to_le_bytes());
+        }
     }
-    hex(&hasher.finalize())
+    Ok(hex(&hasher.finalize()))
 }
 
 pub fn hex(bytes: &[u8]) -> String {
@@ -304,39 +387,76 @@ fn builtin_is_executable(path: &Path) -> bool {
         && path.extension().is_none_or(|e| e != "txt")
 }
 
-fn builtin_entries() -> Vec<(PathBuf, Vec<u8>, bool)> {
+fn builtin_entries() -> Vec<TreeEntry> {
     let mut entries = Vec::new();
     let mut pending = vec![&BUILTIN];
     while let Some(dir) = pending.pop() {
         pending.extend(dir.dirs());
         for file in dir.files() {
             let path = file.path().to_owned();
-            let executable = builtin_is_executable(&path);
-            entries.push((path, file.contents().to_vec(), executable));
+            let mode = if builtin_is_executable(&path) {
+                0o755
+            } else {
+                0o644
+            };
+            entries.push(TreeEntry {
+                relative: path,
+                source: Source::Embedded(file.contents()),
+                mode,
+            });
         }
     }
-    entries.sort();
+    entries.sort_by(|a, b| a.relative.cmp(&b.relative));
     entries
 }
 
 /// Writes the embedded layer to `<cache>/builtin-<hash>` unless it is already there.
 fn materialize_builtin(cache_dir: &Path) -> anyhow::Result<PathBuf> {
     let entries = builtin_entries();
-    let hash = content_hash(
-        entries
-            .iter()
-            .map(|(p, b, x)| (p.to_string_lossy().into_owned(), b.as_slice(), *x)),
-    );
+    let hash = content_hash(&entries)?;
     let target = cache_dir.join(format!("builtin-{}", &hash[..16]));
     write_tree_once(&target, &entries)?;
     Ok(target)
 }
 
+/// Writes one entry below `staging`: files streamed with their own permission bits, symlinks as
+/// symlinks.
+fn write_entry(staging: &Path, entry: &TreeEntry) -> anyhow::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let path = staging.join(&entry.relative);
+    if let Some(dir) = path.parent() {
+        fs::create_dir_all(dir)?;
+    }
+    let create = || {
+        fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .with_context(|| format!("writing {}", path.display()))
+    };
+    match &entry.source {
+        Source::Link(target) => {
+            std::os::unix::fs::symlink(target, &path)
+                .with_context(|| format!("writing {}", path.display()))?;
+            return Ok(());
+        }
+        Source::Embedded(bytes) => create()?.write_all(bytes)?,
+        Source::File(from) => {
+            let (mut file, _) = safe_fs::open_regular(from)?;
+            std::io::copy(&mut file, &mut create()?)
+                .with_context(|| format!("copying {}", from.display()))?;
+        }
+    }
+    // Exactly the source's bits, whatever the umask says.
+    fs::set_permissions(&path, fs::Permissions::from_mode(entry.mode))?;
+    Ok(())
+}
+
 /// Writes `entries` below `target` through a temporary directory renamed into place, so a
 /// concurrent run or an interrupted one never sees half a tree. Content-keyed names mean an
-/// existing target is already right.
-fn write_tree_once(target: &Path, entries: &[(PathBuf, Vec<u8>, bool)]) -> anyhow::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
+/// existing target is already right (the cache directory is the user's own, checked).
+fn write_tree_once(target: &Path, entries: &[TreeEntry]) -> anyhow::Result<()> {
     if target.is_dir() {
         return Ok(());
     }
@@ -349,16 +469,8 @@ fn write_tree_once(target: &Path, entries: &[(PathBuf, Vec<u8>, bool)]) -> anyho
         std::process::id()
     ));
     let _ = fs::remove_dir_all(&staging);
-    for (relative, bytes, executable) in entries {
-        let path = staging.join(relative);
-        if let Some(dir) = path.parent() {
-            fs::create_dir_all(dir)?;
-        }
-        let mut file =
-            fs::File::create(&path).with_context(|| format!("writing {}", path.display()))?;
-        file.write_all(bytes)?;
-        let mode = if *executable { 0o755 } else { 0o644 };
-        fs::set_permissions(&path, fs::Permissions::from_mode(mode))?;
+    for entry in entries {
+        write_entry(&staging, entry)?;
     }
     match fs::rename(&staging, target) {
         Ok(()) => Ok(()),

@@ -111,7 +111,8 @@ impl Error {
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.message)?;
+        // Messages and notes quote docker's stderr and file contents: shown, never obeyed.
+        f.write_str(&crate::print::visible_lines(&self.message))?;
         if let Some(location) = &self.location {
             write!(f, "\n  --> {location}")?;
             if let Some(line) = &self.source_line {
@@ -129,7 +130,7 @@ impl fmt::Display for Error {
             }
         }
         for note in &self.notes {
-            write!(f, "\n  = {note}")?;
+            write!(f, "\n  = {}", crate::print::visible_lines(note))?;
         }
         Ok(())
     }

@@ -6,7 +6,7 @@
 //! lock is held, so concurrent invocations never initialize the same instance twice.
 
 use std::collections::VecDeque;
-use std::fs::{self, File};
+use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::PathBuf;
 use std::sync::mpsc::{self, Receiver, Sender};
@@ -23,6 +23,7 @@ use crate::junit;
 use crate::mode::Output;
 use crate::plan::{docker_head_len, Plan, Status, Step};
 use crate::print::command_line;
+use crate::safe_fs;
 use crate::state;
 
 /// How many lines of a failed step's output the error shows.
@@ -728,7 +729,6 @@ struct InstanceLock {
 
 impl InstanceLock {
     fn acquire(plan: &Plan, invocation: &Invocation) -> anyhow::Result<InstanceLock> {
-        use std::os::unix::fs::PermissionsExt;
         let mut key = Sha256::new();
         for part in [
             invocation
@@ -753,26 +753,16 @@ impl InstanceLock {
             key.update(part.as_bytes());
             key.update([0]);
         }
-        let dir = std::env::temp_dir().join("host_container-locks");
-        if !dir.is_dir() {
-            fs::create_dir_all(&dir)?;
-            // Shared by every user of the engine, like /tmp itself.
-            let _ = fs::set_permissions(&dir, fs::Permissions::from_mode(0o1777));
-        }
-        let path = dir.join(format!(
+        // Per user and private: a shared, world-writable lock directory let anyone plant a
+        // symlink there. Users sharing an engine are kept apart by the engine-side lock.
+        let path = safe_fs::lock_dir()?.join(format!(
             "{}-{}-{}-{}.lock",
             plan.language,
             plan.variant,
             plan.instance,
             &config::hex(&key.finalize())[..12]
         ));
-        let file = fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(|e| Error::new(Kind::Io, format!("opening lock {}: {e}", path.display())))?;
-        let _ = fs::set_permissions(&path, fs::Permissions::from_mode(0o666));
+        let file = safe_fs::open_lock_file(&path)?;
         if file.try_lock().is_err() {
             eprintln!(
                 "host_container: waiting for another host_container working on {} {} ({})",

@@ -21,6 +21,7 @@ pub mod junit;
 pub mod mode;
 pub mod plan;
 pub mod print;
+pub mod safe_fs;
 pub mod state;
 pub mod template;
 pub mod validate;
@@ -69,7 +70,8 @@ fn report(error: &anyhow::Error) {
             let _ = writeln!(stderr, "error: {own}");
         }
         None => {
-            let _ = writeln!(stderr, "error: {error:#}");
+            let text = format!("{error:#}");
+            let _ = writeln!(stderr, "error: {}", print::visible_lines(&text));
         }
     }
 }

@@ -9,7 +9,6 @@ use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use anyhow::Context as _;
 use indexmap::IndexMap;
 use minijinja::value::Value;
 use petgraph::graph::{DiGraph, NodeIndex};
@@ -431,8 +430,7 @@ impl Compiler<'_> {
             else {
                 return Ok(None);
             };
-            let bytes = fs::read(&found.path)
-                .with_context(|| format!("reading {}", found.path.display()))?;
+            let bytes = crate::safe_fs::read_limited(&found.path, crate::yaml::MAX_FILE_BYTES)?;
             let document = mode::load(&found.path, &bytes)?;
             self.loaded.insert(
                 name.to_owned(),
@@ -1224,22 +1222,31 @@ fn contains(haystack: &str, needle: &str) -> bool {
 }
 
 /// The content digest of an input: a file's bytes and executable bit, or every file below a
-/// directory with its relative path.
+/// directory with its relative path; symlinks inside a directory count by where they point and
+/// are not followed. Files are hashed as they are read, and only regular files are read.
 fn hash_input(path: &Path) -> anyhow::Result<Vec<u8>> {
     let metadata = fs::metadata(path).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let files: Vec<PathBuf> = if metadata.is_dir() {
-        config::walk_files(path)?
+    let files: Vec<(PathBuf, config::Node)> = if metadata.is_dir() {
+        config::walk(path)?
+    } else if metadata.is_file() {
+        vec![(path.to_owned(), config::Node::File(0))]
     } else {
-        vec![path.to_owned()]
+        return Err(crate::safe_fs::not_regular(path, &metadata).into());
     };
     let mut hasher = Sha256::new();
-    for file in files {
+    for (file, node) in files {
         let relative = file.strip_prefix(path).unwrap_or(Path::new(""));
-        let bytes = fs::read(&file).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
         hasher.update(relative.to_string_lossy().as_bytes());
-        hasher.update([0, u8::from(config::is_executable(&file))]);
-        hasher.update((bytes.len() as u64).to_le_bytes());
-        hasher.update(&bytes);
+        match node {
+            config::Node::File(_) => {
+                hasher.update([0, u8::from(config::is_executable(&file))]);
+                config::hash_file(&mut hasher, &file)?;
+            }
+            config::Node::Link(target) => {
+                hasher.update([0, 2]);
+                hasher.update(target.as_os_str().as_encoded_bytes());
+            }
+        }
     }
     Ok(hasher.finalize().to_vec())
 }

@@ -1,6 +1,7 @@
 //! Showing a plan: human text with copy-pasteable command lines, versioned JSON for CI and
 //! tools, and DOT for a picture of the graph. All three read the same `Plan` the executor runs.
 
+use std::borrow::Cow;
 use std::fmt::Write as _;
 
 use crate::cli::Format;
@@ -16,7 +17,58 @@ pub fn render(plan: &Plan, format: Format) -> String {
     }
 }
 
-/// `arg` quoted for a POSIX shell only when it needs it.
+/// Characters that change what a terminal shows rather than showing themselves: C0 and C1
+/// controls (carriage return, ANSI escapes) and the bidirectional overrides.
+fn is_hidden(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
+fn push_escaped(out: &mut String, c: char) {
+    match c {
+        '\r' => out.push_str("\\r"),
+        '\n' => out.push_str("\\n"),
+        '\t' => out.push_str("\\t"),
+        '\u{1b}' => out.push_str("\\e"),
+        c if u32::from(c) < 0x80 => {
+            let _ = write!(out, "\\x{:02x}", u32::from(c));
+        }
+        c => {
+            let _ = write!(out, "\\u{:04x}", u32::from(c));
+        }
+    }
+}
+
+fn escape(text: &str, keep_lines: bool) -> Cow<'_, str> {
+    let hidden = |c: char| is_hidden(c) && !(keep_lines && (c == '\n' || c == '\t'));
+    if !text.chars().any(hidden) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if hidden(c) {
+            push_escaped(&mut out, c);
+        } else {
+            out.push(c);
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// `text` with every control character written out (`\r`, `\e`, `\x07`), so what a plan or an
+/// error shows is what it says: a carriage return or an ANSI sequence can never hide a command.
+pub fn visible(text: &str) -> Cow<'_, str> {
+    escape(text, false)
+}
+
+/// Like `visible`, but line breaks and tabs stay: for multi-line messages such as the tail of
+/// docker's stderr in an error.
+pub fn visible_lines(text: &str) -> Cow<'_, str> {
+    escape(text, true)
+}
+
+/// `arg` quoted for a POSIX shell only when it needs it. Control characters are written in
+/// bash's `$'…'` form, which shows them and still pastes back as the same bytes.
 pub fn shell_quote(arg: &str) -> String {
     let plain = !arg.is_empty()
         && arg
@@ -24,6 +76,18 @@ pub fn shell_quote(arg: &str) -> String {
             .all(|c| c.is_ascii_alphanumeric() || "_@%+=:,./-".contains(c));
     if plain {
         arg.to_owned()
+    } else if arg.chars().any(is_hidden) {
+        let mut out = String::from("$'");
+        for c in arg.chars() {
+            match c {
+                '\\' => out.push_str("\\\\"),
+                '\'' => out.push_str("\\'"),
+                c if is_hidden(c) => push_escaped(&mut out, c),
+                c => out.push(c),
+            }
+        }
+        out.push('\'');
+        out
     } else {
         format!("'{}'", arg.replace('\'', r"'\''"))
     }
@@ -51,21 +115,32 @@ fn text(plan: &Plan) -> String {
         "# plan v{}: {} {} {} (instance {})",
         plan.version, plan.language, plan.variant, plan.mode, plan.instance
     );
-    let _ = writeln!(out, "# state: {}", plan.state);
+    let _ = writeln!(out, "# state: {}", visible(&plan.state));
     for decision in &plan.modes {
         let verdict = if decision.included { "in" } else { "out" };
         let _ = write!(
             out,
             "# mode {}: {verdict}, {}",
-            decision.name, decision.reason
+            visible(&decision.name),
+            visible(&decision.reason)
         );
         if let Some(source) = &decision.source {
-            let _ = write!(out, " [{}: {}]", source.layer, source.file);
+            let _ = write!(
+                out,
+                " [{}: {}]",
+                visible(&source.layer),
+                visible(&source.file)
+            );
         }
         out.push('\n');
     }
     for excluded in &plan.excluded_steps {
-        let _ = writeln!(out, "# step {}: out, {}", excluded.id, excluded.reason);
+        let _ = writeln!(
+            out,
+            "# step {}: out, {}",
+            visible(&excluded.id),
+            visible(&excluded.reason)
+        );
     }
     let total = plan.steps.len();
     for (index, step) in plan.steps.iter().enumerate() {
@@ -74,29 +149,33 @@ fn text(plan: &Plan) -> String {
             out,
             "[{}/{total}] {}: {} ({})",
             index + 1,
-            step.id,
+            visible(&step.id),
             status_word(step.status),
-            step.reason
+            visible(&step.reason)
         );
         if !step.description.is_empty() {
-            let _ = writeln!(out, "  {}", step.description.trim());
+            let _ = writeln!(out, "  {}", visible(step.description.trim()));
         }
         let _ = writeln!(
             out,
             "  source: {}:{} ({})",
-            step.source.file, step.source.line, step.source.layer
+            visible(&step.source.file),
+            step.source.line,
+            visible(&step.source.layer)
         );
         let needs = if step.needs.is_empty() {
             "-".to_owned()
         } else {
-            step.needs.join(", ")
+            visible(&step.needs.join(", ")).into_owned()
         };
         let _ = writeln!(out, "  needs: {needs}");
         if let Some(done) = &step.done {
             let _ = writeln!(
                 out,
                 "  done when: {} {} (fingerprint {})",
-                done.kind, done.name, step.fingerprint
+                visible(&done.kind),
+                visible(&done.name),
+                step.fingerprint
             );
         }
         if let Some(archive) = &step.archive {
@@ -110,7 +189,9 @@ fn text(plan: &Plan) -> String {
             let _ = writeln!(
                 out,
                 "  {verb}: volume {} {arrow} {} ({size}), manifest {}",
-                archive.volume, archive.archive, archive.manifest
+                visible(&archive.volume),
+                visible(&archive.archive),
+                visible(&archive.manifest)
             );
         }
         for before in &step.before {
@@ -152,7 +233,7 @@ pub fn check(plan: &Plan) -> String {
 }
 
 fn dot_escape(text: &str) -> String {
-    text.replace('\\', "\\\\").replace('"', "\\\"")
+    visible(text).replace('\\', "\\\\").replace('"', "\\\"")
 }
 
 fn dot(plan: &Plan) -> String {
@@ -202,5 +283,14 @@ mod tests {
         assert_eq!(shell_quote("it's"), r"'it'\''s'");
         assert_eq!(shell_quote("$(x)"), "'$(x)'");
         assert_eq!(shell_quote(""), "''");
+    }
+
+    #[test]
+    fn control_characters_are_shown_not_obeyed() {
+        assert_eq!(shell_quote("rm -rf ~\rls"), r"$'rm -rf ~\rls'");
+        assert_eq!(shell_quote("a\u{1b}[2Kb'\\"), r"$'a\e[2Kb\'\\'");
+        assert_eq!(visible("x\r\u{202e}y\u{7}"), r"x\r\u202ey\x07");
+        assert_eq!(visible_lines("a\n\tb\r"), "a\n\tb\\r");
+        assert!(matches!(visible("plain"), Cow::Borrowed(_)));
     }
 }

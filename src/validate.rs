@@ -2,7 +2,7 @@
 //! variants, modes and their descriptions) and `--validate FILE…` (is my mode file right?).
 
 use std::fmt::Write as _;
-use std::fs;
+
 use std::path::{Path, PathBuf};
 
 use indexmap::IndexMap;
@@ -64,10 +64,7 @@ pub fn list(layers: &Layers) -> String {
 
 /// A mode file's `description`, or how to learn why it cannot be read.
 pub fn mode_description(path: &Path) -> String {
-    match fs::read(path)
-        .map_err(anyhow::Error::from)
-        .and_then(|bytes| mode::load(path, &bytes))
-    {
+    match read_mode_file(path).and_then(|bytes| mode::load(path, &bytes)) {
         Ok(document) => document.value.description.trim().to_owned(),
         Err(_) => format!("(invalid: run --validate {})", path.display()),
     }
@@ -83,7 +80,8 @@ pub fn variant_description(layers: &Layers, language: &str, variant: &str) -> St
     let Some(found) = layers.find(&dockerfile) else {
         return "(no Dockerfile)".into();
     };
-    let text = fs::read_to_string(&found.path).unwrap_or_default();
+    let bytes = read_mode_file(&found.path).unwrap_or_default();
+    let text = String::from_utf8_lossy(&bytes);
     // A LABEL instruction may continue over lines ending in a backslash.
     text.replace("\\\n", " ")
         .lines()
@@ -101,6 +99,11 @@ fn label_value(rest: &str) -> Option<String> {
     }
 }
 
+/// A mode file's bytes: a regular file, read no further than a mode file may be long.
+fn read_mode_file(path: &Path) -> anyhow::Result<Vec<u8>> {
+    crate::safe_fs::read_limited(path, crate::yaml::MAX_FILE_BYTES)
+}
+
 /// Checks each file: YAML, types, keys, `needs`, template syntax, and that every variable a
 /// template uses exists (a built-in, a `vars` entry, or a `--set`).
 pub fn validate_files(
@@ -109,8 +112,7 @@ pub fn validate_files(
 ) -> anyhow::Result<String> {
     let mut out = String::new();
     for file in files {
-        let bytes = fs::read(file)
-            .map_err(|e| Error::new(Kind::Config, format!("{}: {e}", file.display())))?;
+        let bytes = read_mode_file(file)?;
         let document = mode::load(file, &bytes)?;
         check_templates(file, &document, sets)?;
         let _ = writeln!(

@@ -16,7 +16,7 @@ use crate::error::{did_you_mean, Error, Kind};
 
 /// Larger mode files are almost certainly a mistake (or an attack); 10,000 generated steps take
 /// about 1 MiB.
-const MAX_FILE_BYTES: usize = 16 << 20;
+pub const MAX_FILE_BYTES: usize = 16 << 20;
 /// Aliases are handy for sharing an argv fragment; thousands of them are a billion-laughs attack,
 /// which would make serde_yaml expand exponentially.
 const MAX_ALIASES: usize = 1_000;
