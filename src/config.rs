@@ -47,7 +47,7 @@ pub struct Layers {
 }
 
 /// Where host_container keeps materialized files: `$HOST_CONTAINER_CACHE_DIR`,
-/// `$XDG_CACHE_HOME/host_container`, `$HOME/.cache/host_container`, or a per-user temp dir.
+/// `$XDG_CACHE_HOME/host_container`, `$HOME/.cache/host_container`, or a per-user temp dir (all checked private, see `safe_fs`).
 pub fn cache_dir(env: &BTreeMap<String, String>, uid: u32) -> PathBuf {
     let non_empty = |key: &str| env.get(key).filter(|v| !v.is_empty());
     if let Some(dir) = non_empty("HOST_CONTAINER_CACHE_DIR") {
