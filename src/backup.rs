@@ -315,7 +315,11 @@ fn backup(
     }
     let mut inspect = head.to_vec();
     inspect.extend(["volume".into(), "inspect".into(), plan.volume.clone()]);
-    if docker::capture(&inspect)?.code != 0 {
+    let inspected = docker::capture(&inspect)?;
+    if let Some(error) = docker::unreachable(&inspected) {
+        return Err(error);
+    }
+    if inspected.code != 0 {
         return Err(Error::new(
             Kind::NotFound,
             format!(

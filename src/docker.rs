@@ -112,6 +112,28 @@ impl Noise {
     }
 }
 
+/// Whether the engine behind `head` (docker and its global options) answers at all.
+pub fn engine_answers(head: &[String]) -> bool {
+    let mut argv = head.to_vec();
+    argv.extend([
+        "version".into(),
+        "--format".into(),
+        "{{.Server.Version}}".into(),
+    ]);
+    capture(&argv).is_ok_and(|c| c.success())
+}
+
+/// The error for a docker call that failed because the engine did not answer, if that is why.
+pub fn unreachable(captured: &Captured) -> Option<anyhow::Error> {
+    (!captured.success() && classify(&captured.stderr) == Some(Kind::EngineUnreachable)).then(
+        || {
+            Error::new(Kind::EngineUnreachable, "the Docker engine did not answer")
+                .note(captured.stderr.trim().to_owned())
+                .into()
+        },
+    )
+}
+
 /// An object found by the probe.
 #[derive(Debug, Clone, Default)]
 pub struct Object {

@@ -8,7 +8,7 @@
 use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -104,7 +104,10 @@ type Running = Arc<Mutex<Vec<u32>>>;
 /// Runs the plan and returns the exit code.
 pub fn execute(mut plan: Plan, invocation: &Invocation, options: &Options) -> anyhow::Result<u8> {
     let (sender, events) = mpsc::channel();
-    let signals = listen_for_signals(sender.clone())?;
+    let signals = Interrupts::listen(sender.clone())?;
+    if let Some(path) = &options.junit {
+        junit_writable(path)?;
+    }
 
     let observed = state::probe(&plan)?;
     if let Some(conflict) = state::apply(&mut plan, &observed).into_iter().next() {
@@ -123,6 +126,7 @@ pub fn execute(mut plan: Plan, invocation: &Invocation, options: &Options) -> an
             return Err(conflict.into());
         }
         let stateful = stateful_closure(&plan);
+        signals.forward();
         let first = run_steps(&plan, &stateful, &mut outcomes, options, &sender, &events);
         drop(lock);
         match first {
@@ -134,6 +138,7 @@ pub fn execute(mut plan: Plan, invocation: &Invocation, options: &Options) -> an
         }
     } else {
         let all = vec![true; plan.steps.len()];
+        signals.forward();
         run_steps(&plan, &all, &mut outcomes, options, &sender, &events)
     };
     signals.close();
@@ -431,17 +436,72 @@ fn signal_all(pids: &Running, signal: i32) {
     }
 }
 
-fn listen_for_signals(sender: Sender<Event>) -> anyhow::Result<signal_hook::iterator::Handle> {
-    let mut signals = signal_hook::iterator::Signals::new([libc::SIGINT, libc::SIGTERM])?;
-    let handle = signals.handle();
-    std::thread::spawn(move || {
-        for signal in signals.forever() {
-            if sender.send(Event::Signal(signal)).is_err() {
-                break;
+/// Where Ctrl-C and SIGTERM go (just's interrupt handler). Until the first step starts nothing
+/// runs that would need stopping (a question or a wait for the lock is not a child), so the
+/// process exits at once with 130; from then on a signal is an event the run loop answers by
+/// stopping the running steps.
+struct Interrupts {
+    handle: signal_hook::iterator::Handle,
+    forwarding: Arc<Mutex<bool>>,
+}
+
+impl Interrupts {
+    fn listen(sender: Sender<Event>) -> anyhow::Result<Interrupts> {
+        let mut signals = signal_hook::iterator::Signals::new([libc::SIGINT, libc::SIGTERM])?;
+        let handle = signals.handle();
+        let forwarding = Arc::new(Mutex::new(false));
+        let shared = forwarding.clone();
+        std::thread::spawn(move || {
+            for signal in signals.forever() {
+                // Held while deciding, so `forward` cannot slip a step in between.
+                let forwarding = shared.lock().unwrap_or_else(|p| p.into_inner());
+                if !*forwarding {
+                    eprintln!("\nhost_container: interrupted: nothing was changed");
+                    std::process::exit(i32::from(Kind::Interrupted.exit_code()));
+                }
+                if sender.send(Event::Signal(signal)).is_err() {
+                    break;
+                }
             }
-        }
-    });
-    Ok(handle)
+        });
+        Ok(Interrupts { handle, forwarding })
+    }
+
+    /// From now on signals reach the run loop instead of ending the process.
+    fn forward(&self) {
+        *self.forwarding.lock().unwrap_or_else(|p| p.into_inner()) = true;
+    }
+
+    fn close(&self) {
+        self.handle.close();
+    }
+}
+
+/// Fails before anything runs when the JUnit report could not be written at the end.
+fn junit_writable(path: &Path) -> anyhow::Result<()> {
+    let fails = |e: std::io::Error| -> anyhow::Error {
+        Error::new(
+            Kind::Io,
+            format!("--junit {}: cannot write the report: {e}", path.display()),
+        )
+        .into()
+    };
+    if path.is_dir() {
+        return Err(fails(std::io::Error::from(
+            std::io::ErrorKind::IsADirectory,
+        )));
+    }
+    let existed = path.exists();
+    // Appending creates nothing new in an existing report; a file made only to try is removed.
+    std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(path)
+        .map_err(fails)?;
+    if !existed {
+        let _ = std::fs::remove_file(path);
+    }
+    Ok(())
 }
 
 /// Starts a step on its own thread; `collect` keeps a raw step's stdout for its test cases.
@@ -458,14 +518,37 @@ fn spawn_step(plan: &Plan, index: usize, pids: Running, sender: Sender<Event>, c
     }
     std::thread::spawn(move || {
         let started = Instant::now();
-        let result = run_step(&step, &pids, (&names.0, &names.1, &names.2), collect)
-            .map(|cases| (started.elapsed().as_secs_f64(), cases));
+        let result = guarded(&step.id, || {
+            run_step(&step, &pids, (&names.0, &names.1, &names.2), collect)
+        })
+        .map(|cases| (started.elapsed().as_secs_f64(), cases));
         let result = result.map_err(|mut failure| {
             failure.seconds = started.elapsed().as_secs_f64();
             failure
         });
         let _ = sender.send(Event::Finished(index, result));
     });
+}
+
+/// Runs a step's body so that a panic in it becomes the step's failure: the run loop waits for
+/// every started step to report, and a thread that died silently would make it wait forever.
+fn guarded(
+    id: &str,
+    body: impl FnOnce() -> Result<Vec<Case>, Failure>,
+) -> Result<Vec<Case>, Failure> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(body)).unwrap_or_else(|panic| {
+        let what = panic
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown cause".into());
+        Err(failure(
+            Kind::Io,
+            None,
+            format!("step `{id}`: internal error (a bug in host_container): {what}"),
+            Vec::new(),
+        ))
+    })
 }
 
 fn failure(kind: Kind, code: Option<i32>, message: String, tail: Vec<String>) -> Failure {
@@ -516,12 +599,18 @@ fn run_step(
         let tail_text = tail.join("\n");
         // A job's own stderr may say anything; only docker's own messages are classified.
         let is_job = step.output == Output::Raw || step.interactive;
-        let mut kind = if is_job {
-            Kind::StepFailed
-        } else {
-            docker::classify(&tail_text).unwrap_or(Kind::StepFailed)
-        };
+        let mut kind = docker::classify(&tail_text).unwrap_or(Kind::StepFailed);
+        if is_job && kind != Kind::StepFailed {
+            // The job may print anything; only an engine that really does not answer counts.
+            let head = &step.argv[..docker_head_len(&step.argv)];
+            if kind != Kind::EngineUnreachable || docker::engine_answers(head) {
+                kind = Kind::StepFailed;
+            }
+        }
         let mut message = match code {
+            _ if kind == Kind::EngineUnreachable => {
+                format!("step `{}`: the Docker engine did not answer", step.id)
+            }
             Some(code) => format!("step `{}` failed with exit code {code}", step.id),
             None => format!("step `{}` was killed by a signal", step.id),
         };
@@ -900,6 +989,16 @@ mod tests {
             container_name(&argv(&["docker", "build", "--name=y"])),
             None
         );
+    }
+
+    #[test]
+    fn a_panicking_step_fails_instead_of_vanishing() {
+        let result = guarded("m.s", || panic!("boom"));
+        let failure = result.expect_err("a panic is a failure");
+        assert_eq!(failure.kind, Kind::Io);
+        assert!(failure.message.contains("m.s"), "{}", failure.message);
+        assert!(failure.message.contains("boom"), "{}", failure.message);
+        assert!(guarded("m.s", || Ok(Vec::new())).is_ok());
     }
 
     #[test]

@@ -673,3 +673,230 @@ fn a_non_utf8_environment_variable_is_left_out() {
     let plan: Value = serde_json::from_slice(&output.stdout).expect("plan JSON");
     assert_eq!(plan["mode"], "single");
 }
+
+/// With the engine gone, these modes fail with the documented 68 rather than the docker CLI's
+/// own exit 1 (status, logs) or a "volume does not exist" (backup).
+#[test]
+fn engine_unreachable_is_68_for_backup_status_and_logs() {
+    let sandbox = Sandbox::new();
+    let socket = format!("unix://{}", sandbox.path("no-engine.sock").display());
+    for mode in ["backup", "status", "logs"] {
+        let output = sandbox
+            .command()
+            .env("DOCKER_HOST", &socket)
+            .env_remove("DOCKER_CONTEXT")
+            .args(["python", "minimal", mode])
+            .output()
+            .expect("run");
+        expect_code(&output, 68);
+        assert!(
+            stderr(&output).contains("did not answer"),
+            "{mode}: {}",
+            stderr(&output)
+        );
+    }
+}
+
+#[test]
+fn junit_to_an_unwritable_path_fails_before_the_job_runs() {
+    let sandbox = Sandbox::new();
+    let report = sandbox.path("no-such-dir/report.xml");
+    let output = sandbox
+        .fake_docker()
+        .arg("--junit")
+        .arg(&report)
+        .args(["python", "minimal", "single"])
+        .output()
+        .expect("run");
+    expect_code(&output, 74);
+    assert!(stderr(&output).contains("--junit"), "{}", stderr(&output));
+    assert!(
+        sandbox.docker_calls().is_empty(),
+        "{:?}",
+        sandbox.docker_calls()
+    );
+    // A writable path is left as it was until the report is written.
+    let output = sandbox
+        .fake_docker()
+        .arg("--junit")
+        .arg(sandbox.path("report.xml"))
+        .args(["python", "minimal", "status"])
+        .output()
+        .expect("run");
+    expect_code(&output, 0);
+    assert!(sandbox.path("report.xml").is_file());
+}
+
+/// Collects a child's stream in the background so a test can wait for a text to appear.
+struct Collected {
+    text: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+}
+
+impl Collected {
+    fn start(mut reader: impl std::io::Read + Send + 'static) -> Collected {
+        let text = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let shared = text.clone();
+        std::thread::spawn(move || {
+            let mut chunk = [0u8; 4096];
+            while let Ok(n) = reader.read(&mut chunk) {
+                if n == 0 {
+                    break;
+                }
+                shared.lock().expect("lock").extend_from_slice(&chunk[..n]);
+            }
+        });
+        Collected { text }
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.text.lock().expect("lock")).into_owned()
+    }
+
+    /// Polls until `needle` was written; false after `seconds`.
+    fn wait_for(&self, needle: &str, seconds: u64) -> bool {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(seconds);
+        while std::time::Instant::now() < deadline {
+            if self.text().contains(needle) {
+                return true;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        false
+    }
+}
+
+/// Waits up to `seconds` for the child to exit; kills it and returns None when it does not.
+fn exit_within(child: &mut std::process::Child, seconds: u64) -> Option<i32> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(seconds);
+    while std::time::Instant::now() < deadline {
+        if let Some(status) = child.try_wait().expect("wait") {
+            return status.code();
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    None
+}
+
+/// Ctrl-C at `[y/N]` used to be queued for a run loop that had not started: the question
+/// stayed on screen. It ends the process at once, changing nothing.
+#[test]
+fn ctrl_c_at_a_question_exits_at_once() {
+    use std::os::fd::FromRawFd;
+    let sandbox = Sandbox::new();
+    let (mut master, mut slave) = (0, 0);
+    // SAFETY: openpty writes two descriptors into the integers given; the rest may be null.
+    let opened = unsafe {
+        libc::openpty(
+            &mut master,
+            &mut slave,
+            std::ptr::null_mut(),
+            std::ptr::null(),
+            std::ptr::null(),
+        )
+    };
+    assert_eq!(opened, 0, "openpty");
+    // SAFETY: both descriptors were just opened and are owned here only.
+    let (master, slave) = unsafe {
+        (
+            std::fs::File::from_raw_fd(master),
+            std::process::Stdio::from(std::fs::File::from_raw_fd(slave)),
+        )
+    };
+    let mut child = sandbox
+        .fake_docker()
+        .args(["python", "minimal", "purge"])
+        .stdin(slave)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let err = Collected::start(child.stderr.take().expect("stderr"));
+    assert!(err.wait_for("[y/N]", 30), "no question: {}", err.text());
+    // SAFETY: kill(2) on the child we spawned.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
+    let code = exit_within(&mut child, 10);
+    drop(master);
+    assert_eq!(code, Some(130), "stderr: {}", err.text());
+    for call in sandbox.docker_calls() {
+        assert_eq!(
+            call[1], "inspect",
+            "a call after Ctrl-C at the question: {call:?}"
+        );
+    }
+}
+
+/// A docker that records calls like the fake one and blocks every call of mode `init` until
+/// `release` exists, so a run holds the instance lock for as long as a test needs.
+fn blocking_docker(sandbox: &Sandbox) {
+    let script = format!(
+        r#"#!/bin/sh
+for arg in "$@"; do printf '%s\0' "$arg" >> "$FAKE_DOCKER_LOG"; done
+printf '\001\n' >> "$FAKE_DOCKER_LOG"
+if [ "$1" = inspect ]; then printf '[]\n'; exit 1; fi
+case "$*" in
+  *host_container.mode=init*)
+    touch '{dir}/holding'
+    while [ ! -e '{dir}/release' ]; do sleep 0.05; done ;;
+esac
+exit 0
+"#,
+        dir = sandbox.path("").display()
+    );
+    let docker = sandbox.path("bin/docker");
+    fs::write(&docker, script).expect("blocking docker");
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(&docker, fs::Permissions::from_mode(0o755)).expect("chmod");
+}
+
+/// Ctrl-C while waiting for another run's instance lock exits at once, having run nothing.
+#[test]
+fn ctrl_c_while_waiting_for_the_lock_exits_at_once() {
+    let sandbox = Sandbox::new();
+    // `fake_docker` sets PATH and the log; the script itself is replaced before anything runs.
+    let mut holder = sandbox.fake_docker();
+    blocking_docker(&sandbox);
+    let path = holder
+        .get_envs()
+        .find(|(key, _)| *key == "PATH")
+        .and_then(|(_, value)| value.map(|v| v.to_owned()))
+        .expect("PATH");
+    let mut holder = holder
+        .args(["python", "minimal", "init"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn holder");
+    let holding = sandbox.path("holding");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !holding.exists() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let waiter_log = sandbox.path("waiter.log");
+    let mut waiter = sandbox
+        .command()
+        .env("PATH", &path)
+        .env("FAKE_DOCKER_LOG", &waiter_log)
+        .args(["python", "minimal", "init"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn waiter");
+    let err = Collected::start(waiter.stderr.take().expect("stderr"));
+    let waited = err.wait_for("waiting for another host_container", 30);
+    // SAFETY: kill(2) on the child we spawned.
+    unsafe { libc::kill(waiter.id() as libc::pid_t, libc::SIGINT) };
+    let code = exit_within(&mut waiter, 10);
+    fs::write(sandbox.path("release"), "").expect("release");
+    let holder_code = exit_within(&mut holder, 60);
+    assert!(holding.exists(), "the first run never held the lock");
+    assert!(waited, "the second run did not wait: {}", err.text());
+    assert_eq!(code, Some(130), "stderr: {}", err.text());
+    assert_eq!(holder_code, Some(0));
+    let log = fs::read(&waiter_log).unwrap_or_default();
+    let calls = String::from_utf8_lossy(&log);
+    for call in calls.split("\u{1}\n").filter(|c| !c.is_empty()) {
+        assert!(call.starts_with("inspect\0"), "the waiter ran {call:?}");
+    }
+}
