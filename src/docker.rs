@@ -1,5 +1,6 @@
 //! The one place that knows how the docker CLI behaves: running it for an answer, the batched
-//! state probe (`docker inspect` of many objects in one call), and reading its error messages.
+//! state probe (`docker inspect` of many objects in one call, or a few for huge plans), and
+//! reading its error messages.
 
 use std::collections::HashMap;
 use std::io::ErrorKind as IoErrorKind;
@@ -188,13 +189,35 @@ fn labels(value: Option<&Json>) -> HashMap<String, String> {
         .unwrap_or_default()
 }
 
-/// Inspects all `names` (images, volumes, containers) in one docker call. Returns the objects
-/// found, by the name asked for; missing names are simply absent.
+/// How many bytes of names one `docker inspect` may carry. Linux allows 2 MiB for a command
+/// line and its environment together (less with a small stack limit); a quarter of that keeps
+/// ordinary plans, even of thousands of steps, to one call.
+const MAX_INSPECT_BYTES: usize = 512 * 1024;
+
+/// Inspects all `names` (images, volumes, containers), in as few docker calls as the
+/// argument-length limit allows (one for any ordinary plan). Returns the objects found, by the
+/// name asked for; missing names are simply absent.
 pub fn inspect(head: &[String], names: &[String]) -> anyhow::Result<HashMap<String, Object>> {
     let mut found = HashMap::new();
-    if names.is_empty() {
-        return Ok(found);
+    let mut start = 0;
+    while start < names.len() {
+        let mut bytes = 0;
+        let mut end = start;
+        // Each argument also costs its terminating NUL and a pointer in argv.
+        while end < names.len()
+            && (end == start || bytes + names[end].len() + 9 <= MAX_INSPECT_BYTES)
+        {
+            bytes += names[end].len() + 9;
+            end += 1;
+        }
+        found.extend(inspect_batch(head, &names[start..end])?);
+        start = end;
     }
+    Ok(found)
+}
+
+fn inspect_batch(head: &[String], names: &[String]) -> anyhow::Result<HashMap<String, Object>> {
+    let mut found = HashMap::new();
     let mut argv = head.to_vec();
     argv.push("inspect".into());
     argv.extend(names.iter().cloned());

@@ -502,6 +502,7 @@ impl Compiler<'_> {
         let mut order = Vec::new();
         let mut stack = Vec::new();
         self.visit(&requested, None, &mut stack, &mut order)?;
+        self.check_qualified_needs()?;
         // Keep `loaded` in dependency order; modes left out by `when` stay out of it.
         let mut reordered = IndexMap::new();
         for name in order {
@@ -510,6 +511,79 @@ impl Compiler<'_> {
             }
         }
         self.loaded = reordered;
+        Ok(())
+    }
+
+    /// Every `mode.step` need of every loaded mode names a step that exists, even in a mode or a
+    /// step that `when` leaves out: a typo must not wait for the day the condition holds.
+    fn check_qualified_needs(&mut self) -> anyhow::Result<()> {
+        let mut qualified = Vec::new();
+        for (mode_name, mode) in &self.loaded {
+            for (step, spec) in &mode.document.value.steps {
+                for (index, need) in spec.needs.iter().enumerate() {
+                    if let Some((other, other_step)) = need.split_once('.') {
+                        qualified.push((
+                            mode_name.clone(),
+                            step.clone(),
+                            index,
+                            other.to_owned(),
+                            other_step.to_owned(),
+                        ));
+                    }
+                }
+            }
+        }
+        for (mode_name, step, index, other, other_step) in qualified {
+            let steps: Option<Vec<String>> = self
+                .load_mode(&other)?
+                .map(|m| m.document.value.steps.keys().cloned().collect());
+            if steps.as_ref().is_some_and(|s| s.contains(&other_step)) {
+                continue;
+            }
+            let mode = &self.loaded[&mode_name];
+            let index = index.to_string();
+            let need = format!("{other}.{other_step}");
+            let at = mode
+                .document
+                .positions()
+                .value(&["steps", &step, "needs", &index]);
+            let error = match steps {
+                None => {
+                    let modes = self
+                        .layers
+                        .modes(&self.invocation.language, &self.invocation.variant);
+                    let mut error = mode.error_at(
+                        Kind::Config,
+                        format!("step `{step}` needs `{need}`, but there is no mode `{other}`"),
+                        at,
+                    );
+                    if let Some(s) = did_you_mean(&other, modes.iter().map(String::as_str)) {
+                        error = error.note(format!("did you mean `{s}.{other_step}`?"));
+                    }
+                    error.note(format!("modes: {}", modes.join(", ")))
+                }
+                Some(steps) => {
+                    let mut error = mode.error_at(
+                        Kind::Config,
+                        format!(
+                            "step `{step}` needs `{need}`, which is not a step of mode `{other}`"
+                        ),
+                        at,
+                    );
+                    if let Some(s) = did_you_mean(&other_step, steps.iter().map(String::as_str)) {
+                        error = error.note(format!("did you mean `{other}.{s}`?"));
+                    }
+                    let shown: Vec<&str> = steps.iter().take(20).map(String::as_str).collect();
+                    let more = if steps.len() > shown.len() {
+                        ", …"
+                    } else {
+                        ""
+                    };
+                    error.note(format!("steps of {other}: {}{more}", shown.join(", ")))
+                }
+            };
+            return Err(error.into());
+        }
         Ok(())
     }
 

@@ -2,7 +2,8 @@
 //!
 //! The state lives in the Docker engine (fingerprint labels on images and containers, stamp
 //! volumes, named volumes), so it is right for remote engines and fresh CI checkouts. It is
-//! probed with one `docker inspect` of every object the plan names, whatever the plan's size.
+//! probed with one `docker inspect` of every object the plan names (split only where a huge plan
+//! would exceed the argument-length limit).
 
 use crate::docker::{self, Object};
 use crate::error::{Error, Kind};
@@ -29,7 +30,7 @@ pub fn probe_names(plan: &Plan) -> Vec<String> {
     names
 }
 
-/// Probes the engine for the plan's objects in a single docker call.
+/// Probes the engine for the plan's objects (one docker call for any ordinary plan).
 pub fn probe(plan: &Plan) -> anyhow::Result<Observed> {
     let head = plan
         .steps

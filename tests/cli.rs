@@ -900,3 +900,51 @@ fn ctrl_c_while_waiting_for_the_lock_exits_at_once() {
         assert!(call.starts_with("inspect\0"), "the waiter ran {call:?}");
     }
 }
+
+/// One `docker inspect` of every `done` object failed with "argument list too long" (E2BIG) for
+/// very large plans, which left the state unknown; the probe is split by size instead.
+#[test]
+fn the_probe_of_a_huge_plan_is_split_under_the_argument_limit() {
+    let sandbox = Sandbox::new();
+    let long = "x".repeat(600);
+    let mut text = String::from("steps:\n");
+    for i in 0..4000 {
+        text.push_str(&format!(
+            "  s{i}:\n    docker: [info]\n    done: {{stamp: \"{{{{ names.prefix }}}}-{long}-{i}\"}}\n"
+        ));
+    }
+    sandbox.write("layer/config/host_base_big.yaml", &text);
+    let layer = sandbox.path("layer");
+    let output = sandbox
+        .fake_docker()
+        .arg("--config-dir")
+        .arg(&layer)
+        .args(["--plan", "--format", "json", "python", "minimal", "big"])
+        .output()
+        .expect("run");
+    expect_code(&output, 0);
+    let plan: Value = serde_json::from_slice(&output.stdout).expect("plan JSON");
+    assert_eq!(plan["state"], "probed");
+    let inspects: Vec<Vec<String>> = sandbox
+        .docker_calls()
+        .into_iter()
+        .filter(|c| c[1] == "inspect")
+        .collect();
+    assert!(inspects.len() > 1, "one call of {} names", 4000);
+    let mut asked = 0;
+    for call in &inspects {
+        let bytes: usize = call.iter().map(|a| a.len() + 1).sum();
+        assert!(bytes < 1 << 20, "an inspect of {bytes} bytes");
+        asked += call.len() - 2;
+    }
+    assert_eq!(asked, 4000);
+    // An ordinary plan still asks in one call.
+    let sandbox = Sandbox::new();
+    plan_json(&sandbox, &["python", "minimal", "single"]);
+    let calls = sandbox.docker_calls();
+    assert_eq!(
+        calls.iter().filter(|c| c[1] == "inspect").count(),
+        1,
+        "{calls:?}"
+    );
+}
