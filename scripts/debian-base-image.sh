@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Builds a python base image from Debian packages, for machines that cannot pull images:
+# Builds a python base image (Debian bookworm's Python 3.11) from Debian packages, for machines
+# that cannot pull images:
 #   scripts/debian-base-image.sh [IMAGE]        (default IMAGE: host_container-base:bookworm)
 # then: HOST_CONTAINER_BASE_IMAGE=IMAGE host_container python minimal single
 # Uses the machine's own apt sources through mmdebstrap, installed with apt-get when it is missing

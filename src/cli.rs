@@ -42,13 +42,16 @@ Examples:
 
 Environment:
   HOST_CONTAINER_BASE_IMAGE  base image of the shipped Dockerfiles (default python:3.12-slim)
-  UPGRADE                    when non-empty, `upgrade` runs before every mode that requires it
+  UPGRADE                    when set (not empty, 0, false, no or off), `upgrade` runs before
+                             every mode that requires it
   DOCKER_HOST, DOCKER_CONTEXT are passed on to docker
 
 Exit codes: the job's own code for single, exec, bash and test; otherwise 0 success,
+3 status/logs of a daemon that has no container,
 64 usage, 65 invalid configuration, 66 unknown language/variant/mode, 67 docker not installed,
 68 engine unreachable, 69 base image missing, 70 a step failed, 71 name or volume conflict,
-72 backup/restore refused, 73 daemon not ready, 74 host I/O error, 130 interrupted.";
+72 refused (not confirmed, or a backup/restore would lose data), 73 daemon not ready,
+74 host I/O error, 130 interrupted.";
 
 /// Run programs in host containers: Docker containers pre-configured for one language and one
 /// variant of it, driven by declarative mode files.

@@ -72,6 +72,12 @@ pub fn classify(stderr: &str) -> Option<Kind> {
     }
 }
 
+/// The container docker's output says does not exist.
+pub fn no_such_container(output: &str) -> Option<&str> {
+    let (_, rest) = output.split_once("No such container: ")?;
+    rest.split_whitespace().next()
+}
+
 /// Lines of docker's output that say nothing about the user's build: the legacy builder's
 /// deprecation banner, and the LABEL steps that the `--label` options of our builds add (one
 /// step of four lines per label).

@@ -27,10 +27,13 @@ pub enum Kind {
     StepFailed,
     /// A name or volume is held by something else.
     Conflict,
-    /// A backup or restore was refused to keep data safe.
+    /// Not confirmed (`purge` without `--yes`), or a backup or restore refused to keep data safe.
     Refused,
     /// A daemon exited or never became ready.
     NotReady,
+    /// `status` or `logs` of a daemon that has no container (never started, or stopped): 3, as
+    /// `systemctl is-active` and LSB init scripts say "not running".
+    NotRunning,
     /// Ctrl-C or SIGTERM.
     Interrupted,
     /// Reading or writing a host file failed.
@@ -50,6 +53,7 @@ impl Kind {
             Kind::Conflict => 71,
             Kind::Refused => 72,
             Kind::NotReady => 73,
+            Kind::NotRunning => 3,
             Kind::Io => 74,
             Kind::Interrupted => 130,
         }

@@ -217,6 +217,11 @@ fn finish(plan: &Plan, outcomes: &[Outcome]) -> anyhow::Result<u8> {
             return Ok(u8::try_from(code).unwrap_or(1));
         }
     }
+    if failure.kind == Kind::NotRunning {
+        // A plain answer, as `systemctl is-active` gives: the command and the steps it kept
+        // from running would only be noise.
+        return Err(Error::new(failure.kind, failure.message.clone()).into());
+    }
     let mut error = Error::new(failure.kind, failure.message.clone())
         .note(format!("command: {}", command_line(&step.argv)));
     if !failure.tail.is_empty() {
@@ -514,7 +519,7 @@ fn spawn_step(plan: &Plan, index: usize, pids: Running, sender: Sender<Event>, c
     );
     let announce = step.output != Output::Raw && !step.interactive;
     if announce {
-        eprintln!("==> {}: {}", step.id, step.reason);
+        eprintln!("==> {}: {}", step.id, announcement(plan, &step));
     }
     std::thread::spawn(move || {
         let started = Instant::now();
@@ -549,6 +554,41 @@ fn guarded(
             Vec::new(),
         ))
     })
+}
+
+/// What the console says as a step starts: why it runs, when that is about its state; otherwise
+/// (a step without `done` always runs, and saying so tells nobody anything) what it does, and
+/// the condition that brought its mode in.
+fn announcement(plan: &Plan, step: &Step) -> String {
+    if step.done.is_some() {
+        return step.reason.clone();
+    }
+    // The first clause is enough for a console line; the rest is in `--plan`.
+    let description = step
+        .description
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    let first = description
+        .split([';', '('])
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .trim_end_matches(['.', ',']);
+    let mut text = first.to_owned();
+    if text.is_empty() {
+        text = format!("{} step of `{}`", step.id, step.mode);
+    }
+    let condition = plan
+        .modes
+        .iter()
+        .find(|m| m.name == step.mode)
+        .and_then(|m| m.reason.split_once(", and "))
+        .map(|(_, condition)| condition);
+    if let Some(condition) = condition {
+        text = format!("{text}: {condition}");
+    }
+    text
 }
 
 fn failure(kind: Kind, code: Option<i32>, message: String, tail: Vec<String>) -> Failure {
@@ -625,6 +665,14 @@ fn run_step(
                 step.uses_images.join(", ")
             );
         }
+        if let Some(name) = docker::no_such_container(&tail_text).filter(|_| !is_job) {
+            return Err(failure(
+                Kind::NotRunning,
+                code,
+                format!("no container `{name}`: it was never started, or it was stopped"),
+                Vec::new(),
+            ));
+        }
         // The job's own stdout says more than its stderr for a report.
         let tail = if tail.is_empty() {
             last_lines(&stdout.join("\n"))
@@ -643,10 +691,34 @@ fn run_step(
     if let Some(ready) = &step.ready {
         crate::exec::ready::wait(step, ready, pids)?;
     }
+    if let Some(done) = step.done.as_ref().filter(|d| d.kind == "container") {
+        eprintln!(
+            "==> {}: started {}{}",
+            step.id,
+            done.name,
+            published(step, &done.name)
+        );
+    }
     for after in &step.after {
         run_captured(step, after, pids)?;
     }
     Ok(cases)
+}
+
+/// `, publishing …` with the addresses docker published the container's ports on, if any.
+fn published(step: &Step, container: &str) -> String {
+    let mut argv = step.argv[..docker_head_len(&step.argv)].to_vec();
+    argv.extend(["port".to_owned(), container.to_owned()]);
+    let ports: Vec<String> = docker::capture(&argv)
+        .ok()
+        .filter(|c| c.success())
+        .map(|c| c.stdout.lines().map(|l| l.replace(" -> ", "->")).collect())
+        .unwrap_or_default();
+    if ports.is_empty() {
+        String::new()
+    } else {
+        format!(", publishing {}", ports.join(", "))
+    }
 }
 
 /// Runs a helper command of a step with captured output.

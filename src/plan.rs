@@ -606,7 +606,7 @@ impl Compiler<'_> {
                 .expect("visit is called on loaded modes");
             mode.document.value.requires.clone()
         };
-        let reason = match required_by {
+        let mut reason = match required_by {
             None => "requested".to_owned(),
             Some(by) => format!("required by {by}"),
         };
@@ -626,11 +626,15 @@ impl Compiler<'_> {
                     self.decisions.push(ModeDecision {
                         name: name.to_owned(),
                         included: false,
-                        reason: format!("{reason}, but left out: `{when}` is false"),
+                        reason: format!(
+                            "{reason}, but left out: {}",
+                            template::condition(&when, false)
+                        ),
                         source,
                     });
                     return Ok(());
                 }
+                reason = format!("{reason}, and {}", template::condition(&when, true));
             }
         }
         stack.push(name.to_owned());

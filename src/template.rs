@@ -12,7 +12,10 @@ const FUEL: u64 = 1_000_000;
 
 /// The functions a template can call: ours and minijinja's global ones. A variable of the same
 /// name (a `--set`, a `vars` entry) would hide the function, so such names are refused.
-pub const FUNCTIONS: &[&str] = &["getenv", "range", "dict", "namespace", "debug"];
+pub const FUNCTIONS: &[&str] = &["getenv", "env_flag", "range", "dict", "namespace", "debug"];
+
+/// Values of an environment variable that `env_flag` reads as "off", besides empty.
+const OFF: &[&str] = &["0", "false", "no", "off"];
 
 /// Renders the strings of one mode with one set of variables. Rendering is pure, so results are
 /// memoized by source text: generated modes repeat the same templates thousands of times.
@@ -20,6 +23,23 @@ pub struct Renderer {
     env: Environment<'static>,
     context: Value,
     rendered: RefCell<HashMap<String, String>>,
+}
+
+/// A `when` condition and its outcome in words: `UPGRADE is set` for `env_flag('UPGRADE')`,
+/// otherwise the expression itself.
+pub fn condition(expression: &str, value: bool) -> String {
+    let flag = expression
+        .trim()
+        .strip_prefix("env_flag(")
+        .and_then(|rest| rest.strip_suffix(')'))
+        .map(|name| name.trim().trim_matches(['\'', '"']))
+        .filter(|name| name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'));
+    match (flag, value) {
+        (Some(name), true) => format!("{name} is set"),
+        (Some(name), false) => format!("{name} is not set (or is 0, false, no or off)"),
+        (None, true) => format!("`{expression}` is true"),
+        (None, false) => format!("`{expression}` is false"),
+    }
 }
 
 impl Renderer {
@@ -41,6 +61,16 @@ impl Renderer {
                     .unwrap_or_else(|| default.unwrap_or_default())
             },
         );
+        // `env_flag('UPGRADE')`: set to anything but empty, 0, false, no or off.
+        let environ = context.get_attr("env").unwrap_or_default();
+        env.add_function("env_flag", move |name: String| -> bool {
+            environ
+                .get_attr(&name)
+                .ok()
+                .filter(|v| !v.is_undefined())
+                .map(|v| v.to_string())
+                .is_some_and(|v| !v.is_empty() && !OFF.contains(&v.to_ascii_lowercase().as_str()))
+        });
         // `list | prefix('--publish=')`: turns a list of values into a list of options.
         env.add_filter(
             "prefix",
@@ -343,6 +373,28 @@ mod tests {
     }
 
     #[test]
+    fn env_flag_reads_0_false_no_off_as_off() {
+        for (value, on) in [
+            ("1", true),
+            ("yes", true),
+            ("", false),
+            ("0", false),
+            ("False", false),
+            ("no", false),
+            ("OFF", false),
+        ] {
+            let r = Renderer::new(Value::from_serialize(
+                serde_json::json!({"env": {"UPGRADE": value}}),
+            ));
+            assert_eq!(r.truth("env_flag('UPGRADE')").unwrap(), on, "{value:?}");
+        }
+        let r = Renderer::new(Value::from_serialize(serde_json::json!({"env": {}})));
+        assert!(!r.truth("env_flag('UPGRADE')").unwrap());
+        assert_eq!(condition("env_flag('UPGRADE')", true), "UPGRADE is set");
+        assert_eq!(condition("x == 1", false), "`x == 1` is false");
+    }
+
+    #[test]
     fn splat_keeps_items_whole() {
         let r = renderer();
         assert_eq!(r.list("command").unwrap(), vec!["echo", "a b"]);
@@ -374,6 +426,7 @@ mod tests {
         let r = renderer();
         assert!(r.truth("getenv('UPGRADE') != ''").unwrap());
         assert!(!r.truth("getenv('NOPE') != ''").unwrap());
+        assert!(r.truth("env_flag('UPGRADE')").unwrap());
         assert_eq!(r.render("{{ getenv('NOPE', 'x') }}").unwrap(), "x");
     }
 }

@@ -507,17 +507,38 @@ fn daemon_starts_once_reports_status_and_stops() {
     let Some(instance) = Instance::new("daemon") else {
         return;
     };
-    let started = instance.run(&["python", "minimal", "daemon"]);
+    // A random port on the loopback address, so that tests can run side by side.
+    let daemon = [
+        "--set",
+        "publish=127.0.0.1::8000",
+        "python",
+        "minimal",
+        "daemon",
+    ];
+    let started = instance.run(&daemon);
     expect_code(&started, 0);
     assert!(ran(&started, "daemon.container"));
-    let again = instance.run(&["python", "minimal", "daemon"]);
+    let name = format!("hc-python-minimal-{}-daemon", instance.name);
+    let said = stderr(&started);
+    assert!(
+        said.contains(&format!("started {name}, publishing 8000/tcp->127.0.0.1:")),
+        "{said}"
+    );
+    // Not docker's bare container id.
+    assert!(
+        !said
+            .split_whitespace()
+            .any(|w| w.len() == 64 && w.chars().all(|c| c.is_ascii_hexdigit())),
+        "{said}"
+    );
+    let again = instance.run(&daemon);
     expect_code(&again, 0);
     assert!(
         stderr(&again).contains("already running with the same configuration"),
         "{}",
         stderr(&again)
     );
-    let plan = instance.run(&["--plan", "python", "minimal", "daemon"]);
+    let plan = instance.run(&[&["--plan"][..], &daemon].concat());
     assert!(stdout(&plan).contains("already running with the same configuration"));
     let status = instance.run(&["python", "minimal", "status"]);
     expect_code(&status, 0);
@@ -530,8 +551,19 @@ fn daemon_starts_once_reports_status_and_stops() {
     );
     let stop = instance.run(&["python", "minimal", "stop"]);
     expect_code(&stop, 0);
-    let name = format!("hc-python-minimal-{}-daemon", instance.name);
     assert!(!docker(&["container", "inspect", &name]).status.success());
+    for mode in ["status", "logs"] {
+        let absent = instance.run(&["python", "minimal", mode]);
+        expect_code(&absent, 3);
+        let said = stderr(&absent);
+        assert!(
+            said.contains(&format!(
+                "error: no container `{name}`: it was never started, or it was stopped"
+            )),
+            "{said}"
+        );
+        assert!(!said.contains("Error response from daemon"), "{said}");
+    }
     instance.finish();
 }
 

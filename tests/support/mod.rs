@@ -52,7 +52,8 @@ impl Sandbox {
     /// It answers `inspect` as if nothing existed (or with the JSON in the file
     /// `$FAKE_DOCKER_INSPECT`, when set), like an unreachable engine when
     /// `$FAKE_DOCKER_UNREACHABLE` is set, fails with exit 42 on any call whose argv contains
-    /// `$FAKE_DOCKER_FAIL` (when set), and succeeds otherwise.
+    /// `$FAKE_DOCKER_FAIL` (when set; saying `$FAKE_DOCKER_MESSAGE` then, if set), and succeeds
+    /// otherwise.
     pub fn fake_docker(&self) -> Command {
         let script = r#"#!/bin/sh
 log="$FAKE_DOCKER_LOG"
@@ -74,7 +75,7 @@ if [ "$1" = inspect ]; then
 fi
 if [ -n "${FAKE_DOCKER_FAIL:-}" ]; then
   case "$*" in
-    *"$FAKE_DOCKER_FAIL"*) echo "fake docker: injected failure" >&2; exit 42 ;;
+    *"$FAKE_DOCKER_FAIL"*) echo "${FAKE_DOCKER_MESSAGE:-fake docker: injected failure}" >&2; exit 42 ;;
   esac
 fi
 exit 0

@@ -1,0 +1,113 @@
+//! What the console says while running, against the recording fake docker: announcements in
+//! the user's words, the UPGRADE switch, and `status`/`logs` of a daemon that is not there.
+
+mod support;
+
+use support::{expect_code, stderr, stdout, Sandbox};
+
+#[test]
+fn steps_without_state_are_announced_by_what_they_do() {
+    for (mode, expected) in [
+        (
+            "stop",
+            "==> stop.container: Stop and remove the daemon's container\n",
+        ),
+        ("purge", "==> purge.image: Remove the variant's image\n"),
+    ] {
+        let sandbox = Sandbox::new();
+        let output = sandbox
+            .fake_docker()
+            .args(["--yes", "python", "web", mode])
+            .output()
+            .expect("run");
+        expect_code(&output, 0);
+        let said = stderr(&output);
+        assert!(said.contains(expected), "{mode}: {said}");
+        assert!(!said.contains("always runs"), "{mode}: {said}");
+    }
+}
+
+#[test]
+fn upgrade_joins_when_upgrade_is_set_and_says_so() {
+    for (value, joins) in [
+        ("1", true),
+        ("yes", true),
+        ("0", false),
+        ("false", false),
+        ("", false),
+    ] {
+        let sandbox = Sandbox::new();
+        let output = sandbox
+            .fake_docker()
+            .env("UPGRADE", value)
+            .args(["--plan", "--offline", "python", "minimal", "single"])
+            .output()
+            .expect("run");
+        expect_code(&output, 0);
+        let plan = stdout(&output);
+        let line = plan
+            .lines()
+            .find(|l| l.starts_with("# mode upgrade:"))
+            .unwrap_or_default();
+        if joins {
+            assert!(
+                line.contains("required by single, and UPGRADE is set"),
+                "{value:?}: {line}"
+            );
+        } else {
+            assert!(
+                line.contains("left out: UPGRADE is not set (or is 0, false, no or off)"),
+                "{value:?}: {line}"
+            );
+        }
+    }
+    let sandbox = Sandbox::new();
+    let output = sandbox
+        .fake_docker()
+        .env("UPGRADE", "1")
+        .args(["python", "minimal", "single"])
+        .output()
+        .expect("run");
+    expect_code(&output, 0);
+    assert!(
+        stderr(&output).contains(
+            "==> upgrade.packages: Run the variant's upgrade script on the data volume: \
+             UPGRADE is set\n"
+        ),
+        "{}",
+        stderr(&output)
+    );
+}
+
+#[test]
+fn status_and_logs_of_an_absent_daemon_exit_3_in_our_words() {
+    for mode in ["status", "logs"] {
+        let sandbox = Sandbox::new();
+        let output = sandbox
+            .fake_docker()
+            .env("FAKE_DOCKER_FAIL", "container inspect")
+            .env(
+                "FAKE_DOCKER_MESSAGE",
+                "Error: No such container: hc-python-web-default-daemon",
+            )
+            .args(["python", "web", mode])
+            .output()
+            .expect("run");
+        expect_code(&output, 3);
+        assert!(
+            stderr(&output).ends_with(
+                "error: no container `hc-python-web-default-daemon`: it was never started, \
+                 or it was stopped\n"
+            ),
+            "{mode}: {}",
+            stderr(&output)
+        );
+        let calls = sandbox.docker_calls();
+        assert!(
+            !calls
+                .iter()
+                .any(|c| c[1] == "logs" || c[1..3] == ["container", "ls"]),
+            "{calls:?}"
+        );
+    }
+}
