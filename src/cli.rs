@@ -2,6 +2,7 @@
 //! works from (the split ripgrep and just make between low-level and high-level arguments).
 
 use std::collections::BTreeMap;
+use std::ffi::OsString;
 use std::io::IsTerminal;
 use std::path::PathBuf;
 
@@ -68,9 +69,9 @@ pub struct Arguments {
     #[arg(add = ArgValueCompleter::new(crate::complete::modes))]
     pub mode: Option<String>,
     /// A command (and its arguments) to run instead of the mode's default script. Each argument
-    /// reaches the container verbatim: nothing is shell-parsed.
+    /// reaches the container verbatim, byte for byte: nothing is shell-parsed.
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-    pub command: Vec<String>,
+    pub command: Vec<OsString>,
 
     /// Print the plan and execute nothing.
     #[arg(long)]
@@ -146,7 +147,8 @@ pub struct Invocation {
     pub variant: String,
     pub mode: String,
     pub instance: String,
-    pub command: Vec<String>,
+    /// COMMAND ARGS exactly as given; templates see them as text (see `template::RawArg`).
+    pub command: Vec<OsString>,
     /// `--set` values, in the order given.
     pub sets: IndexMap<String, String>,
     pub env: BTreeMap<String, String>,

@@ -767,7 +767,8 @@ type MainResult = (Option<i32>, Vec<String>, Vec<String>);
 /// Runs the step's argv with the output handling its `output` and `interactive` ask for.
 fn run_main(step: &Step, pids: &Running, collect: bool) -> Result<MainResult, Failure> {
     let argv = &step.argv;
-    let command = duct::cmd(&argv[0], &argv[1..]).unchecked();
+    let exact = step.os_argv();
+    let command = duct::cmd(&exact[0], &exact[1..]).unchecked();
     let set_pids = |p: Vec<u32>| *pids.lock().unwrap_or_else(|e| e.into_inner()) = p;
     if step.interactive {
         let handle = command.start().map_err(|e| spawn_failure(&argv[0], e))?;

@@ -6,11 +6,11 @@
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, HashSet};
+use std::ffi::OsString;
 use std::fs;
 use std::path::{Path, PathBuf};
 
 use indexmap::IndexMap;
-use minijinja::value::Value;
 use petgraph::graph::{DiGraph, NodeIndex};
 use schemars::JsonSchema;
 use serde::Serialize;
@@ -109,6 +109,23 @@ pub struct Step {
     /// Positions in `Plan::steps` of `needs`.
     #[serde(skip)]
     pub need_indexes: Vec<usize>,
+    /// Arguments of `argv` (by position) that are COMMAND arguments which are not UTF-8: `argv`
+    /// shows them as text, these are the exact bytes that run.
+    #[serde(skip)]
+    pub raw_args: Vec<(usize, OsString)>,
+}
+
+impl Step {
+    /// The argv exactly as it runs.
+    pub fn os_argv(&self) -> Vec<OsString> {
+        let mut argv: Vec<OsString> = self.argv.iter().map(OsString::from).collect();
+        for (index, raw) in &self.raw_args {
+            if let Some(arg) = argv.get_mut(*index) {
+                *arg = raw.clone();
+            }
+        }
+        argv
+    }
 }
 
 /// Why a mode is or is not part of the plan.
@@ -386,7 +403,12 @@ fn base_context(
     put("variant", json!(invocation.variant));
     put("instance", json!(invocation.instance));
     put("requested_mode", json!(invocation.mode));
-    put("command", json!(invocation.command));
+    let command: Vec<String> = invocation
+        .command
+        .iter()
+        .map(|arg| arg.to_string_lossy().into_owned())
+        .collect();
+    put("command", json!(command));
     put("uid", json!(invocation.uid));
     put("gid", json!(invocation.gid));
     put("user", json!(invocation.user));
@@ -465,7 +487,7 @@ impl Compiler<'_> {
             // A var is a template over the built-ins and the vars before it; `--set` wins.
             let value = match self.invocation.sets.get(key) {
                 Some(set) => set.clone(),
-                None => Renderer::new(Value::from_serialize(&context))
+                None => Renderer::new(template::context_value(&context, &self.invocation.command))
                     .render(value)
                     .map_err(|e| {
                         mode.error_at(
@@ -477,7 +499,10 @@ impl Compiler<'_> {
             };
             context.insert(key.clone(), serde_json::json!(value));
         }
-        Ok(Renderer::new(Value::from_serialize(&context)))
+        Ok(Renderer::new(template::context_value(
+            &context,
+            &self.invocation.command,
+        )))
     }
 
     /// Walks `requires` from the requested mode, depth first, so prerequisite modes come first.
@@ -722,6 +747,7 @@ impl Compiler<'_> {
                 }
                 let mut argv = docker_head(self.docker_context);
                 let head_len = argv.len();
+                let mut raw_args = Vec::new();
                 for (index, arg) in spec.docker.iter().enumerate() {
                     let index = index.to_string();
                     let path = ["steps", name.as_str(), "docker", index.as_str()];
@@ -730,7 +756,15 @@ impl Compiler<'_> {
                             argv.push(renderer.render(text).map_err(|e| render_error(&path, e))?)
                         }
                         Arg::Splat { splat } => {
-                            argv.extend(renderer.list(splat).map_err(|e| render_error(&path, e))?)
+                            let items = renderer
+                                .list_args(splat)
+                                .map_err(|e| render_error(&path, e))?;
+                            for (text, raw) in items {
+                                if let Some(raw) = raw {
+                                    raw_args.push((argv.len(), raw));
+                                }
+                                argv.push(text);
+                            }
                         }
                     }
                 }
@@ -888,6 +922,7 @@ impl Compiler<'_> {
                     inputs,
                     forced,
                     need_indexes: Vec::new(),
+                    raw_args,
                 });
             }
         }
@@ -1264,7 +1299,13 @@ fn finish_step(
     let head = docker_head_len(&step.argv);
     if let Some(len) = creating_subcommand(&step.argv[head..]) {
         let at = head + len;
-        step.argv.splice(at..at, label_args(&labels));
+        let inserted = label_args(&labels);
+        for (index, _) in &mut step.raw_args {
+            if *index >= at {
+                *index += inserted.len();
+            }
+        }
+        step.argv.splice(at..at, inserted);
     }
     if let Some(done) = step.done.as_ref().filter(|d| d.kind == "stamp") {
         let docker: Vec<String> = step.argv[..head].to_vec();

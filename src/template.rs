@@ -2,9 +2,11 @@
 //! no function that has side effects, so rendering a plan can never change anything.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::ffi::OsString;
+use std::sync::Arc;
 
-use minijinja::value::{Value, ValueKind};
+use minijinja::value::{Object, ObjectRepr, Value, ValueKind};
 use minijinja::{Environment, UndefinedBehavior};
 
 /// Template loops are bounded so that a mode file cannot hang planning.
@@ -142,6 +144,18 @@ impl Renderer {
 
     /// Evaluates an expression that must give a list (a `splat`); items become strings.
     pub fn list(&self, expression: &str) -> Result<Vec<String>, minijinja::Error> {
+        Ok(self
+            .list_args(expression)?
+            .into_iter()
+            .map(|(text, _)| text)
+            .collect())
+    }
+
+    /// `list`, where an item that is a non-UTF-8 COMMAND argument also gives its exact bytes.
+    pub fn list_args(
+        &self,
+        expression: &str,
+    ) -> Result<Vec<(String, Option<OsString>)>, minijinja::Error> {
         let value = self.eval(expression)?;
         if value.is_none() {
             return Ok(Vec::new());
@@ -167,7 +181,11 @@ impl Renderer {
         items
             .enumerate()
             .map(|(index, item)| match item.kind() {
-                ValueKind::String | ValueKind::Number => Ok(item.to_string()),
+                ValueKind::String | ValueKind::Number => Ok((item.to_string(), None)),
+                _ if item.downcast_object_ref::<RawArg>().is_some() => {
+                    let raw = item.downcast_object_ref::<RawArg>().map(|a| a.raw.clone());
+                    Ok((item.to_string(), raw))
+                }
                 kind => Err(minijinja::Error::new(
                     minijinja::ErrorKind::InvalidOperation,
                     format!(
@@ -178,6 +196,51 @@ impl Renderer {
             })
             .collect()
     }
+}
+
+/// A COMMAND argument that is not UTF-8. Templates see it as text (the bytes that are not UTF-8
+/// shown as U+FFFD); a splat that passes the item on whole hands docker its exact bytes.
+#[derive(Debug)]
+pub struct RawArg {
+    lossy: String,
+    raw: OsString,
+}
+
+impl Object for RawArg {
+    fn repr(self: &Arc<Self>) -> ObjectRepr {
+        ObjectRepr::Plain
+    }
+
+    fn render(self: &Arc<Self>, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.lossy)
+    }
+}
+
+/// The template context for `context` (a JSON object), with `command` holding the exact bytes
+/// of arguments that are not UTF-8.
+pub fn context_value(
+    context: &serde_json::Map<String, serde_json::Value>,
+    command: &[OsString],
+) -> Value {
+    if command.iter().all(|arg| arg.to_str().is_some()) {
+        return Value::from_serialize(context);
+    }
+    let mut map: BTreeMap<String, Value> = context
+        .iter()
+        .map(|(key, value)| (key.clone(), Value::from_serialize(value)))
+        .collect();
+    let items: Vec<Value> = command
+        .iter()
+        .map(|arg| match arg.to_str() {
+            Some(text) => Value::from(text),
+            None => Value::from_object(RawArg {
+                lossy: arg.to_string_lossy().into_owned(),
+                raw: arg.clone(),
+            }),
+        })
+        .collect();
+    map.insert("command".into(), Value::from(items));
+    Value::from(map)
 }
 
 /// Compiles a standalone expression (`when`, `splat`). minijinja's lexer panics on a `}}` at
@@ -419,6 +482,25 @@ mod tests {
             .list("nothing | split(',') | map('trim') | select | prefix('-p')")
             .unwrap()
             .is_empty());
+    }
+
+    #[test]
+    fn non_utf8_command_arguments_keep_their_bytes_through_a_splat() {
+        use std::os::unix::ffi::OsStringExt;
+        let raw = OsString::from_vec(b"a\xffb".to_vec());
+        let mut context = serde_json::Map::new();
+        context.insert("env".into(), serde_json::json!({}));
+        let command = [OsString::from("x"), raw.clone()];
+        let r = Renderer::new(context_value(&context, &command));
+        for expression in ["command", "command or ['y']", "command[1:]"] {
+            let items = r.list_args(expression).unwrap();
+            let last = items.last().unwrap();
+            assert_eq!(last.0, "a\u{fffd}b", "{expression}");
+            assert_eq!(last.1.as_ref(), Some(&raw), "{expression}");
+        }
+        // Text made from it is text: the lossy form, nothing more.
+        assert_eq!(r.render("{{ command[1] }}!").unwrap(), "a\u{fffd}b!");
+        assert_eq!(r.list_args("['-' ~ command[1]]").unwrap()[0].1, None);
     }
 
     #[test]

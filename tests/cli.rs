@@ -948,3 +948,49 @@ fn the_probe_of_a_huge_plan_is_split_under_the_argument_limit() {
         "{calls:?}"
     );
 }
+
+/// A COMMAND argument that is not UTF-8 reaches docker byte for byte; the plan (text and JSON)
+/// shows it with U+FFFD and stays valid.
+#[test]
+fn a_non_utf8_command_argument_is_passed_through_verbatim() {
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+    let sandbox = Sandbox::new();
+    let raw = OsStr::from_bytes(b"caf\xe9-\xff\xfe");
+    let output = sandbox
+        .fake_docker()
+        .args(["--run-id", "t1", "python", "minimal", "single", "echo"])
+        .arg(raw)
+        .arg("plain")
+        .output()
+        .expect("run");
+    expect_code(&output, 0);
+    let log = fs::read(sandbox.path("docker.log")).expect("docker log");
+    let mut wanted = b"echo\0".to_vec();
+    wanted.extend_from_slice(b"caf\xe9-\xff\xfe\0plain\0");
+    assert!(
+        log.windows(wanted.len()).any(|w| w == wanted.as_slice()),
+        "the exact bytes did not reach docker: {}",
+        String::from_utf8_lossy(&log)
+    );
+    let output = sandbox
+        .fake_docker()
+        .args(["--plan", "--format", "json", "--run-id", "t1"])
+        .args(["python", "minimal", "single", "echo"])
+        .arg(raw)
+        .output()
+        .expect("run");
+    expect_code(&output, 0);
+    let plan: Value = serde_json::from_slice(&output.stdout).expect("valid plan JSON");
+    let shown = "caf\u{fffd}-\u{fffd}\u{fffd}";
+    assert!(
+        plan["steps"]
+            .as_array()
+            .expect("steps")
+            .iter()
+            .any(|s| s["argv"]
+                .as_array()
+                .is_some_and(|a| a.iter().any(|x| x == shown))),
+        "{plan}"
+    );
+}
