@@ -231,6 +231,25 @@ fn exit_codes_and_literal_arguments_pass_through() {
     expect_code(&output, 0);
     let received: Vec<String> = serde_json::from_str(stdout(&output).trim()).expect("json argv");
     assert_eq!(received, awkward);
+
+    // Bytes that are not UTF-8 are handed to docker as they were given (tests/cli.rs checks the
+    // exact argv); the Docker API carries argv as JSON, so today's engines replace each such
+    // byte by U+FFFD on the way into the container. Either way the job runs with the argument.
+    use std::os::unix::ffi::OsStrExt;
+    let output = instance
+        .command()
+        .args(["python", "minimal", "single", "python", "-c"])
+        .arg("import os, sys; print(os.fsencode(sys.argv[1]).hex())")
+        .arg(std::ffi::OsStr::from_bytes(b"\xffA\xfe"))
+        .stdin(Stdio::null())
+        .output()
+        .expect("run");
+    expect_code(&output, 0);
+    let received = stdout(&output);
+    assert!(
+        ["ff41fe", "efbfbd41efbfbd"].contains(&received.trim()),
+        "{received}"
+    );
     instance.finish();
 }
 
