@@ -250,6 +250,23 @@ pub fn environment() -> BTreeMap<String, String> {
         .collect()
 }
 
+/// A host path that templates pass to docker. The Docker API carries paths as JSON text, so a
+/// path that is not UTF-8 would reach the engine changed (`--volume=caf\u{fffd}:…` makes docker
+/// create a new, empty directory); it is refused instead.
+fn utf8_path(what: &str, path: PathBuf) -> anyhow::Result<String> {
+    match path.into_os_string().into_string() {
+        Ok(text) => Ok(text),
+        Err(raw) => fail(
+            Kind::Usage,
+            format!(
+                "{what} {} is not valid UTF-8, which docker cannot carry: use a directory whose \
+                 name is UTF-8",
+                raw.to_string_lossy()
+            ),
+        ),
+    }
+}
+
 /// A run id unique enough for container names of concurrent runs on one engine.
 fn fresh_run_id() -> String {
     let nanos = std::time::SystemTime::now()
@@ -280,9 +297,10 @@ impl Invocation {
             .cloned()
             .unwrap_or_else(|| uid.to_string());
         let home = env.get("HOME").cloned().unwrap_or_default();
-        let cwd = std::env::current_dir()
-            .map(|p| p.display().to_string())
-            .unwrap_or_else(|_| "/".into());
+        let cwd = match std::env::current_dir() {
+            Ok(dir) => utf8_path("the current directory", dir)?,
+            Err(_) => "/".into(),
+        };
         let base_image = sets
             .get("base_image")
             .cloned()
@@ -306,6 +324,7 @@ impl Invocation {
         } else {
             std::path::Path::new(&cwd).join(backup_dir)
         };
+        utf8_path("the backup directory", backup_dir.clone())?;
         let run_id = match &args.run_id {
             Some(id) => {
                 check_name("run id", id)?;

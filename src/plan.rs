@@ -546,7 +546,8 @@ impl Compiler<'_> {
         for (mode_name, mode) in &self.loaded {
             for (step, spec) in &mode.document.value.steps {
                 for (index, need) in spec.needs.iter().enumerate() {
-                    if let Some((other, other_step)) = need.split_once('.') {
+                    // Step ids hold no `.`, so the mode is everything before the last one.
+                    if let Some((other, other_step)) = need.rsplit_once('.') {
                         qualified.push((
                             mode_name.clone(),
                             step.clone(),
@@ -559,9 +560,14 @@ impl Compiler<'_> {
             }
         }
         for (mode_name, step, index, other, other_step) in qualified {
-            let steps: Option<Vec<String>> = self
-                .load_mode(&other)?
-                .map(|m| m.document.value.steps.keys().cloned().collect());
+            let is_name = crate::cli::check_mode_name(&other).is_ok();
+            let loaded = if is_name {
+                self.load_mode(&other)?
+            } else {
+                None
+            };
+            let steps: Option<Vec<String>> =
+                loaded.map(|m| m.document.value.steps.keys().cloned().collect());
             if steps.as_ref().is_some_and(|s| s.contains(&other_step)) {
                 continue;
             }

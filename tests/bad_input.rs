@@ -1294,4 +1294,14 @@ fn misspelled_need_in_a_step_left_out_by_when() {
         .fails_with(CONFIG)
         .says("no mode `nosuchmode`")
         .points_at("host_base_bad.yaml", 6, 13);
+    // A need is never a path to a file.
+    sandbox.mode_file(
+        "bad",
+        "steps:\n  a:\n    docker: [info]\n  b:\n    when: \"false\"\n    needs: [\"../../x.y\"]\n    docker: [info]\n",
+    );
+    sandbox
+        .plan("bad", &[])
+        .fails_with(CONFIG)
+        .says("no mode")
+        .points_at("host_base_bad.yaml", 6, 13);
 }

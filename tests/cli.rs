@@ -994,3 +994,40 @@ fn a_non_utf8_command_argument_is_passed_through_verbatim() {
         "{plan}"
     );
 }
+
+/// `exec` mounts the current directory; a name that is not UTF-8 reached docker as U+FFFD, and
+/// docker created a new, empty directory of that name. Such a directory is refused up front.
+#[test]
+fn a_non_utf8_current_or_backup_directory_is_refused() {
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+    let sandbox = Sandbox::new();
+    let odd = sandbox.path("project").join(OsStr::from_bytes(b"caf\xe9"));
+    fs::create_dir_all(&odd).expect("odd dir");
+    let output = sandbox
+        .fake_docker()
+        .current_dir(&odd)
+        .args(["python", "minimal", "exec", "ls"])
+        .output()
+        .expect("run");
+    expect_code(&output, 64);
+    assert!(stderr(&output).contains("UTF-8"), "{}", stderr(&output));
+    assert!(
+        sandbox.docker_calls().is_empty(),
+        "{:?}",
+        sandbox.docker_calls()
+    );
+    let output = sandbox
+        .fake_docker()
+        .arg("--backup-dir")
+        .arg(&odd)
+        .args(["python", "minimal", "backup"])
+        .output()
+        .expect("run");
+    expect_code(&output, 64);
+    assert!(
+        sandbox.docker_calls().is_empty(),
+        "{:?}",
+        sandbox.docker_calls()
+    );
+}
