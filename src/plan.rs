@@ -845,6 +845,23 @@ impl Compiler<'_> {
                         let name_rendered = renderer
                             .render(done.name())
                             .map_err(|e| render_error(&["steps", name, "done", kind], e))?;
+                        // An empty name would make the probe ask about nothing in particular.
+                        if name_rendered.is_empty()
+                            || name_rendered.contains(|c: char| c.is_whitespace() || c.is_control())
+                        {
+                            return Err(mode
+                                .error_at(
+                                    Kind::Config,
+                                    format!(
+                                        "step `{name}`: done.{kind} renders to {name_rendered:?}, \
+                                         which is not a docker object name"
+                                    ),
+                                    mode.document
+                                        .positions()
+                                        .value(&["steps", name, "done", kind]),
+                                )
+                                .into());
+                        }
                         Some(done.with_name(name_rendered))
                     }
                     None => None,

@@ -1305,3 +1305,25 @@ fn misspelled_need_in_a_step_left_out_by_when() {
         .says("no mode")
         .points_at("host_base_bad.yaml", 6, 13);
 }
+
+/// A `done` name that renders to nothing (an empty `--set`) or holds spaces names no object:
+/// the probe would ask docker about an empty name.
+#[test]
+fn done_name_that_renders_to_no_name_is_located() {
+    let sandbox = Sandbox::new();
+    sandbox.mode_file(
+        "bad",
+        "vars:\n  tag: \"\"\nsteps:\n  a:\n    docker: [info]\n    done:\n      image: \"{{ tag }}\"\n",
+    );
+    sandbox
+        .plan("bad", &[])
+        .fails_with(CONFIG)
+        .says("done.image")
+        .points_at("host_base_bad.yaml", 7, 14);
+    sandbox
+        .plan("bad", &["--set", "tag=a b"])
+        .fails_with(CONFIG)
+        .says("done.image")
+        .points_at("host_base_bad.yaml", 7, 14);
+    sandbox.plan("bad", &["--set", "tag=img:1"]).succeeds();
+}
