@@ -1342,6 +1342,18 @@ fn finish_step(
         create.push(done.name.clone());
         step.after.extend([remove, create]);
     }
+    if step.done.as_ref().is_some_and(|d| d.kind == "image") {
+        // A rebuild leaves the image it replaced untagged; prune removes it unless a container
+        // still uses it (then `purge` does, later).
+        let mut prune: Vec<String> = step.argv[..head].to_vec();
+        prune.extend(["image", "prune", "--force"].map(String::from));
+        prune.extend(
+            instance_labels(invocation)
+                .into_iter()
+                .map(|(key, value)| format!("--filter=label={key}={value}")),
+        );
+        step.after.push(prune);
+    }
     Ok(())
 }
 

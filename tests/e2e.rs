@@ -919,8 +919,45 @@ fn purge_asks_first_and_then_removes_everything() {
         return;
     };
     expect_code(&instance.run(&["python", "minimal", "init"]), 0);
+    let image = format!("host_container/python-minimal:{}", instance.name);
+    let image_id = |name: &str| stdout(&docker(&["image", "inspect", "--format={{.Id}}", name]));
+    let first = image_id(&image);
+    // A rebuild (another name of the same base changes the build's argv) removes the image it
+    // replaced, which nothing uses.
+    let alias = format!("hc-test-alias:{}", instance.name);
+    assert!(docker(&["tag", BASE_IMAGE, &alias]).status.success());
+    let rebuilt = instance.run(&[
+        "--set",
+        &format!("base_image={alias}"),
+        "python",
+        "minimal",
+        "init",
+    ]);
+    docker(&["image", "rm", &alias]);
+    expect_code(&rebuilt, 0);
+    assert_ne!(image_id(&image), first);
+    assert!(!docker(&["image", "inspect", first.trim()]).status.success());
+    // An untagged image of the instance, as a rebuild leaves while a container still uses the
+    // old image: purge removes it too.
+    let context = instance
+        .sandbox
+        .write("untagged/Dockerfile", &format!("FROM {BASE_IMAGE}\n"));
+    let labels: Vec<String> = ["language=python", "variant=minimal"]
+        .iter()
+        .map(|l| format!("--label=org.docker-meta.host_container.{l}"))
+        .chain([format!("--label={LABEL}={}", instance.name)])
+        .collect();
+    let mut build = vec!["build", "--quiet"];
+    build.extend(labels.iter().map(String::as_str));
+    let context_dir = context.parent().expect("dir").display().to_string();
+    build.push(&context_dir);
+    assert!(docker(&build).status.success());
     let before = instance.objects();
-    assert!(!before.is_empty());
+    assert_eq!(
+        before.iter().filter(|o| o.starts_with("image ")).count(),
+        2,
+        "{before:?}"
+    );
     // No terminal and no --yes: refused, nothing removed.
     let refused = instance.run(&["python", "minimal", "purge"]);
     expect_code(&refused, 72);
@@ -929,5 +966,44 @@ fn purge_asks_first_and_then_removes_everything() {
     let purged = instance.run(&["--yes", "python", "minimal", "purge"]);
     expect_code(&purged, 0);
     assert!(instance.objects().is_empty(), "{:?}", instance.objects());
+    instance.finish();
+}
+
+#[test]
+fn test_scripts_read_pip_option_lines_as_pip_does() {
+    let Some(instance) = Instance::new("pipopts") else {
+        return;
+    };
+    let data = instance.sandbox.path("data");
+    instance.sandbox.write(
+        "data/requirements.txt",
+        "--no-index\n--find-links /wheels  # local wheels\n-r more.txt\nrequests>=2 ; python_version > '3'\n",
+    );
+    instance.sandbox.write(
+        "data/more.txt",
+        "--requirement=requirements.txt\n-e ./src\nidna[all]==3\n",
+    );
+    let mut names = Vec::new();
+    for variant in ["minimal", "web"] {
+        let script = support::repo_root()
+            .join("etc/docker_meta/host_container/python/hosts")
+            .join(variant)
+            .join("test");
+        let output = docker(&[
+            "run",
+            "--rm",
+            &format!("--label={LABEL}={}", instance.name),
+            &format!("--volume={}:/data:ro", data.display()),
+            &format!("--volume={}:/test.py:ro", script.display()),
+            BASE_IMAGE,
+            "python3",
+            "-c",
+            "import runpy; print(runpy.run_path('/test.py')['requirements']('/data/requirements.txt'))",
+        ]);
+        expect_code(&output, 0);
+        names.push(stdout(&output));
+    }
+    assert_eq!(names[0], "['idna', 'requests']\n");
+    assert_eq!(names[0], names[1]);
     instance.finish();
 }
