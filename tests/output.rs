@@ -12,7 +12,10 @@ fn steps_without_state_are_announced_by_what_they_do() {
             "stop",
             "==> stop.container: Stop and remove the daemon's container\n",
         ),
-        ("purge", "==> purge.image: Remove the variant's image\n"),
+        (
+            "purge",
+            "==> purge.volumes: Remove the data volume and the initialization stamp\n",
+        ),
     ] {
         let sandbox = Sandbox::new();
         let output = sandbox
