@@ -38,17 +38,27 @@ die() { printf 'benches/run.sh: %s\n' "$*" >&2; exit 1; }
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/hc-bench.XXXXXX")
 ENGINE_TOUCHED=
 
+# Everything labelled with the bench instance, in the engine DOCKER_HOST points at.
+purge_instance() {
+    local filter=label=org.docker-meta.host_container.instance=$INSTANCE ids
+    ids=$(docker ps -aq --filter "$filter" 2>/dev/null || true)
+    # shellcheck disable=SC2086
+    [ -z "$ids" ] || docker rm -f $ids >/dev/null 2>&1 || true
+    ids=$(docker volume ls -q --filter "$filter" 2>/dev/null || true)
+    # shellcheck disable=SC2086
+    [ -z "$ids" ] || docker volume rm -f $ids >/dev/null 2>&1 || true
+    docker image rm "$IMAGE" >/dev/null 2>&1 || true
+}
+
 purge_engine() {
     [ -n "$ENGINE_TOUCHED" ] || return 0
     log "purging what the benchmark created in the engine"
-    local containers
-    containers=$(docker ps -aq --filter "name=^$PREFIX-" 2>/dev/null || true)
-    if [ -n "$containers" ]; then
-        # shellcheck disable=SC2086
-        docker rm -f $containers >/dev/null 2>&1 || true
+    purge_instance
+    if [ -n "${REMOTE_HOST:-}" ]; then
+        DOCKER_HOST=$REMOTE_HOST purge_instance
+        bash "$REMOTE_TOOL" stop >/dev/null 2>&1 || true
+        REMOTE_HOST=
     fi
-    docker volume rm "$PREFIX-data" "$PREFIX-initialized" >/dev/null 2>&1 || true
-    docker image rm "$IMAGE" >/dev/null 2>&1 || true
     ENGINE_TOUCHED=
 }
 
@@ -307,6 +317,27 @@ WRAPPER
         row "5b. single's own docker run argv, by hand (ms)" "$(python3 "$HELPER" field "$WORK/pairs-exact.json" median_b_ms)" "-" ""
         row "5b. median of paired ratios single / that argv" "$(python3 "$HELPER" field "$WORK/pairs-exact.json" median_ratio)" "-" ""
     fi
+    purge_engine
+fi
+
+# --- 6: single on an engine that cannot see this machine's files vs docker run there ---------
+REMOTE_TOOL=$ROOT/../shared/tools/remote-engine
+if [ -n "${BENCH_SKIP_ENGINE:-}" ] || [ ! -f "$REMOTE_TOOL" ] || ! engine >/dev/null; then
+    row "6. single vs docker run, remote engine" "skipped" "<= 1.10" "no engine or no shared/tools/remote-engine"
+else
+    log "6. single vs raw docker run on the isolated remote engine"
+    ENGINE_TOUCHED=1
+    REMOTE_HOST=$(bash "$REMOTE_TOOL" start "$BASE_IMAGE" | tail -n 1)
+    DOCKER_HOST=$REMOTE_HOST "$HC" -x "$INSTANCE" python minimal init >"$WORK/init-remote.log" 2>&1 ||
+        { tail -n 30 "$WORK/init-remote.log" >&2; die "init on the remote engine failed"; }
+    DOCKER_HOST=$REMOTE_HOST python3 "$HELPER" pairs "$PAIRS" \
+        "$HC" -x "$INSTANCE" python minimal single python -c pass -- \
+        "$REAL_DOCKER" run --rm "--volume=$PREFIX-data:/virtualenv:ro" "$IMAGE" python -c pass \
+        >"$WORK/pairs-remote.json"
+    row "6. remote: single python -c pass (ms)" "$(python3 "$HELPER" field "$WORK/pairs-remote.json" median_a_ms)" "-" ""
+    row "6. remote: docker run --rm same image python -c pass (ms)" "$(python3 "$HELPER" field "$WORK/pairs-remote.json" median_b_ms)" "-" ""
+    REMOTE_RATIO=$(python3 "$HELPER" field "$WORK/pairs-remote.json" median_ratio)
+    row "6. remote: median of paired ratios ($PAIRS)" "$REMOTE_RATIO" "<= 1.10" "$(verdict "$REMOTE_RATIO" '<=' 1.10)"
     purge_engine
 fi
 

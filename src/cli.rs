@@ -52,7 +52,8 @@ Exit codes: the job's own code for single, exec, bash and test; otherwise 0 succ
 64 usage, 65 invalid configuration, 66 unknown language/variant/mode, 67 docker not installed,
 68 engine unreachable, 69 base image missing, 70 a step failed, 71 name or volume conflict,
 72 refused (not confirmed, or a backup/restore would lose data), 73 daemon not ready,
-74 host I/O error, 130 interrupted.";
+74 host I/O error, 75 the engine cannot see this machine's files (exec, bind mounts),
+130 interrupted.";
 
 /// Run programs in host containers: Docker containers pre-configured for one language and one
 /// variant of it, driven by declarative mode files.
@@ -265,6 +266,21 @@ fn utf8_path(what: &str, path: PathBuf) -> anyhow::Result<String> {
             ),
         ),
     }
+}
+
+/// 16 hex digits no other process will pick: std's per-process random hash keys, mixed with the
+/// pid and the clock.
+pub fn fresh_token() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u32(std::process::id());
+    hasher.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
+    format!("{:016x}", hasher.finish())
 }
 
 /// A run id unique enough for container names of concurrent runs on one engine.

@@ -38,6 +38,8 @@ pub enum Kind {
     Interrupted,
     /// Reading or writing a host file failed.
     Io,
+    /// A step bind-mounts a path of this machine, and the engine cannot see this machine's files.
+    EngineCannotSeeFiles,
 }
 
 impl Kind {
@@ -55,6 +57,7 @@ impl Kind {
             Kind::NotReady => 73,
             Kind::NotRunning => 3,
             Kind::Io => 74,
+            Kind::EngineCannotSeeFiles => 75,
             Kind::Interrupted => 130,
         }
     }

@@ -18,10 +18,11 @@ use sha2::{Digest, Sha256};
 use crate::cli::Invocation;
 use crate::config;
 use crate::docker;
+use crate::engine_lock::EngineLock;
 use crate::error::{Error, Kind};
 use crate::junit;
 use crate::mode::Output;
-use crate::plan::{docker_head_len, Plan, Status, Step};
+use crate::plan::{docker_head_len, Names, Plan, Status, Step};
 use crate::print::command_line;
 use crate::safe_fs;
 use crate::state;
@@ -113,13 +114,14 @@ pub fn execute(mut plan: Plan, invocation: &Invocation, options: &Options) -> an
     if let Some(conflict) = state::apply(&mut plan, &observed).into_iter().next() {
         return Err(conflict.into());
     }
+    check_client_mounts(&plan, invocation)?;
     confirm(&plan, options)?;
     let mut outcomes: Vec<Option<Outcome>> = vec![None; plan.steps.len()];
     let started = Instant::now();
 
     let stateful = stateful_closure(&plan);
     let result = if stateful.iter().any(|s| *s) {
-        let lock = InstanceLock::acquire(&plan, invocation)?;
+        let lock = InstanceLock::acquire(&plan, invocation, &events)?;
         // Another invocation may have done the work while we waited: ask the engine again.
         let observed = state::probe(&plan)?;
         if let Some(conflict) = state::apply(&mut plan, &observed).into_iter().next() {
@@ -168,6 +170,25 @@ pub fn execute(mut plan: Plan, invocation: &Invocation, options: &Options) -> an
 }
 
 /// Asks the questions of steps that will run and declare `confirm`, unless `--yes` answered.
+/// A step that bind-mounts a path of this machine runs only on an engine that sees this
+/// machine's files; elsewhere it would run on an empty directory, so the run stops first.
+fn check_client_mounts(plan: &Plan, invocation: &Invocation) -> anyhow::Result<()> {
+    let mounting = plan.steps.iter().find_map(|step| {
+        let paths = crate::engine::client_paths(&step.argv);
+        (step.status == Status::Run && !paths.is_empty()).then_some((step, paths))
+    });
+    let Some((step, paths)) = mounting else {
+        return Ok(());
+    };
+    let head = &step.argv[..docker_head_len(&step.argv)];
+    // SAFETY: getuid cannot fail and touches no memory of ours.
+    let cache = config::cache_dir(&invocation.env, unsafe { libc::getuid() });
+    if crate::engine::sees_client_files(head, &cache)? {
+        return Ok(());
+    }
+    Err(crate::engine::cannot_see_files(&step.id, &paths, head).into())
+}
+
 fn confirm(plan: &Plan, options: &Options) -> anyhow::Result<()> {
     use std::io::IsTerminal;
     for step in plan.steps.iter().filter(|s| s.status == Status::Run) {
@@ -828,11 +849,28 @@ fn run_main(step: &Step, pids: &Running, collect: bool) -> Result<MainResult, Fa
             .unwrap_or_default();
         return Ok((output.status.code(), tail, stdout_lines));
     }
+    let upload = match &step.stdin {
+        Some(stdin) => Some(crate::upload::tar_of(Path::new(&stdin.tar)).map_err(|e| {
+            failure(
+                Kind::Io,
+                None,
+                format!("step `{}`: sending {}: {e}", step.id, stdin.tar),
+                vec![],
+            )
+        })?),
+        None => None,
+    };
+    let (command, upload_writer) = match upload {
+        Some(stream) => (command.stdin_file(stream.reader), Some(stream.writer)),
+        None => (command.stdin_null(), None),
+    };
     let reader = command
-        .stdin_null()
         .stderr_to_stdout()
         .reader()
         .map_err(|e| spawn_failure(&argv[0], e))?;
+    // duct keeps its copy of the pipe's read end until the expression is dropped; the writer
+    // learns that docker stopped reading only once no read end is left.
+    drop(command);
     set_pids(reader.pids());
     let prefix = format!("[{}] ", step.id);
     let quiet = step.output == Output::Quiet;
@@ -848,6 +886,25 @@ fn run_main(step: &Step, pids: &Running, collect: bool) -> Result<MainResult, Fa
         .ok()
         .flatten()
         .and_then(|output| output.status.code());
+    if let Some(writer) = upload_writer {
+        let sent = writer
+            .join()
+            .unwrap_or_else(|_| Err(std::io::Error::other("the archive writer panicked")));
+        // When docker failed, its own message says more than a broken pipe; a command that
+        // succeeded without reading everything did not need the rest.
+        let sent = sent.or_else(|e| match e.kind() {
+            std::io::ErrorKind::BrokenPipe => Ok(()),
+            _ => Err(e),
+        });
+        if let (Err(e), Some(0)) = (sent, code) {
+            return Err(failure(
+                Kind::Io,
+                None,
+                format!("step `{}`: sending its input: {e}", step.id),
+                tail,
+            ));
+        }
+    }
     Ok((code, tail, Vec::new()))
 }
 
@@ -886,11 +943,17 @@ fn copy_lines(
 /// file lock (released by the kernel if we die), keyed by the engine address so different
 /// engines do not wait on each other.
 struct InstanceLock {
+    // Dropped in this order: the engine's lock first, then the host's.
+    _engine: EngineLock,
     _file: File,
 }
 
 impl InstanceLock {
-    fn acquire(plan: &Plan, invocation: &Invocation) -> anyhow::Result<InstanceLock> {
+    fn acquire(
+        plan: &Plan,
+        invocation: &Invocation,
+        events: &Receiver<Event>,
+    ) -> anyhow::Result<InstanceLock> {
         let mut key = Sha256::new();
         for part in [
             invocation
@@ -933,7 +996,24 @@ impl InstanceLock {
             file.lock()
                 .map_err(|e| Error::new(Kind::Io, format!("locking {}: {e}", path.display())))?;
         }
-        Ok(InstanceLock { _file: file })
+        // The host lock orders the waiters of this machine; the engine's lock orders machines.
+        let head = plan
+            .steps
+            .first()
+            .map(|s| s.argv[..docker_head_len(&s.argv)].to_vec())
+            .unwrap_or_else(|| vec!["docker".to_owned()]);
+        let what = format!("{} {} ({})", plan.language, plan.variant, plan.instance);
+        let engine = EngineLock::acquire(
+            &head,
+            &format!("{}-lock", Names::of(invocation).prefix),
+            &crate::plan::instance_labels(invocation),
+            &what,
+            |wait| matches!(events.recv_timeout(wait), Ok(Event::Signal(_))),
+        )?;
+        Ok(InstanceLock {
+            _engine: engine,
+            _file: file,
+        })
     }
 }
 
@@ -962,17 +1042,19 @@ pub mod ready {
         // Mode files bound the timeout to a day; a plan built otherwise must not overflow.
         let timeout = Duration::from_secs(ready.timeout.min(crate::mode::MAX_READY_TIMEOUT));
         let deadline = Instant::now() + timeout;
+        let mut exec_works = true;
         loop {
             let mut inspect = head.clone();
             inspect.extend([
                 "inspect".into(),
                 "--format".into(),
-                "{{.State.Status}} {{.RestartCount}}".into(),
+                "{{.State.Status}} {{.RestartCount}}|{{.Image}}".into(),
                 name.clone(),
             ]);
-            let state = docker::capture(&inspect)
+            let answer = docker::capture(&inspect)
                 .map(|c| c.stdout.trim().to_owned())
                 .unwrap_or_default();
+            let (state, image) = answer.split_once('|').unwrap_or((&answer, ""));
             // A restart policy hides a crash behind "restarting"; any restart means it exited.
             if state != "running 0" {
                 return Err(not_ready(
@@ -982,12 +1064,8 @@ pub mod ready {
                     &format!("the daemon exited ({state})"),
                 ));
             }
-            let command_ok = ready.command.is_empty() || {
-                let mut exec = head.clone();
-                exec.extend(["exec".into(), name.clone()]);
-                exec.extend(ready.command.iter().cloned());
-                docker::capture(&exec).is_ok_and(|c| c.success())
-            };
+            let command_ok = ready.command.is_empty()
+                || command_answers(step, &head, (&name, image), &ready.command, &mut exec_works);
             let tcp_ok = ready
                 .tcp
                 .as_ref()
@@ -1005,6 +1083,54 @@ pub mod ready {
             }
             std::thread::sleep(POLL);
         }
+    }
+
+    /// Runs the readiness command in the daemon's container with `docker exec`, or, on an
+    /// engine whose `exec` cannot enter containers (seen with a chrooted dockerd), in a
+    /// throw-away container sharing the daemon's network and volumes.
+    fn command_answers(
+        step: &Step,
+        head: &[String],
+        (name, image): (&str, &str),
+        command: &[String],
+        exec_works: &mut bool,
+    ) -> bool {
+        if *exec_works {
+            let mut exec = head.to_vec();
+            exec.extend(["exec".into(), name.to_owned()]);
+            exec.extend(command.iter().cloned());
+            match docker::capture(&exec) {
+                Ok(answer) if answer.success() => return true,
+                // docker prints this one on stdout.
+                Ok(answer)
+                    if format!("{}{}", answer.stdout, answer.stderr)
+                        .contains("OCI runtime exec failed") =>
+                {
+                    *exec_works = false;
+                }
+                _ => return false,
+            }
+        }
+        let Some((program, args)) = command.split_first() else {
+            return true;
+        };
+        let mut run = head.to_vec();
+        run.extend(["run".into(), "--rm".into()]);
+        // The daemon's own labels, so a check interrupted half-way is found like the daemon.
+        run.extend(
+            step.argv
+                .iter()
+                .filter(|a| a.starts_with("--label=") && !a.contains(".fingerprint="))
+                .cloned(),
+        );
+        run.extend([
+            format!("--network=container:{name}"),
+            format!("--volumes-from={name}"),
+            format!("--entrypoint={program}"),
+            image.to_owned(),
+        ]);
+        run.extend(args.iter().cloned());
+        docker::capture(&run).is_ok_and(|c| c.success())
     }
 
     fn port_answers(address: &str) -> bool {

@@ -82,6 +82,19 @@ pub struct StepSpec {
     /// How to tell that a started daemon is ready.
     #[serde(default)]
     pub ready: Option<Ready>,
+    /// What the docker command reads on its standard input, streamed from this machine. This is
+    /// how files reach an engine that cannot see them (a remote or `dind` engine).
+    #[serde(default)]
+    pub stdin: Option<StdinSpec>,
+}
+
+/// A stream fed to a step's standard input.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct StdinSpec {
+    /// A directory (a template) sent as a tar archive: regular files with their executable
+    /// bits, owned by root, in a stable order.
+    pub tar: String,
 }
 
 /// How a step's output reaches the user.
@@ -228,6 +241,9 @@ impl StepSpec {
         }
         if let Some(confirm) = &self.confirm {
             fields.push(field(at(&["confirm"]), confirm, false));
+        }
+        if let Some(stdin) = &self.stdin {
+            fields.push(field(at(&["stdin", "tar"]), &stdin.tar, false));
         }
         fields
     }

@@ -103,6 +103,9 @@ pub struct Step {
     pub confirm: Option<String>,
     /// Input files and directories that fed the fingerprint.
     pub inputs: Vec<String>,
+    /// What the command reads on stdin, streamed from this machine.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stdin: Option<mode::StdinSpec>,
     /// Runs even when done (its mode was requested and is declared `force`).
     #[serde(skip)]
     pub forced: bool,
@@ -420,7 +423,13 @@ fn base_context(
     put("base_image", json!(invocation.base_image));
     put("image", json!(names.image));
     put("names", json!({"prefix": names.prefix}));
-    put("volumes", json!({"data": format!("{}-data", names.prefix)}));
+    put(
+        "volumes",
+        json!({
+            "data": format!("{}-data", names.prefix),
+            "hosts": format!("{}-hosts", names.prefix),
+        }),
+    );
     put(
         "containers",
         json!({
@@ -908,6 +917,26 @@ impl Compiler<'_> {
                     }
                     None => None,
                 };
+                if spec.stdin.is_some() && (spec.interactive || spec.output == Output::Raw) {
+                    return Err(mode
+                        .error_at(
+                            Kind::Config,
+                            format!(
+                                "step `{name}` reads `stdin` from a directory, so it cannot also \
+                                 be interactive or have raw output (which give it the user's stdin)"
+                            ),
+                            mode.document.positions().key(&["steps", name, "stdin"]),
+                        )
+                        .into());
+                }
+                let stdin = match &spec.stdin {
+                    Some(stdin) => Some(mode::StdinSpec {
+                        tar: renderer
+                            .render(&stdin.tar)
+                            .map_err(|e| render_error(&["steps", name, "stdin", "tar"], e))?,
+                    }),
+                    None => None,
+                };
                 let confirm = match &spec.confirm {
                     Some(question) => Some(
                         renderer
@@ -943,6 +972,7 @@ impl Compiler<'_> {
                     ready,
                     confirm,
                     inputs,
+                    stdin,
                     forced,
                     need_indexes: Vec::new(),
                     raw_args,
@@ -952,7 +982,10 @@ impl Compiler<'_> {
 
         if let Some(serde_json::Value::Object(paths)) = self.base_context.get("paths") {
             let (language, variant) = (&invocation.language, &invocation.variant);
-            crate::variant::check(&steps, paths, self.layers, language, variant)?;
+            let command: Vec<String> = (invocation.command.iter())
+                .map(|arg| arg.to_string_lossy().into_owned())
+                .collect();
+            crate::variant::check(&steps, paths, self.layers, language, variant, &command)?;
         }
         // Edges point from a need to the step that needs it.
         let mut graph: DiGraph<usize, Option<(usize, usize)>> = DiGraph::new();

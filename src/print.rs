@@ -204,7 +204,12 @@ fn text(plan: &Plan) -> String {
             }
             None => String::new(),
         };
-        let _ = writeln!(out, "  $ {}{redirect}", command_line(&step.argv));
+        // Copy-pasteable: what the step streams to the command's stdin, as a shell would.
+        let feed = match &step.stdin {
+            Some(stdin) => format!("tar --create --directory={} . | ", shell_quote(&stdin.tar)),
+            None => String::new(),
+        };
+        let _ = writeln!(out, "  $ {feed}{}{redirect}", command_line(&step.argv));
         for after in &step.after {
             let _ = writeln!(out, "  after: {}", command_line(after));
         }

@@ -44,6 +44,16 @@ pub fn condition(expression: &str, value: bool) -> String {
     }
 }
 
+/// `key=value` as a field of docker's CSV `--mount` syntax, quoted only when it must be.
+pub fn mount_option(key: &str, value: &str) -> String {
+    let field = format!("{key}={value}");
+    if field.contains([',', '"', '\n', '\r']) || field.trim() != field {
+        format!("\"{}\"", field.replace('"', "\"\""))
+    } else {
+        field
+    }
+}
+
 impl Renderer {
     pub fn new(context: Value) -> Renderer {
         let mut env = Environment::new();
@@ -80,6 +90,12 @@ impl Renderer {
                 items.iter().map(|item| format!("{prefix}{item}")).collect()
             },
         );
+        // `cwd | mount_option('source')`: one `key=value` field of docker's `--mount`, which is
+        // comma-separated, so a path with `,` or `"` is quoted as CSV instead of breaking the
+        // option (the `-v SRC:DST` form has no quoting at all for a path with `:`).
+        env.add_filter("mount_option", |value: String, key: String| -> String {
+            mount_option(&key, &value)
+        });
         Renderer {
             env,
             context,
@@ -510,5 +526,22 @@ mod tests {
         assert!(!r.truth("getenv('NOPE') != ''").unwrap());
         assert!(r.truth("env_flag('UPGRADE')").unwrap());
         assert_eq!(r.render("{{ getenv('NOPE', 'x') }}").unwrap(), "x");
+    }
+
+    #[test]
+    fn mount_options_quote_only_what_breaks_the_csv() {
+        assert_eq!(
+            mount_option("source", "/home/me/a:b"),
+            "source=/home/me/a:b"
+        );
+        assert_eq!(
+            mount_option("source", "/home/me/a,b \"c\""),
+            "\"source=/home/me/a,b \"\"c\"\"\""
+        );
+        let r = renderer();
+        assert_eq!(
+            r.render("{{ 'x,y' | mount_option('target') }}").unwrap(),
+            "\"target=x,y\""
+        );
     }
 }

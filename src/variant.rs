@@ -33,6 +33,7 @@ pub fn check(
     layers: &Layers,
     language: &str,
     variant: &str,
+    command: &[String],
 ) -> anyhow::Result<()> {
     let dir = |kind: &str| paths.get(kind).and_then(|v| v.as_str()).map(PathBuf::from);
     let (hosts, services) = (dir("hosts"), dir("services"));
@@ -61,7 +62,10 @@ pub fn check(
         }
         let Some(hosts) = &hosts else { continue };
         let ready = step.ready.iter().flat_map(|r| r.command.iter());
-        for script in step.argv.iter().chain(ready).filter_map(|a| script_name(a)) {
+        // The user's COMMAND may name any path (`single cat /data/notes`); only the modes' own
+        // arguments promise a script of the variant.
+        let own = step.argv.iter().filter(|a| !command.contains(a));
+        for script in own.chain(ready).filter_map(|a| script_name(a)) {
             let path = hosts.join(script);
             let problem = if !path.is_file() {
                 Problem::Missing

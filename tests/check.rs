@@ -80,7 +80,7 @@ fn a_fresh_instance_has_steps_to_run() {
     );
     assert_eq!(
         text.lines().last(),
-        Some("3 to run, 0 up to date, 0 unknown, 1 always run"),
+        Some("5 to run, 0 up to date, 0 unknown, 1 always run"),
         "{text}"
     );
     assert_only_inspect(&sandbox);
@@ -96,13 +96,13 @@ fn an_initialized_instance_is_up_to_date_even_for_forced_init() {
         let last = stdout(&output).lines().last().map(str::to_owned);
         assert!(
             last.as_deref()
-                .is_some_and(|l| l.starts_with("0 to run, 3 up to date, 0 unknown")),
+                .is_some_and(|l| l.starts_with("0 to run, 5 up to date, 0 unknown")),
             "{mode}: {last:?}"
         );
     }
     // Without --check the requested init still runs again.
     let plan = plan_json(&sandbox, &["python", "minimal", "init"]);
-    assert_eq!(plan["summary"]["to_run"], 3);
+    assert_eq!(plan["summary"]["to_run"], 5);
     assert_only_inspect(&sandbox);
 }
 
@@ -119,7 +119,7 @@ fn an_unreachable_engine_is_68_and_the_summary_says_unknown() {
     let plan: Value = serde_json::from_slice(&output.stdout).expect("plan JSON");
     assert_eq!(
         plan["summary"],
-        json!({"to_run": 0, "up_to_date": 0, "unknown": 3, "always_run": 1})
+        json!({"to_run": 0, "up_to_date": 0, "unknown": 5, "always_run": 1})
     );
     assert!(plan["state"]
         .as_str()
@@ -163,10 +163,10 @@ fn the_text_plan_ends_with_the_summary_and_check_with_plan_prints_it_all() {
         .expect("run");
     expect_code(&output, 1);
     let text = stdout(&output);
-    assert!(text.contains("[4/4] single.job: run"), "{text}");
+    assert!(text.contains("[6/6] single.job: run"), "{text}");
     assert_eq!(
         text.lines().last(),
-        Some("3 to run, 0 up to date, 0 unknown, 1 always run")
+        Some("5 to run, 0 up to date, 0 unknown, 1 always run")
     );
     let offline = sandbox
         .fake_docker()

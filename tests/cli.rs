@@ -39,27 +39,33 @@ fn plan_json(sandbox: &Sandbox, args: &[&str]) -> Value {
 
 /// The argv the plan says will run, in order: each step's before, argv and after commands.
 fn planned_commands(plan: &Value) -> Vec<Vec<String>> {
-    let mut commands = Vec::new();
-    for step in plan["steps"].as_array().expect("steps") {
-        if step["status"] != "run" {
-            continue;
-        }
-        let lists = [&step["before"], &step["after"]];
-        let argv_of = |v: &Value| -> Vec<String> {
-            v.as_array()
-                .expect("argv")
-                .iter()
-                .map(|a| a.as_str().expect("string").to_owned())
-                .collect()
-        };
-        if let Some(before) = lists[0].as_array() {
-            commands.extend(before.iter().map(argv_of));
-        }
-        commands.push(argv_of(&step["argv"]));
-        if let Some(after) = lists[1].as_array() {
-            commands.extend(after.iter().map(argv_of));
-        }
-    }
+    plan["steps"]
+        .as_array()
+        .expect("steps")
+        .iter()
+        .filter(|step| step["status"] == "run")
+        .flat_map(planned_step_commands)
+        .collect()
+}
+
+/// A step's `before` commands, its argv and its `after` commands, in the order they run.
+fn planned_step_commands(step: &Value) -> Vec<Vec<String>> {
+    let argv_of = |v: &Value| -> Vec<String> {
+        v.as_array()
+            .expect("argv")
+            .iter()
+            .map(|a| a.as_str().expect("string").to_owned())
+            .collect()
+    };
+    let list = |key: &str| -> Vec<Vec<String>> {
+        step[key]
+            .as_array()
+            .map(|commands| commands.iter().map(argv_of).collect())
+            .unwrap_or_default()
+    };
+    let mut commands = list("before");
+    commands.push(argv_of(&step["argv"]));
+    commands.extend(list("after"));
     commands
 }
 
@@ -147,7 +153,8 @@ fn failure_at_each_step_runs_no_dependent_and_marks_nothing_done() {
             .fake_docker()
             .env(
                 "FAKE_DOCKER_FAIL",
-                format!("--label=org.docker-meta.host_container.step={id}"),
+                // The space ends the label: `init.hosts` must not match `init.hosts-volume`.
+                format!("--label=org.docker-meta.host_container.step={id} "),
             )
             .args(["--run-id", "t1", "python", "minimal", "single"])
             .output()
@@ -268,7 +275,14 @@ fn json_plan_has_the_documented_shape() {
         .collect();
     assert_eq!(
         ids,
-        ["init.image", "init.volume", "init.virtualenv", "single.job"]
+        [
+            "init.image",
+            "init.volume",
+            "init.hosts-volume",
+            "init.hosts",
+            "init.virtualenv",
+            "single.job"
+        ]
     );
     for step in steps {
         for key in ["id", "mode", "needs", "argv", "status", "reason", "source"] {
@@ -277,8 +291,8 @@ fn json_plan_has_the_documented_shape() {
         assert_eq!(step["argv"][0], "docker");
     }
     assert_eq!(
-        steps[2]["needs"],
-        serde_json::json!(["init.image", "init.volume"])
+        steps[4]["needs"],
+        serde_json::json!(["init.image", "init.volume", "init.hosts"])
     );
     let upgrade = plan["modes"]
         .as_array()
@@ -326,6 +340,8 @@ fn upgrade_joins_only_when_set() {
         [
             "init.image",
             "init.volume",
+            "init.hosts-volume",
+            "init.hosts",
             "init.virtualenv",
             "upgrade.packages",
             "single.job"
@@ -417,12 +433,9 @@ fn hosts_files_merge_across_layers() {
         .expect("run");
     expect_code(&output, 0);
     let plan: Value = serde_json::from_slice(&output.stdout).expect("json");
-    let argv = plan["steps"][2]["argv"].to_string();
-    let merged = argv
-        .split("--volume=")
-        .find(|part| part.contains(":/data:ro"))
-        .and_then(|part| part.split(":/data:ro").next())
-        .expect("hosts mount");
+    let hosts = &plan["steps"][3];
+    assert_eq!(hosts["id"], "init.hosts");
+    let merged = hosts["stdin"]["tar"].as_str().expect("hosts sent as a tar");
     assert!(merged.contains("merged-"), "{merged}");
     let merged = std::path::Path::new(merged);
     assert_eq!(
@@ -546,6 +559,8 @@ fn junit_report_has_a_case_per_step_and_failures_carry_output() {
         [
             "init.image",
             "init.volume",
+            "init.hosts-volume",
+            "init.hosts",
             "init.virtualenv",
             "test.checks"
         ]
@@ -1029,5 +1044,55 @@ fn a_non_utf8_current_or_backup_directory_is_refused() {
         sandbox.docker_calls().is_empty(),
         "{:?}",
         sandbox.docker_calls()
+    );
+}
+
+/// Engines that cannot see this machine's files (remote, `dind`) run every shipped mode but
+/// `exec`: no other mode's plan may bind-mount a path of this machine.
+#[test]
+fn no_shipped_mode_but_exec_bind_mounts_a_client_path() {
+    let sandbox = Sandbox::new();
+    for mode in [
+        "init", "upgrade", "single", "daemon", "status", "logs", "stop", "purge", "test", "bash",
+        "backup", "restore", "exec",
+    ] {
+        let plan = plan_json(&sandbox, &["--offline", "python", "minimal", mode]);
+        let mut mounted = Vec::new();
+        for step in plan["steps"].as_array().expect("steps") {
+            for command in planned_step_commands(step) {
+                mounted.extend(docker_meta::engine::client_paths(&command));
+            }
+        }
+        if mode == "exec" {
+            let cwd = sandbox.path("project").display().to_string();
+            assert_eq!(mounted, [cwd], "exec mounts the current directory only");
+        } else {
+            assert!(mounted.is_empty(), "{mode} bind-mounts {mounted:?}");
+        }
+    }
+}
+
+/// A command that exits without reading the hosts archive on its stdin must not leave
+/// host_container waiting on a full pipe.
+#[test]
+fn a_command_that_ignores_its_stdin_archive_does_not_hang() {
+    let sandbox = Sandbox::new();
+    // Far more than a pipe's buffer, so the writer blocks unless the pipe is closed.
+    let big = "x".repeat(4 << 20);
+    sandbox.write("layer/python/hosts/minimal/big.txt", &big);
+    let output = sandbox
+        .fake_docker()
+        .arg("--config-dir")
+        .arg(sandbox.path("layer"))
+        .args(["--run-id", "t1", "python", "minimal", "init"])
+        .output()
+        .expect("run");
+    expect_code(&output, 0);
+    let calls = sandbox.docker_calls();
+    assert!(
+        calls
+            .iter()
+            .any(|c| c.iter().any(|a| a.ends_with("step=init.hosts"))),
+        "{calls:?}"
     );
 }

@@ -180,7 +180,22 @@ fn a_failure_names_the_steps_that_did_not_run() {
     expect_code(&output, 70);
     let message = stderr(&output);
     assert!(
-        message.contains("  = did not run: init.virtualenv, single.job\n"),
+        message.contains(
+            "  = did not run: init.hosts-volume, init.hosts, init.virtualenv, single.job\n"
+        ),
         "{message}"
     );
+}
+
+/// The user's COMMAND may name any path below /data; only the modes' own arguments promise a
+/// script of the variant.
+#[test]
+fn a_command_naming_a_path_below_data_is_not_a_missing_script() {
+    let sandbox = Sandbox::new();
+    let output = sandbox
+        .fake_docker()
+        .args(["python", "minimal", "single", "cat", "/data/notes"])
+        .output()
+        .expect("run");
+    expect_code(&output, 0);
 }

@@ -95,8 +95,17 @@ exit 0
         command
     }
 
-    /// The calls the fake docker recorded, each as its full argv starting with `docker`.
+    /// The calls the fake docker recorded, each as its full argv starting with `docker`,
+    /// without those taking and releasing the instance lock in the engine (not plan steps).
     pub fn docker_calls(&self) -> Vec<Vec<String>> {
+        self.all_docker_calls()
+            .into_iter()
+            .filter(|call| !is_lock_call(call))
+            .collect()
+    }
+
+    /// Every call the fake docker recorded, lock calls included.
+    pub fn all_docker_calls(&self) -> Vec<Vec<String>> {
         let Ok(log) = fs::read(self.path("docker.log")) else {
             return Vec::new();
         };
@@ -121,6 +130,13 @@ exit 0
         fs::write(&path, content).expect("write");
         path
     }
+}
+
+/// Whether a docker call takes or releases the engine-side instance lock.
+pub fn is_lock_call(call: &[String]) -> bool {
+    let names_lock = |arg: &String| arg.ends_with("-lock");
+    (call.get(1).is_some_and(|c| c == "container") && call.iter().any(names_lock))
+        || (call.get(1).is_some_and(|c| c == "rm") && call.last().is_some_and(names_lock))
 }
 
 pub fn stdout(output: &Output) -> String {

@@ -1,0 +1,127 @@
+//! Files reach containers through the engine, never through a bind mount of a client path: an
+//! engine may be remote (`tcp://`, `ssh://`, a CI `dind` service) and see none of this machine's
+//! files. A step with `stdin: {tar: DIR}` gets a tar archive of DIR on its standard input,
+//! written here while docker reads it, so nothing is staged on disk and any size streams.
+
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::thread::JoinHandle;
+
+use crate::config::{self, Node};
+use crate::safe_fs;
+
+/// The archive streamed to a step's stdin: a reader for the child and the thread writing it.
+pub struct TarStream {
+    pub reader: os_pipe::PipeReader,
+    pub writer: JoinHandle<io::Result<()>>,
+}
+
+/// Starts writing a tar archive of `dir` into a pipe. The archive is the same for the same
+/// content: entries sorted, owned by root, dated 0, permission bits as they are here.
+pub fn tar_of(dir: &Path) -> io::Result<TarStream> {
+    let entries = entries_below(dir)?;
+    let (reader, writer) = os_pipe::pipe()?;
+    let writer = std::thread::spawn(move || write_tar(writer, &entries));
+    Ok(TarStream { reader, writer })
+}
+
+/// One entry: its path inside the archive, its path here, and what it is.
+type Entry = (String, PathBuf, Node);
+
+/// Every file and symlink below `root` by archive path, from the same walk that hashes inputs:
+/// symlinks are sent as symlinks, never followed (a link to `/` must not send the machine), and
+/// FIFOs, sockets and devices are refused with their path.
+fn entries_below(root: &Path) -> io::Result<Vec<Entry>> {
+    let walked = config::walk(root).map_err(|e| io::Error::other(format!("{e:#}")))?;
+    let mut found = Vec::with_capacity(walked.len());
+    for (path, node) in walked {
+        let inner = path.strip_prefix(root).unwrap_or(&path);
+        let Some(inner) = inner.to_str() else {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("{}: a file name that is not UTF-8", path.display()),
+            ));
+        };
+        found.push((inner.to_owned(), path.clone(), node));
+    }
+    Ok(found)
+}
+
+fn write_tar(writer: impl Write, entries: &[Entry]) -> io::Result<()> {
+    let mut builder = tar::Builder::new(writer);
+    for (inner, path, node) in entries {
+        let mut header = tar::Header::new_gnu();
+        header.set_uid(0);
+        header.set_gid(0);
+        header.set_mtime(0);
+        match node {
+            Node::Link(target) => {
+                header.set_entry_type(tar::EntryType::Symlink);
+                header.set_mode(0o777);
+                header.set_size(0);
+                builder.append_link(&mut header, inner, target)?;
+            }
+            Node::File(mode) => {
+                let (file, metadata) =
+                    safe_fs::open_regular(path).map_err(|e| io::Error::other(format!("{e:#}")))?;
+                header.set_entry_type(tar::EntryType::Regular);
+                header.set_mode(*mode);
+                header.set_size(metadata.len());
+                builder.append_data(&mut header, inner, io::Read::take(file, metadata.len()))?;
+            }
+        }
+    }
+    builder.into_inner()?.flush()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn archives_files_with_their_modes_and_links_unfollowed_in_a_stable_order() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        use std::fs;
+        fs::create_dir(dir.path().join("wheels")).expect("mkdir");
+        fs::write(dir.path().join("wheels/extra.txt"), "x").expect("write");
+        fs::write(dir.path().join("single"), "#!/bin/sh\n").expect("write");
+        fs::set_permissions(dir.path().join("single"), fs::Permissions::from_mode(0o750))
+            .expect("chmod");
+        std::os::unix::fs::symlink("/", dir.path().join("root")).expect("symlink");
+        let mut stream = tar_of(dir.path()).expect("tar");
+        let mut bytes = Vec::new();
+        stream.reader.read_to_end(&mut bytes).expect("read");
+        stream.writer.join().expect("thread").expect("written");
+        let mut archive = tar::Archive::new(bytes.as_slice());
+        let listed: Vec<(String, u32)> = archive
+            .entries()
+            .expect("entries")
+            .map(|e| {
+                let e = e.expect("entry");
+                let path = e.path().expect("path").display().to_string();
+                (path, e.header().mode().expect("mode"))
+            })
+            .collect();
+        assert_eq!(
+            listed,
+            vec![
+                ("root".to_owned(), 0o777),
+                ("single".to_owned(), 0o750),
+                ("wheels/extra.txt".to_owned(), 0o644),
+            ]
+        );
+    }
+
+    #[test]
+    fn refuses_a_fifo_with_its_path() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let fifo = dir.path().join("pipe");
+        let path = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).expect("path");
+        // SAFETY: a valid NUL-terminated path; mkfifo touches no memory of ours.
+        assert_eq!(unsafe { libc::mkfifo(path.as_ptr(), 0o600) }, 0);
+        let error = tar_of(dir.path()).err().expect("refused");
+        assert!(error.to_string().contains("pipe"), "{error}");
+    }
+}

@@ -1,0 +1,390 @@
+//! End to end against an engine that cannot see any file of this machine: the project's
+//! `shared/tools/remote-engine` starts a second dockerd in its own mount and network namespaces,
+//! chrooted into a Debian root file system, and prints the `DOCKER_HOST` to reach it. Every mode
+//! but `exec` must work there unchanged; `exec` must refuse before running anything; four
+//! clients with their own HOME, TMPDIR and cache must initialize a fresh instance once.
+//!
+//! One test runs every scenario in turn, so the engine is started once and stopped at the end.
+//! Without the tool or the host engine it says loudly that it was skipped; with `CI` set it fails.
+
+mod support;
+
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+
+use support::{expect_code, stderr, stdout, Sandbox};
+
+const BASE_IMAGE: &str = "hc-test-base:bookworm";
+const LABEL: &str = "org.docker-meta.host_container.instance";
+
+fn skip(why: &str) {
+    if std::env::var_os("CI").is_some() {
+        panic!("CI is set but the remote-engine tests cannot run: {why}");
+    }
+    // Written to the file descriptor itself: the test harness captures `eprintln!`.
+    use std::io::Write;
+    let _ = writeln!(
+        std::io::stderr(),
+        "\n\n!!!!!!!! SKIPPED: {why}; remote-engine tests did not run !!!!!!!!\n"
+    );
+}
+
+fn tool() -> PathBuf {
+    support::repo_root().join("../shared/tools/remote-engine")
+}
+
+/// The remote engine, stopped (after removing what the test made in it) when dropped.
+struct RemoteEngine {
+    host: String,
+    instances: Vec<String>,
+}
+
+impl RemoteEngine {
+    fn start() -> Option<RemoteEngine> {
+        if !tool().is_file() {
+            skip("shared/tools/remote-engine is not beside the repository");
+            return None;
+        }
+        let local = Command::new("docker")
+            .args(["image", "inspect", BASE_IMAGE])
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if !local {
+            // The local e2e suite builds it; build it here too when this test runs alone.
+            let built = Command::new("bash")
+                .arg(support::repo_root().join("scripts/debian-base-image.sh"))
+                .arg(BASE_IMAGE)
+                .status()
+                .is_ok_and(|s| s.success());
+            if !built {
+                skip("no Docker engine here to build the base image");
+                return None;
+            }
+        }
+        let output = Command::new("bash")
+            .arg(tool())
+            .args(["start", BASE_IMAGE])
+            .stderr(Stdio::inherit())
+            .output()
+            .expect("bash runs");
+        assert!(output.status.success(), "remote-engine start failed");
+        let host = stdout(&output)
+            .trim()
+            .lines()
+            .last()
+            .unwrap_or("")
+            .to_owned();
+        assert!(
+            host.starts_with("unix://"),
+            "unexpected DOCKER_HOST {host:?}"
+        );
+        Some(RemoteEngine {
+            host,
+            instances: Vec::new(),
+        })
+    }
+
+    fn docker(&self, args: &[&str]) -> Output {
+        Command::new("docker")
+            .env("DOCKER_HOST", &self.host)
+            .args(args)
+            .output()
+            .expect("docker runs")
+    }
+
+    /// Everything labelled with `instance` in the remote engine.
+    fn objects(&self, instance: &str) -> Vec<String> {
+        let filter = format!("label={LABEL}={instance}");
+        let mut found = Vec::new();
+        for args in [
+            vec!["ps", "--all", "--quiet", "--filter", &filter],
+            vec!["volume", "ls", "--quiet", "--filter", &filter],
+            vec!["image", "ls", "--quiet", "--filter", &filter],
+        ] {
+            let listed = stdout(&self.docker(&args));
+            found.extend(listed.lines().map(|l| format!("{} {l}", args[0])));
+        }
+        found
+    }
+
+    fn remove(&self, instance: &str) {
+        let filter = format!("label={LABEL}={instance}");
+        for id in stdout(&self.docker(&["ps", "--all", "--quiet", "--filter", &filter])).lines() {
+            self.docker(&["rm", "--force", id]);
+        }
+        for name in stdout(&self.docker(&["volume", "ls", "--quiet", "--filter", &filter])).lines()
+        {
+            self.docker(&["volume", "rm", "--force", name]);
+        }
+        for id in stdout(&self.docker(&["image", "ls", "--quiet", "--filter", &filter])).lines() {
+            self.docker(&["image", "rm", "--force", id]);
+        }
+    }
+
+    /// A client of the remote engine: its own sandbox (HOME, cache, TMPDIR, cwd).
+    fn client(&self, sandbox: &Sandbox, instance: &str) -> Command {
+        let tmp = sandbox.path("tmp");
+        std::fs::create_dir_all(&tmp).expect("tmp");
+        let mut command = sandbox.command();
+        command
+            .env("DOCKER_HOST", &self.host)
+            .env("TMPDIR", tmp)
+            .env("HOST_CONTAINER_BASE_IMAGE", BASE_IMAGE)
+            .args(["-x", instance])
+            .stdin(Stdio::null());
+        command
+    }
+}
+
+impl Drop for RemoteEngine {
+    fn drop(&mut self) {
+        for instance in &self.instances {
+            self.remove(instance);
+        }
+        let _ = Command::new("bash").arg(tool()).arg("stop").status();
+    }
+}
+
+fn run(command: &mut Command, args: &[&str]) -> Output {
+    command.args(args).output().expect("host_container runs")
+}
+
+fn ran(output: &Output, step: &str) -> bool {
+    stderr(output).contains(&format!("==> {step}:"))
+}
+
+#[test]
+fn every_mode_but_exec_works_on_an_engine_that_cannot_see_our_files() {
+    let Some(mut engine) = RemoteEngine::start() else {
+        return;
+    };
+    let instance = format!("e2e-remote-{}", std::process::id());
+    let shared = format!("e2e-remote4-{}", std::process::id());
+    engine.instances = vec![instance.clone(), shared.clone()];
+    engine.remove(&instance);
+    engine.remove(&shared);
+    let sandbox = Sandbox::new();
+    let client = || engine.client(&sandbox, &instance);
+
+    modes_that_send_their_files(&engine, client);
+    exec_and_client_mounts_are_refused(client);
+    changed_hosts_files_reach_the_engine(&sandbox, client);
+    backup_and_restore_stream_through_the_client(&sandbox, client);
+    daemon_status_logs_stop(client);
+    four_clients_initialize_once(&engine, &shared);
+
+    let purged = run(&mut client(), &["--yes", "python", "minimal", "purge"]);
+    expect_code(&purged, 0);
+    let left = engine.objects(&instance);
+    assert!(left.is_empty(), "purge left {left:?}");
+}
+
+fn modes_that_send_their_files(engine: &RemoteEngine, client: impl Fn() -> Command) {
+    let first = run(&mut client(), &["python", "minimal", "single"]);
+    expect_code(&first, 0);
+    assert!(ran(&first, "init.hosts") && ran(&first, "init.virtualenv"));
+    assert!(
+        stdout(&first).contains("in /virtualenv"),
+        "{}",
+        stdout(&first)
+    );
+    // The hosts volume holds the variant's scripts, executable.
+    let listed = run(
+        &mut client(),
+        &[
+            "python",
+            "minimal",
+            "single",
+            "sh",
+            "-c",
+            "test -x /data/single && ls /data",
+        ],
+    );
+    expect_code(&listed, 0);
+    assert!(
+        stdout(&listed).contains("initialize"),
+        "{}",
+        stdout(&listed)
+    );
+    assert!(!ran(&listed, "init.hosts"), "{}", stderr(&listed));
+
+    let code = run(
+        &mut client(),
+        &[
+            "python",
+            "minimal",
+            "single",
+            "python",
+            "-c",
+            "raise SystemExit(3)",
+        ],
+    );
+    expect_code(&code, 3);
+
+    let tested = run(&mut client(), &["python", "minimal", "test"]);
+    expect_code(&tested, 0);
+    assert!(stdout(&tested).contains("all checks passed"));
+
+    let mut bash = client();
+    let mut child = bash
+        .args(["python", "minimal", "bash"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().expect("stdin");
+        stdin
+            .write_all(b"python -c 'import sys; print(sys.prefix)'\n")
+            .expect("write");
+    }
+    let bash = child.wait_with_output().expect("bash");
+    expect_code(&bash, 0);
+    assert_eq!(stdout(&bash).trim(), "/virtualenv");
+
+    let upgraded = run(&mut client(), &["python", "minimal", "upgrade"]);
+    expect_code(&upgraded, 0);
+    assert!(ran(&upgraded, "upgrade.packages"), "{}", stderr(&upgraded));
+
+    // The lock object is gone once a run ends, and nothing of ours runs.
+    let running = stdout(&engine.docker(&["ps", "--quiet"]));
+    assert!(running.trim().is_empty(), "left running: {running}");
+}
+
+fn exec_and_client_mounts_are_refused(client: impl Fn() -> Command) {
+    let exec = run(&mut client(), &["python", "minimal", "exec", "ls"]);
+    expect_code(&exec, 75);
+    assert!(
+        stderr(&exec).contains("cannot see this machine's files"),
+        "{}",
+        stderr(&exec)
+    );
+    assert!(
+        !stderr(&exec).contains("==> exec.command"),
+        "ran: {}",
+        stderr(&exec)
+    );
+    // A user's mode that bind-mounts the current directory is refused the same way.
+    let lint = support::repo_root().join("examples/lint");
+    let mut command = client();
+    command.arg("--config-dir").arg(lint);
+    let refused = run(&mut command, &["python", "minimal", "lint"]);
+    expect_code(&refused, 75);
+}
+
+fn changed_hosts_files_reach_the_engine(sandbox: &Sandbox, client: impl Fn() -> Command) {
+    sandbox.write(
+        "layer/python/hosts/minimal/wheels/marker.txt",
+        "from the client\n",
+    );
+    let layered = || {
+        let mut command = client();
+        command.arg("--config-dir").arg(sandbox.path("layer"));
+        command
+    };
+    let shown = run(
+        &mut layered(),
+        &[
+            "python",
+            "minimal",
+            "single",
+            "cat",
+            "/data/wheels/marker.txt",
+        ],
+    );
+    expect_code(&shown, 0);
+    assert_eq!(stdout(&shown), "from the client\n");
+    assert!(ran(&shown, "init.hosts"), "{}", stderr(&shown));
+    // Without the layer the file is gone again: the volume is refilled, not merged into.
+    let gone = run(
+        &mut client(),
+        &[
+            "python",
+            "minimal",
+            "single",
+            "test",
+            "!",
+            "-e",
+            "/data/wheels",
+        ],
+    );
+    expect_code(&gone, 0);
+}
+
+fn backup_and_restore_stream_through_the_client(sandbox: &Sandbox, client: impl Fn() -> Command) {
+    let dir = sandbox.path("backups");
+    let dir = dir.to_str().expect("utf-8 path");
+    let backup = run(
+        &mut client(),
+        &["--backup-dir", dir, "python", "minimal", "backup"],
+    );
+    expect_code(&backup, 0);
+    let archives: Vec<_> = std::fs::read_dir(dir)
+        .expect("backup dir")
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".tar"))
+        .collect();
+    assert_eq!(archives.len(), 1, "one archive written here");
+    let restore = run(
+        &mut client(),
+        &["--backup-dir", dir, "python", "minimal", "restore"],
+    );
+    expect_code(&restore, 0);
+    let after = run(&mut client(), &["python", "minimal", "single"]);
+    expect_code(&after, 0);
+    assert!(stdout(&after).contains("in /virtualenv"));
+}
+
+fn daemon_status_logs_stop(client: impl Fn() -> Command) {
+    let started = run(&mut client(), &["python", "minimal", "daemon"]);
+    expect_code(&started, 0);
+    let status = run(&mut client(), &["python", "minimal", "status"]);
+    expect_code(&status, 0);
+    assert!(stdout(&status).contains("running"), "{}", stdout(&status));
+    let logs = run(&mut client(), &["python", "minimal", "logs"]);
+    expect_code(&logs, 0);
+    assert!(
+        format!("{}{}", stdout(&logs), stderr(&logs)).contains("serving on port 8000"),
+        "{}",
+        stdout(&logs)
+    );
+    let stopped = run(&mut client(), &["python", "minimal", "stop"]);
+    expect_code(&stopped, 0);
+    let status = run(&mut client(), &["python", "minimal", "status"]);
+    assert!(!stdout(&status).contains("running"), "{}", stdout(&status));
+}
+
+/// Four clients that share nothing but the engine (own HOME, TMPDIR, cache: no host lock in
+/// common) start on a fresh instance at once: all succeed and the virtualenv is made once.
+fn four_clients_initialize_once(engine: &RemoteEngine, instance: &str) {
+    let sandboxes: Vec<Sandbox> = (0..4).map(|_| Sandbox::new()).collect();
+    let children: Vec<_> = sandboxes
+        .iter()
+        .map(|sandbox| {
+            engine
+                .client(sandbox, instance)
+                .args(["python", "minimal", "single"])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("spawn")
+        })
+        .collect();
+    let outputs: Vec<Output> = children
+        .into_iter()
+        .map(|child| child.wait_with_output().expect("wait"))
+        .collect();
+    for output in &outputs {
+        expect_code(output, 0);
+        assert!(stdout(output).contains("in /virtualenv"));
+    }
+    let initialized = outputs.iter().filter(|o| ran(o, "init.virtualenv")).count();
+    assert_eq!(
+        initialized, 1,
+        "the virtualenv was made {initialized} times"
+    );
+    let built = outputs.iter().filter(|o| ran(o, "init.image")).count();
+    assert_eq!(built, 1, "the image was built {built} times");
+}
