@@ -164,6 +164,9 @@ pub struct Invocation {
     pub backup_dir: PathBuf,
     /// `--force`: a backup may replace an existing one.
     pub force: bool,
+    /// The instance was made before object names doubled the `-` in their parts and keeps its
+    /// names (see `plan::Names`).
+    pub legacy_names: bool,
 }
 
 /// Names become parts of docker object names, which allow only these characters (and image
@@ -366,6 +369,7 @@ impl Invocation {
             base_image,
             backup_dir,
             force: args.force,
+            legacy_names: false,
         })
     }
 }

@@ -134,7 +134,10 @@ fn run_arguments(args: &Arguments) -> anyhow::Result<u8> {
             "expected LANGUAGE VARIANT MODE (see --help, or --list for what exists)",
         );
     };
-    let invocation = Invocation::from_arguments(args, language, variant, mode)?;
+    let mut invocation = Invocation::from_arguments(args, language, variant, mode)?;
+    if !args.offline {
+        invocation.legacy_names = plan::legacy_names_in_use(&invocation, args.context.as_deref());
+    }
     let plan = plan::compile(&invocation, &layers, args.context.as_deref())?;
 
     if args.plan || args.check {

@@ -205,13 +205,44 @@ impl std::fmt::Display for Summary {
 
 /// The names of the docker objects of one instance. Every name starts with the same prefix, so
 /// `docker ps --filter name=` and humans can find them.
+///
+/// The prefix is `hc-LANGUAGE-VARIANT-INSTANCE` with every `-` inside a part doubled. Parts start
+/// with a letter or digit, so the single `-` that ends each run of dashes is a separator and no
+/// two (language, variant, instance) triples share a name: `python web -x dev-1` is
+/// `hc-python-web-dev--1`, `python web-dev -x 1` is `hc-python-web--dev-1`. Names without a `-`
+/// in any part are what they always were.
 pub struct Names {
     pub prefix: String,
     pub image: String,
 }
 
+fn name_part(part: &str) -> String {
+    part.replace('-', "--")
+}
+
 impl Names {
     pub fn of(invocation: &Invocation) -> Names {
+        if invocation.legacy_names {
+            return Names::legacy(invocation);
+        }
+        Names {
+            prefix: format!(
+                "hc-{}-{}-{}",
+                name_part(&invocation.language),
+                name_part(&invocation.variant),
+                name_part(&invocation.instance)
+            ),
+            image: format!(
+                "host_container/{}-{}:{}",
+                name_part(&invocation.language),
+                name_part(&invocation.variant),
+                invocation.instance
+            ),
+        }
+    }
+
+    /// The names before dashes were doubled, which instances and backups made then still use.
+    pub fn legacy(invocation: &Invocation) -> Names {
         Names {
             prefix: format!(
                 "hc-{}-{}-{}",
@@ -223,6 +254,50 @@ impl Names {
             ),
         }
     }
+}
+
+/// Whether this instance was made under the legacy names and must keep them: the engine holds a
+/// volume with a legacy name and all three labels of this instance, or the backup directory a
+/// manifest of this instance under a legacy name. Names of other instances that merely look the
+/// same (the collision the new names prevent) do not count, their labels differ. Asks nothing
+/// when both schemes give the same names, which is the case for names without `-`.
+pub fn legacy_names_in_use(invocation: &Invocation, context: Option<&str>) -> bool {
+    let legacy = Names::legacy(invocation).prefix;
+    let mut current = invocation.clone();
+    current.legacy_names = false;
+    if Names::of(&current).prefix == legacy {
+        return false;
+    }
+    let starts_legacy = |name: &str| {
+        name.strip_prefix(legacy.as_str())
+            .is_some_and(|rest| rest.starts_with('-'))
+    };
+    let mut argv = docker_head(context);
+    argv.extend(["volume", "ls", "--quiet"].map(String::from));
+    for (key, value) in instance_labels(invocation) {
+        argv.push(format!("--filter=label={key}={value}"));
+    }
+    if let Ok(listed) = crate::docker::capture(&argv) {
+        if listed.success() && listed.stdout.lines().any(|l| starts_legacy(l.trim())) {
+            return true;
+        }
+    }
+    let Ok(entries) = fs::read_dir(&invocation.backup_dir) else {
+        return false;
+    };
+    entries.filter_map(Result::ok).any(|entry| {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        name.ends_with(".manifest.json")
+            && starts_legacy(&name)
+            && crate::safe_fs::read_limited(&entry.path(), 1 << 20)
+                .ok()
+                .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok())
+                .is_some_and(|m| {
+                    m["language"] == invocation.language.as_str()
+                        && m["variant"] == invocation.variant.as_str()
+                        && m["instance"] == invocation.instance.as_str()
+                })
+    })
 }
 
 /// The labels every object created for this instance carries.

@@ -7,7 +7,7 @@
 
 use crate::docker::{self, Object};
 use crate::error::{Error, Kind};
-use crate::plan::{docker_head_len, Plan, Status};
+use crate::plan::{docker_head_len, Plan, Status, Step, LABEL_PREFIX};
 
 pub use crate::docker::Observed;
 
@@ -20,7 +20,8 @@ pub fn probe_names(plan: &Plan) -> Vec<String> {
             .done
             .iter()
             .map(|d| &d.name)
-            .chain(step.uses_images.iter());
+            .chain(step.uses_images.iter())
+            .chain(removal_targets(step));
         for name in candidates {
             if seen.insert(name.as_str()) {
                 names.push(name.clone());
@@ -28,6 +29,84 @@ pub fn probe_names(plan: &Plan) -> Vec<String> {
         }
     }
     names
+}
+
+/// The names a step removes: the operands of `rm`, `container rm`, `volume rm`, `image rm` and
+/// `rmi`, and the volume a restore replaces. They are probed with everything else, so that a
+/// destructive step never removes an object of another instance that happens to have the name.
+pub fn removal_targets(step: &Step) -> Vec<&String> {
+    let args = &step.argv[docker_head_len(&step.argv)..];
+    let words: Vec<&str> = args.iter().take(2).map(String::as_str).collect();
+    let skip = match words.as_slice() {
+        ["rm" | "rmi", ..] => 1,
+        ["container" | "volume" | "image", "rm"] => 2,
+        _ => args.len(),
+    };
+    let mut targets: Vec<&String> = args
+        .iter()
+        .skip(skip)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    if let Some(archive) = step
+        .archive
+        .as_ref()
+        .filter(|a| a.action == crate::mode::ArchiveAction::Restore)
+    {
+        targets.push(&archive.volume);
+    }
+    targets
+}
+
+/// Whether an object carries all three labels of this plan's instance.
+fn belongs_to(object: &Object, plan: &Plan) -> bool {
+    let label = |key: &str| {
+        object
+            .labels
+            .get(&format!("{LABEL_PREFIX}.{key}"))
+            .map(String::as_str)
+    };
+    label("language") == Some(plan.language.as_str())
+        && label("variant") == Some(plan.variant.as_str())
+        && label("instance") == Some(plan.instance.as_str())
+}
+
+/// Who an object's labels say it belongs to, for messages.
+fn owner(object: &Object) -> String {
+    let label = |key: &str| {
+        object
+            .labels
+            .get(&format!("{LABEL_PREFIX}.{key}"))
+            .cloned()
+            .unwrap_or_else(|| "?".into())
+    };
+    if object.is_ours() {
+        format!(
+            "{} {} instance {}",
+            label("language"),
+            label("variant"),
+            label("instance")
+        )
+    } else {
+        "something host_container did not create".into()
+    }
+}
+
+/// The error for a step that would remove an object of someone else.
+fn foreign_removal(plan: &Plan, step: &Step, name: &str, object: &Object) -> Error {
+    Error::new(
+        Kind::Conflict,
+        format!(
+            "step `{}` would remove {} `{name}`, which belongs to {}, not to {} {} instance {}; \
+             nothing was removed",
+            step.id,
+            object.kind,
+            owner(object),
+            plan.language,
+            plan.variant,
+            plan.instance
+        ),
+    )
+    .note("remove or rename that object yourself if it is really unused")
 }
 
 /// Probes the engine for the plan's objects (one docker call for any ordinary plan).
@@ -47,6 +126,12 @@ pub fn apply(plan: &mut Plan, observed: &Observed) -> Vec<Error> {
     let mut conflicts = Vec::new();
     for index in 0..plan.steps.len() {
         let (status, reason, before) = decide(plan, index, observed, &mut conflicts);
+        let foreign: Vec<Error> = removal_targets(&plan.steps[index])
+            .into_iter()
+            .filter_map(|name| Some((name, observed.get(name)?)))
+            .filter(|(_, object)| !belongs_to(object, plan))
+            .map(|(name, object)| foreign_removal(plan, &plan.steps[index], name, object))
+            .collect();
         let step = &mut plan.steps[index];
         step.status = status;
         step.reason = reason;
@@ -64,6 +149,10 @@ pub fn apply(plan: &mut Plan, observed: &Observed) -> Vec<Error> {
                 list.join(", ")
             ));
         }
+        if let Some(first) = foreign.first() {
+            step.reason = format!("CONFLICT: {}", first.message);
+        }
+        conflicts.extend(foreign);
     }
     plan.summary = crate::plan::Summary::of(&plan.steps);
     conflicts
@@ -156,23 +245,17 @@ fn decide(
                 format!("container `{}` does not exist", done.name),
                 vec![],
             ),
-            Some(o) if !o.is_ours() => {
+            Some(o) if !belongs_to(o, plan) => {
                 conflicts.push(
                     Error::new(
                         Kind::Conflict,
-                        format!(
-                            "container name `{}` is taken by a container host_container did not create",
-                            done.name
-                        ),
+                        format!("container name `{}` is taken by {}", done.name, owner(o)),
                     )
                     .note("remove or rename that container, or pick another --instance"),
                 );
                 (
                     Status::Run,
-                    format!(
-                        "CONFLICT: `{}` exists and was not created by host_container",
-                        done.name
-                    ),
+                    format!("CONFLICT: `{}` belongs to {}", done.name, owner(o)),
                     vec![],
                 )
             }

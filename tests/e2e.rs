@@ -96,6 +96,12 @@ impl Instance {
         command
     }
 
+    /// The prefix of the instance's object names for python minimal: a `-` inside a part is
+    /// doubled, so no two (language, variant, instance) triples share a name.
+    fn prefix(&self) -> String {
+        format!("hc-python-minimal-{}", self.name.replace('-', "--"))
+    }
+
     fn run(&self, args: &[&str]) -> Output {
         self.command()
             .args(args)
@@ -537,7 +543,7 @@ fn daemon_starts_once_reports_status_and_stops() {
     let started = instance.run(&daemon);
     expect_code(&started, 0);
     assert!(ran(&started, "daemon.container"));
-    let name = format!("hc-python-minimal-{}-daemon", instance.name);
+    let name = format!("{}-daemon", instance.prefix());
     let said = stderr(&started);
     assert!(
         said.contains(&format!("started {name}, publishing 8000/tcp->127.0.0.1:")),
@@ -615,7 +621,7 @@ fn a_container_name_taken_by_someone_else_is_a_conflict() {
     let Some(instance) = Instance::new("conflict") else {
         return;
     };
-    let name = format!("hc-python-minimal-{}-daemon", instance.name);
+    let name = format!("{}-daemon", instance.prefix());
     let created = docker(&["create", "--name", &name, BASE_IMAGE, "true"]);
     assert!(created.status.success(), "{}", stderr(&created));
     let output = instance.run(&["python", "minimal", "daemon"]);
@@ -723,7 +729,7 @@ fn backup_wipe_restore_is_exact_and_bad_archives_are_refused() {
     let Some(instance) = Instance::new("backup") else {
         return;
     };
-    let volume = format!("hc-python-minimal-{}-data", instance.name);
+    let volume = format!("{}-data", instance.prefix());
     let dir = instance.sandbox.path("backups");
     let dir_arg = dir.display().to_string();
     expect_code(&instance.run(&["python", "minimal", "init"]), 0);
@@ -744,7 +750,7 @@ fn backup_wipe_restore_is_exact_and_bad_archives_are_refused() {
     );
     assert_eq!(
         manifest["stamps"][0]["name"],
-        format!("hc-python-minimal-{}-initialized", instance.name)
+        format!("{}-initialized", instance.prefix())
     );
     assert!(manifest["image_id"]
         .as_str()
@@ -830,7 +836,7 @@ fn a_restore_failing_part_way_leaves_the_data_as_before() {
     let Some(instance) = Instance::new("restorefail") else {
         return;
     };
-    let volume = format!("hc-python-minimal-{}-data", instance.name);
+    let volume = format!("{}-data", instance.prefix());
     let dir_arg = instance.sandbox.path("backups").display().to_string();
     expect_code(&instance.run(&["python", "minimal", "init"]), 0);
     in_volume(&volume, AWKWARD_FILES);
@@ -907,7 +913,7 @@ fn restore_stops_a_running_daemon_and_starts_it_again() {
         "{}",
         stderr(&restored)
     );
-    let name = format!("hc-python-minimal-{}-daemon", instance.name);
+    let name = format!("{}-daemon", instance.prefix());
     let running = docker(&["inspect", "--format", "{{.State.Running}}", &name]);
     assert_eq!(stdout(&running).trim(), "true");
     instance.finish();
@@ -1005,5 +1011,81 @@ fn test_scripts_read_pip_option_lines_as_pip_does() {
     }
     assert_eq!(names[0], "['idna', 'requests']\n");
     assert_eq!(names[0], names[1]);
+    instance.finish();
+}
+
+/// An instance made before names doubled the `-` in their parts (its data volume is
+/// `hc-python-minimal-e2e-legacy-PID-data`) is found under those names, and purged there.
+#[test]
+fn an_instance_made_under_the_legacy_names_keeps_them() {
+    let Some(instance) = Instance::new("legacy") else {
+        return;
+    };
+    let volume = format!("hc-python-minimal-{}-data", instance.name);
+    assert_ne!(volume, format!("{}-data", instance.prefix()));
+    let label =
+        |key: &str, value: &str| format!("--label=org.docker-meta.host_container.{key}={value}");
+    let created = docker(&[
+        "volume",
+        "create",
+        &label("language", "python"),
+        &label("variant", "minimal"),
+        &label("instance", &instance.name),
+        &volume,
+    ]);
+    assert!(created.status.success());
+    let output = instance.run(&["--plan", "--format", "json", "python", "minimal", "single"]);
+    expect_code(&output, 0);
+    let plan: serde_json::Value = serde_json::from_slice(&output.stdout).expect("json");
+    let step = plan["steps"]
+        .as_array()
+        .expect("steps")
+        .iter()
+        .find(|s| s["done"]["kind"] == "volume")
+        .expect("the volume step");
+    assert_eq!(step["done"]["name"], volume.as_str());
+    assert_eq!(step["status"], "skip", "{step}");
+
+    expect_code(&instance.run(&["--yes", "python", "minimal", "purge"]), 0);
+    assert!(!docker(&["volume", "inspect", &volume]).status.success());
+    instance.finish();
+}
+
+/// An object with this instance's name but another instance's labels is never removed.
+#[test]
+fn purge_and_stop_leave_objects_of_other_instances_alone() {
+    let Some(instance) = Instance::new("foreign") else {
+        return;
+    };
+    let label =
+        |key: &str, value: &str| format!("--label=org.docker-meta.host_container.{key}={value}");
+    let volume = format!("{}-data", instance.prefix());
+    let daemon = format!("{}-daemon", instance.prefix());
+    let others = [
+        label("language", "python"),
+        label("variant", "minimal-other"),
+        label("instance", &instance.name),
+    ];
+    let mut args = vec!["volume", "create"];
+    args.extend(others.iter().map(String::as_str));
+    args.push(&volume);
+    assert!(docker(&args).status.success());
+    let name = format!("--name={daemon}");
+    let mut args = vec!["create", &name];
+    args.extend(others.iter().map(String::as_str));
+    args.extend([BASE_IMAGE, "true"]);
+    assert!(docker(&args).status.success());
+
+    for mode in ["stop", "purge"] {
+        let output = instance.run(&["--yes", "python", "minimal", mode]);
+        expect_code(&output, 71);
+        assert!(
+            stderr(&output).contains("belongs to python minimal-other"),
+            "{mode}: {}",
+            stderr(&output)
+        );
+    }
+    assert!(docker(&["volume", "inspect", &volume]).status.success());
+    assert!(docker(&["container", "inspect", &daemon]).status.success());
     instance.finish();
 }

@@ -316,3 +316,164 @@ fn docker_stderr_in_errors_is_sanitized() {
     assert!(!text.contains(['\r', '\u{1b}']), "{text:?}");
     assert!(text.contains(r"boom\e[2K\rall fine"), "{text}");
 }
+
+const LABEL: &str = "org.docker-meta.host_container";
+
+/// A fake `docker` whose `inspect` finds the default instance's data volume and daemon
+/// container labelled as belonging to `owner` (language, variant, instance); every other call
+/// succeeds and is recorded.
+fn docker_finding_objects_of(
+    sandbox: &Sandbox,
+    owner: (&str, &str, &str),
+) -> std::process::Command {
+    let labels = format!(
+        r#"{{"{LABEL}.language":"{}","{LABEL}.variant":"{}","{LABEL}.instance":"{}"}}"#,
+        owner.0, owner.1, owner.2
+    );
+    let json = format!(
+        r#"[{{"Name":"hc-python-minimal-default-data","Mountpoint":"/v","Labels":{labels}}},{{"Name":"/hc-python-minimal-default-daemon","Id":"c1","State":{{"Running":true}},"Config":{{"Labels":{labels}}}}}]"#
+    );
+    let command = sandbox.fake_docker();
+    let script = format!(
+        "#!/bin/sh\nfor arg in \"$@\"; do printf '%s\\0' \"$arg\" >> \"$FAKE_DOCKER_LOG\"; done\n\
+         printf '\\001\\n' >> \"$FAKE_DOCKER_LOG\"\n\
+         if [ \"$1\" = inspect ]; then printf '%s\\n' '{json}'; fi\nexit 0\n"
+    );
+    fs::write(sandbox.path("bin/docker"), script).unwrap();
+    command
+}
+
+fn removing_calls(sandbox: &Sandbox) -> Vec<Vec<String>> {
+    sandbox
+        .docker_calls()
+        .into_iter()
+        .filter(|call| call.iter().any(|a| a == "rm" || a == "stop"))
+        .collect()
+}
+
+#[test]
+fn destructive_modes_refuse_objects_of_another_instance() {
+    for mode in ["purge", "stop", "restore"] {
+        let sandbox = Sandbox::new();
+        let output = docker_finding_objects_of(&sandbox, ("python", "minimal-default", "x"))
+            .args(["--yes", "python", "minimal", mode])
+            .output()
+            .expect("run");
+        expect_code(&output, 71);
+        let text = stderr(&output);
+        assert!(
+            text.contains("belongs to python minimal-default instance x")
+                && text.contains("nothing was removed"),
+            "{mode}: {text}"
+        );
+        assert!(
+            removing_calls(&sandbox).is_empty(),
+            "{mode}: {:?}",
+            sandbox.docker_calls()
+        );
+    }
+    // The instance's own objects are removed as before.
+    let sandbox = Sandbox::new();
+    let output = docker_finding_objects_of(&sandbox, ("python", "minimal", "default"))
+        .args(["--yes", "python", "minimal", "purge"])
+        .output()
+        .expect("run");
+    expect_code(&output, 0);
+    assert_eq!(
+        removing_calls(&sandbox).len(),
+        3,
+        "{:?}",
+        sandbox.docker_calls()
+    );
+}
+
+#[test]
+fn names_never_collide_between_instances() {
+    let sandbox = Sandbox::new();
+    for file in [
+        "services/web-dev/Dockerfile",
+        "hosts/web-dev/initialize",
+        "hosts/web-dev/requirements.txt",
+    ] {
+        let path = sandbox.write(&format!("layer/python/{file}"), "");
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let names = |variant: &str, instance: &str| {
+        let output = sandbox
+            .command()
+            .arg("--config-dir")
+            .arg(sandbox.path("layer"))
+            .args(["--plan", "--offline", "--format", "json", "-x", instance])
+            .args(["python", variant, "init"])
+            .output()
+            .expect("run");
+        expect_code(&output, 0);
+        let plan: serde_json::Value = serde_json::from_slice(&output.stdout).expect("json");
+        let mut names: Vec<String> = plan["steps"]
+            .as_array()
+            .expect("steps")
+            .iter()
+            .filter_map(|s| s["done"]["name"].as_str().map(str::to_owned))
+            .collect();
+        names.extend(
+            plan["steps"]
+                .to_string()
+                .split('"')
+                .filter(|w| w.starts_with("--name="))
+                .map(str::to_owned),
+        );
+        names
+    };
+    let a = names("web", "dev-1");
+    let b = names("web-dev", "1");
+    assert!(
+        a.iter().all(|name| !b.contains(name)),
+        "{a:?} and {b:?} share a name"
+    );
+    assert!(a.contains(&"hc-python-web-dev--1-data".to_owned()), "{a:?}");
+    // Names without a dash in any part are unchanged.
+    assert!(names("minimal", "default").contains(&"hc-python-minimal-default-data".to_owned()));
+}
+
+#[test]
+fn a_backup_made_under_the_legacy_names_is_still_found() {
+    let sandbox = Sandbox::new();
+    let manifest = |instance: &str| {
+        format!(
+            r#"{{"format":1,"language":"python","variant":"minimal","instance":"{instance}","volume":"hc-python-minimal-dev-1-data"}}"#
+        )
+    };
+    let backups = sandbox.path("backups");
+    let plan_archive = || {
+        let output = sandbox
+            .fake_docker()
+            .arg("--backup-dir")
+            .arg(&backups)
+            .args([
+                "--plan", "--format", "json", "-x", "dev-1", "python", "minimal", "restore",
+            ])
+            .output()
+            .expect("run");
+        expect_code(&output, 0);
+        let plan: serde_json::Value = serde_json::from_slice(&output.stdout).expect("json");
+        plan["steps"]
+            .as_array()
+            .expect("steps")
+            .iter()
+            .find_map(|s| s["archive"]["volume"].as_str().map(str::to_owned))
+            .expect("an archive step")
+    };
+    assert_eq!(plan_archive(), "hc-python-minimal-dev--1-data");
+    // Another instance's backup under the colliding legacy name changes nothing...
+    sandbox.write(
+        "backups/hc-python-minimal-dev-1-data.manifest.json",
+        &manifest("other"),
+    );
+    assert_eq!(plan_archive(), "hc-python-minimal-dev--1-data");
+    // ...this instance's is restored from where it is.
+    sandbox.write(
+        "backups/hc-python-minimal-dev-1-data.manifest.json",
+        &manifest("dev-1"),
+    );
+    assert_eq!(plan_archive(), "hc-python-minimal-dev-1-data");
+}
