@@ -125,12 +125,23 @@ impl fmt::Display for Error {
             if let Some(line) = &self.source_line {
                 let gutter = location.line.to_string().len();
                 write!(f, "\n {:gutter$} |", "")?;
-                write!(f, "\n {} | {}", location.line, line)?;
                 let caret_at = location.col.saturating_sub(1);
+                let split = line
+                    .char_indices()
+                    .nth(caret_at)
+                    .map_or(line.len(), |(at, _)| at);
+                let (before, after) = line.split_at(split);
+                // Escaped before measuring, so the caret stays under the offending column.
+                let before = crate::print::visible_lines(before);
+                write!(
+                    f,
+                    "\n {} | {before}{}",
+                    location.line,
+                    crate::print::visible_lines(after)
+                )?;
                 // Tabs keep their width so the caret lines up under the offending column.
-                let padding: String = line
+                let padding: String = before
                     .chars()
-                    .take(caret_at)
                     .map(|c| if c == '\t' { '\t' } else { ' ' })
                     .collect();
                 write!(f, "\n {:gutter$} | {padding}^", "")?;

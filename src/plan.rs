@@ -259,7 +259,8 @@ impl Names {
 /// Whether this instance was made under the legacy names and must keep them: the engine holds a
 /// volume with a legacy name and all three labels of this instance, or the backup directory a
 /// manifest of this instance under a legacy name. Names of other instances that merely look the
-/// same (the collision the new names prevent) do not count, their labels differ. Asks nothing
+/// same (the collision the new names prevent) do not count, their labels differ; an old backup
+/// counts only while the engine holds nothing of the instance under the new names. Asks nothing
 /// when both schemes give the same names, which is the case for names without `-`.
 pub fn legacy_names_in_use(invocation: &Invocation, context: Option<&str>) -> bool {
     let legacy = Names::legacy(invocation).prefix;
@@ -268,18 +269,25 @@ pub fn legacy_names_in_use(invocation: &Invocation, context: Option<&str>) -> bo
     if Names::of(&current).prefix == legacy {
         return false;
     }
-    let starts_legacy = |name: &str| {
-        name.strip_prefix(legacy.as_str())
+    let current = Names::of(&current).prefix;
+    let starts = |name: &str, prefix: &str| {
+        name.strip_prefix(prefix)
             .is_some_and(|rest| rest.starts_with('-'))
     };
+    let starts_legacy = |name: &str| starts(name, &legacy);
     let mut argv = docker_head(context);
     argv.extend(["volume", "ls", "--quiet"].map(String::from));
     for (key, value) in instance_labels(invocation) {
         argv.push(format!("--filter=label={key}={value}"));
     }
     if let Ok(listed) = crate::docker::capture(&argv) {
-        if listed.success() && listed.stdout.lines().any(|l| starts_legacy(l.trim())) {
+        let names: Vec<&str> = listed.stdout.lines().map(str::trim).collect();
+        if listed.success() && names.iter().any(|n| starts_legacy(n)) {
             return true;
+        }
+        // Already living under the new names: an old backup must not pull it back.
+        if names.iter().any(|n| starts(n, &current)) {
+            return false;
         }
     }
     let Ok(entries) = fs::read_dir(&invocation.backup_dir) else {

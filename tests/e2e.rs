@@ -373,10 +373,12 @@ fn exec_creates_files_owned_by_the_calling_user() {
         .map(|m| m.gid())
         .unwrap_or(0);
     let (uid, gid) = (4321u32, 4321u32);
-    for dir in ["project", "home", "cache"] {
+    for dir in ["project", "home"] {
         let path = instance.sandbox.path(dir);
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o777)).expect("chmod");
     }
+    // The cache must be the user's own: one that others can write is refused.
+    std::os::unix::fs::chown(instance.sandbox.path("cache"), Some(uid), Some(gid)).expect("chown");
     std::fs::set_permissions(
         instance.sandbox.root.path(),
         std::fs::Permissions::from_mode(0o755),

@@ -476,4 +476,51 @@ fn a_backup_made_under_the_legacy_names_is_still_found() {
         &manifest("dev-1"),
     );
     assert_eq!(plan_archive(), "hc-python-minimal-dev-1-data");
+
+    // Once the instance lives under the new names, an old backup does not pull it back.
+    let _ = sandbox.fake_docker();
+    fs::write(
+        sandbox.path("bin/docker"),
+        "#!/bin/sh\ncase \"$1 $2\" in\n  'volume ls') echo hc-python-minimal-dev--1-data ;;\n  \
+         inspect*) echo '[]'; exit 1 ;;\nesac\nexit 0\n",
+    )
+    .unwrap();
+    let path = format!(
+        "{}:{}",
+        sandbox.path("bin").display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let output = sandbox
+        .command()
+        .env("PATH", path)
+        .arg("--backup-dir")
+        .arg(&backups)
+        .args(["--plan", "-x", "dev-1", "python", "minimal", "restore"])
+        .output()
+        .expect("run");
+    expect_code(&output, 0);
+    assert!(
+        stdout(&output).contains("volume hc-python-minimal-dev--1-data"),
+        "{}",
+        stdout(&output)
+    );
+}
+
+#[test]
+fn an_error_quoting_a_line_shows_its_control_characters() {
+    let sandbox = Sandbox::new();
+    let file = sandbox.write(
+        "bad.yaml",
+        "description: x\nsteps: {s: {docker: [a], when: 1, bogus\u{1b}[2K\r: 1}}\n",
+    );
+    let output = sandbox
+        .command()
+        .arg("--validate")
+        .arg(&file)
+        .output()
+        .expect("run");
+    expect_code(&output, 65);
+    let text = stderr(&output);
+    assert!(!text.contains(['\r', '\u{1b}']), "{text:?}");
+    assert!(text.contains(r"bogus\e[2K\r"), "{text}");
 }
