@@ -347,7 +347,10 @@ fn removing_calls(sandbox: &Sandbox) -> Vec<Vec<String>> {
     sandbox
         .docker_calls()
         .into_iter()
-        .filter(|call| call.iter().any(|a| a == "rm" || a == "stop"))
+        .filter(|call| {
+            call.iter()
+                .any(|a| ["rm", "stop", "prune"].contains(&a.as_str()))
+        })
         .collect()
 }
 
