@@ -156,6 +156,31 @@ impl fmt::Display for Error {
 
 impl std::error::Error for Error {}
 
+/// The column of `needle` (a variable) inside the YAML string `source` that starts at
+/// `line:col` of `text`, so a caret can point at the variable rather than at the string. When
+/// the string is not written on that line as it reads (escapes, folded or block style), `col`.
+pub fn column_within(text: &str, line: usize, col: usize, source: &str, needle: &str) -> usize {
+    let Some(row) = text.lines().nth(line.saturating_sub(1)) else {
+        return col;
+    };
+    let rest: String = row.chars().skip(col.saturating_sub(1)).collect();
+    let opened = usize::from(rest.starts_with(['"', '\'']));
+    let written: String = rest.chars().skip(opened).collect();
+    if !written.starts_with(source) {
+        return col;
+    }
+    let is_name = |c: char| c.is_alphanumeric() || c == '_' || c == '.';
+    let found = source.match_indices(needle).find(|(at, _)| {
+        let before = source[..*at].chars().next_back();
+        let after = source[at + needle.len()..].chars().next();
+        !before.is_some_and(is_name) && !after.is_some_and(|c| c.is_alphanumeric() || c == '_')
+    });
+    match found {
+        Some((at, _)) => col + opened + source[..at].chars().count(),
+        None => col,
+    }
+}
+
 /// Shorthand for returning an `Error` of `kind` from a function that returns `anyhow::Result`.
 pub fn fail<T>(kind: Kind, message: impl Into<String>) -> anyhow::Result<T> {
     Err(Error::new(kind, message).into())
@@ -238,6 +263,22 @@ mod tests {
         assert!(text.contains("--> m.yaml:3:5"), "{text}");
         assert!(text.contains(" 3 |     dockr: []"), "{text}");
         assert!(text.ends_with("|     ^"), "{text}");
+    }
+
+    #[test]
+    fn caret_column_of_a_variable() {
+        let text = "steps:\n  a:\n    docker: [\"--v={{ paths.hostz }}:/d\", x]\n";
+        // The string starts at its quote, column 14 of line 3.
+        assert_eq!(
+            column_within(text, 3, 14, "--v={{ paths.hostz }}:/d", "paths.hostz"),
+            22
+        );
+        assert_eq!(column_within(text, 3, 14, "other", "paths.hostz"), 14);
+        let plain = "when: flag and not flagged\n";
+        assert_eq!(
+            column_within(plain, 1, 7, "flag and not flagged", "flagged"),
+            20
+        );
     }
 
     #[test]

@@ -119,8 +119,15 @@ fn run_arguments(args: &Arguments) -> anyhow::Result<u8> {
     }
     if !args.validate.is_empty() {
         let sets = cli::parse_sets(&args.sets)?;
-        let report = validate::validate_files(&args.validate, &sets)?;
-        write_out(&mut stdout, &report)?;
+        drop(stdout);
+        let in_layers = |file: &std::path::Path| validate_in_layers(args, file);
+        let compile: Option<&validate::CompileInLayers<'_>> = match (&args.language, &args.variant)
+        {
+            (Some(_), Some(_)) => Some(&in_layers),
+            _ => None,
+        };
+        let report = validate::validate_files(&args.validate, &sets, compile)?;
+        write_out(&mut std::io::stdout().lock(), &report)?;
         return Ok(0);
     }
 
@@ -217,6 +224,52 @@ fn show_plan(
         return Ok(Kind::EngineUnreachable.exit_code());
     }
     Ok(if summary.to_run > 0 { 1 } else { 0 })
+}
+
+/// Compiles the mode `file` defines (`host_base_<mode>.yaml`) for the language and variant
+/// given, with the file's own layer on top of the layers in effect, so that its `requires` and
+/// `needs` resolve as they will when it runs.
+fn validate_in_layers(args: &Arguments, file: &std::path::Path) -> anyhow::Result<()> {
+    let (Some(language), Some(variant)) = (args.language.clone(), args.variant.clone()) else {
+        return Ok(());
+    };
+    let name = file
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or_default();
+    let Some(mode) = name
+        .strip_prefix("host_base_")
+        .and_then(|rest| rest.strip_suffix(".yaml"))
+    else {
+        return fail(
+            Kind::Usage,
+            format!(
+                "{}: only a file named host_base_<mode>.yaml is a mode that can be compiled",
+                file.display()
+            ),
+        );
+    };
+    // <layer>/config/host_base_X.yaml or <layer>/<language>/config/<variant>/host_base_X.yaml.
+    let file = std::fs::canonicalize(file)?;
+    let parents: Vec<&std::path::Path> = file.ancestors().skip(1).collect();
+    let is = |index: usize, name: &str| {
+        parents
+            .get(index)
+            .and_then(|p| p.file_name())
+            .is_some_and(|n| n == name)
+    };
+    let root = if is(0, "config") {
+        parents.get(1)
+    } else if is(1, "config") && is(0, &variant) && is(2, &language) {
+        parents.get(3)
+    } else {
+        None
+    };
+    let mut config_dirs = args.config_dirs.clone();
+    config_dirs.extend(root.map(|r| r.to_path_buf()));
+    let layers = layers_of(&config_dirs)?;
+    let invocation = Invocation::from_arguments(args, language, variant, mode.to_owned())?;
+    plan::compile(&invocation, &layers, args.context.as_deref()).map(|_| ())
 }
 
 /// Writes to stdout; a closed pipe (`| head`) is not an error.

@@ -821,14 +821,19 @@ impl Compiler<'_> {
             for (name, spec) in &mode.document.value.steps {
                 let id = format!("{}.{name}", mode.name);
                 let render_error = |path: &[&str], e: minijinja::Error| -> anyhow::Error {
+                    let (line, mut col) = mode.document.positions().value(path);
                     let message = match source_at(spec, path) {
                         Some((source, is_expression)) => {
-                            renderer.explain(source, is_expression, &e)
+                            let message = renderer.explain(source, is_expression, &e);
+                            if let Some(name) = undefined_name(&message) {
+                                let text = &mode.document.text;
+                                col = crate::error::column_within(text, line, col, source, name);
+                            }
+                            message
                         }
                         None => template::describe(&e),
                     };
-                    mode.error_at(Kind::Config, message, mode.document.positions().value(path))
-                        .into()
+                    mode.error_at(Kind::Config, message, (line, col)).into()
                 };
                 if let Some(when) = &spec.when {
                     let keep = renderer
@@ -1226,6 +1231,14 @@ impl Compiler<'_> {
             excluded_steps: excluded,
         })
     }
+}
+
+/// The variable an "undefined variable `NAME`" message names.
+fn undefined_name(message: &str) -> Option<&str> {
+    message
+        .strip_prefix("undefined variable `")?
+        .split('`')
+        .next()
 }
 
 /// The template text at `path` of a step (`["steps", id, key, index…]`), and whether it is an

@@ -104,32 +104,75 @@ fn read_mode_file(path: &Path) -> anyhow::Result<Vec<u8>> {
     crate::safe_fs::read_limited(path, crate::yaml::MAX_FILE_BYTES)
 }
 
+/// Compiles the mode a file defines in the layers in effect (see `lib::validate_in_layers`).
+pub type CompileInLayers<'a> = dyn Fn(&Path) -> anyhow::Result<()> + 'a;
+
 /// Checks each file: YAML, types, keys, `needs`, template syntax, and that every variable a
-/// template uses exists (a built-in, a `vars` entry, or a `--set`).
+/// template uses exists (a built-in, a `vars` entry, or a `--set`). Every error of every file is
+/// reported, not only the first; with `in_layers`, each file is also compiled into the plan its
+/// mode makes for a language and variant, which resolves `requires` and `needs` across layers.
 pub fn validate_files(
     files: &[PathBuf],
     sets: &IndexMap<String, String>,
+    in_layers: Option<&CompileInLayers<'_>>,
 ) -> anyhow::Result<String> {
     let mut out = String::new();
+    let mut errors: Vec<String> = Vec::new();
     for file in files {
-        let bytes = read_mode_file(file)?;
-        let document = mode::load(file, &bytes)?;
-        check_templates(file, &document, sets)?;
-        let _ = writeln!(
-            out,
-            "{}: ok ({} steps)",
-            file.display(),
-            document.value.steps.len()
-        );
+        let before = errors.len();
+        let loaded = read_mode_file(file).and_then(|bytes| mode::load(file, &bytes));
+        match loaded {
+            Err(e) => errors.push(error_text(&e)),
+            Ok(document) => {
+                errors.extend(
+                    check_templates(file, &document, sets)
+                        .iter()
+                        .map(|e| e.to_string()),
+                );
+                if errors.len() == before {
+                    if let Some(compile) = in_layers {
+                        if let Err(e) = compile(file) {
+                            errors.push(error_text(&e));
+                        }
+                    }
+                }
+                if errors.len() == before {
+                    let steps = document.value.steps.len();
+                    let _ = writeln!(out, "{}: ok ({steps} steps)", file.display());
+                }
+            }
+        }
     }
-    Ok(out)
+    if errors.is_empty() {
+        return Ok(out);
+    }
+    let count = errors.len();
+    let mut message = errors.join("\n\nerror: ");
+    message.push_str(&format!(
+        "\n\n{count} error{} in {} file{}",
+        if count == 1 { "" } else { "s" },
+        files.len(),
+        if files.len() == 1 { "" } else { "s" }
+    ));
+    // What was fine is said too, on stdout as for a clean run.
+    print!("{out}");
+    Err(Error::new(Kind::Config, message).into())
+}
+
+/// An error as `report` would print it, without its `error: ` head.
+fn error_text(error: &anyhow::Error) -> String {
+    match error.downcast_ref::<Error>() {
+        Some(own) => own.to_string(),
+        None => format!("{error:#}"),
+    }
 }
 
 fn check_templates(
     file: &std::path::Path,
     document: &Document<ModeFile>,
     sets: &IndexMap<String, String>,
-) -> anyhow::Result<()> {
+) -> Vec<Error> {
+    let mut errors = Vec::new();
     let env = Environment::new();
     let mode = &document.value;
     let known = |name: &str| {
@@ -164,12 +207,23 @@ fn check_templates(
         } else {
             env.template_from_str(source)
                 .map(|t| t.undeclared_variables(false))
-        }
-        .map_err(|e| located(crate::template::describe(&e)))?;
+        };
+        let undeclared = match undeclared {
+            Ok(undeclared) => undeclared,
+            Err(e) => {
+                errors.push(located(crate::template::describe(&e)));
+                continue;
+            }
+        };
         let mut undeclared: Vec<String> = undeclared.into_iter().collect();
         undeclared.sort();
-        if let Some(name) = undeclared.iter().find(|name| !known(name)) {
-            let mut error = located(format!("undefined template variable `{name}`"));
+        for name in undeclared.iter().filter(|name| !known(name)) {
+            let col = crate::error::column_within(&document.text, line, col, source, name);
+            let mut error = Error::new(
+                Kind::Config,
+                format!("undefined template variable `{name}`"),
+            )
+            .at(file, &document.text, line, col);
             let candidates = BUILTINS
                 .iter()
                 .copied()
@@ -178,10 +232,8 @@ fn check_templates(
             if let Some(s) = did_you_mean(name, candidates) {
                 error = error.note(format!("did you mean `{s}`?"));
             }
-            return Err(error
-                .note("define it under `vars:` or pass `--set NAME=VALUE`")
-                .into());
+            errors.push(error.note("define it under `vars:` or pass `--set NAME=VALUE`"));
         }
     }
-    Ok(())
+    errors
 }

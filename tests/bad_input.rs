@@ -656,7 +656,7 @@ fn undefined_template_variable_in_argv() {
         .says("undefined")
         // "undefined value" alone does not say which of the string's variables is meant.
         .says("imgae")
-        .points_at("host_base_bad.yaml", 5, 9);
+        .points_at("host_base_bad.yaml", 5, 19);
 }
 
 #[test]
@@ -671,7 +671,7 @@ fn undefined_variable_in_when() {
         .fails_with(CONFIG)
         .says("undefined")
         .says("nosuchvar")
-        .points_at("host_base_bad.yaml", 3, 11);
+        .points_at("host_base_bad.yaml", 3, 12);
 }
 
 /// A bare undefined name must not be silently false: the step would vanish from the plan.
@@ -974,7 +974,7 @@ fn validate_undefined_variable() {
         .run(&["--validate", &file.display().to_string()])
         .fails_with(CONFIG)
         .says("`imgae`")
-        .points_at("host_base_bad.yaml", 5, 9);
+        .points_at("host_base_bad.yaml", 5, 19);
 }
 
 /// `imgae` is `image` with two letters swapped: the suggestion should find it.

@@ -1,0 +1,109 @@
+//! Validation and reports: `--validate` gives every error of a file, resolves `requires` and
+//! `needs` in the layers when given a language and variant, and points carets at variables;
+//! JUnit reports of up-to-date steps.
+
+mod support;
+
+use support::{expect_code, stderr, stdout, Sandbox};
+
+const TWO_TYPOS: &str = "\
+description: x
+requires: [init]
+steps:
+  a:
+    docker: [run, \"--volume={{ hostz }}:/data\", \"{{ imgae }}\"]
+  b:
+    needs: [init.virtualenvv]
+    docker: [run, \"{{ image }}\"]
+";
+
+#[test]
+fn validate_reports_every_error_of_a_file() {
+    let sandbox = Sandbox::new();
+    let bad = sandbox.write("layer/config/host_base_typos.yaml", TWO_TYPOS);
+    let good = sandbox.write(
+        "layer/config/host_base_fine.yaml",
+        "description: fine\nsteps:\n  a:\n    docker: [run, \"{{ image }}\"]\n",
+    );
+    let output = sandbox
+        .command()
+        .arg("--validate")
+        .args([&bad, &good])
+        .output()
+        .expect("run");
+    expect_code(&output, 65);
+    let said = stderr(&output);
+    assert!(
+        said.contains("error: undefined template variable `hostz`\n  --> "),
+        "{said}"
+    );
+    assert!(said.contains("host_base_typos.yaml:5:32\n"), "{said}");
+    assert!(
+        said.contains("\nerror: undefined template variable `imgae`\n  --> "),
+        "{said}"
+    );
+    assert!(said.contains("host_base_typos.yaml:5:53\n"), "{said}");
+    assert!(said.ends_with("\n2 errors in 2 files\n"), "{said}");
+    assert!(stdout(&output).contains("host_base_fine.yaml: ok (1 steps)"));
+}
+
+#[test]
+fn validate_with_language_and_variant_resolves_needs_in_the_layers() {
+    let sandbox = Sandbox::new();
+    let file = sandbox.write(
+        "layer/config/host_base_typos.yaml",
+        &TWO_TYPOS
+            .replace("{{ hostz }}", "x")
+            .replace("{{ imgae }}", "y"),
+    );
+    let alone = sandbox
+        .command()
+        .arg("--validate")
+        .arg(&file)
+        .output()
+        .expect("run");
+    expect_code(&alone, 0);
+    let output = sandbox
+        .command()
+        .args(["python", "minimal", "--validate"])
+        .arg(&file)
+        .output()
+        .expect("run");
+    expect_code(&output, 65);
+    let said = stderr(&output);
+    assert!(said.contains("`init.virtualenvv`"), "{said}");
+    assert!(said.contains("host_base_typos.yaml:7:13\n"), "{said}");
+    assert!(said.contains("did you mean `init.virtualenv`?"), "{said}");
+}
+
+#[test]
+fn the_caret_of_an_undefined_variable_points_at_it() {
+    let sandbox = Sandbox::new();
+    sandbox.write(
+        "layer/config/host_base_caret.yaml",
+        "description: x\nsteps:\n  a:\n    docker: [run, \"--volume={{ paths.hostz }}:/data\", img]\n",
+    );
+    let layer = sandbox.path("layer").display().to_string();
+    let output = sandbox
+        .command()
+        .args([
+            "--config-dir",
+            &layer,
+            "--plan",
+            "--offline",
+            "python",
+            "minimal",
+            "caret",
+        ])
+        .output()
+        .expect("run");
+    expect_code(&output, 65);
+    let said = stderr(&output);
+    assert!(said.contains("host_base_caret.yaml:4:32\n"), "{said}");
+    assert!(
+        said.contains(
+            " 4 |     docker: [run, \"--volume={{ paths.hostz }}:/data\", img]\n   |                                ^"
+        ),
+        "{said}"
+    );
+}
