@@ -519,6 +519,19 @@ mod tests {
         assert_eq!(r.list_args("['-' ~ command[1]]").unwrap()[0].1, None);
     }
 
+    /// `--set` and `vars` refuse the names in FUNCTIONS; a global minijinja adds later must join
+    /// that list, or a variable could hide it.
+    #[test]
+    fn every_global_function_is_listed() {
+        let r = renderer();
+        for (name, _) in r.env.globals() {
+            assert!(
+                FUNCTIONS.contains(&name),
+                "`{name}` is missing from FUNCTIONS"
+            );
+        }
+    }
+
     #[test]
     fn getenv_defaults() {
         let r = renderer();
