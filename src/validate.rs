@@ -12,6 +12,7 @@ use crate::config::Layers;
 use crate::error::{did_you_mean, Error, Kind};
 use crate::mode::{self, ModeFile};
 use crate::plan::BUILTINS;
+use crate::print::visible;
 use crate::template::FUNCTIONS;
 use crate::yaml::Document;
 
@@ -65,8 +66,12 @@ pub fn list(layers: &Layers) -> String {
 /// A mode file's `description`, or how to learn why it cannot be read.
 pub fn mode_description(path: &Path) -> String {
     match read_mode_file(path).and_then(|bytes| mode::load(path, &bytes)) {
-        Ok(document) => document.value.description.trim().to_owned(),
-        Err(_) => format!("(invalid: run --validate {})", path.display()),
+        // Shown in a terminal: escape sequences in a description are written out, not obeyed.
+        Ok(document) => visible(document.value.description.trim()).into_owned(),
+        Err(_) => format!(
+            "(invalid: run --validate {})",
+            visible(&path.display().to_string())
+        ),
     }
 }
 
@@ -88,6 +93,7 @@ pub fn variant_description(layers: &Layers, language: &str, variant: &str) -> St
         .map(str::trim)
         .filter(|line| line.starts_with("LABEL "))
         .find_map(|line| label_value(line.split_once("description=")?.1))
+        .map(|value| visible(&value).into_owned())
         .unwrap_or_default()
 }
 

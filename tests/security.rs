@@ -527,3 +527,23 @@ fn an_error_quoting_a_line_shows_its_control_characters() {
     assert!(!text.contains(['\r', '\u{1b}']), "{text:?}");
     assert!(text.contains(r"bogus\e[2K\r"), "{text}");
 }
+
+#[test]
+fn list_shows_control_characters_in_descriptions() {
+    let sandbox = Sandbox::new();
+    sandbox.write(
+        "layer/config/host_base_sneaky.yaml",
+        "description: \"fine\\e[8m hidden\"\nsteps: {}\n",
+    );
+    let output = sandbox
+        .command()
+        .arg("--config-dir")
+        .arg(sandbox.path("layer"))
+        .arg("--list")
+        .output()
+        .expect("run");
+    expect_code(&output, 0);
+    let text = stdout(&output);
+    assert!(!text.contains('\u{1b}'), "{text:?}");
+    assert!(text.contains(r"fine\e[8m hidden"), "{text}");
+}
