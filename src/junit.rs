@@ -37,6 +37,8 @@ struct TestCase {
 
 enum CaseResult {
     Passed,
+    /// Passed without running: it was done and up to date (the note says why).
+    UpToDate(String),
     Skipped(String),
     Failed {
         message: String,
@@ -46,13 +48,14 @@ enum CaseResult {
 }
 
 fn cases_of(plan: &Plan, outcomes: &[Outcome]) -> Vec<TestCase> {
-    let suite = format!("host_container.{}.{}", plan.language, plan.variant);
+    // Step ids already name their mode (`init.image`), so the class stops at the variant and a
+    // report line reads host_container.python.minimal.init.image, each word once.
+    let classname = format!("host_container.{}.{}", plan.language, plan.variant);
     let mut cases = Vec::new();
     for (step, outcome) in plan.steps.iter().zip(outcomes) {
-        let classname = format!("{suite}.{}", step.mode);
         let (seconds, result, reported): (f64, CaseResult, &[Case]) = match outcome {
             Outcome::Succeeded { seconds, cases } => (*seconds, CaseResult::Passed, cases),
-            Outcome::Skipped => (0.0, CaseResult::Skipped(step.reason.clone()), &[]),
+            Outcome::Skipped => (0.0, CaseResult::UpToDate(step.reason.clone()), &[]),
             Outcome::Blocked(why) => (0.0, CaseResult::Skipped(format!("not run: {why}")), &[]),
             Outcome::Failed(failure) => (
                 failure.seconds,
@@ -126,6 +129,13 @@ pub fn render(plan: &Plan, outcomes: &[Outcome], total_seconds: f64) -> String {
         );
         match &case.result {
             CaseResult::Passed => out.push_str("/>\n"),
+            CaseResult::UpToDate(why) => {
+                let _ = writeln!(
+                    out,
+                    ">\n      <system-out>up to date, not run: {}</system-out>\n    </testcase>",
+                    escape(why)
+                );
+            }
             CaseResult::Skipped(why) => {
                 let _ = writeln!(
                     out,

@@ -344,13 +344,44 @@ fn bash_reads_piped_stdin_and_test_mode_passes() {
     assert!(stdout(&output).contains("Python 3."), "{}", stdout(&output));
     assert!(stdout(&output).contains("/virtualenv"));
 
-    let test = instance.run(&["python", "minimal", "test"]);
+    let report = instance.sandbox.path("report.xml");
+    let report_arg = report.display().to_string();
+    let test = instance.run(&["--junit", &report_arg, "python", "minimal", "test"]);
     expect_code(&test, 0);
     assert!(
         stdout(&test).contains("all checks passed"),
         "{}",
         stdout(&test)
     );
+    // init was done by the bash run: its steps pass as up to date, they are not "skipped".
+    let xml = std::fs::read_to_string(&report).expect("report");
+    let document = roxmltree::Document::parse(&xml).expect("XML");
+    let case = |name: &str| {
+        document
+            .descendants()
+            .find(|n| n.has_tag_name("testcase") && n.attribute("name") == Some(name))
+            .unwrap_or_else(|| panic!("no case {name}:\n{xml}"))
+    };
+    let image = case("init.image");
+    assert_eq!(
+        image.attribute("classname"),
+        Some("host_container.python.minimal")
+    );
+    assert!(
+        !image.children().any(|c| c.has_tag_name("skipped")),
+        "{xml}"
+    );
+    let note = image.children().find(|c| c.has_tag_name("system-out"));
+    assert!(
+        note.and_then(|n| n.text())
+            .is_some_and(|t| t.starts_with("up to date, not run: ")),
+        "{xml}"
+    );
+    assert_eq!(
+        case("virtualenv active").attribute("classname"),
+        Some("host_container.python.minimal.test.checks")
+    );
+    assert!(!xml.contains("<skipped"), "{xml}");
     let failing = instance.run(&[
         "python",
         "minimal",
