@@ -133,6 +133,10 @@ impl Layers {
     /// The file defining `mode` for a language and variant. Layer priority comes first; inside
     /// one layer the variant's own file beats the generic one.
     pub fn mode_file(&self, language: &str, variant: &str, mode: &str) -> Option<Found> {
+        // A mode is a name wherever it comes from (`requires` too), never a path out of a layer.
+        if crate::cli::check_mode_name(mode).is_err() {
+            return None;
+        }
         let file = format!("host_base_{mode}.yaml");
         let specific = Path::new(language).join("config").join(variant).join(&file);
         let generic = Path::new("config").join(&file);
@@ -160,6 +164,7 @@ impl Layers {
                     if let Some(mode) = name
                         .strip_prefix("host_base_")
                         .and_then(|rest| rest.strip_suffix(".yaml"))
+                        .filter(|mode| crate::cli::check_mode_name(mode).is_ok())
                     {
                         modes.insert(mode.to_owned());
                     }

@@ -547,3 +547,23 @@ fn list_shows_control_characters_in_descriptions() {
     assert!(!text.contains('\u{1b}'), "{text:?}");
     assert!(text.contains(r"fine\e[8m hidden"), "{text}");
 }
+
+#[test]
+fn a_required_mode_is_a_name_too() {
+    let sandbox = Sandbox::new();
+    sandbox.write(
+        "layer/config/host_base_sneak.yaml",
+        "description: x\nrequires: [\"../elsewhere/evil\"]\nsteps: {}\n",
+    );
+    sandbox.write(
+        "layer/config/host_base_../elsewhere/evil.yaml",
+        "description: evil\nsteps: {s: {docker: [evil]}}\n",
+    );
+    let output = plan_offline(&sandbox, "sneak");
+    expect_code(&output, 65);
+    assert!(
+        stderr(&output).contains("is not defined"),
+        "{}",
+        stderr(&output)
+    );
+}
