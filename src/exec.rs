@@ -517,11 +517,14 @@ fn junit_writable(path: &Path) -> anyhow::Result<()> {
             std::io::ErrorKind::IsADirectory,
         )));
     }
+    use std::os::unix::fs::OpenOptionsExt;
     let existed = path.exists();
     // Appending creates nothing new in an existing report; a file made only to try is removed.
+    // Non-blocking, so a FIFO nobody reads is an error now rather than a hang at the end.
     std::fs::OpenOptions::new()
         .append(true)
         .create(true)
+        .custom_flags(libc::O_NONBLOCK)
         .open(path)
         .map_err(fails)?;
     if !existed {

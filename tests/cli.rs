@@ -730,6 +730,26 @@ fn junit_to_an_unwritable_path_fails_before_the_job_runs() {
         "{:?}",
         sandbox.docker_calls()
     );
+    // A FIFO that nobody reads would block the report forever.
+    let fifo = sandbox.path("fifo");
+    let c_path = std::ffi::CString::new(fifo.display().to_string()).expect("path");
+    // SAFETY: mkfifo reads the NUL-terminated path only.
+    assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0, "mkfifo");
+    let mut child = sandbox
+        .fake_docker()
+        .arg("--junit")
+        .arg(&fifo)
+        .args(["python", "minimal", "status"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn");
+    assert_eq!(exit_within(&mut child, 30), Some(74));
+    assert!(
+        sandbox.docker_calls().is_empty(),
+        "{:?}",
+        sandbox.docker_calls()
+    );
     // A writable path is left as it was until the report is written.
     let output = sandbox
         .fake_docker()
