@@ -136,6 +136,10 @@ pub struct Arguments {
     /// Print a script that completes options, languages, variants and modes in SHELL.
     #[arg(long, value_enum, value_name = "SHELL")]
     pub completions: Option<crate::complete::Shell>,
+    /// Colour and a status line of running steps: on a terminal (auto, unless NO_COLOR is set),
+    /// always or never.
+    #[arg(long, value_enum, default_value = "auto", value_name = "WHEN")]
+    pub color: crate::console::Color,
     /// Print the man page (roff).
     #[arg(long)]
     pub man: bool,

@@ -338,7 +338,7 @@ fn run_steps(
                 // The requested mode's own skipped steps are news ("already running");
                 // skipped prerequisites are not, or every `single` would start with noise.
                 if step.mode == plan.mode {
-                    eprintln!("==> {}: {}: nothing to do", step.id, step.reason);
+                    crate::console::announce(&step.id, &format!("{}: nothing to do", step.reason));
                 }
                 outcomes[index] = Some(Outcome::Skipped);
                 continue;
@@ -541,10 +541,11 @@ fn spawn_step(plan: &Plan, index: usize, pids: Running, sender: Sender<Event>, c
         plan.variant.clone(),
         plan.instance.clone(),
     );
-    let announce = step.output != Output::Raw && !step.interactive;
-    if announce {
-        eprintln!("==> {}: {}", step.id, announcement(plan, &step));
+    let raw = step.output == Output::Raw || step.interactive;
+    if !raw {
+        crate::console::announce(&step.id, &announcement(plan, &step));
     }
+    crate::console::started(&step.id, raw);
     std::thread::spawn(move || {
         let started = Instant::now();
         let result = guarded(&step.id, || {
@@ -555,6 +556,7 @@ fn spawn_step(plan: &Plan, index: usize, pids: Running, sender: Sender<Event>, c
             failure.seconds = started.elapsed().as_secs_f64();
             failure
         });
+        crate::console::finished(&step.id, raw);
         let _ = sender.send(Event::Finished(index, result));
     });
 }
@@ -716,12 +718,8 @@ fn run_step(
         crate::exec::ready::wait(step, ready, pids)?;
     }
     if let Some(done) = step.done.as_ref().filter(|d| d.kind == "container") {
-        eprintln!(
-            "==> {}: started {}{}",
-            step.id,
-            done.name,
-            published(step, &done.name)
-        );
+        let ports = published(step, &done.name);
+        crate::console::announce(&step.id, &format!("started {}{ports}", done.name));
     }
     for after in &step.after {
         run_captured(step, after, pids)?;
@@ -879,9 +877,7 @@ fn run_main(step: &Step, pids: &Running, collect: bool) -> Result<MainResult, Fa
     let quiet = step.output == Output::Quiet;
     let tail = copy_lines(&reader, Some(docker::Noise::default()), |line| {
         if !quiet {
-            let mut stderr = std::io::stderr().lock();
-            let _ = stderr.write_all(prefix.as_bytes());
-            let _ = stderr.write_all(line);
+            crate::console::step_line(&prefix, line);
         }
     });
     let code = reader

@@ -14,6 +14,7 @@ pub mod backup;
 pub mod cli;
 pub mod complete;
 pub mod config;
+pub mod console;
 pub mod docker;
 pub mod engine;
 pub mod engine_lock;
@@ -56,6 +57,7 @@ pub fn run(argv: impl IntoIterator<Item = std::ffi::OsString>) -> u8 {
             };
         }
     };
+    console::init(args.color);
     match run_arguments(&args) {
         Ok(code) => code,
         Err(error) => {
@@ -66,15 +68,16 @@ pub fn run(argv: impl IntoIterator<Item = std::ffi::OsString>) -> u8 {
 }
 
 fn report(error: &anyhow::Error) {
+    let head = console::error_head();
     let mut stderr = std::io::stderr().lock();
     // Our own errors render themselves (position, caret, notes); others show their whole chain.
     match error.downcast_ref::<Error>() {
         Some(own) => {
-            let _ = writeln!(stderr, "error: {own}");
+            let _ = writeln!(stderr, "{head} {own}");
         }
         None => {
             let text = format!("{error:#}");
-            let _ = writeln!(stderr, "error: {}", print::visible_lines(&text));
+            let _ = writeln!(stderr, "{head} {}", print::visible_lines(&text));
         }
     }
 }

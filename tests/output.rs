@@ -114,3 +114,42 @@ fn status_and_logs_of_an_absent_daemon_exit_3_in_our_words() {
         );
     }
 }
+
+#[test]
+fn colour_and_progress_on_request_plain_lines_otherwise() {
+    let sandbox = Sandbox::new();
+    let output = sandbox
+        .fake_docker()
+        .env("FAKE_DOCKER_SLOW", "build")
+        .args(["--color", "always", "python", "minimal", "init"])
+        .output()
+        .expect("run");
+    expect_code(&output, 0);
+    let said = stderr(&output);
+    assert!(
+        said.contains("\u{1b}[1;36m==> init.image\u{1b}[0m: "),
+        "{said:?}"
+    );
+    // While the build runs, a status line names it with its elapsed time, and is cleared.
+    assert!(said.contains("  … init.image "), "{said:?}");
+    assert!(said.contains("\r\u{1b}[K"), "{said:?}");
+
+    for (flags, no_color) in [(&["--color", "never"][..], ""), (&[], "1"), (&[], "")] {
+        let sandbox = Sandbox::new();
+        let output = sandbox
+            .fake_docker()
+            .env("NO_COLOR", no_color)
+            .args(flags)
+            .args(["python", "minimal", "init"])
+            .output()
+            .expect("run");
+        expect_code(&output, 0);
+        // Not a terminal, or colour refused: plain lines only.
+        assert!(
+            !stderr(&output).contains('\u{1b}'),
+            "{flags:?}: {:?}",
+            stderr(&output)
+        );
+        assert!(stderr(&output).contains("==> init.image: "));
+    }
+}

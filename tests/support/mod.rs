@@ -52,8 +52,9 @@ impl Sandbox {
     /// It answers `inspect` as if nothing existed (or with the JSON in the file
     /// `$FAKE_DOCKER_INSPECT`, when set), like an unreachable engine when
     /// `$FAKE_DOCKER_UNREACHABLE` is set, fails with exit 42 on any call whose argv contains
-    /// `$FAKE_DOCKER_FAIL` (when set; saying `$FAKE_DOCKER_MESSAGE` then, if set), and succeeds
-    /// otherwise.
+    /// `$FAKE_DOCKER_FAIL` (when set; saying `$FAKE_DOCKER_MESSAGE` then, if set), takes two
+    /// seconds on a call whose argv contains `$FAKE_DOCKER_SLOW` (a long step, for progress
+    /// output), and succeeds otherwise.
     pub fn fake_docker(&self) -> Command {
         let script = r#"#!/bin/sh
 log="$FAKE_DOCKER_LOG"
@@ -72,6 +73,11 @@ if [ "$1" = inspect ]; then
   shift
   for name in "$@"; do echo "Error: No such object: $name" >&2; done
   exit 1
+fi
+if [ -n "${FAKE_DOCKER_SLOW:-}" ]; then
+  case "$*" in
+    *"$FAKE_DOCKER_SLOW"*) sleep 2 ;;
+  esac
 fi
 if [ -n "${FAKE_DOCKER_FAIL:-}" ]; then
   case "$*" in
