@@ -693,7 +693,7 @@ fn a_missing_base_image_has_its_own_exit_code() {
     // Docker's own banner is noise, in the live output and in the tail alike.
     assert!(!text.contains("DEPRECATED"), "{text}");
     assert!(
-        text.contains("did not run: init.volume, init.virtualenv"),
+        text.contains("did not run: init.volume, init.hosts-volume, init.hosts, init.virtualenv"),
         "{text}"
     );
     instance.finish();
