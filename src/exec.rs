@@ -121,7 +121,7 @@ pub fn execute(mut plan: Plan, invocation: &Invocation, options: &Options) -> an
 
     let stateful = stateful_closure(&plan);
     let result = if stateful.iter().any(|s| *s) {
-        let lock = InstanceLock::acquire(&plan, invocation, &events)?;
+        let lock = InstanceLock::acquire(&plan, invocation, &events, &signals)?;
         // Another invocation may have done the work while we waited: ask the engine again.
         let observed = state::probe(&plan)?;
         if let Some(conflict) = state::apply(&mut plan, &observed).into_iter().next() {
@@ -303,6 +303,11 @@ fn run_steps(
     sender: &Sender<Event>,
     events: &Receiver<Event>,
 ) -> Result<(), Stop> {
+    // A signal forwarded before any step started (while the engine lock was taken, say) stops
+    // the run before it begins.
+    if let Ok(Event::Signal(signal)) = events.try_recv() {
+        return Err(Stop::Signal(signal));
+    }
     let mut running: Vec<(usize, Running)> = Vec::new();
     let mut failed = false;
     loop {
@@ -952,6 +957,7 @@ impl InstanceLock {
         plan: &Plan,
         invocation: &Invocation,
         events: &Receiver<Event>,
+        signals: &Interrupts,
     ) -> anyhow::Result<InstanceLock> {
         let mut key = Sha256::new();
         for part in [
@@ -995,6 +1001,9 @@ impl InstanceLock {
             file.lock()
                 .map_err(|e| Error::new(Kind::Io, format!("locking {}: {e}", path.display())))?;
         }
+        // From here on something is taken that must be given back, so a signal no longer ends
+        // the process at once: the engine-lock wait and the run loop answer it and release.
+        signals.forward();
         // The host lock orders the waiters of this machine; the engine's lock orders machines.
         let head = plan
             .steps

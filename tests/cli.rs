@@ -1116,3 +1116,61 @@ fn a_command_that_ignores_its_stdin_archive_does_not_hang() {
         "{calls:?}"
     );
 }
+
+/// Ctrl-C while the engine-side lock is being taken: the lock is given back (its container
+/// removed) and no step runs. Exiting at once there would leave the lock behind.
+#[test]
+fn ctrl_c_while_the_engine_lock_is_taken_releases_it() {
+    let sandbox = Sandbox::new();
+    let mut command = sandbox.fake_docker();
+    let script = format!(
+        r#"#!/bin/sh
+for arg in "$@"; do printf '%s\0' "$arg" >> "$FAKE_DOCKER_LOG"; done
+printf '\001\n' >> "$FAKE_DOCKER_LOG"
+if [ "$1" = inspect ]; then printf '[]\n'; exit 1; fi
+case "$*" in
+  "container create"*-lock*)
+    touch '{dir}/creating'
+    while [ ! -e '{dir}/release' ]; do sleep 0.05; done
+    echo lockid123 ;;
+esac
+exit 0
+"#,
+        dir = sandbox.path("").display()
+    );
+    fs::write(sandbox.path("bin/docker"), script).expect("docker");
+    let mut child = command
+        .args(["python", "minimal", "init"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let err = Collected::start(child.stderr.take().expect("stderr"));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !sandbox.path("creating").exists() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(
+        sandbox.path("creating").exists(),
+        "no lock taken: {}",
+        err.text()
+    );
+    // SAFETY: kill(2) on the child we spawned.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
+    fs::write(sandbox.path("release"), "").expect("release");
+    let code = exit_within(&mut child, 30);
+    assert_eq!(code, Some(130), "stderr: {}", err.text());
+    let calls = sandbox.docker_calls();
+    assert!(
+        calls
+            .iter()
+            .any(|c| c[1..] == ["rm", "--force", "lockid123"]),
+        "the engine lock was not released: {calls:?}"
+    );
+    assert!(
+        !calls.iter().any(|c| c
+            .iter()
+            .any(|a| a.starts_with("--label=org.docker-meta.host_container.step="))),
+        "a step ran after Ctrl-C: {calls:?}"
+    );
+}
