@@ -24,6 +24,7 @@ pub mod junit;
 pub mod mode;
 pub mod plan;
 pub mod print;
+pub mod record;
 pub mod safe_fs;
 pub mod state;
 pub mod template;

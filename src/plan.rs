@@ -116,6 +116,18 @@ pub struct Step {
     /// shows them as text, these are the exact bytes that run.
     #[serde(skip)]
     pub raw_args: Vec<(usize, OsString)>,
+    /// What a step with `done` records with its state, to say later what changed.
+    #[serde(skip)]
+    pub record: crate::record::Record,
+    /// Text in the argv that is masked in the record: input paths (content-addressed merged
+    /// layers) and the objects of needed steps, whose changes the record names otherwise.
+    #[serde(skip)]
+    pub record_masks: Vec<(String, String)>,
+    /// When it runs: whether the steps that need it must run too. A step that runs only
+    /// because its object is missing, with an unchanged fingerprint, makes an equivalent object
+    /// and does not (the CI cache cut-off).
+    #[serde(skip)]
+    pub invalidates: bool,
 }
 
 impl Step {
@@ -818,6 +830,7 @@ impl Compiler<'_> {
         for (mode_index, mode) in self.loaded.values().enumerate() {
             let renderer = self.renderer_for(mode)?;
             let forced = mode.name == invocation.mode && mode.document.value.force;
+            let vars = rendered_vars(mode, &renderer);
             for (name, spec) in &mode.document.value.steps {
                 let id = format!("{}.{name}", mode.name);
                 let render_error = |path: &[&str], e: minijinja::Error| -> anyhow::Error {
@@ -1064,6 +1077,12 @@ impl Compiler<'_> {
                     forced,
                     need_indexes: Vec::new(),
                     raw_args,
+                    record: crate::record::Record {
+                        vars: vars.clone(),
+                        ..Default::default()
+                    },
+                    record_masks: Vec::new(),
+                    invalidates: true,
                 });
             }
         }
@@ -1241,6 +1260,22 @@ fn undefined_name(message: &str) -> Option<&str> {
         .next()
 }
 
+/// The mode's `vars` as rendered for it (after `--set`), recorded by its steps with `done`.
+fn rendered_vars(
+    mode: &LoadedMode,
+    renderer: &Renderer,
+) -> std::collections::BTreeMap<String, String> {
+    mode.document
+        .value
+        .vars
+        .keys()
+        .filter_map(|key| {
+            let value = renderer.render(&format!("{{{{ {key} }}}}")).ok()?;
+            Some((key.clone(), value))
+        })
+        .collect()
+}
+
 /// The template text at `path` of a step (`["steps", id, key, index…]`), and whether it is an
 /// expression rather than a template.
 fn source_at<'a>(spec: &'a mode::StepSpec, path: &[&str]) -> Option<(&'a str, bool)> {
@@ -1408,6 +1443,21 @@ fn finish_step(
         }
         text
     };
+    // Input paths vary with the layers (content-addressed merged directories) while their
+    // content is hashed below, so a step with `done` masks them, and its needs' objects.
+    if step.done.is_some() {
+        step.record_masks = record_masks(step, earlier);
+    }
+    let step_masks = step.record_masks.clone();
+    let masked = |text: &str| -> String {
+        let mut text = text.to_owned();
+        for (from, to) in &step_masks {
+            if contains(&text, from) {
+                text = text.replace(from.as_str(), to);
+            }
+        }
+        masked(&text)
+    };
     let mut hasher = Sha256::new();
     let mut feed = |bytes: &[u8]| {
         hasher.update((bytes.len() as u64).to_le_bytes());
@@ -1421,11 +1471,15 @@ fn finish_step(
         feed(done.kind.as_bytes());
         feed(done.name.as_bytes());
     }
+    let mut files = std::collections::BTreeMap::new();
     for (index, input) in step.inputs.iter().enumerate() {
         feed(masked(input).as_bytes());
-        let digest = hash_input(Path::new(input))
+        let (digest, per_file) = hash_input(Path::new(input))
             .map_err(|e| input_error(index, format!("input `{input}`: {e}")))?;
         feed(&digest);
+        for (key, file_digest) in per_file {
+            files.entry(key).or_insert(file_digest);
+        }
     }
     // Only needs that leave state behind feed the fingerprint: whether an always-running step
     // (such as an upgrade joined by UPGRADE) is in the plan must not make its dependents stale.
@@ -1438,6 +1492,9 @@ fn finish_step(
     if let Some(done) = &mut step.done {
         done.fingerprint = step.fingerprint.clone();
     }
+    if step.done.is_some() {
+        record_state(step, earlier, &files, &masked);
+    }
 
     let mut labels = instance_labels(invocation);
     labels.push((format!("{LABEL_PREFIX}.mode"), step.mode.clone()));
@@ -1447,6 +1504,10 @@ fn finish_step(
             format!("{LABEL_PREFIX}.fingerprint"),
             step.fingerprint.clone(),
         ));
+    }
+    let record_label = (format!("{LABEL_PREFIX}.record"), step.record.to_label());
+    if step.done.as_ref().is_some_and(|d| d.kind != "volume") {
+        labels.push(record_label);
     }
     let head = docker_head_len(&step.argv);
     if let Some(len) = creating_subcommand(&step.argv[head..]) {
@@ -1464,12 +1525,23 @@ fn finish_step(
         let mut remove = docker.clone();
         remove.extend(["volume", "rm", "--force"].map(String::from));
         remove.push(done.name.clone());
-        let mut create = docker;
-        create.extend(["volume", "create"].map(String::from));
+        let create = |labels: &[(String, String)]| {
+            let mut create = docker.clone();
+            create.extend(["volume", "create"].map(String::from));
+            create.extend(label_args(labels));
+            create.push(done.name.clone());
+            create
+        };
+        // A stamp that says "done" must never outlive a re-run that fails or is killed: before
+        // the step runs, its stamp is replaced by one that says the run has not finished.
+        let mut unfinished = labels[..INSTANCE_AND_MODE_LABELS].to_vec();
+        unfinished.push((format!("{LABEL_PREFIX}.stamp"), "1".into()));
+        unfinished.push((UNFINISHED_LABEL.to_owned(), step.fingerprint.clone()));
+        let mark = [remove.clone(), create(&unfinished)];
+        step.planned_before.extend(mark.iter().cloned());
+        step.before.extend(mark);
         labels.push((format!("{LABEL_PREFIX}.stamp"), "1".into()));
-        create.extend(label_args(&labels));
-        create.push(done.name.clone());
-        step.after.extend([remove, create]);
+        step.after.extend([remove, create(&labels)]);
     }
     if step.done.as_ref().is_some_and(|d| d.kind == "image") {
         // A rebuild leaves the image it replaced untagged; prune removes it unless a container
@@ -1484,6 +1556,64 @@ fn finish_step(
         step.after.push(prune);
     }
     Ok(())
+}
+
+/// How many of a step's labels are the instance's and its mode's. (The step's label marks the
+/// commands of the step itself; the stamp's name says which step it belongs to.)
+const INSTANCE_AND_MODE_LABELS: usize = 4;
+/// On a stamp whose step started and has not finished (failed, or was killed).
+pub const UNFINISHED_LABEL: &str = "org.docker-meta.host_container.unfinished";
+
+/// At most this many texts are masked per step and input files recorded from its needs, so a
+/// long chain of steps with inputs stays linear.
+const MAX_MASKS: usize = 64;
+const MAX_INHERITED_FILES: usize = 256;
+
+/// What the argv of a step with `done` masks: its inputs' paths, its needs' masks, and the
+/// objects of its direct needs; longest first, so a path masks before its parent.
+fn record_masks(step: &Step, earlier: &[Step]) -> Vec<(String, String)> {
+    let mut masks: Vec<(String, String)> = step
+        .inputs
+        .iter()
+        .map(|input| (input.clone(), "{{input}}".to_owned()))
+        .collect();
+    for &need in &step.need_indexes {
+        let need = &earlier[need];
+        if let Some(done) = &need.done {
+            masks.extend(need.record_masks.iter().cloned());
+            masks.push((done.name.clone(), format!("{{{{{}}}}}", need.id)));
+        }
+    }
+    masks.retain(|(text, _)| !text.is_empty());
+    masks.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then_with(|| a.cmp(b)));
+    masks.dedup();
+    masks.truncate(MAX_MASKS);
+    masks
+}
+
+/// Fills the step's record: its input files and those of the steps it needs, its masked argv
+/// (without the docker program), and its needs' fingerprints.
+fn record_state(
+    step: &mut Step,
+    earlier: &[Step],
+    files: &std::collections::BTreeMap<String, String>,
+    masked: &dyn Fn(&str) -> String,
+) {
+    step.record.add_inputs(&step.id, files);
+    for &need in &step.need_indexes {
+        let need = &earlier[need];
+        if need.done.is_none() {
+            continue;
+        }
+        if step.record.inputs.len() + need.record.inputs.len() <= MAX_INHERITED_FILES {
+            step.record.add_inputs(&need.id, &need.record.inputs);
+        }
+        step.record
+            .needs
+            .insert(need.id.clone(), need.fingerprint.clone());
+    }
+    let head = docker_head_len(&step.argv);
+    step.record.argv = step.argv[head..].iter().map(|arg| masked(arg)).collect();
 }
 
 /// `haystack.contains(needle)` for the short strings of an argv: std's searcher prepares the
@@ -1504,10 +1634,15 @@ fn contains(haystack: &str, needle: &str) -> bool {
     false
 }
 
+/// Short digests of an input's files, by their names in the input.
+type FileDigests = Vec<(String, String)>;
+
 /// The content digest of an input: a file's bytes and executable bit, or every file below a
 /// directory with its relative path; symlinks inside a directory count by where they point and
-/// are not followed. Files are hashed as they are read, and only regular files are read.
-fn hash_input(path: &Path) -> anyhow::Result<Vec<u8>> {
+/// are not followed. Files are hashed as they are read, and only regular files are read. Also a
+/// short digest per file, by its name in the input (the file name of a file input, the relative
+/// path of a file below a directory), for reasons that name what changed.
+fn hash_input(path: &Path) -> anyhow::Result<(Vec<u8>, FileDigests)> {
     let metadata = fs::metadata(path).map_err(|e| anyhow::anyhow!("{e}"))?;
     let files: Vec<(PathBuf, config::Node)> = if metadata.is_dir() {
         config::walk(path)?
@@ -1517,21 +1652,31 @@ fn hash_input(path: &Path) -> anyhow::Result<Vec<u8>> {
         return Err(crate::safe_fs::not_regular(path, &metadata).into());
     };
     let mut hasher = Sha256::new();
+    let mut per_file = Vec::with_capacity(files.len());
     for (file, node) in files {
         let relative = file.strip_prefix(path).unwrap_or(Path::new(""));
         hasher.update(relative.to_string_lossy().as_bytes());
+        let mut one = Sha256::new();
         match node {
             config::Node::File(_) => {
-                hasher.update([0, u8::from(config::is_executable(&file))]);
-                config::hash_file(&mut hasher, &file)?;
+                one.update([0, u8::from(config::is_executable(&file))]);
+                config::hash_file(&mut one, &file)?;
             }
             config::Node::Link(target) => {
-                hasher.update([0, 2]);
-                hasher.update(target.as_os_str().as_encoded_bytes());
+                one.update([0, 2]);
+                one.update(target.as_os_str().as_encoded_bytes());
             }
         }
+        let digest = one.finalize();
+        hasher.update(digest);
+        let name = if relative.as_os_str().is_empty() {
+            file.file_name().unwrap_or_default().to_string_lossy()
+        } else {
+            relative.to_string_lossy()
+        };
+        per_file.push((name.into_owned(), crate::record::short_digest(&digest)));
     }
-    Ok(hasher.finalize().to_vec())
+    Ok((hasher.finalize().to_vec(), per_file))
 }
 
 /// The JSON Schema of `--plan --format json`, as committed in `schemas/plan.schema.json`.

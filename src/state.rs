@@ -7,7 +7,8 @@
 
 use crate::docker::{self, Object};
 use crate::error::{Error, Kind};
-use crate::plan::{docker_head_len, Plan, Status, Step, LABEL_PREFIX};
+use crate::plan::{docker_head_len, Plan, Status, Step, LABEL_PREFIX, UNFINISHED_LABEL};
+use crate::record;
 
 pub use crate::docker::Observed;
 
@@ -125,7 +126,8 @@ pub fn apply(plan: &mut Plan, observed: &Observed) -> Vec<Error> {
     plan.state = "probed".into();
     let mut conflicts = Vec::new();
     for index in 0..plan.steps.len() {
-        let (status, reason, before) = decide(plan, index, observed, &mut conflicts);
+        let (status, reason, before, invalidates) =
+            decide(plan, index, observed, &mut conflicts);
         let foreign: Vec<Error> = removal_targets(&plan.steps[index])
             .into_iter()
             .filter_map(|name| Some((name, observed.get(name)?)))
@@ -134,6 +136,7 @@ pub fn apply(plan: &mut Plan, observed: &Observed) -> Vec<Error> {
             .collect();
         let step = &mut plan.steps[index];
         step.status = status;
+        step.invalidates = invalidates;
         step.reason = reason;
         step.before = step.planned_before.clone();
         step.before.extend(before);
@@ -158,18 +161,38 @@ pub fn apply(plan: &mut Plan, observed: &Observed) -> Vec<Error> {
     conflicts
 }
 
-fn decide(
-    plan: &Plan,
-    index: usize,
-    observed: &Observed,
-    conflicts: &mut Vec<Error>,
-) -> (Status, String, Vec<Vec<String>>) {
+/// What changed since `object` was made, in words: from the record it carries, or else the
+/// two fingerprints.
+fn what_changed(step: &Step, object: &Object) -> String {
+    let changes = object
+        .labels
+        .get(&format!("{LABEL_PREFIX}.record"))
+        .and_then(|text| record::Record::from_label(text))
+        .map(|old| record::changes(&old, &step.record))
+        .unwrap_or_default();
+    if changes.is_empty() {
+        format!(
+            "fingerprint {} differs from the recorded {}",
+            step.fingerprint,
+            object.fingerprint().unwrap_or("(none)")
+        )
+    } else {
+        record::describe(&changes)
+    }
+}
+
+/// A step's status, why, the commands to run before it, and whether the steps that need it
+/// must run too when it runs.
+type Decision = (Status, String, Vec<Vec<String>>, bool);
+
+fn decide(plan: &Plan, index: usize, observed: &Observed, conflicts: &mut Vec<Error>) -> Decision {
     let step = &plan.steps[index];
     if step.forced {
         return (
             Status::Run,
             format!("mode `{}` was requested: runs even when done", step.mode),
             Vec::new(),
+            true,
         );
     }
     let Some(done) = &step.done else {
@@ -177,17 +200,12 @@ fn decide(
             Status::Run,
             "no `done` condition: always runs".into(),
             Vec::new(),
+            true,
         );
     };
     let found = observed.get(&done.name);
     let kind_matches = |kind: &str| found.filter(|o| o.kind == kind);
-    let fingerprint_note = |object: &Object| {
-        format!(
-            "fingerprint {} differs from the recorded {}",
-            step.fingerprint,
-            object.fingerprint().unwrap_or("(none)")
-        )
-    };
+    let fingerprint_note = |object: &Object| what_changed(step, object);
     let head = step.argv[..docker_head_len(&step.argv)].to_vec();
     let (mut status, mut reason, mut before) = match done.kind.as_str() {
         "image" => match kind_matches("image") {
@@ -196,11 +214,9 @@ fn decide(
                 format!("image `{}` does not exist", done.name),
                 vec![],
             ),
-            Some(o) if o.fingerprint() != Some(step.fingerprint.as_str()) => (
-                Status::Run,
-                format!("image `{}` is stale: {}", done.name, fingerprint_note(o)),
-                vec![],
-            ),
+            Some(o) if o.fingerprint() != Some(step.fingerprint.as_str()) => {
+                (Status::Run, fingerprint_note(o), vec![])
+            }
             Some(_) => (
                 Status::Skip,
                 format!("image `{}` is up to date", done.name),
@@ -225,14 +241,12 @@ fn decide(
                 format!("not done yet (no stamp `{}`)", done.name),
                 vec![],
             ),
-            Some(o) if o.fingerprint() != Some(step.fingerprint.as_str()) => (
-                Status::Run,
-                format!(
-                    "inputs or a needed step changed since it was done: {}",
-                    fingerprint_note(o)
-                ),
-                vec![],
-            ),
+            Some(o) if o.labels.contains_key(UNFINISHED_LABEL) => {
+                (Status::Run, "the last run did not finish".into(), vec![])
+            }
+            Some(o) if o.fingerprint() != Some(step.fingerprint.as_str()) => {
+                (Status::Run, fingerprint_note(o), vec![])
+            }
             Some(_) => (
                 Status::Skip,
                 format!("done and up to date (stamp `{}`)", done.name),
@@ -265,9 +279,9 @@ fn decide(
                     (
                         Status::Run,
                         format!(
-                            "container `{}` runs an older configuration ({}): re-created",
-                            done.name,
-                            fingerprint_note(o)
+                            "{}: container `{}` is re-created",
+                            fingerprint_note(o),
+                            done.name
                         ),
                         vec![remove],
                     )
@@ -293,20 +307,25 @@ fn decide(
             }
         },
     };
+    // A step that runs only because its object is missing makes it again from unchanged
+    // inputs; a new volume is empty, though, so what fills it runs again.
+    let missing = found.is_none() && done.kind != "volume";
+    let mut invalidates = status == Status::Run && !missing;
     if status == Status::Skip {
         if let Some(&need) = step
             .need_indexes
             .iter()
-            .find(|&&n| plan.steps[n].status == Status::Run)
+            .find(|&&n| plan.steps[n].status == Status::Run && plan.steps[n].invalidates)
         {
             status = Status::Run;
-            reason = format!("runs because `{}` runs", plan.steps[need].id);
+            invalidates = true;
+            reason = format!("needs `{}`, which runs", plan.steps[need].id);
             if done.kind == "container" {
                 before = vec![remove_container(&head, &done.name)];
             }
         }
     }
-    (status, reason, before)
+    (status, reason, before, invalidates)
 }
 
 /// `docker rm --force NAME`: how a stale or stopped container makes way for its replacement.

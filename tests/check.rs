@@ -9,8 +9,6 @@ use std::fs;
 use serde_json::{json, Value};
 use support::{expect_code, stdout, Sandbox};
 
-const PREFIX: &str = "org.docker-meta.host_container";
-
 fn plan_json(sandbox: &Sandbox, args: &[&str]) -> Value {
     let output = sandbox
         .fake_docker()
@@ -22,19 +20,39 @@ fn plan_json(sandbox: &Sandbox, args: &[&str]) -> Value {
     serde_json::from_slice(&output.stdout).expect("plan JSON")
 }
 
-/// What `docker inspect` would answer if every `done` object of the plan existed, made with the
-/// fingerprints the plan expects (and the labels its argv would put on them).
-fn engine_where_all_is_done(plan: &Value) -> Value {
+/// The labels a step puts on its `done` object: from its argv, or for a stamp from the command
+/// that records it.
+fn labels_of(step: &Value) -> serde_json::Map<String, Value> {
+    let argv = if step["done"]["kind"] == "stamp" {
+        step["after"]
+            .as_array()
+            .and_then(|a| a.last())
+            .expect("stamp")
+    } else {
+        &step["argv"]
+    };
+    argv.as_array()
+        .expect("argv")
+        .iter()
+        .filter_map(|arg| arg.as_str()?.strip_prefix("--label="))
+        .filter_map(|label| label.split_once('='))
+        .map(|(key, value)| (key.to_owned(), json!(value)))
+        .collect()
+}
+
+/// What `docker inspect` would answer if every `done` object of the plan existed as the plan
+/// would make it (`skip` lists steps whose object is missing).
+fn engine_after(plan: &Value, skip: &[&str]) -> Value {
     let mut objects = Vec::new();
     for step in plan["steps"].as_array().expect("steps") {
         let Some(done) = step.get("done") else {
             continue;
         };
+        if skip.contains(&step["id"].as_str().expect("id")) {
+            continue;
+        }
         let name = done["name"].as_str().expect("name");
-        let mut labels = serde_json::Map::new();
-        labels.insert(format!("{PREFIX}.instance"), json!("default"));
-        labels.insert(format!("{PREFIX}.fingerprint"), done["fingerprint"].clone());
-        let labels = Value::Object(labels);
+        let labels = Value::Object(labels_of(step));
         objects.push(match done["kind"].as_str().expect("kind") {
             "image" => json!({"Id": "sha256:1", "RepoTags": [name], "Config": {"Labels": labels}}),
             "container" => json!({
@@ -45,6 +63,10 @@ fn engine_where_all_is_done(plan: &Value) -> Value {
         });
     }
     Value::Array(objects)
+}
+
+fn engine_where_all_is_done(plan: &Value) -> Value {
+    engine_after(plan, &[])
 }
 
 fn check(sandbox: &Sandbox, inspect: Option<&Value>, args: &[&str]) -> std::process::Output {
@@ -174,4 +196,129 @@ fn the_text_plan_ends_with_the_summary_and_check_with_plan_prints_it_all() {
         .output()
         .expect("run");
     expect_code(&offline, 64);
+}
+
+fn plan_with_engine(sandbox: &Sandbox, engine: &Value, args: &[&str]) -> Value {
+    let path = sandbox.write("inspect.json", &engine.to_string());
+    let output = sandbox
+        .fake_docker()
+        .env("FAKE_DOCKER_INSPECT", path)
+        .args(["--plan", "--format", "json", "--run-id", "t1"])
+        .args(args)
+        .output()
+        .expect("run");
+    expect_code(&output, 0);
+    serde_json::from_slice(&output.stdout).expect("plan JSON")
+}
+
+fn step<'a>(plan: &'a Value, id: &str) -> &'a Value {
+    plan["steps"]
+        .as_array()
+        .and_then(|steps| steps.iter().find(|s| s["id"] == id))
+        .unwrap_or_else(|| panic!("no step {id}"))
+}
+
+#[test]
+fn a_daemon_re_created_for_set_values_says_which() {
+    let sandbox = Sandbox::new();
+    let before = plan_json(&sandbox, &["python", "minimal", "daemon"]);
+    let engine = engine_where_all_is_done(&before);
+    let same = plan_with_engine(&sandbox, &engine, &["python", "minimal", "daemon"]);
+    assert_eq!(step(&same, "daemon.container")["status"], "skip");
+    let changed = plan_with_engine(
+        &sandbox,
+        &engine,
+        &[
+            "--set",
+            "environment=DEBUG=1",
+            "--set",
+            "restart=no",
+            "python",
+            "minimal",
+            "daemon",
+        ],
+    );
+    let daemon = step(&changed, "daemon.container");
+    assert_eq!(daemon["status"], "run");
+    let reason = daemon["reason"].as_str().expect("reason");
+    assert!(
+        reason.starts_with("environment: DEBUG=1 added, restart: unless-stopped → no"),
+        "{reason}"
+    );
+    assert_eq!(step(&changed, "init.virtualenv")["status"], "skip");
+}
+
+#[test]
+fn a_stamp_says_unfinished_from_before_its_step_runs_until_it_succeeds() {
+    let sandbox = Sandbox::new();
+    let output = sandbox
+        .fake_docker()
+        .env("FAKE_DOCKER_FAIL", "/data/initialize")
+        .args(["--run-id", "t1", "python", "minimal", "init"])
+        .output()
+        .expect("run");
+    expect_code(&output, 70);
+    let calls = sandbox.docker_calls();
+    let stamp = "hc-python-minimal-default-initialized";
+    let touching: Vec<&Vec<String>> = calls
+        .iter()
+        .filter(|c| c[1] != "inspect" && c.iter().any(|a| a == stamp))
+        .collect();
+    // Removed, then re-created as unfinished, before the step; never recorded as done.
+    assert_eq!(touching.len(), 2, "{touching:?}");
+    assert_eq!(touching[0][1..4], ["volume", "rm", "--force"]);
+    assert!(touching[1]
+        .iter()
+        .any(|a| a.starts_with("--label=org.docker-meta.host_container.unfinished=")));
+    assert!(!touching[1]
+        .iter()
+        .any(|a| a.starts_with("--label=org.docker-meta.host_container.fingerprint=")));
+    let last = calls.last().expect("calls");
+    assert!(last.iter().any(|a| a == "/data/initialize"), "{last:?}");
+
+    // The next plan finds the unfinished stamp and says so.
+    let plan = plan_json(&sandbox, &["python", "minimal", "single"]);
+    let mut engine = engine_after(&plan, &["init.virtualenv"]);
+    let mark = &step(&plan, "init.virtualenv")["before"][1];
+    let labels: serde_json::Map<String, Value> = mark
+        .as_array()
+        .expect("argv")
+        .iter()
+        .filter_map(|a| a.as_str()?.strip_prefix("--label="))
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_owned(), json!(v)))
+        .collect();
+    engine
+        .as_array_mut()
+        .expect("objects")
+        .push(json!({"Name": stamp, "Mountpoint": "/m", "Labels": labels}));
+    let after = plan_with_engine(&sandbox, &engine, &["python", "minimal", "single"]);
+    assert_eq!(
+        step(&after, "init.virtualenv")["reason"],
+        "the last run did not finish"
+    );
+}
+
+#[test]
+fn a_missing_image_with_unchanged_inputs_does_not_redo_the_virtualenv() {
+    let sandbox = Sandbox::new();
+    let plan = plan_json(&sandbox, &["python", "minimal", "single"]);
+    // A fresh CI runner with the data volume and its stamp restored from a cache.
+    let engine = engine_after(&plan, &["init.image"]);
+    let after = plan_with_engine(&sandbox, &engine, &["python", "minimal", "single"]);
+    assert_eq!(step(&after, "init.image")["status"], "run");
+    assert_eq!(step(&after, "init.virtualenv")["status"], "skip");
+    assert_eq!(after["summary"]["to_run"], 1);
+    // A missing data volume is created empty: what fills it runs again.
+    let engine = engine_after(&plan, &["init.volume"]);
+    let after = plan_with_engine(&sandbox, &engine, &["python", "minimal", "single"]);
+    assert_eq!(step(&after, "init.virtualenv")["status"], "run");
+    assert_eq!(
+        step(&after, "init.virtualenv")["reason"],
+        "needs `init.volume`, which runs"
+    );
+    // A forced init rebuilds everything, whatever exists.
+    let engine = engine_where_all_is_done(&plan);
+    let forced = plan_with_engine(&sandbox, &engine, &["python", "minimal", "init"]);
+    assert_eq!(forced["summary"]["to_run"], 5);
 }

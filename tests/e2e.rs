@@ -303,7 +303,7 @@ fn changed_requirements_rerun_init_and_upgrade_runs_when_set() {
     let changed = run(&[]);
     expect_code(&changed, 0);
     assert!(
-        stderr(&changed).contains("==> init.virtualenv: inputs or a needed step changed"),
+        stderr(&changed).contains("==> init.virtualenv: requirements.txt changed"),
         "{}",
         stderr(&changed)
     );
@@ -720,6 +720,18 @@ fn unreachable_engine_is_reported() {
         .expect("runs");
     expect_code(&plan, 0);
     assert!(stdout(&plan).contains("# state: unknown"));
+    let check = sandbox
+        .command()
+        .env("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+        .args(["--check", "python", "minimal", "single"])
+        .output()
+        .expect("runs");
+    expect_code(&check, 68);
+    assert!(
+        stdout(&check).ends_with("0 to run, 0 up to date, 5 unknown, 1 always run\n"),
+        "{}",
+        stdout(&check)
+    );
 }
 
 /// A digest of everything in a volume: names (any bytes), modes, owners, link targets, contents.
@@ -1120,5 +1132,145 @@ fn purge_and_stop_leave_objects_of_other_instances_alone() {
     }
     assert!(docker(&["volume", "inspect", &volume]).status.success());
     assert!(docker(&["container", "inspect", &daemon]).status.success());
+    instance.finish();
+}
+
+/// `--check` in a configuration layer's life: fresh, done, a changed file, a new file.
+#[test]
+fn check_answers_and_names_the_files_that_changed() {
+    let Some(instance) = Instance::new("check") else {
+        return;
+    };
+    let requirements = instance
+        .sandbox
+        .write("layer/python/hosts/minimal/requirements.txt", "# first\n");
+    let layer = instance.sandbox.path("layer").display().to_string();
+    let run = |args: &[&str]| {
+        let mut all = vec!["--config-dir", layer.as_str()];
+        all.extend(args);
+        instance.run(&all)
+    };
+    let check = || run(&["--check", "python", "minimal", "single"]);
+    let fresh = check();
+    expect_code(&fresh, 1);
+    assert!(
+        stdout(&fresh).contains("init.virtualenv: run (not done yet"),
+        "{}",
+        stdout(&fresh)
+    );
+    expect_code(&run(&["python", "minimal", "single", "true"]), 0);
+    let done = check();
+    expect_code(&done, 0);
+    assert!(
+        stdout(&done).ends_with("0 to run, 5 up to date, 0 unknown, 1 always run\n"),
+        "{}",
+        stdout(&done)
+    );
+
+    std::fs::write(&requirements, "# second\n").expect("write");
+    let changed = check();
+    expect_code(&changed, 1);
+    assert!(
+        stdout(&changed).contains("init.virtualenv: run (requirements.txt changed)"),
+        "{}",
+        stdout(&changed)
+    );
+    instance
+        .sandbox
+        .write("layer/python/hosts/minimal/wheels/extra.txt", "a wheel\n");
+    let added = check();
+    expect_code(&added, 1);
+    assert!(
+        stdout(&added).contains("(requirements.txt changed, wheels/extra.txt added)"),
+        "{}",
+        stdout(&added)
+    );
+    let rerun = run(&["python", "minimal", "single", "true"]);
+    expect_code(&rerun, 0);
+    assert!(
+        stderr(&rerun)
+            .contains("==> init.virtualenv: requirements.txt changed, wheels/extra.txt added"),
+        "{}",
+        stderr(&rerun)
+    );
+    assert!(!ran(&rerun, "init.image"), "{}", stderr(&rerun));
+    expect_code(&check(), 0);
+    instance.finish();
+}
+
+/// A re-run that fails leaves a stamp that says so, even once the inputs are back to what the
+/// last successful run saw.
+#[test]
+fn a_failed_re_run_never_leaves_a_stamp_that_says_done() {
+    let Some(instance) = Instance::new("unfinished") else {
+        return;
+    };
+    let shipped = support::repo_root().join("etc/docker_meta/host_container/python/hosts/minimal");
+    let initialize = instance
+        .sandbox
+        .path("layer/python/hosts/minimal/initialize");
+    std::fs::create_dir_all(initialize.parent().expect("dir")).expect("dirs");
+    std::fs::copy(shipped.join("initialize"), &initialize).expect("copy");
+    let layer = instance.sandbox.path("layer").display().to_string();
+    let run = |args: &[&str]| {
+        let mut all = vec!["--config-dir", layer.as_str()];
+        all.extend(args);
+        instance.run(&all)
+    };
+    expect_code(&run(&["python", "minimal", "init"]), 0);
+    let good = std::fs::read(&initialize).expect("read");
+    std::fs::write(&initialize, b"#!/bin/sh\nrm -rf /virtualenv/bin\nexit 3\n").expect("write");
+    expect_code(&run(&["python", "minimal", "single", "true"]), 70);
+    std::fs::write(&initialize, good).expect("write back");
+    let check = run(&["--check", "python", "minimal", "single"]);
+    expect_code(&check, 1);
+    assert!(
+        stdout(&check).contains("init.virtualenv: run (the last run did not finish)"),
+        "{}",
+        stdout(&check)
+    );
+    let again = run(&["python", "minimal", "single", "python", "-c", "print(1)"]);
+    expect_code(&again, 0);
+    assert!(stderr(&again).contains("==> init.virtualenv: the last run did not finish"));
+    instance.finish();
+}
+
+/// The CI cache recipe: the data volume and its stamp come back from a backup on a runner
+/// that has neither, and only the image is rebuilt.
+#[test]
+fn a_restored_cache_spares_the_virtualenv_and_rebuilds_only_the_image() {
+    let Some(instance) = Instance::new("cicache") else {
+        return;
+    };
+    let cache = instance.sandbox.path("ci-cache").display().to_string();
+    expect_code(&instance.run(&["python", "minimal", "init"]), 0);
+    expect_code(
+        &instance.run(&["--backup-dir", &cache, "python", "minimal", "backup"]),
+        0,
+    );
+    expect_code(&instance.run(&["--yes", "python", "minimal", "purge"]), 0);
+    assert!(instance.objects().is_empty(), "{:?}", instance.objects());
+    let restored = instance.run(&["--backup-dir", &cache, "python", "minimal", "restore"]);
+    expect_code(&restored, 0);
+    assert!(!ran(&restored, "init.virtualenv"), "{}", stderr(&restored));
+    let check = instance.run(&["--check", "python", "minimal", "single"]);
+    expect_code(&check, 1);
+    assert!(
+        stdout(&check).ends_with("3 to run, 2 up to date, 0 unknown, 1 always run\n"),
+        "{}",
+        stdout(&check)
+    );
+    let single = instance.run(&[
+        "python",
+        "minimal",
+        "single",
+        "python",
+        "-c",
+        "import sys; print(sys.prefix)",
+    ]);
+    expect_code(&single, 0);
+    assert!(ran(&single, "init.image"), "{}", stderr(&single));
+    assert!(!ran(&single, "init.virtualenv"), "{}", stderr(&single));
+    assert_eq!(stdout(&single).trim(), "/virtualenv");
     instance.finish();
 }
