@@ -1505,9 +1505,8 @@ fn finish_step(
             step.fingerprint.clone(),
         ));
     }
-    let record_label = (format!("{LABEL_PREFIX}.record"), step.record.to_label());
     if step.done.as_ref().is_some_and(|d| d.kind != "volume") {
-        labels.push(record_label);
+        labels.push((format!("{LABEL_PREFIX}.record"), step.record.to_label()));
     }
     let head = docker_head_len(&step.argv);
     if let Some(len) = creating_subcommand(&step.argv[head..]) {

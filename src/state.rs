@@ -308,8 +308,10 @@ fn decide(plan: &Plan, index: usize, observed: &Observed, conflicts: &mut Vec<Er
         },
     };
     // A step that runs only because its object is missing makes it again from unchanged
-    // inputs; a new volume is empty, though, so what fills it runs again.
-    let missing = found.is_none() && done.kind != "volume";
+    // inputs. A new volume is empty, though, so what fills it runs again, unless the step
+    // itself fills it from its inputs (like the hosts volume of a remote engine).
+    let remade = done.kind != "volume" || !step.inputs.is_empty();
+    let missing = found.is_none() && remade;
     let mut invalidates = status == Status::Run && !missing;
     if status == Status::Skip {
         if let Some(&need) = step

@@ -322,3 +322,41 @@ fn a_missing_image_with_unchanged_inputs_does_not_redo_the_virtualenv() {
     let forced = plan_with_engine(&sandbox, &engine, &["python", "minimal", "init"]);
     assert_eq!(forced["summary"]["to_run"], 5);
 }
+
+#[test]
+fn a_missing_volume_cuts_off_only_when_its_step_fills_it_from_inputs() {
+    let sandbox = Sandbox::new();
+    sandbox.write(
+        "layer/config/host_base_cut.yaml",
+        r#"description: Two volumes, one filled from inputs by its own step, one left empty.
+steps:
+  filled:
+    docker: [volume, create, "{{ names.prefix }}-filled"]
+    done: {volume: "{{ names.prefix }}-filled"}
+    inputs: ["{{ paths.hosts }}"]
+  empty:
+    docker: [volume, create, "{{ names.prefix }}-empty"]
+    done: {volume: "{{ names.prefix }}-empty"}
+  reads:
+    needs: [filled]
+    docker: [run, --rm, img, a]
+    done: {stamp: "{{ names.prefix }}-reads"}
+  fills:
+    needs: [empty]
+    docker: [run, --rm, img, b]
+    done: {stamp: "{{ names.prefix }}-fills"}
+"#,
+    );
+    let layer = sandbox.path("layer").display().to_string();
+    let args = ["--config-dir", &layer, "python", "minimal", "cut"];
+    let plan = plan_json(&sandbox, &args);
+    let engine = engine_after(&plan, &["cut.filled", "cut.empty"]);
+    let after = plan_with_engine(&sandbox, &engine, &args);
+    assert_eq!(step(&after, "cut.filled")["status"], "run");
+    assert_eq!(step(&after, "cut.reads")["status"], "skip");
+    assert_eq!(step(&after, "cut.fills")["status"], "run");
+    assert_eq!(
+        step(&after, "cut.fills")["reason"],
+        "needs `cut.empty`, which runs"
+    );
+}
