@@ -126,8 +126,7 @@ pub fn apply(plan: &mut Plan, observed: &Observed) -> Vec<Error> {
     plan.state = "probed".into();
     let mut conflicts = Vec::new();
     for index in 0..plan.steps.len() {
-        let (status, reason, before, invalidates) =
-            decide(plan, index, observed, &mut conflicts);
+        let (status, reason, before, invalidates) = decide(plan, index, observed, &mut conflicts);
         let foreign: Vec<Error> = removal_targets(&plan.steps[index])
             .into_iter()
             .filter_map(|name| Some((name, observed.get(name)?)))
@@ -309,7 +308,7 @@ fn decide(plan: &Plan, index: usize, observed: &Observed, conflicts: &mut Vec<Er
     };
     // A step that runs only because its object is missing makes it again from unchanged
     // inputs. A new volume is empty, though, so what fills it runs again, unless the step
-    // itself fills it from its inputs (like the hosts volume of a remote engine).
+    // itself fills it from its inputs.
     let remade = done.kind != "volume" || !step.inputs.is_empty();
     let missing = found.is_none() && remade;
     let mut invalidates = status == Status::Run && !missing;
