@@ -82,8 +82,9 @@ pub struct Error {
     pub kind: Kind,
     pub message: String,
     pub location: Option<Location>,
-    /// The source line the location points into, shown with a caret.
-    pub source_line: Option<String>,
+    /// The source line the location points into (of a long one, the part around the column),
+    /// and the column of the caret in it.
+    pub source_line: Option<(String, usize)>,
     /// "did you mean", the list of what exists, the tail of a failed command's output.
     pub notes: Vec<String>,
 }
@@ -99,14 +100,18 @@ impl Error {
         }
     }
 
-    /// Points the error at `line:col` of `file`, quoting the line from `text`.
+    /// Points the error at `line:col` of `file`, quoting the line from `text`: of a long line,
+    /// only a window around the column, so that the caret still stands under it.
     pub fn at(mut self, file: &Path, text: &str, line: usize, col: usize) -> Error {
+        self.source_line = text
+            .lines()
+            .nth(line.saturating_sub(1))
+            .map(|quoted| window(quoted, col));
         self.location = Some(Location {
             file: file.display().to_string(),
             line,
             col,
         });
-        self.source_line = text.lines().nth(line.saturating_sub(1)).map(str::to_owned);
         self
     }
 
@@ -116,16 +121,64 @@ impl Error {
     }
 }
 
+/// How much of one quoted line an error shows on each side of its column.
+const WINDOW_CHARS: usize = 60;
+/// How much of a message or note an error shows: enough for any message a person wrote, while a
+/// 1 MiB key or a list of 100,000 steps quoted into one cannot flood the terminal.
+const MAX_TEXT_CHARS: usize = 2_000;
+/// Notes shown at most.
+const MAX_NOTES: usize = 8;
+
+/// The part of `line` around the 1-based character column `col`, with `…` where it was cut, and
+/// the column of the same character in that part.
+fn window(line: &str, col: usize) -> (String, usize) {
+    let chars = line.chars().count();
+    let caret = col.saturating_sub(1).min(chars);
+    let start = caret.saturating_sub(WINDOW_CHARS);
+    let end = (caret + WINDOW_CHARS).min(chars);
+    if start == 0 && end == chars {
+        return (line.to_owned(), col);
+    }
+    let mut shown: String = line.chars().skip(start).take(end - start).collect();
+    let mut col = caret - start + 1;
+    if start > 0 {
+        shown.insert(0, '…');
+        col += 1;
+    }
+    if end < chars {
+        shown.push('…');
+    }
+    (shown, col)
+}
+
+/// `text` itself when it is short, else its start and how much was left out: for quoting input
+/// (a key, a tag, a template) in a message.
+pub fn excerpt(text: &str) -> std::borrow::Cow<'_, str> {
+    const SHOWN: usize = 80;
+    match text.char_indices().nth(SHOWN) {
+        None => text.into(),
+        Some((cut, _)) => format!("{}… ({} bytes in all)", &text[..cut], text.len()).into(),
+    }
+}
+
+/// `text`, cut at `MAX_TEXT_CHARS`.
+fn capped(text: &str) -> std::borrow::Cow<'_, str> {
+    match text.char_indices().nth(MAX_TEXT_CHARS) {
+        None => text.into(),
+        Some((cut, _)) => format!("{}… ({} more bytes)", &text[..cut], text.len() - cut).into(),
+    }
+}
+
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // Messages and notes quote docker's stderr and file contents: shown, never obeyed.
-        f.write_str(&crate::print::visible_lines(&self.message))?;
+        f.write_str(&crate::print::visible_lines(&capped(&self.message)))?;
         if let Some(location) = &self.location {
             write!(f, "\n  --> {location}")?;
-            if let Some(line) = &self.source_line {
+            if let Some((line, caret)) = &self.source_line {
                 let gutter = location.line.to_string().len();
                 write!(f, "\n {:gutter$} |", "")?;
-                let caret_at = location.col.saturating_sub(1);
+                let caret_at = caret.saturating_sub(1);
                 let split = line
                     .char_indices()
                     .nth(caret_at)
@@ -147,8 +200,9 @@ impl fmt::Display for Error {
                 write!(f, "\n {:gutter$} | {padding}^", "")?;
             }
         }
-        for note in &self.notes {
-            write!(f, "\n  = {}", crate::print::visible_lines(note))?;
+        for note in self.notes.iter().take(MAX_NOTES) {
+            write!(f, "
+  = {}", crate::print::visible_lines(&capped(note)))?;
         }
         Ok(())
     }
@@ -200,8 +254,16 @@ pub fn did_you_mean<'a>(
     word: &str,
     candidates: impl IntoIterator<Item = &'a str>,
 ) -> Option<&'a str> {
+    // Suggestions are for typos of names; a long word (or one far longer or shorter than a
+    // candidate) is none, and skipping it keeps the quadratic distance cheap.
+    const LONGEST: usize = 128;
+    let length = word.chars().count();
+    if length > LONGEST {
+        return None;
+    }
     candidates
         .into_iter()
+        .filter(|candidate| candidate.len().abs_diff(word.len()) <= 3 * 4)
         .map(|candidate| (levenshtein(word, candidate), candidate))
         // A third of the word's length (at least 1, at most 3 edits) catches transpositions and a
         // dropped letter without suggesting unrelated short words.

@@ -1,25 +1,34 @@
 //! Reading YAML files safely and knowing where every key and value stands in them.
 //!
-//! serde_yaml gives positions only for its own parse errors. Semantic errors (an unknown step in
-//! `needs`, a cycle, an undefined template variable) must point into the file too, so a pass of
-//! yaml-rust2's event parser records the position of every key and value by its path. The same
-//! pass refuses alias bombs before serde_yaml ever expands them.
+//! serde-saphyr deserializes mode files straight into their types, enforcing budgets (nesting,
+//! nodes, aliases and what they expand to) and refusing repeated keys, and its errors carry a
+//! position. Semantic errors (an unknown step in `needs`, a cycle, an undefined template
+//! variable) must point into the file too: only then is the file walked again, with the same
+//! parser's events (granit-parser, which serde-saphyr is built on), to find the position of the
+//! key or value by its path. YAML tags are refused: a mode file has no use for them, and a tag a
+//! reader expects to mean something (`!include`, `!!binary`) would be silently ignored.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::path::Path;
 
 use serde::de::DeserializeOwned;
-use yaml_rust2::parser::{Event, MarkedEventReceiver, Parser};
-use yaml_rust2::scanner::Marker;
+use serde_saphyr::granit_parser::{Event, Marker, Parser, ScanError, Span, SpannedEventReceiver};
 
-use crate::error::{did_you_mean, Error, Kind};
+use crate::error::{did_you_mean, excerpt, Error, Kind};
 
 /// Larger mode files are almost certainly a mistake (or an attack); 10,000 generated steps take
 /// about 1 MiB.
 pub const MAX_FILE_BYTES: usize = 16 << 20;
-/// Aliases are handy for sharing an argv fragment; thousands of them are a billion-laughs attack,
-/// which would make serde_yaml expand exponentially.
-const MAX_ALIASES: usize = 1_000;
+/// Aliases are handy for sharing an argv fragment; thousands of them are a billion-laughs attack.
+pub const MAX_ALIASES: usize = 1_000;
+/// What all anchors together may hold. With at most `MAX_ALIASES` aliases, what aliases expand
+/// to stays under `MAX_ALIASES` times this (64 MiB), however the anchors nest.
+pub const MAX_ANCHORED_BYTES: usize = 64 << 10;
+/// Mode files nest five levels deep; a hundred thousand levels would cost time and stack.
+pub const MAX_DEPTH: usize = 64;
+/// Scalars, sequences and mappings in one file: 40 per step for 25,000 steps, far beyond what a
+/// hand-written file has, and bounding the memory of the types they become.
+pub const MAX_NODES: usize = 1_000_000;
 
 /// Where things are in one YAML file, by a hash of the path: a mode file of 10,000 steps has
 /// some 100,000 nodes, and owning a string per path cost more than parsing the file.
@@ -76,8 +85,9 @@ impl Positions {
 enum Frame {
     Mapping {
         path: u64,
+        /// The last key read; its value follows when `in_value` is false.
         key: Option<String>,
-        seen: HashSet<String>,
+        in_value: bool,
     },
     Sequence {
         path: u64,
@@ -90,16 +100,25 @@ struct Indexer {
     positions: Positions,
     stack: Vec<Frame>,
     aliases: usize,
-    /// The first key repeated in one mapping, where it is repeated. serde_yaml would let the
-    /// last of two same-named steps win silently.
-    duplicate: Option<(String, (usize, usize))>,
+    /// The first tag written in the file, and where.
+    tag: Option<(String, (usize, usize))>,
+    /// A position whose dotted path (`steps.a.docker`) is wanted, and that path once found.
+    target: Option<(usize, usize)>,
+    target_path: Option<String>,
+    /// The scalar at `target`, if the node there is one.
+    target_scalar: Option<String>,
+}
+
+/// A position as this module stores it: line and column from 1.
+fn at(mark: &Marker) -> (usize, usize) {
+    (mark.line(), mark.col() + 1)
 }
 
 impl Indexer {
     /// Records a node that starts at `mark` and returns its path, or None for a mapping key.
-    fn node(&mut self, mark: Marker, scalar: Option<&str>) -> Option<u64> {
-        let at = (mark.line(), mark.col() + 1);
-        match self.stack.last_mut() {
+    fn node(&mut self, mark: &Marker, scalar: Option<&str>) -> Option<u64> {
+        let at = at(mark);
+        let path = match self.stack.last_mut() {
             None => {
                 self.positions.values.insert(ROOT, at);
                 Some(ROOT)
@@ -110,56 +129,83 @@ impl Indexer {
                 self.positions.values.insert(item, at);
                 Some(item)
             }
-            Some(Frame::Mapping { path, key, seen }) => match key.take() {
-                None => {
-                    let name = scalar.unwrap_or("").to_owned();
-                    if !seen.insert(name.clone()) && self.duplicate.is_none() {
-                        self.duplicate = Some((name.clone(), at));
-                    }
-                    self.positions.keys.insert(extend(*path, &name), at);
-                    *key = Some(name);
+            Some(Frame::Mapping {
+                path,
+                key,
+                in_value,
+            }) => {
+                if *in_value {
+                    let name = scalar.unwrap_or("");
+                    self.positions.keys.insert(extend(*path, name), at);
+                    *key = Some(name.to_owned());
+                    *in_value = false;
                     None
-                }
-                Some(name) => {
-                    let value = extend(*path, &name);
+                } else {
+                    *in_value = true;
+                    let value = extend(*path, key.as_deref().unwrap_or(""));
                     self.positions.values.insert(value, at);
                     Some(value)
                 }
-            },
+            }
+        };
+        if self.target == Some(at) && self.target_path.is_none() {
+            self.target_path = Some(self.dotted());
+            self.target_scalar = scalar.map(|text| excerpt(text).into_owned());
         }
+        path
+    }
+
+    /// The path of the node just recorded, as `steps.a.docker.0`.
+    fn dotted(&self) -> String {
+        let parts: Vec<String> = self
+            .stack
+            .iter()
+            .map(|frame| match frame {
+                Frame::Mapping { key, .. } => excerpt(key.as_deref().unwrap_or("")).into_owned(),
+                Frame::Sequence { next, .. } => next.saturating_sub(1).to_string(),
+            })
+            .collect();
+        parts.join(".")
+    }
+
+    /// Pushes the frame of a collection starting at `mark`.
+    fn open(&mut self, mark: &Marker, mapping: bool) {
+        // A collection used as a key is indexed under a placeholder.
+        let path = self.node(mark, None).unwrap_or_else(|| extend(ROOT, "?"));
+        self.stack.push(if mapping {
+            Frame::Mapping {
+                path,
+                key: None,
+                in_value: true,
+            }
+        } else {
+            Frame::Sequence { path, next: 0 }
+        });
     }
 }
 
-impl MarkedEventReceiver for Indexer {
-    fn on_event(&mut self, event: Event, mark: Marker) {
+impl<'input> SpannedEventReceiver<'input> for Indexer {
+    fn on_event(&mut self, event: Event<'input>, span: Span) {
+        let tag = match &event {
+            Event::Scalar(.., tag)
+            | Event::SequenceStart(.., tag)
+            | Event::MappingStart(.., tag) => tag.as_ref().map(|tag| tag.original()),
+            _ => None,
+        };
+        if let Some(tag) = tag {
+            let mark = span.tag_start.unwrap_or(span.start);
+            self.tag.get_or_insert((tag, at(&mark)));
+        }
         match event {
             Event::Scalar(value, ..) => {
-                self.node(mark, Some(&value));
+                self.node(&span.start, Some(&value));
             }
             Event::Alias(_) => {
                 self.aliases += 1;
-                self.node(mark, None);
+                self.node(&span.start, None);
             }
-            Event::MappingStart(..) => {
-                if let Some(path) = self.node(mark, None) {
-                    self.stack.push(Frame::Mapping {
-                        path,
-                        key: None,
-                        seen: HashSet::new(),
-                    });
-                } else {
-                    // A mapping used as a key: index its insides under a placeholder.
-                    self.stack.push(Frame::Mapping {
-                        path: extend(ROOT, "?"),
-                        key: None,
-                        seen: HashSet::new(),
-                    });
-                }
-            }
-            Event::SequenceStart(..) => {
-                let path = self.node(mark, None).unwrap_or_else(|| extend(ROOT, "?"));
-                self.stack.push(Frame::Sequence { path, next: 0 });
-            }
+            Event::MappingStart(..) => self.open(&span.start, true),
+            Event::SequenceStart(..) => self.open(&span.start, false),
             Event::MappingEnd | Event::SequenceEnd => {
                 self.stack.pop();
             }
@@ -223,11 +269,61 @@ pub fn block_key_lines(text: &str, parent: &str) -> Option<HashMap<String, usize
     Some(found)
 }
 
-/// Runs the event parser over `text` (already known to be valid YAML).
+/// The parser's own limits, the same as serde-saphyr's budget, so that indexing any file is as
+/// bounded as reading it.
+fn parser_options() -> serde_saphyr::granit_parser::Options {
+    let mut options = serde_saphyr::granit_parser::Options::default();
+    options.flow_nesting_limit = MAX_DEPTH;
+    options.block_nesting_limit = MAX_DEPTH;
+    options
+}
+
+/// Walks the events of `text` for positions, tags and aliases, and for the path of `target`.
+fn walk(text: &str, target: Option<(usize, usize)>) -> (Indexer, Result<(), ScanError>) {
+    let mut indexer = Indexer {
+        target,
+        ..Indexer::default()
+    };
+    let result =
+        Parser::new_from_str_with_options(text, parser_options()).load(&mut indexer, false);
+    (indexer, result)
+}
+
 fn index(text: &str) -> Indexer {
-    let mut indexer = Indexer::default();
-    let _ = Parser::new_from_str(text).load(&mut indexer, false);
-    indexer
+    walk(text, None).0
+}
+
+/// Whether `text` may hold a tag: a `!` where a node may start. A `!` anywhere else (inside a
+/// quoted string, `!=` in an expression) cannot be one, so most files skip the walk for tags.
+fn may_have_tag(text: &str) -> bool {
+    let bytes = text.as_bytes();
+    bytes.iter().enumerate().any(|(i, b)| {
+        *b == b'!' && (i == 0 || matches!(bytes[i - 1], b' ' | b'\t' | b'\n' | b'[' | b'{' | b','))
+    })
+}
+
+/// The configuration budget of serde-saphyr: the limits README.md documents.
+fn saphyr_options() -> serde_saphyr::Options {
+    serde_saphyr::options! {
+        budget: serde_saphyr::budget! {
+            max_depth: MAX_DEPTH,
+            flow_nesting_limit: MAX_DEPTH,
+            max_nodes: MAX_NODES,
+            max_events: 2 * MAX_NODES,
+            max_aliases: MAX_ALIASES,
+            max_anchors: MAX_ALIASES,
+            max_recorded_anchor_bytes: MAX_ANCHORED_BYTES,
+            max_documents: 1,
+            max_total_scalar_bytes: MAX_FILE_BYTES,
+        },
+        alias_limits: serde_saphyr::alias_limits! {
+            max_total_replayed_events: MAX_NODES,
+        },
+        duplicate_keys: serde_saphyr::options::DuplicateKeyPolicy::Error,
+        merge_keys: serde_saphyr::options::MergeKeyPolicy::Error,
+        reject_unsupported_tags: true,
+        with_snippet: false,
+    }
 }
 
 /// Reads `path` as UTF-8 YAML of type `T`, turning every problem into an error at file:line:col.
@@ -263,76 +359,157 @@ pub fn load<T: DeserializeOwned>(path: &Path, bytes: &[u8]) -> anyhow::Result<Do
             .note("a mode file needs at least `steps:`")
             .into());
     }
+    match serde_saphyr::from_str_with_options::<T>(&text, saphyr_options()) {
+        Ok(value) => {
+            let positions = std::sync::OnceLock::new();
+            if may_have_tag(&text) {
+                let indexer = index(&text);
+                if let Some(tag) = indexer.tag {
+                    return Err(tag_error(path, &text, tag).into());
+                }
+                let _ = positions.set(indexer.positions);
+            }
+            Ok(Document {
+                text,
+                value,
+                positions,
+            })
+        }
+        Err(e @ serde_saphyr::Error::Budget { .. }) => Err(located(path, &text, &e, None).into()),
+        Err(e) => Err(explained(path, &text, &e).into()),
+    }
+}
 
-    // Anchors are what an alias bomb needs: with any, check the aliases before serde_yaml
-    // expands them. Without, the file is indexed only if an error needs a position.
-    let positions = std::sync::OnceLock::new();
-    if text.contains('&') {
-        let indexer = check_events(path, &text)?;
-        if indexer.aliases > MAX_ALIASES {
-            return Err(config_error(format!(
+/// A tag, refused by name where it is written.
+fn tag_error(path: &Path, text: &str, (tag, (line, col)): (String, (usize, usize))) -> Error {
+    Error::new(
+        Kind::Config,
+        format!(
+            "YAML tag `{}` is not supported in mode files",
+            excerpt(&tag)
+        ),
+    )
+    .at(path, text, line, col)
+    .note("write the value itself: tags such as `!include` or `!!binary` have no meaning here")
+}
+
+/// A failed read explained by a walk over the file's events (bounded like the read): a tag or
+/// too many aliases are named first, a syntax error is worded by the parser, and a type error
+/// says the path of the value it is about.
+fn explained(path: &Path, text: &str, e: &serde_saphyr::Error) -> Error {
+    let (indexer, syntax) = walk(text, Some(position(e)));
+    if let Some(tag) = indexer.tag {
+        return tag_error(path, text, tag);
+    }
+    if indexer.aliases > MAX_ALIASES {
+        return Error::new(
+            Kind::Config,
+            format!(
                 "{}: {} YAML aliases, more than the {MAX_ALIASES} allowed (an alias bomb?)",
                 path.display(),
                 indexer.aliases
-            ))
-            .into());
-        }
-        let _ = positions.set(indexer.positions);
-    }
-
-    match serde_yaml::from_str::<T>(&text) {
-        Ok(value) => Ok(Document {
-            text,
-            value,
-            positions,
-        }),
-        Err(e) => {
-            // The event parser words syntax errors and finds repeated keys precisely.
-            check_events(path, &text)?;
-            let (line, col) = e
-                .location()
-                .map_or((1, 1), |location| (location.line(), location.column()));
-            // serde_yaml appends " at line L column C"; the arrow below says it better.
-            let message = e.to_string();
-            let message = message
-                .split(" at line ")
-                .next()
-                .unwrap_or(&message)
-                .to_owned();
-            let mut error = config_error(message.clone()).at(path, &text, line, col);
-            if let Some(suggestion) = suggest_field(&message) {
-                error = error.note(format!("did you mean `{suggestion}`?"));
-            }
-            Err(error.into())
-        }
-    }
-}
-
-/// Parses `text` for its events: syntax errors and repeated keys become located errors.
-fn check_events(path: &Path, text: &str) -> anyhow::Result<Indexer> {
-    let mut indexer = Indexer::default();
-    if let Err(scan) = Parser::new_from_str(text).load(&mut indexer, false) {
-        let mark = scan.marker();
-        return Err(
-            Error::new(Kind::Config, format!("invalid YAML: {}", scan.info()))
-                .at(path, text, mark.line(), mark.col() + 1)
-                .into(),
+            ),
         );
     }
-    if let Some((key, (line, col))) = indexer.duplicate.take() {
-        return Err(Error::new(Kind::Config, format!("duplicate key `{key}`"))
-            .at(path, text, line, col)
-            .into());
+    if let Err(scan) = syntax {
+        let (line, col) = at(scan.marker());
+        let error = Error::new(Kind::Config, format!("invalid YAML: {}", scan.info()))
+            .at(path, text, line, col);
+        return if scan.info().contains("limit") {
+            error.note(format!(
+                "a mode file may nest {MAX_DEPTH} levels deep, and a key without quotes may be \
+                 1024 characters long"
+            ))
+        } else {
+            error
+        };
     }
-    Ok(indexer)
+    let mut error = located(path, text, e, indexer.target_path);
+    if let Some(scalar) = indexer
+        .target_scalar
+        .filter(|s| !error.message.contains(s.as_str()))
+    {
+        error.message = format!("{} (found `{scalar}`)", error.message);
+    }
+    error
 }
 
-/// For serde's "unknown field `x`, expected one of `a`, `b`", the expected name closest to `x`.
-fn suggest_field(message: &str) -> Option<String> {
-    let rest = message.split("unknown field `").nth(1)?;
-    let (unknown, expected) = rest.split_once('`')?;
-    let names: Vec<&str> = expected.split('`').skip(1).step_by(2).collect();
-    did_you_mean(unknown, names).map(str::to_owned)
+/// Where serde-saphyr's error points, lines and columns from 1.
+fn position(e: &serde_saphyr::Error) -> (usize, usize) {
+    e.location().map_or((1, 1), |location| {
+        (
+            usize::try_from(location.line()).unwrap_or(1).max(1),
+            usize::try_from(location.column()).unwrap_or(1).max(1),
+        )
+    })
+}
+
+/// `(line, col)` moved back to the anchor (`&name`) written just before it: a reader sees a
+/// node as starting there, while the parser points at its content.
+fn anchored(text: &str, (line, col): (usize, usize)) -> (usize, usize) {
+    let Some(quoted) = text.lines().nth(line.saturating_sub(1)) else {
+        return (line, col);
+    };
+    let before: String = quoted.chars().take(col.saturating_sub(1)).collect();
+    let trimmed = before.trim_end();
+    let token_start = trimmed
+        .rfind(|c: char| c.is_whitespace() || "[{,".contains(c))
+        .map_or(0, |i| i + 1);
+    if trimmed[token_start..].starts_with('&') {
+        (line, trimmed[..token_start].chars().count() + 1)
+    } else {
+        (line, col)
+    }
+}
+
+/// serde-saphyr's error as ours: its message (after the path of the value, when known), its
+/// position, and a suggestion for a misspelled field.
+fn located(path: &Path, text: &str, e: &serde_saphyr::Error, at: Option<String>) -> Error {
+    let (line, col) = anchored(text, position(e));
+    let mut notes = Vec::new();
+    let message = match e {
+        serde_saphyr::Error::Budget { .. } => format!(
+            "{} (a mode file may nest {MAX_DEPTH} levels deep and hold {MAX_NODES} nodes and \
+             {MAX_ALIASES} aliases)",
+            e.without_snippet()
+        ),
+        serde_saphyr::Error::DuplicateMappingKey { key, .. } => {
+            format!("duplicate key `{}`", excerpt(key.as_deref().unwrap_or("")))
+        }
+        serde_saphyr::Error::SerdeUnknownField {
+            field, expected, ..
+        } => {
+            if let Some(suggestion) = did_you_mean(field, expected.iter().copied()) {
+                notes.push(format!("did you mean `{suggestion}`?"));
+            }
+            format!(
+                "unknown field `{}`, expected one of {}",
+                excerpt(field),
+                expected
+                    .iter()
+                    .map(|name| format!("`{name}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        }
+        // serde-saphyr may end with " at line L, column C"; the arrow below says it better.
+        _ => {
+            let message = e.without_snippet().to_string();
+            match message.rfind(" at line ") {
+                Some(cut) => message[..cut].to_owned(),
+                None => message,
+            }
+        }
+    };
+    let message = match at.filter(|at| !at.is_empty()) {
+        Some(at) if !message.contains(&at) => format!("{at}: {message}"),
+        _ => message,
+    };
+    let mut error = Error::new(Kind::Config, message).at(path, text, line, col);
+    for note in notes {
+        error = error.note(note);
+    }
+    error
 }
 
 #[cfg(test)]
@@ -340,11 +517,7 @@ mod tests {
     use super::*;
 
     fn positions(text: &str) -> Positions {
-        let mut indexer = Indexer::default();
-        Parser::new_from_str(text)
-            .load(&mut indexer, false)
-            .unwrap();
-        indexer.positions
+        index(text).positions
     }
 
     #[test]

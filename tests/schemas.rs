@@ -71,7 +71,7 @@ fn every_shipped_and_example_mode_file_validates_against_the_schema() {
             "{} lacks the schema comment",
             file.display()
         );
-        let document: Value = serde_yaml::from_str(&text).expect("yaml");
+        let document: Value = serde_saphyr::from_str(&text).expect("yaml");
         let errors: Vec<String> = validator
             .iter_errors(&document)
             .map(|e| e.to_string())
