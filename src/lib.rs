@@ -21,6 +21,7 @@ pub mod engine_lock;
 pub mod error;
 pub mod exec;
 pub mod junit;
+pub mod memory;
 pub mod mode;
 pub mod plan;
 pub mod print;
@@ -35,6 +36,10 @@ pub mod yaml;
 
 use std::io::Write;
 use std::path::PathBuf;
+
+/// Counts what a template holds while it renders (see `memory`).
+#[global_allocator]
+static ALLOCATOR: memory::Counting = memory::Counting;
 
 use clap::Parser;
 

@@ -10,7 +10,10 @@ use minijinja::value::{Object, ObjectRepr, Value, ValueKind};
 use minijinja::{Environment, UndefinedBehavior};
 
 /// Template loops are bounded so that a mode file cannot hang planning.
-const FUEL: u64 = 1_000_000;
+pub const FUEL: u64 = 1_000_000;
+/// What all the strings one renderer produces may add up to: a plan holds them all, and a
+/// template as short as `{{ 'a' * 1000000 }}` makes a megabyte.
+pub const OUTPUT_BYTES: usize = 64 << 20;
 
 /// The functions a template can call: ours and minijinja's global ones. A variable of the same
 /// name (a `--set`, a `vars` entry) would hide the function, so such names are refused.
@@ -25,6 +28,8 @@ pub struct Renderer {
     env: Environment<'static>,
     context: Value,
     rendered: RefCell<HashMap<String, String>>,
+    /// Bytes produced so far, against `OUTPUT_BYTES`.
+    produced: std::cell::Cell<usize>,
 }
 
 /// A `when` condition and its outcome in words: `UPGRADE is set` for `env_flag('UPGRADE')`,
@@ -100,6 +105,7 @@ impl Renderer {
             env,
             context,
             rendered: RefCell::new(HashMap::new()),
+            produced: std::cell::Cell::new(0),
         }
     }
 
@@ -109,12 +115,14 @@ impl Renderer {
             return Ok(source.to_owned());
         }
         if let Some(done) = self.rendered.borrow().get(source) {
+            self.produce(done.len())?;
             return Ok(done.clone());
         }
         let output = match self.substitute(source) {
             Some(output) => output,
-            None => self.env.render_str(source, &self.context)?,
+            None => crate::memory::limited(source, || self.env.render_str(source, &self.context))?,
         };
+        self.produce(output.len())?;
         self.rendered
             .borrow_mut()
             .insert(source.to_owned(), output.clone());
@@ -144,6 +152,22 @@ impl Renderer {
         Some(output)
     }
 
+    /// Counts `bytes` more of output against `OUTPUT_BYTES`.
+    fn produce(&self, bytes: usize) -> Result<(), minijinja::Error> {
+        let total = self.produced.get().saturating_add(bytes);
+        self.produced.set(total);
+        if total > OUTPUT_BYTES {
+            return Err(minijinja::Error::new(
+                minijinja::ErrorKind::InvalidOperation,
+                format!(
+                    "the templates of this mode render to more than {} MiB in all",
+                    OUTPUT_BYTES >> 20
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     /// Evaluates an expression to a truth value (a `when`).
     pub fn truth(&self, expression: &str) -> Result<bool, minijinja::Error> {
         Ok(self.eval(expression)?.is_true())
@@ -151,7 +175,9 @@ impl Renderer {
 
     /// Evaluates an expression; an undefined result is an error, as in templates.
     fn eval(&self, expression: &str) -> Result<Value, minijinja::Error> {
-        let value = compile_expression(&self.env, expression)?.eval(&self.context)?;
+        let value = crate::memory::limited(expression, || {
+            compile_expression(&self.env, expression)?.eval(&self.context)
+        })?;
         if value.is_undefined() {
             return Err(undefined());
         }
@@ -176,41 +202,55 @@ impl Renderer {
         if value.is_none() {
             return Ok(Vec::new());
         }
+        let shown = crate::error::excerpt(expression);
         if value.kind() == ValueKind::Map {
             return Err(minijinja::Error::new(
                 minijinja::ErrorKind::InvalidOperation,
-                format!("splat needs a list, but `{expression}` is a map"),
+                format!("splat needs a list, but `{shown}` is a map"),
             ));
         }
-        if value.as_str().is_some() {
+        if let Some(text) = value.as_str() {
             return Err(minijinja::Error::new(
                 minijinja::ErrorKind::InvalidOperation,
-                format!("splat needs a list, but `{expression}` is the string {value:?}"),
+                format!(
+                    "splat needs a list, but `{shown}` is the string {:?}",
+                    crate::error::excerpt(text)
+                ),
             ));
         }
         let items = value.try_iter().map_err(|_| {
             minijinja::Error::new(
                 minijinja::ErrorKind::InvalidOperation,
-                format!("splat needs a list, but `{expression}` is {}", value.kind()),
+                format!("splat needs a list, but `{shown}` is {}", value.kind()),
             )
         })?;
-        items
-            .enumerate()
-            .map(|(index, item)| match item.kind() {
-                ValueKind::String | ValueKind::Number => Ok((item.to_string(), None)),
-                _ if item.downcast_object_ref::<RawArg>().is_some() => {
-                    let raw = item.downcast_object_ref::<RawArg>().map(|a| a.raw.clone());
-                    Ok((item.to_string(), raw))
-                }
-                kind => Err(minijinja::Error::new(
-                    minijinja::ErrorKind::InvalidOperation,
-                    format!(
-                        "splat item {index} of `{expression}` is {kind}; only strings and \
-                         numbers become arguments"
-                    ),
-                )),
-            })
-            .collect()
+        // A list may be lazy (`range(9) * 100000000`): its items are made here, so they are
+        // counted like a template's.
+        crate::memory::limited(expression, || {
+            items
+                .enumerate()
+                .map(|(index, item)| {
+                    let arg = match item.kind() {
+                        ValueKind::String | ValueKind::Number => (item.to_string(), None),
+                        _ if item.downcast_object_ref::<RawArg>().is_some() => {
+                            let raw = item.downcast_object_ref::<RawArg>().map(|a| a.raw.clone());
+                            (item.to_string(), raw)
+                        }
+                        kind => {
+                            return Err(minijinja::Error::new(
+                                minijinja::ErrorKind::InvalidOperation,
+                                format!(
+                                    "splat item {index} of `{shown}` is {kind}; only strings and \
+                                     numbers become arguments"
+                                ),
+                            ))
+                        }
+                    };
+                    self.produce(arg.0.len() + std::mem::size_of::<String>())?;
+                    Ok(arg)
+                })
+                .collect()
+        })
     }
 }
 
