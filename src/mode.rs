@@ -436,9 +436,25 @@ pub fn schema_json() -> String {
     serde_json::to_string_pretty(&schema).expect("a schema always serializes") + "\n"
 }
 
+/// Steps one mode file may have: a plan holds a few KiB per step, and this keeps the plan of any
+/// file within the size limit under a few hundred MiB.
+pub const MAX_STEPS: usize = 50_000;
+
 /// Parses and checks one mode file. `text` positions make every error point into the file.
 pub fn load(path: &Path, bytes: &[u8]) -> anyhow::Result<Document<ModeFile>> {
     let document = yaml::load::<ModeFile>(path, bytes)?;
+    if let Some((id, _)) = document.value.steps.get_index(MAX_STEPS) {
+        let (line, col) = document.positions().key(&["steps", id.as_str()]);
+        return Err(Error::new(
+            Kind::Config,
+            format!(
+                "{} steps, more than the {MAX_STEPS} a mode file may have",
+                document.value.steps.len()
+            ),
+        )
+        .at(path, &document.text, line, col)
+        .into());
+    }
     check_needs(path, &document)?;
     Ok(document)
 }

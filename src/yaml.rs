@@ -468,10 +468,10 @@ fn located(path: &Path, text: &str, e: &serde_saphyr::Error, at: Option<String>)
     let (line, col) = anchored(text, position(e));
     let mut notes = Vec::new();
     let message = match e {
-        serde_saphyr::Error::Budget { .. } => format!(
-            "{} (a mode file may nest {MAX_DEPTH} levels deep and hold {MAX_NODES} nodes and \
-             {MAX_ALIASES} aliases)",
-            e.without_snippet()
+        serde_saphyr::Error::Budget { breach, .. } => format!(
+            "the file exceeds what a mode file may hold ({breach:?}): at most {MAX_DEPTH} levels \
+             deep, {MAX_NODES} nodes, {MAX_ALIASES} aliases and {} MiB of text",
+            MAX_FILE_BYTES >> 20
         ),
         serde_saphyr::Error::DuplicateMappingKey { key, .. } => {
             format!("duplicate key `{}`", excerpt(key.as_deref().unwrap_or("")))

@@ -1327,3 +1327,79 @@ fn done_name_that_renders_to_no_name_is_located() {
         .points_at("host_base_bad.yaml", 7, 14);
     sandbox.plan("bad", &["--set", "tag=img:1"]).succeeds();
 }
+
+// ---------------------------------------------------------------------------------------------
+// YAML tags and the size of error messages
+
+/// Every tag is refused by name where it is written: a core one (`!!binary`, which would
+/// otherwise turn into bytes), an application one (`!include`, which a reader may expect to
+/// include a file) and one on a mapping.
+#[test]
+fn yaml_tags_are_refused_by_name() {
+    for (text, tag, line, col) in [
+        (
+            "steps:\n  a:\n    docker: [run, !!binary aGVsbG8=]\n",
+            "!!binary",
+            3,
+            19,
+        ),
+        (
+            "steps:\n  a:\n    docker: [run, !include other.yaml]\n",
+            "!include",
+            3,
+            19,
+        ),
+        ("steps:\n  a: !thing\n    docker: [run]\n", "!thing", 2, 6),
+        (
+            "description: !!str x\nsteps:\n  a:\n    docker: [run]\n",
+            "!!str",
+            1,
+            14,
+        ),
+    ] {
+        let sandbox = Sandbox::new();
+        sandbox.mode_file("bad", text);
+        sandbox
+            .plan("bad", &[])
+            .fails_with(CONFIG)
+            .says(&format!("YAML tag `{tag}`"))
+            .points_at("host_base_bad.yaml", line, col);
+    }
+}
+
+/// A `!` that cannot start a tag (inside quotes, `!=`) is text as before.
+#[test]
+fn exclamation_marks_in_text_are_not_tags() {
+    let sandbox = Sandbox::new();
+    sandbox.mode_file(
+        "good",
+        "steps:\n  a:\n    when: \"1 != 2\"\n    docker: [run, \"!x\", 'a !b', echo!]\n",
+    );
+    sandbox.plan("good", &[]).succeeds();
+}
+
+/// Errors about enormous input quote a short excerpt: stderr stays far under 64 KiB.
+#[test]
+fn errors_about_huge_input_stay_short() {
+    let key = "k".repeat(1 << 20);
+    let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+    let long_need = "n".repeat(1 << 20);
+    for text in [
+        format!("steps:\n  a: {{docker: [x], {key}: 1}}\n"),
+        format!("steps:\n  \"{key}\": {{docker: [x]}}\n  b: 1\n"),
+        format!("steps:\n  a:\n    docker: [run, {deep}]\n"),
+        format!("steps:\n  a:\n    needs: [\"{long_need}\"]\n    docker: [x]\n"),
+        format!("steps:\n  a:\n    docker: [\"{{{{ {key} }}}}\"]\n"),
+    ] {
+        let sandbox = Sandbox::new();
+        sandbox.mode_file("bad", text);
+        let outcome = sandbox.plan("bad", &[]);
+        outcome.fails_with(CONFIG).names_file("host_base_bad.yaml");
+        assert!(
+            outcome.stderr.len() < 64 << 10,
+            "stderr is {} bytes:\n{}",
+            outcome.stderr.len(),
+            &outcome.stderr[..outcome.stderr.len().min(2000)]
+        );
+    }
+}

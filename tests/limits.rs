@@ -1,0 +1,228 @@
+//! Time and memory, end to end: every mode file within the size limit is accepted or refused
+//! within 5 s and 500 MiB, whatever it holds (deep nesting, alias expansion, a template that
+//! doubles a string, a file of 15 MiB). Each case runs the real binary with `--plan --offline`
+//! on a generated file and reads the child's own peak RSS (`wait4`) and elapsed time.
+
+use std::fs;
+use std::io::Read;
+use std::os::unix::process::ExitStatusExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+
+const BIN: &str = env!("CARGO_BIN_EXE_host_container");
+
+/// The documented bound on memory.
+const MEMORY_KIB: i64 = 500 << 10;
+/// The documented bound is 5 s of CPU for a release build; an unoptimized test build is given
+/// more, as this is a limit, not a benchmark. CPU time, not wall time: the bound is about the
+/// work an input causes, and a loaded machine stretches wall time.
+const SECONDS: u64 = if cfg!(debug_assertions) { 40 } else { 5 };
+/// Wall time only guards against a hang (sleeping or blocked costs no CPU).
+const WALL_SECONDS: u64 = 10 * SECONDS;
+
+struct Run {
+    code: Option<i32>,
+    stderr: String,
+    peak_kib: i64,
+    cpu: Duration,
+    elapsed: Duration,
+}
+
+/// Plans `mode` of a layer holding `host_base_<mode>.yaml` = `text`, measuring the child alone.
+fn plan(text: &str) -> Run {
+    let root = TempDir::new().expect("temp dir");
+    for dir in ["home", "cache", "config"] {
+        fs::create_dir_all(root.path().join(dir)).expect("dirs");
+    }
+    fs::write(root.path().join("config/host_base_big.yaml"), text).expect("mode file");
+    run(root.path())
+}
+
+fn run(root: &Path) -> Run {
+    let started = Instant::now();
+    let mut child = Command::new(BIN)
+        .args(["--plan", "--offline", "--format", "json", "--config-dir"])
+        .arg(root)
+        .args(["python", "minimal", "big"])
+        .env("HOME", root.join("home"))
+        .env("HOST_CONTAINER_CACHE_DIR", root.join("cache"))
+        .env_remove("UPGRADE")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn host_container");
+    let mut stdout = child.stdout.take().expect("stdout");
+    let mut stderr = child.stderr.take().expect("stderr");
+    let drain = std::thread::spawn(move || {
+        let mut sink = Vec::new();
+        let _ = stdout.read_to_end(&mut sink);
+    });
+    let mut text = String::new();
+    let _ = stderr.read_to_string(&mut text);
+    let _ = drain.join();
+    let pid = libc::pid_t::try_from(child.id()).expect("pid");
+    let mut status = 0;
+    // SAFETY: an all-zero rusage is valid; wait4 fills it for our own child.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: pid is our child, not yet reaped (std never waited for it).
+    let reaped = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    assert_eq!(reaped, pid, "wait4 failed");
+    let status = std::process::ExitStatus::from_raw(status);
+    Run {
+        code: status.code(),
+        stderr: text,
+        peak_kib: usage.ru_maxrss,
+        cpu: cpu_time(&usage.ru_utime) + cpu_time(&usage.ru_stime),
+        elapsed: started.elapsed(),
+    }
+}
+
+fn cpu_time(time: &libc::timeval) -> Duration {
+    Duration::from_secs(u64::try_from(time.tv_sec).unwrap_or(0))
+        + Duration::from_micros(u64::try_from(time.tv_usec).unwrap_or(0))
+}
+
+impl Run {
+    /// Accepted (0) or refused as configuration (65), within the bounds, with a short stderr.
+    fn within_bounds(&self, what: &str) -> &Self {
+        assert!(
+            matches!(self.code, Some(0 | 65)),
+            "{what}: exit {:?}\n{}",
+            self.code,
+            &self.stderr[..self.stderr.len().min(4000)]
+        );
+        assert!(
+            self.peak_kib <= MEMORY_KIB,
+            "{what}: peak RSS {} MiB",
+            self.peak_kib >> 10
+        );
+        assert!(
+            self.cpu <= Duration::from_secs(SECONDS),
+            "{what}: took {:?} of CPU",
+            self.cpu
+        );
+        assert!(
+            self.elapsed <= Duration::from_secs(WALL_SECONDS),
+            "{what}: took {:?}",
+            self.elapsed
+        );
+        assert!(
+            self.stderr.len() < 64 << 10,
+            "{what}: stderr of {} bytes",
+            self.stderr.len()
+        );
+        self
+    }
+
+    fn refused_saying(&self, what: &str, needle: &str) {
+        self.within_bounds(what);
+        assert_eq!(
+            self.code,
+            Some(65),
+            "{what}: expected a refusal\n{}",
+            self.stderr
+        );
+        assert!(
+            self.stderr.contains(needle),
+            "{what}: {needle:?} not in\n{}",
+            self.stderr
+        );
+    }
+}
+
+#[test]
+fn template_doubling_a_string_in_a_loop_is_refused() {
+    let text = "steps:\n  a:\n    docker: [run, \"{% set ns = namespace(s='ab') %}{% for i in range(60) %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}{{ ns.s|length }}\"]\n";
+    plan(text).refused_saying("namespace doubling", "64 MiB");
+}
+
+#[test]
+fn template_filters_that_grow_a_string_are_refused() {
+    let replaces = "|replace('a', 'aaaa')".repeat(30);
+    let text = format!("steps:\n  a:\n    docker: [run, \"{{{{ 'a'{replaces} }}}}\"]\n");
+    plan(&text).refused_saying("replace chain", "64 MiB");
+}
+
+#[test]
+fn string_repetition_is_bounded_per_template_and_per_mode() {
+    let one = "steps:\n  a:\n    docker: [run, \"{{ 'ab' * 50000000 }}\"]\n";
+    plan(one).refused_saying("one repetition", "64 MiB");
+    // Each under the ceiling of one template, together over what a mode may render.
+    let mut many = String::from("steps:\n");
+    for i in 0..8 {
+        many.push_str(&format!(
+            "  s{i}:\n    docker: [run, \"{{{{ 'a' * 10000000 }}}}{i}\"]\n"
+        ));
+    }
+    plan(&many).refused_saying("many repetitions", "MiB in all");
+    let list = "steps:\n  a:\n    docker: [run, {splat: \"range(9) * 100000000\"}]\n";
+    plan(list).refused_saying("lazy list", "MiB");
+}
+
+#[test]
+fn deep_flow_nesting_is_refused_at_once() {
+    let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+    plan(&format!("steps:\n  a:\n    docker: [run, {deep}]\n"))
+        .refused_saying("100,000 levels", "levels deep");
+    let maps = format!("{}{}", "{a: ".repeat(100_000), "}".repeat(100_000));
+    plan(&format!(
+        "steps:\n  a:\n    docker: [run]\n    description: {maps}\n"
+    ))
+    .refused_saying("100,000 mappings", "levels deep");
+}
+
+#[test]
+fn alias_expansion_is_bounded() {
+    // Under the limits: 60 KiB anchored, expanded 900 times (54 MB of arguments).
+    let mut text = format!(
+        "steps:\n  a:\n    description: &big \"{}\"\n    docker:\n",
+        "x".repeat(60 << 10)
+    );
+    text.push_str(&"      - *big\n".repeat(900));
+    plan(&text).within_bounds("900 aliases of 60 KiB");
+    // Past them: a larger anchor, or more aliases.
+    let mut text = format!(
+        "steps:\n  a:\n    description: &big \"{}\"\n    docker:\n",
+        "x".repeat(1 << 20)
+    );
+    text.push_str(&"      - *big\n".repeat(900));
+    plan(&text).refused_saying("an anchor of 1 MiB", "budget");
+    let mut text = String::from("steps:\n  a:\n    description: &s x\n    docker:\n");
+    text.push_str(&"      - *s\n".repeat(5_000));
+    plan(&text).refused_saying("5,000 aliases", "alias");
+}
+
+/// The largest files: a chain of steps filling 15 MiB, and one 15 MiB string.
+#[test]
+fn a_file_of_15_mib_is_accepted_or_refused_in_bounds() {
+    let mut chain = String::from("steps:\n");
+    let mut i = 0;
+    while chain.len() < 15 << 20 {
+        let needs = if i == 0 {
+            String::new()
+        } else {
+            format!("\n    needs: [s{}]", i - 1)
+        };
+        chain.push_str(&format!(
+            "  s{i}:{needs}\n    docker: [volume, create, \"--label=step={{{{ mode }}}}-s{i}\", \"{{{{ names.prefix }}}}-s{i}\"]\n"
+        ));
+        i += 1;
+    }
+    plan(&chain).within_bounds("15 MiB of steps");
+    let mut small = String::from("steps:\n");
+    let mut i = 0;
+    while small.len() < 15 << 20 {
+        small.push_str(&format!("  s{i}: {{docker: [x]}}\n"));
+        i += 1;
+    }
+    plan(&small).within_bounds("15 MiB of tiny steps");
+    let text = format!(
+        "steps:\n  a:\n    description: \"{}\"\n    docker: [run]\n",
+        "d".repeat(15 << 20)
+    );
+    plan(&text).within_bounds("one 15 MiB string");
+}
