@@ -201,8 +201,7 @@ impl fmt::Display for Error {
             }
         }
         for note in self.notes.iter().take(MAX_NOTES) {
-            write!(f, "
-  = {}", crate::print::visible_lines(&capped(note)))?;
+            write!(f, "\n  = {}", crate::print::visible_lines(&capped(note)))?;
         }
         Ok(())
     }
