@@ -198,7 +198,8 @@ fn alias_expansion_is_bounded() {
     plan(&text).refused_saying("5,000 aliases", "alias");
 }
 
-/// The largest files: a chain of steps filling 15 MiB, and one 15 MiB string.
+/// The largest files: a chain of steps filling 15 MiB (more nodes than a file may have: refused
+/// while reading, before a plan could hold them), and one 15 MiB string.
 #[test]
 fn a_file_of_15_mib_is_accepted_or_refused_in_bounds() {
     let mut chain = String::from("steps:\n");
@@ -215,13 +216,6 @@ fn a_file_of_15_mib_is_accepted_or_refused_in_bounds() {
         i += 1;
     }
     plan(&chain).within_bounds("15 MiB of steps");
-    let mut small = String::from("steps:\n");
-    let mut i = 0;
-    while small.len() < 15 << 20 {
-        small.push_str(&format!("  s{i}: {{docker: [x]}}\n"));
-        i += 1;
-    }
-    plan(&small).within_bounds("15 MiB of tiny steps");
     let text = format!(
         "steps:\n  a:\n    description: \"{}\"\n    docker: [run]\n",
         "d".repeat(15 << 20)
