@@ -242,7 +242,11 @@ fn exercise(dir: &Path, input: &[u8]) {
         return;
     }
     let _ = docker_meta::mode::load(&file, input);
-    let _ = docker_meta::validate::validate_files(std::slice::from_ref(&file), &Default::default());
+    let _ = docker_meta::validate::validate_files(
+        std::slice::from_ref(&file),
+        &Default::default(),
+        None,
+    );
     let argv = [
         "host_container",
         "--config-dir",
