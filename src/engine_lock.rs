@@ -90,19 +90,7 @@ impl EngineLock {
         what: &str,
         mut wait_interrupted: impl FnMut(Duration) -> bool,
     ) -> anyhow::Result<EngineLock> {
-        let mut options = vec![format!("--name={name}")];
-        let holder_labels = [
-            ("lock.host", hostname()),
-            ("lock.pid", std::process::id().to_string()),
-            ("lock.since", now().to_string()),
-        ];
-        for (key, value) in labels.iter().cloned().chain(
-            holder_labels
-                .into_iter()
-                .map(|(k, v)| (format!("{LABEL_PREFIX}.{k}"), v)),
-        ) {
-            options.push(format!("--label={key}={value}"));
-        }
+        let options = lock_options(name, labels);
         let timeout = timeout_seconds();
         let mut announced = false;
         loop {
@@ -110,13 +98,10 @@ impl EngineLock {
             if created.success() {
                 // The id, so that release never removes a successor's lock of the same name.
                 let id = created.stdout.trim();
+                let id = if id.is_empty() { name } else { id };
                 return Ok(EngineLock {
                     head: head.to_vec(),
-                    id: if id.is_empty() {
-                        name.to_owned()
-                    } else {
-                        id.to_owned()
-                    },
+                    id: id.to_owned(),
                 });
             }
             if docker::classify(&created.stderr) != Some(Kind::Conflict) {
@@ -129,38 +114,14 @@ impl EngineLock {
                 )
                 .into());
             }
-            let found = holder(head, name)?;
-            if let Some(foreign) = found.as_ref().filter(|h| h.host.is_empty()) {
-                return Err(Error::new(
-                    Kind::Conflict,
-                    format!(
-                        "a container named {name} ({}) exists that is not a host_container lock",
-                        foreign.id
-                    ),
-                )
-                .note("remove or rename it; host_container uses that name for its instance lock")
-                .into());
-            }
-            match found {
-                Some(holder) if holder.is_stale(timeout) => {
-                    eprintln!(
-                        "host_container: taking over the lock of {what} from {}, which is gone",
-                        holder.describe()
-                    );
-                    let _ = docker::capture(&argv(head, &["rm", "--force", &holder.id]));
-                    continue;
-                }
-                Some(holder) if !announced => {
-                    announced = true;
-                    eprintln!(
-                        "host_container: waiting for {what}, locked by {} (taken over when that \
-                         process is gone or after {timeout}s; `docker rm --force {name}` breaks it)",
-                        holder.describe()
-                    );
-                }
-                // Released between our create and our look: try again at once.
-                None => continue,
-                Some(_) => {}
+            let waiting = Waiting {
+                head,
+                name,
+                what,
+                timeout,
+            };
+            if waiting.try_again_at_once(&mut announced)? {
+                continue;
             }
             if wait_interrupted(RETRY) {
                 return Err(Error::new(
@@ -170,6 +131,78 @@ impl EngineLock {
                 .into());
             }
         }
+    }
+}
+
+/// `--name` and the labels of a lock container: the instance's, and who holds it since when.
+fn lock_options(name: &str, labels: &[(String, String)]) -> Vec<String> {
+    let holder = [
+        ("lock.host", hostname()),
+        ("lock.pid", std::process::id().to_string()),
+        ("lock.since", now().to_string()),
+    ];
+    let holder = holder
+        .into_iter()
+        .map(|(k, v)| (format!("{LABEL_PREFIX}.{k}"), v));
+    std::iter::once(format!("--name={name}"))
+        .chain(
+            labels
+                .iter()
+                .cloned()
+                .chain(holder)
+                .map(|(key, value)| format!("--label={key}={value}")),
+        )
+        .collect()
+}
+
+/// A waiter for a taken lock.
+struct Waiting<'a> {
+    head: &'a [String],
+    name: &'a str,
+    what: &'a str,
+    timeout: u64,
+}
+
+impl Waiting<'_> {
+    /// Looks at the holder: takes over a stale lock (true: try again at once), says once who
+    /// holds a live one (false: wait), refuses a container of that name that is not a lock.
+    fn try_again_at_once(&self, announced: &mut bool) -> anyhow::Result<bool> {
+        let Some(holder) = holder(self.head, self.name)? else {
+            // Released between our create and our look.
+            return Ok(true);
+        };
+        if holder.host.is_empty() {
+            return Err(Error::new(
+                Kind::Conflict,
+                format!(
+                    "a container named {} ({}) exists that is not a host_container lock",
+                    self.name, holder.id
+                ),
+            )
+            .note("remove or rename it; host_container uses that name for its instance lock")
+            .into());
+        }
+        if holder.is_stale(self.timeout) {
+            eprintln!(
+                "host_container: taking over the lock of {} from {}, which is gone",
+                self.what,
+                holder.describe()
+            );
+            let _ = docker::capture(&argv(self.head, &["rm", "--force", &holder.id]));
+            return Ok(true);
+        }
+        if !*announced {
+            *announced = true;
+            eprintln!(
+                "host_container: waiting for {}, locked by {} (taken over when that process is \
+                 gone or after {}s; `docker rm --force {}` breaks it)",
+                self.what,
+                holder.describe(),
+                self.timeout,
+                self.name
+            );
+        }
+        Ok(false)
     }
 }
 

@@ -1274,3 +1274,99 @@ fn a_restored_cache_spares_the_virtualenv_and_rebuilds_only_the_image() {
     assert_eq!(stdout(&single).trim(), "/virtualenv");
     instance.finish();
 }
+
+/// A run killed while it held the instance lock leaves the lock container in the engine; the
+/// next run on this host sees that its holder's pid is gone, takes the lock over and proceeds.
+#[test]
+fn a_lock_left_by_a_dead_run_is_taken_over() {
+    let Some(instance) = Instance::new("stalelock") else {
+        return;
+    };
+    let plan = instance.run(&[
+        "--plan",
+        "--offline",
+        "--format",
+        "json",
+        "python",
+        "minimal",
+        "init",
+    ]);
+    expect_code(&plan, 0);
+    let plan: serde_json::Value = serde_json::from_slice(&plan.stdout).expect("plan JSON");
+    let data = plan["steps"]
+        .as_array()
+        .expect("steps")
+        .iter()
+        .find(|s| s["id"] == "init.volume")
+        .and_then(|s| s["done"]["name"].as_str())
+        .expect("the data volume");
+    let lock = format!("{}-lock", data.strip_suffix("-data").expect("…-data"));
+    if !docker(&["image", "inspect", "host_container/helper:1"])
+        .status
+        .success()
+    {
+        let empty = tempfile::tempdir().expect("dir");
+        let archive = empty.path().join("empty.tar");
+        let tarred = Command::new("tar")
+            .arg("-cf")
+            .arg(&archive)
+            .arg("-C")
+            .arg(empty.path())
+            .arg("--exclude=empty.tar")
+            .arg(".")
+            .status()
+            .expect("tar");
+        assert!(tarred.success());
+        let imported = docker(&[
+            "import",
+            archive.to_str().expect("utf-8"),
+            "host_container/helper:1",
+        ]);
+        assert!(imported.status.success(), "{}", stderr(&imported));
+    }
+    // A pid that existed and is gone.
+    let mut child = Command::new("true").spawn().expect("true");
+    let dead = child.id();
+    child.wait().expect("wait");
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").expect("hostname");
+    let labels = [
+        format!("--label={LABEL}={}", instance.name),
+        "--label=org.docker-meta.host_container.language=python".to_owned(),
+        "--label=org.docker-meta.host_container.variant=minimal".to_owned(),
+        format!(
+            "--label=org.docker-meta.host_container.lock.host={}",
+            host.trim()
+        ),
+        format!("--label=org.docker-meta.host_container.lock.pid={dead}"),
+        format!(
+            "--label=org.docker-meta.host_container.lock.since={}",
+            now_seconds()
+        ),
+    ];
+    let mut create = vec!["container", "create", "--name", &lock];
+    create.extend(labels.iter().map(String::as_str));
+    create.extend(["host_container/helper:1", "/none"]);
+    let created = docker(&create);
+    assert!(created.status.success(), "{}", stderr(&created));
+
+    let output = instance.run(&["python", "minimal", "init"]);
+    expect_code(&output, 0);
+    assert!(
+        stderr(&output).contains("taking over the lock"),
+        "{}",
+        stderr(&output)
+    );
+    assert!(
+        !docker(&["container", "inspect", &lock]).status.success(),
+        "the lock is released at the end"
+    );
+    instance.finish();
+}
+
+fn now_seconds() -> String {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+        .to_string()
+}
