@@ -11,6 +11,9 @@ use minijinja::{Environment, UndefinedBehavior};
 
 /// Template loops are bounded so that a mode file cannot hang planning.
 pub const FUEL: u64 = 1_000_000;
+/// Template steps all the templates of one mode may take: fuel bounds each render, and this
+/// bounds how many of them a file can fill (a thousand steps each looping 100,000 times).
+pub const TOTAL_FUEL: u64 = 10_000_000;
 /// What all the strings one renderer produces may add up to: a plan holds them all, and a
 /// template as short as `{{ 'a' * 1000000 }}` makes a megabyte.
 pub const OUTPUT_BYTES: usize = 64 << 20;
@@ -30,6 +33,8 @@ pub struct Renderer {
     rendered: RefCell<HashMap<String, String>>,
     /// Bytes produced so far, against `OUTPUT_BYTES`.
     produced: std::cell::Cell<usize>,
+    /// Fuel spent so far, against `TOTAL_FUEL`.
+    spent: std::cell::Cell<u64>,
 }
 
 /// A `when` condition and its outcome in words: `UPGRADE is set` for `env_flag('UPGRADE')`,
@@ -106,6 +111,7 @@ impl Renderer {
             context,
             rendered: RefCell::new(HashMap::new()),
             produced: std::cell::Cell::new(0),
+            spent: std::cell::Cell::new(0),
         }
     }
 
@@ -120,7 +126,7 @@ impl Renderer {
         }
         let output = match self.substitute(source) {
             Some(output) => output,
-            None => crate::memory::limited(source, || self.env.render_str(source, &self.context))?,
+            None => crate::memory::limited(source, || self.render_counted(source))?,
         };
         self.produce(output.len())?;
         self.rendered
@@ -150,6 +156,26 @@ impl Renderer {
             }
         }
         Some(output)
+    }
+
+    /// Renders with minijinja, counting the fuel spent against `TOTAL_FUEL`.
+    fn render_counted(&self, source: &str) -> Result<String, minijinja::Error> {
+        let template = self.env.template_from_str(source)?;
+        let captured = template.render_captured(&self.context)?;
+        let consumed = captured
+            .state()
+            .fuel_levels()
+            .map_or(0, |(consumed, _)| consumed);
+        let output = captured.into_output();
+        let spent = self.spent.get().saturating_add(consumed);
+        self.spent.set(spent);
+        if spent > TOTAL_FUEL {
+            return Err(minijinja::Error::new(
+                minijinja::ErrorKind::InvalidOperation,
+                format!("the templates of this mode take more than {TOTAL_FUEL} steps in all"),
+            ));
+        }
+        Ok(output)
     }
 
     /// Counts `bytes` more of output against `OUTPUT_BYTES`.

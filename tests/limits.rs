@@ -222,3 +222,16 @@ fn a_file_of_15_mib_is_accepted_or_refused_in_bounds() {
     );
     plan(&text).within_bounds("one 15 MiB string");
 }
+
+/// Fuel bounds one template; a thousand templates that each loop 100,000 times are refused
+/// together instead of taking a minute.
+#[test]
+fn many_looping_templates_are_refused_together() {
+    let mut text = String::from("steps:\n");
+    for i in 0..1_000 {
+        text.push_str(&format!(
+            "  s{i}:\n    docker: [run, \"{{% for i in range(100000) %}}{{% endfor %}}{i}\"]\n"
+        ));
+    }
+    plan(&text).refused_saying("1,000 loops", "steps in all");
+}
