@@ -293,12 +293,19 @@ fn index(text: &str) -> Indexer {
     walk(text, None).0
 }
 
-/// Whether `text` may hold a tag: a `!` where a node may start. A `!` anywhere else (inside a
-/// quoted string, `!=` in an expression) cannot be one, so most files skip the walk for tags.
+/// Whether `text` may hold a tag: a `!` where a node may start (after a blank, a line break or a
+/// flow indicator). A `!` right after other text (`echo!`, `x!=y`) cannot be one, so most files
+/// skip the walk for tags; one that only looks like a tag (`"x != y"`) costs a walk, no error.
 fn may_have_tag(text: &str) -> bool {
     let bytes = text.as_bytes();
     bytes.iter().enumerate().any(|(i, b)| {
-        *b == b'!' && (i == 0 || matches!(bytes[i - 1], b' ' | b'\t' | b'\n' | b'[' | b'{' | b','))
+        // 0xBF ends a byte-order mark (and some other characters: a walk too many is harmless).
+        *b == b'!'
+            && (i == 0
+                || matches!(
+                    bytes[i - 1],
+                    b' ' | b'\t' | b'\n' | b'\r' | b'[' | b'{' | b',' | 0xBF
+                ))
     })
 }
 
@@ -529,6 +536,15 @@ mod tests {
         assert_eq!(lines["b"], p.key(&["steps", "b"]).0);
         assert_eq!(lines.len(), 2);
         assert!(block_key_lines("steps: {a: {docker: [x]}}\n", "steps").is_none());
+    }
+
+    #[test]
+    fn a_tag_may_follow_any_line_break_or_a_byte_order_mark() {
+        assert!(may_have_tag("!x a"));
+        assert!(may_have_tag("a: 1\r!!str b"));
+        assert!(may_have_tag("\u{feff}!x a"));
+        assert!(may_have_tag("a: [1,!x b]"));
+        assert!(!may_have_tag("a: \"x!=y\"\nb: c!"));
     }
 
     #[test]
