@@ -420,10 +420,12 @@ fn names_never_collide_between_instances() {
             .collect();
         names.extend(
             plan["steps"]
-                .to_string()
-                .split('"')
-                .filter(|w| w.starts_with("--name="))
-                .map(str::to_owned),
+                .as_array()
+                .expect("steps")
+                .iter()
+                .flat_map(|s| s["argv"].as_array().cloned().unwrap_or_default())
+                .filter_map(|a| a.as_str().map(str::to_owned))
+                .filter(|a| a.starts_with("--name=")),
         );
         names
     };
