@@ -37,6 +37,9 @@ fn tool() -> PathBuf {
 struct RemoteEngine {
     host: String,
     instances: Vec<String>,
+    // Held while the engine is in use: the tool runs one engine per machine, so two test runs
+    // at once (two worktrees, two users) would stop it under each other.
+    _exclusive: std::fs::File,
 }
 
 impl RemoteEngine {
@@ -61,6 +64,11 @@ impl RemoteEngine {
                 return None;
             }
         }
+        let exclusive = std::fs::File::create(
+            std::env::temp_dir().join("host_container-e2e-remote-engine.lock"),
+        )
+        .expect("lock file");
+        exclusive.lock().expect("lock");
         let output = Command::new("bash")
             .arg(tool())
             .args(["start", BASE_IMAGE])
@@ -81,6 +89,7 @@ impl RemoteEngine {
         Some(RemoteEngine {
             host,
             instances: Vec::new(),
+            _exclusive: exclusive,
         })
     }
 
@@ -166,7 +175,7 @@ fn every_mode_but_exec_works_on_an_engine_that_cannot_see_our_files() {
     let sandbox = Sandbox::new();
     let client = || engine.client(&sandbox, &instance);
 
-    modes_that_send_their_files(&engine, client);
+    modes_that_send_their_files(&engine, &instance, client);
     exec_and_client_mounts_are_refused(client);
     changed_hosts_files_reach_the_engine(&sandbox, client);
     backup_and_restore_stream_through_the_client(&sandbox, client);
@@ -179,7 +188,11 @@ fn every_mode_but_exec_works_on_an_engine_that_cannot_see_our_files() {
     assert!(left.is_empty(), "purge left {left:?}");
 }
 
-fn modes_that_send_their_files(engine: &RemoteEngine, client: impl Fn() -> Command) {
+fn modes_that_send_their_files(
+    engine: &RemoteEngine,
+    instance: &str,
+    client: impl Fn() -> Command,
+) {
     let first = run(&mut client(), &["python", "minimal", "single"]);
     expect_code(&first, 0);
     assert!(ran(&first, "init.hosts") && ran(&first, "init.virtualenv"));
@@ -248,9 +261,22 @@ fn modes_that_send_their_files(engine: &RemoteEngine, client: impl Fn() -> Comma
     expect_code(&upgraded, 0);
     assert!(ran(&upgraded, "upgrade.packages"), "{}", stderr(&upgraded));
 
-    // The lock object is gone once a run ends, and nothing of ours runs.
-    let running = stdout(&engine.docker(&["ps", "--quiet"]));
-    assert!(running.trim().is_empty(), "left running: {running}");
+    // Nothing of this instance is left running once the runs ended (the lock container is
+    // only ever created, never started; it is gone too).
+    let filter = format!("label={LABEL}={instance}");
+    let left = stdout(&engine.docker(&[
+        "ps",
+        "--all",
+        "--filter",
+        &filter,
+        "--format",
+        "{{.Names}} {{.State}}",
+    ]));
+    assert!(
+        left.lines()
+            .all(|l| !l.ends_with(" running") && !l.contains("-lock ")),
+        "left behind: {left}"
+    );
 }
 
 fn exec_and_client_mounts_are_refused(client: impl Fn() -> Command) {
