@@ -22,6 +22,7 @@ use crate::error::{Error, Kind};
 use crate::mode::ArchiveAction;
 use crate::plan::{docker_head_len, Step, LABEL_PREFIX};
 use crate::print::command_line;
+use crate::tar_entries;
 
 /// Bumped when the manifest's meaning changes.
 const MANIFEST_FORMAT: u32 = 1;
@@ -40,6 +41,8 @@ pub struct ArchivePlan {
     /// Where a restore extracts first, and where it keeps the current content while swapping.
     pub staging_volume: String,
     pub undo_volume: String,
+    /// Exists while a restore swaps the volume's content (see `swap_marker`).
+    pub swap_marker: String,
     /// The size of the archive on the host now, if there is one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub archive_bytes: Option<u64>,
@@ -93,6 +96,7 @@ impl ArchivePlan {
                 .to_string(),
             staging_volume: format!("{volume}-restore-staging"),
             undo_volume: format!("{volume}-restore-undo"),
+            swap_marker: swap_marker(&volume),
             volume,
             image,
             stamps,
@@ -101,24 +105,40 @@ impl ArchivePlan {
         }
     }
 
+    /// A name of this process's own for the archive while it is written, so concurrent
+    /// backups never write into one file.
     fn partial(&self) -> PathBuf {
         let archive = Path::new(&self.archive);
+        let nanos = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
         archive.with_file_name(format!(
-            ".{}.partial",
-            archive.file_name().unwrap_or_default().to_string_lossy()
+            ".{}.{}-{nanos}.partial",
+            archive.file_name().unwrap_or_default().to_string_lossy(),
+            std::process::id()
         ))
     }
+}
+
+/// The marker volume that exists while a restore swaps `volume`'s content: from the moment the
+/// old content is safe in the undo volume until the new content is complete.
+pub fn swap_marker(volume: &str) -> String {
+    format!("{volume}-restore-swapping")
 }
 
 fn run_in(
     head: &[String],
     name: &str,
+    labels: &[(String, String)],
     mounts: &[String],
     image: &str,
     command: &[&str],
 ) -> Vec<String> {
     let mut argv = head.to_vec();
-    argv.extend(["run", "--rm", "--network=none"].map(String::from));
+    argv.push("run".into());
+    argv.extend(labels.iter().map(|(k, v)| format!("--label={k}={v}")));
+    argv.extend(["--rm", "--network=none"].map(String::from));
     argv.push(format!("--name={name}"));
     argv.extend(mounts.iter().map(|m| format!("--volume={m}")));
     argv.push(image.to_owned());
@@ -126,8 +146,16 @@ fn run_in(
     argv
 }
 
+/// The backup's `tar`, stopped as soon as its stdin closes: when host_container dies (even by
+/// SIGKILL) the docker client goes, `--interactive` closes the container's stdin, and the helper
+/// ends instead of streaming the volume into nowhere while a daemon stays paused.
+/// (A background list's stdin is /dev/null, hence the copy of stdin on fd 3.)
+const WATCHED_TAR: &str = "exec 3<&0; tar --create --numeric-owner --directory=/volume . & \
+     tar=$!; (cat <&3 >/dev/null; kill $tar 2>/dev/null) & wait $tar";
+
 /// The docker commands of an archive step: `(before, argv, after)`. `argv` streams the archive
-/// (its stdout to the archive for a backup, the archive to its stdin for a restore).
+/// (its stdout to the archive for a backup, the archive to its stdin for a restore). The main
+/// argv gets its labels from the compiler; `labels` go on the helper containers and volumes.
 pub fn commands(
     plan: &ArchivePlan,
     head: &[String],
@@ -137,76 +165,95 @@ pub fn commands(
     let image = &plan.image;
     match plan.action {
         ArchiveAction::Backup => {
-            let argv = run_in(
+            let mut argv = run_in(
                 head,
                 container,
+                &[],
                 &[format!("{}:/volume:ro", plan.volume)],
                 image,
-                &[
-                    "tar",
-                    "--create",
-                    "--numeric-owner",
-                    "--directory=/volume",
-                    ".",
-                ],
+                &["sh", "-c", WATCHED_TAR],
+            );
+            // Its stdout is the archive: docker must not keep a second copy in its log.
+            let at = docker_head_len(head) + 2;
+            argv.splice(
+                at..at,
+                ["--interactive", "--log-driver=none"].map(String::from),
             );
             (Vec::new(), argv, Vec::new())
         }
-        ArchiveAction::Restore => {
-            let create = |volume: &str| {
-                let mut argv = head.to_vec();
-                argv.extend(["volume", "create"].map(String::from));
-                argv.extend(labels.iter().map(|(k, v)| format!("--label={k}={v}")));
-                argv.push(volume.to_owned());
-                argv
-            };
-            let before = vec![
-                create(&plan.staging_volume),
-                create(&plan.undo_volume),
-                create(&plan.volume),
-            ];
-            let mut extract = run_in(
-                head,
-                container,
-                &[format!("{}:/volume", plan.staging_volume)],
-                image,
-                &[
-                    "tar",
-                    "--extract",
-                    "--numeric-owner",
-                    "--same-permissions",
-                    "--directory=/volume",
-                ],
-            );
-            // The archive arrives on stdin.
-            extract.insert(docker_head_len(head) + 2, "--interactive".into());
-            let target = format!("{}:/target", plan.volume);
-            let after = vec![
-                run_in(
-                    head,
-                    &format!("{container}-keep"),
-                    &[target.clone(), format!("{}:/undo", plan.undo_volume)],
-                    image,
-                    &["cp", "-a", "/target/.", "/undo/"],
-                ),
-                run_in(
-                    head,
-                    &format!("{container}-clear"),
-                    std::slice::from_ref(&target),
-                    image,
-                    &["find", "/target", "-mindepth", "1", "-delete"],
-                ),
-                run_in(
-                    head,
-                    &format!("{container}-fill"),
-                    &[target, format!("{}:/staging:ro", plan.staging_volume)],
-                    image,
-                    &["cp", "-a", "/staging/.", "/target/"],
-                ),
-            ];
-            (before, extract, after)
-        }
+        ArchiveAction::Restore => restore_commands(plan, head, container, labels),
     }
+}
+
+/// Restore: `before` creates the staging volume, `argv` extracts into it, and `after` is the
+/// swap, in this order: create the undo volume, copy the volume into it, create the marker,
+/// clear the volume, fill it from staging. The marker exists exactly while the volume may be
+/// incomplete.
+fn restore_commands(
+    plan: &ArchivePlan,
+    head: &[String],
+    container: &str,
+    labels: &[(String, String)],
+) -> (Vec<Vec<String>>, Vec<String>, Vec<Vec<String>>) {
+    let image = &plan.image;
+    let create = |volume: &str| {
+        let mut argv = head.to_vec();
+        argv.extend(["volume", "create"].map(String::from));
+        argv.extend(labels.iter().map(|(k, v)| format!("--label={k}={v}")));
+        argv.push(volume.to_owned());
+        argv
+    };
+    let before = vec![create(&plan.volume), create(&plan.staging_volume)];
+    let mut extract = run_in(
+        head,
+        container,
+        &[],
+        &[format!("{}:/volume", plan.staging_volume)],
+        image,
+        &[
+            "tar",
+            "--extract",
+            "--numeric-owner",
+            "--same-permissions",
+            "--directory=/volume",
+        ],
+    );
+    // The archive arrives on stdin.
+    extract.insert(docker_head_len(head) + 2, "--interactive".into());
+    let target = format!("{}:/target", plan.volume);
+    let helper = |suffix: &str, mounts: &[String], command: &[&str]| {
+        run_in(
+            head,
+            &format!("{container}-{suffix}"),
+            labels,
+            mounts,
+            image,
+            command,
+        )
+    };
+    let after = vec![
+        create(&plan.undo_volume),
+        helper(
+            "keep",
+            &[target.clone(), format!("{}:/undo", plan.undo_volume)],
+            &["cp", "-a", "/target/.", "/undo/"],
+        ),
+        create(&plan.swap_marker),
+        helper(
+            "clear",
+            std::slice::from_ref(&target),
+            &["find", "/target", "-mindepth", "1", "-delete"],
+        ),
+        helper(
+            "fill",
+            &[
+                target.clone(),
+                format!("{}:/staging:ro", plan.staging_volume),
+            ],
+            &["cp", "-a", "/staging/.", "/target/"],
+        ),
+    ];
+    (before, extract, after)
 }
 
 /// UTC now as RFC 3339, without a date library: days since the epoch to a civil date
@@ -265,19 +312,34 @@ fn checked(argv: &[String]) -> anyhow::Result<String> {
         .into())
 }
 
-/// The containers (ids) running with `volume` mounted, and whether host_container made each.
-fn users_of(head: &[String], volume: &str) -> anyhow::Result<Vec<(String, bool)>> {
+/// A container with a volume mounted, as `docker ps` lists it.
+struct User {
+    id: String,
+    /// host_container made it (it carries the instance label).
+    ours: bool,
+    paused: bool,
+}
+
+/// The containers running (or paused) with `volume` mounted.
+fn users_of(head: &[String], volume: &str) -> anyhow::Result<Vec<User>> {
     let mut argv = head.to_vec();
     argv.extend([
         "ps".into(),
         format!("--filter=volume={volume}"),
-        format!("--format={{{{.ID}}}} {{{{.Label \"{LABEL_PREFIX}.instance\"}}}}"),
+        format!("--format={{{{.ID}}}} {{{{.State}}}} {{{{.Label \"{LABEL_PREFIX}.instance\"}}}}"),
     ]);
     Ok(checked(&argv)?
         .lines()
         .filter_map(|line| {
-            let (id, instance) = line.split_once(' ').unwrap_or((line, ""));
-            (!id.is_empty()).then(|| (id.to_owned(), !instance.is_empty()))
+            let mut fields = line.splitn(3, ' ');
+            let id = fields.next().filter(|id| !id.is_empty())?;
+            let state = fields.next().unwrap_or_default();
+            let instance = fields.next().unwrap_or_default();
+            Some(User {
+                id: id.to_owned(),
+                ours: !instance.is_empty(),
+                paused: state == "paused",
+            })
         })
         .collect())
 }
@@ -295,6 +357,75 @@ pub fn run(step: &Step, plan: &ArchivePlan, language: (&str, &str, &str)) -> any
     match plan.action {
         ArchiveAction::Backup => backup(step, plan, &head, language),
         ArchiveAction::Restore => restore(step, plan, &head, language),
+    }
+}
+
+/// Containers paused for a backup; dropping it unpauses them, whatever way the backup ends.
+struct Paused {
+    head: Vec<String>,
+    ids: Vec<String>,
+}
+
+impl Drop for Paused {
+    fn drop(&mut self) {
+        if !self.ids.is_empty() {
+            let _ = docker::capture(&container_command(&self.head, "unpause", &self.ids));
+        }
+    }
+}
+
+/// Pauses the running containers using the volume, so the archive is consistent. Containers of
+/// ours found paused were left so by a backup that was killed: they are unpaused afterwards too.
+fn pause_users(step: &Step, plan: &ArchivePlan, head: &[String]) -> anyhow::Result<Paused> {
+    let users = users_of(head, &plan.volume)?;
+    let mut paused = Paused {
+        head: head.to_vec(),
+        ids: users
+            .iter()
+            .filter(|u| u.paused && u.ours)
+            .map(|u| u.id.clone())
+            .collect(),
+    };
+    if !paused.ids.is_empty() {
+        eprintln!(
+            "[{}] {} container(s) using {} were left paused by an interrupted backup: they are unpaused after this one",
+            step.id,
+            paused.ids.len(),
+            plan.volume
+        );
+    }
+    let running: Vec<String> = users
+        .into_iter()
+        .filter(|u| !u.paused)
+        .map(|u| u.id)
+        .collect();
+    if !running.is_empty() {
+        checked(&container_command(head, "pause", &running))?;
+        eprintln!(
+            "[{}] paused {} running container(s) using {} while archiving",
+            step.id,
+            running.len(),
+            plan.volume
+        );
+        paused.ids.extend(running);
+    }
+    Ok(paused)
+}
+
+/// A host file that is removed when dropped, unless it was kept.
+struct Scratch(Option<PathBuf>);
+
+impl Scratch {
+    fn keep(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if let Some(path) = &self.0 {
+            let _ = fs::remove_file(path);
+        }
     }
 }
 
@@ -332,31 +463,12 @@ fn backup(
     let dir = archive.parent().unwrap_or(Path::new("."));
     fs::create_dir_all(dir).map_err(|e| io_error("creating", dir, e))?;
 
-    // Running containers that write the volume are paused, so the archive is consistent.
-    let paused: Vec<String> = users_of(head, &plan.volume)?
-        .into_iter()
-        .map(|(id, _)| id)
-        .collect();
-    if !paused.is_empty() {
-        checked(&container_command(head, "pause", &paused))?;
-        eprintln!(
-            "[{}] paused {} running container(s) using {} while archiving",
-            step.id,
-            paused.len(),
-            plan.volume
-        );
-    }
-    let streamed = stream_out(&step.argv, &plan.partial());
-    if !paused.is_empty() {
-        checked(&container_command(head, "unpause", &paused))?;
-    }
-    let (bytes, sha256) = match streamed {
-        Ok(done) => done,
-        Err(e) => {
-            let _ = fs::remove_file(plan.partial());
-            return Err(e);
-        }
-    };
+    let partial = Scratch(Some(plan.partial()));
+    let partial_path = partial.0.clone().unwrap_or_default();
+    let paused = pause_users(step, plan, head)?;
+    let streamed = stream_out(&step.argv, &partial_path);
+    drop(paused);
+    let (bytes, sha256) = streamed?;
 
     // One probe answers both the image id and the stamps.
     let mut names = vec![plan.image.clone()];
@@ -391,13 +503,20 @@ fn backup(
         image_id,
         stamps: stamp_records(&found, &plan.stamps),
     };
-    let partial_manifest = manifest_path.with_extension("json.partial");
+    let partial_manifest = Scratch(Some(partial_path.with_file_name(format!(
+            "{}.manifest",
+            partial_path.file_name().unwrap_or_default().to_string_lossy()
+        ))));
+    let manifest_scratch = partial_manifest.0.clone().unwrap_or_default();
     let text = serde_json::to_string_pretty(&manifest)? + "\n";
-    fs::write(&partial_manifest, text).map_err(|e| io_error("writing", &partial_manifest, e))?;
-    // Archive first, manifest last: a manifest always describes a complete archive.
-    fs::rename(plan.partial(), archive).map_err(|e| io_error("renaming into", archive, e))?;
-    fs::rename(&partial_manifest, manifest_path)
+    write_synced(&manifest_scratch, text.as_bytes())?;
+    // Archive first, manifest last: a manifest always describes a complete archive. The
+    // instance lock keeps two backups of one instance from interleaving these renames.
+    fs::rename(&partial_path, archive).map_err(|e| io_error("renaming into", archive, e))?;
+    partial.keep();
+    fs::rename(&manifest_scratch, manifest_path)
         .map_err(|e| io_error("renaming into", manifest_path, e))?;
+    partial_manifest.keep();
     eprintln!(
         "[{}] wrote {} ({bytes} bytes, sha256 {}) and its manifest",
         step.id,
@@ -407,28 +526,60 @@ fn backup(
     Ok(())
 }
 
+fn write_synced(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .map_err(|e| io_error("creating", path, e))?;
+    file.write_all(bytes)
+        .and_then(|()| file.sync_all())
+        .map_err(|e| io_error("writing", path, e))
+}
+
 /// Runs `argv` with its stdout going to `path`, hashing what passes. Returns size and sha256.
+/// If the host side fails (a full disk), the helper container is removed before returning.
 fn stream_out(argv: &[String], path: &Path) -> anyhow::Result<(u64, String)> {
-    let mut file = File::create(path).map_err(|e| io_error("creating", path, e))?;
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .map_err(|e| io_error("creating", path, e))?;
     let mut child = std::process::Command::new(&argv[0])
         .args(&argv[1..])
-        .stdin(Stdio::null())
+        .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .map_err(|e| docker::spawn_error(&argv[0], e))?;
-    let mut stdout = child.stdout.take().expect("piped stdout");
-    let mut stderr = child.stderr.take().expect("piped stderr");
+    // Held open while streaming: the helper stops when it closes (see WATCHED_TAR).
+    let stdin = child.stdin.take();
+    let (Some(mut stdout), Some(mut stderr)) = (child.stdout.take(), child.stderr.take()) else {
+        let _ = child.kill();
+        let _ = child.wait();
+        return Err(anyhow::anyhow!("docker's output could not be read"));
+    };
     let errors = std::thread::spawn(move || {
         let mut text = String::new();
         let _ = stderr.read_to_string(&mut text);
         text
     });
-    let (bytes, sha256) = hash_copy(&mut stdout, &mut file)
-        .map_err(|e| io_error("writing the archive to", path, e))?;
-    file.sync_all().map_err(|e| io_error("syncing", path, e))?;
+    let copied = hash_copy(&mut stdout, &mut file)
+        .and_then(|done| file.sync_all().map(|()| done))
+        .map_err(|e| io_error("writing the archive to", path, e));
+    if copied.is_err() {
+        if let Some(name) = argv.iter().find_map(|a| a.strip_prefix("--name=")) {
+            let mut remove = argv[..docker_head_len(argv)].to_vec();
+            remove.extend(["rm".into(), "--force".into(), name.to_owned()]);
+            let _ = docker::capture(&remove);
+        }
+        let _ = child.kill();
+    }
+    drop(stdout);
+    drop(stdin);
     let status = child.wait()?;
     let errors = errors.join().unwrap_or_default();
+    let copied = copied?;
     if !status.success() {
         return Err(
             Error::new(Kind::StepFailed, format!("`{}` failed", command_line(argv)))
@@ -436,7 +587,7 @@ fn stream_out(argv: &[String], path: &Path) -> anyhow::Result<(u64, String)> {
                 .into(),
         );
     }
-    Ok((bytes, sha256))
+    Ok(copied)
 }
 
 fn stamp_records(found: &docker::Observed, stamps: &[String]) -> Vec<StampRecord> {
@@ -470,12 +621,48 @@ fn hash_copy(mut reader: impl Read, mut writer: impl Write) -> std::io::Result<(
     Ok((bytes, config::hex(&hasher.finalize())))
 }
 
-fn sha256_of(path: &Path) -> anyhow::Result<(u64, String)> {
-    let file = File::open(path).map_err(|e| io_error("reading", path, e))?;
-    hash_copy(file, std::io::sink()).map_err(|e| io_error("reading", path, e))
+/// A reader that hashes and counts what passes through it.
+struct Hashing<R> {
+    inner: R,
+    hasher: Sha256,
+    bytes: u64,
 }
 
-/// Checks the manifest and the archive against each other and against this instance.
+impl<R: Read> Read for Hashing<R> {
+    fn read(&mut self, buffer: &mut [u8]) -> std::io::Result<usize> {
+        let read = self.inner.read(buffer)?;
+        self.hasher.update(&buffer[..read]);
+        self.bytes += read as u64;
+        Ok(read)
+    }
+}
+
+/// Reads the archive once: its size, its sha256, and why its entries may not be restored.
+fn read_archive(path: &Path) -> anyhow::Result<(u64, String, Option<String>)> {
+    let file = File::open(path).map_err(|e| io_error("reading", path, e))?;
+    let mut reader = Hashing {
+        inner: file,
+        hasher: Sha256::new(),
+        bytes: 0,
+    };
+    let refusal = match tar_entries::check(&mut reader) {
+        Ok(()) => None,
+        Err(Ok(refusal)) => Some(format!(
+            "its entry `{}` may not be restored: {}",
+            refusal.entry, refusal.why
+        )),
+        Err(Err(e)) => Some(format!("it is not an intact tar archive ({e})")),
+    };
+    std::io::copy(&mut reader, &mut std::io::sink()).map_err(|e| io_error("reading", path, e))?;
+    Ok((
+        reader.bytes,
+        config::hex(&reader.hasher.finalize()),
+        refusal,
+    ))
+}
+
+/// Checks the manifest and the archive against each other and against this instance, and the
+/// archive's entries (no devices, FIFOs, setuid or setgid files, nothing outside the volume).
 pub fn verify(
     plan: &ArchivePlan,
     (language, variant, instance): (&str, &str, &str),
@@ -512,11 +699,42 @@ pub fn verify(
             theirs.0, theirs.1, theirs.2, theirs.3, ours.3
         )));
     }
-    let (bytes, sha256) = sha256_of(Path::new(&plan.archive))?;
+    // A restore re-creates the stamps it names, so they must be this instance's own.
+    for stamp in &manifest.stamps {
+        let label = |key: &str| {
+            stamp
+                .labels
+                .get(&format!("{LABEL_PREFIX}.{key}"))
+                .map(String::as_str)
+        };
+        let own = plan.stamps.contains(&stamp.name)
+            && [
+                ("language", language),
+                ("variant", variant),
+                ("instance", instance),
+            ]
+            .iter()
+            .all(|(key, value)| label(key) == Some(value));
+        if !own {
+            return Err(refused(format!(
+                "manifest {} names stamp `{}`, which is not one of this instance's stamps ({}); nothing was restored",
+                manifest_path.display(),
+                stamp.name,
+                plan.stamps.join(", ")
+            )));
+        }
+    }
+    let (bytes, sha256, refusal) = read_archive(Path::new(&plan.archive))?;
     if bytes != manifest.bytes || sha256 != manifest.sha256 {
         return Err(refused(format!(
             "archive {} does not match its manifest ({bytes} bytes, sha256 {sha256}; expected {} bytes, sha256 {}): corrupt or truncated; nothing was restored",
             plan.archive, manifest.bytes, manifest.sha256
+        )));
+    }
+    if let Some(why) = refusal {
+        return Err(refused(format!(
+            "archive {}: {why}; nothing was restored",
+            plan.archive
         )));
     }
     Ok(manifest)
@@ -528,16 +746,65 @@ fn restore(
     head: &[String],
     instance: (&str, &str, &str),
 ) -> anyhow::Result<()> {
+    let names = [
+        plan.staging_volume.clone(),
+        plan.undo_volume.clone(),
+        plan.swap_marker.clone(),
+    ];
+    let found = docker::inspect(head, &names)?;
+    if found.contains_key(&plan.swap_marker) {
+        return with_users_stopped(step, plan, head, || {
+            finish_swap(step, plan, head, instance, &found)
+        });
+    }
+    let left: Vec<&str> = [&plan.staging_volume, &plan.undo_volume]
+        .into_iter()
+        .filter(|name| found.contains_key(*name))
+        .map(String::as_str)
+        .collect();
+    if !left.is_empty() {
+        // They may hold the only copy of something: only the user removes them.
+        return Err(Error::new(
+            Kind::Refused,
+            format!(
+                "volume(s) `{}` are left from an earlier restore that stopped before it changed `{}`; nothing was restored",
+                left.join("`, `"),
+                plan.volume
+            ),
+        )
+        .note(format!(
+            "`{}` holds a copy of what `{}` held then, `{}` a partial copy of the archive",
+            plan.undo_volume, plan.volume, plan.staging_volume
+        ))
+        .note(format!(
+            "when you no longer need them: docker volume rm {}; then run restore again",
+            left.join(" ")
+        ))
+        .into());
+    }
     let manifest = verify(plan, instance)?;
+    with_users_stopped(step, plan, head, || {
+        restore_volume(step, plan, head, &manifest)
+    })
+}
+
+/// Runs `restore` with the instance's containers that use the volume stopped, and starts them
+/// again afterwards. Containers host_container did not start are not touched: that refuses.
+fn with_users_stopped(
+    step: &Step,
+    plan: &ArchivePlan,
+    head: &[String],
+    restore: impl FnOnce() -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
     let users = users_of(head, &plan.volume)?;
-    if let Some((id, _)) = users.iter().find(|(_, ours)| !ours) {
+    if let Some(user) = users.iter().find(|u| !u.ours) {
         return Err(Error::new(
             Kind::Conflict,
-            format!("volume `{}` is in use by container {id}, which host_container did not start; stop it first", plan.volume),
+            format!("volume `{}` is in use by container {}, which host_container did not start; stop it first", plan.volume, user.id),
         )
         .into());
     }
-    let stopped: Vec<String> = users.into_iter().map(|(id, _)| id).collect();
+    let stopped: Vec<String> = users.into_iter().map(|u| u.id).collect();
     if !stopped.is_empty() {
         checked(&container_command(head, "stop", &stopped))?;
         eprintln!(
@@ -545,11 +812,42 @@ fn restore(
             step.id, plan.volume
         );
     }
-    let result = restore_volume(step, plan, head, &manifest);
+    let result = restore();
     if !stopped.is_empty() {
         checked(&container_command(head, "start", &stopped))?;
     }
     result
+}
+
+fn remove_volumes(head: &[String], names: &[&str]) {
+    let mut argv = head.to_vec();
+    argv.extend(["volume", "rm", "--force"].map(String::from));
+    argv.extend(names.iter().map(|n| (*n).to_owned()));
+    let _ = docker::capture(&argv);
+}
+
+fn interrupted() -> anyhow::Error {
+    Error::new(
+        Kind::Interrupted,
+        "interrupted before the volume was touched",
+    )
+    .into()
+}
+
+/// The swap commands of a restore step, in order (see `restore_commands`).
+fn swap_commands(step: &Step) -> anyhow::Result<[&Vec<String>; 5]> {
+    match &step.after[..] {
+        [undo, keep, marker, clear, fill] => Ok([undo, keep, marker, clear, fill]),
+        _ => Err(anyhow::anyhow!(
+            "an archive restore step has five swap commands"
+        )),
+    }
+}
+
+/// The label on the swap marker naming the archive being restored, so an interrupted swap
+/// can be finished with the stamps of that archive's manifest.
+fn restoring_label() -> String {
+    format!("{LABEL_PREFIX}.restoring-sha256")
 }
 
 fn restore_volume(
@@ -558,74 +856,55 @@ fn restore_volume(
     head: &[String],
     manifest: &Manifest,
 ) -> anyhow::Result<()> {
-    let remove_volumes = |names: &[&str]| {
-        let mut argv = head.to_vec();
-        argv.extend(["volume", "rm", "--force"].map(String::from));
-        argv.extend(names.iter().map(|n| (*n).to_owned()));
-        let _ = docker::capture(&argv);
-    };
-    // Leftovers of an earlier failed restore would mix into this one.
-    remove_volumes(&[&plan.staging_volume, &plan.undo_volume]);
+    let [create_undo, keep, create_marker, clear, fill] = swap_commands(step)?;
     for before in &step.before {
         checked(before)?;
     }
-    if let Err(e) = stream_in(&step.argv, Path::new(&plan.archive)) {
-        remove_volumes(&[&plan.staging_volume, &plan.undo_volume]);
-        return Err(wrap(
-            e,
-            format!(
-                "extracting {} failed; volume `{}` was not touched",
-                plan.archive, plan.volume
-            ),
-        ));
+    // Every volume removed below was created by this run.
+    let staging = plan.staging_volume.as_str();
+    let undo = plan.undo_volume.as_str();
+    let extracted = stream_in(&step.argv, Path::new(&plan.archive)).and_then(|sha256| {
+        if sha256 != manifest.sha256 {
+            return Err(refused(format!(
+                "archive {} changed while it was read",
+                plan.archive
+            )));
+        }
+        if crate::exec::stopping() {
+            return Err(interrupted());
+        }
+        Ok(())
+    });
+    if let Err(e) = extracted {
+        remove_volumes(head, &[staging]);
+        let context = format!(
+            "extracting {} failed; volume `{}` was not touched",
+            plan.archive, plan.volume
+        );
+        return Err(wrap(e, context));
     }
-    let [keep, clear, fill] = &step.after[..] else {
-        return Err(anyhow::anyhow!(
-            "an archive restore step has three swap commands"
-        ));
-    };
-    if let Err(e) = checked(keep) {
-        remove_volumes(&[&plan.staging_volume, &plan.undo_volume]);
+    let mut marker = create_marker.clone();
+    marker.insert(
+        marker.len() - 1,
+        format!("--label={}={}", restoring_label(), manifest.sha256),
+    );
+    let kept = checked(create_undo)
+        .and_then(|_| checked(keep))
+        .and_then(|_| match crate::exec::stopping() {
+            true => Err(interrupted()),
+            false => checked(&marker),
+        });
+    if let Err(e) = kept {
+        remove_volumes(head, &[staging, undo]);
         return Err(wrap(e, format!("volume `{}` was not touched", plan.volume)));
     }
+    // From here until the marker goes, the volume may be incomplete; signals wait for the end.
     if let Err(e) = checked(clear).and_then(|_| checked(fill)) {
-        // Put the old content back from the undo copy.
-        let rollback = checked(clear).and_then(|_| {
-            let staging = format!("--volume={}:/staging:ro", plan.staging_volume);
-            let back: Vec<String> = fill
-                .iter()
-                .map(|arg| {
-                    if *arg == staging {
-                        format!("--volume={}:/staging:ro", plan.undo_volume)
-                    } else if let Some(name) = arg.strip_prefix("--name=") {
-                        format!("--name={}-back", name.trim_end_matches("-fill"))
-                    } else {
-                        arg.clone()
-                    }
-                })
-                .collect();
-            checked(&back)
-        });
-        return match rollback {
-            Ok(_) => {
-                remove_volumes(&[&plan.staging_volume, &plan.undo_volume]);
-                Err(wrap(e, format!("restore failed part-way; volume `{}` was put back as it was", plan.volume)))
-            }
-            Err(_) => Err(wrap(e, format!(
-                "restore failed part-way and so did putting the old content back: it is kept in volume `{}`",
-                plan.undo_volume
-            ))),
-        };
+        return Err(roll_back(plan, head, clear, fill, e));
     }
-    remove_volumes(&[&plan.staging_volume, &plan.undo_volume]);
-    for stamp in &manifest.stamps {
-        remove_volumes(&[&stamp.name]);
-        let mut create = head.to_vec();
-        create.extend(["volume", "create"].map(String::from));
-        create.extend(stamp.labels.iter().map(|(k, v)| format!("--label={k}={v}")));
-        create.push(stamp.name.clone());
-        checked(&create)?;
-    }
+    write_stamps(head, manifest)?;
+    remove_volumes(head, &[&plan.swap_marker]);
+    remove_volumes(head, &[staging, undo]);
     eprintln!(
         "[{}] restored volume {} from {} (sha256 {}, made {})",
         step.id, plan.volume, plan.archive, manifest.sha256, manifest.created
@@ -633,24 +912,141 @@ fn restore_volume(
     Ok(())
 }
 
-/// Runs `argv` with `path` on its stdin.
-fn stream_in(argv: &[String], path: &Path) -> anyhow::Result<()> {
+/// Puts the old content back from the undo copy after a failed swap.
+fn roll_back(
+    plan: &ArchivePlan,
+    head: &[String],
+    clear: &[String],
+    fill: &[String],
+    error: anyhow::Error,
+) -> anyhow::Error {
+    let staging = format!("--volume={}:/staging:ro", plan.staging_volume);
+    let back: Vec<String> = fill
+        .iter()
+        .map(|arg| {
+            if *arg == staging {
+                format!("--volume={}:/staging:ro", plan.undo_volume)
+            } else if let Some(name) = arg.strip_prefix("--name=") {
+                format!("--name={}-back", name.trim_end_matches("-fill"))
+            } else {
+                arg.clone()
+            }
+        })
+        .collect();
+    match checked(clear).and_then(|_| checked(&back)) {
+        Ok(_) => {
+            remove_volumes(head, &[&plan.swap_marker]);
+            remove_volumes(head, &[&plan.staging_volume, &plan.undo_volume]);
+            wrap(
+                error,
+                format!(
+                    "restore failed part-way; volume `{}` was put back as it was",
+                    plan.volume
+                ),
+            )
+        }
+        Err(_) => wrap(
+            error,
+            format!(
+                "restore failed part-way and so did putting the old content back: `{}` may be incomplete; its old content is kept in volume `{}`, the restored one in `{}`; run restore again to finish it",
+                plan.volume, plan.undo_volume, plan.staging_volume
+            ),
+        ),
+    }
+}
+
+/// Re-creates the instance's stamps as the manifest recorded them (`verify` checked they are
+/// this instance's own).
+fn write_stamps(head: &[String], manifest: &Manifest) -> anyhow::Result<()> {
+    for stamp in &manifest.stamps {
+        remove_volumes(head, &[&stamp.name]);
+        let mut create = head.to_vec();
+        create.extend(["volume", "create"].map(String::from));
+        create.extend(stamp.labels.iter().map(|(k, v)| format!("--label={k}={v}")));
+        create.push(stamp.name.clone());
+        checked(&create)?;
+    }
+    Ok(())
+}
+
+/// Finishes a restore that was interrupted while it swapped (its marker exists): the staging
+/// copy is complete, so the volume is filled from it again. The undo copy stays for the user.
+fn finish_swap(
+    step: &Step,
+    plan: &ArchivePlan,
+    head: &[String],
+    instance: (&str, &str, &str),
+    found: &docker::Observed,
+) -> anyhow::Result<()> {
+    let [_, _, _, clear, fill] = swap_commands(step)?;
+    let Some(marker) = found.get(&plan.swap_marker) else {
+        return Ok(());
+    };
+    if !found.contains_key(&plan.staging_volume) {
+        return Err(refused(format!(
+            "a restore of `{}` was interrupted while it swapped the content, and its staging volume `{}` is gone: `{}` may be incomplete; its content from before is in `{}`",
+            plan.volume, plan.staging_volume, plan.volume, plan.undo_volume
+        )));
+    }
+    eprintln!(
+        "[{}] a restore of {} was interrupted while it swapped the content: finishing it from {}",
+        step.id, plan.volume, plan.staging_volume
+    );
+    checked(clear)
+        .and_then(|_| checked(fill))
+        .map_err(|e| wrap(e, format!("`{}` is still incomplete", plan.volume)))?;
+    let restoring = marker.labels.get(&restoring_label());
+    match verify(plan, instance) {
+        Ok(manifest) if Some(&manifest.sha256) == restoring => write_stamps(head, &manifest)?,
+        _ => eprintln!(
+            "[{}] the backup being restored is no longer at {}: the instance's stamps were left as they were",
+            step.id, plan.archive
+        ),
+    }
+    remove_volumes(head, &[&plan.swap_marker, &plan.staging_volume]);
+    eprintln!(
+        "[{}] restored volume {}; what it held before the restore is kept in volume {} (docker volume rm {} when you no longer need it)",
+        step.id, plan.volume, plan.undo_volume, plan.undo_volume
+    );
+    Ok(())
+}
+
+/// Runs `argv` with the file at `path` on its stdin; returns the sha256 of what was sent.
+fn stream_in(argv: &[String], path: &Path) -> anyhow::Result<String> {
     let file = File::open(path).map_err(|e| io_error("reading", path, e))?;
-    let output = std::process::Command::new(&argv[0])
+    let mut child = std::process::Command::new(&argv[0])
         .args(&argv[1..])
-        .stdin(file)
+        .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
-        .output()
+        .spawn()
         .map_err(|e| docker::spawn_error(&argv[0], e))?;
-    if output.status.success() {
-        return Ok(());
+    let stdin = child.stdin.take();
+    let Some(mut stderr) = child.stderr.take() else {
+        let _ = child.kill();
+        let _ = child.wait();
+        return Err(anyhow::anyhow!("docker's output could not be read"));
+    };
+    let errors = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stderr.read_to_string(&mut text);
+        text
+    });
+    // The stdin handle drops at the end of the copy, which ends the archive for tar.
+    let sent = stdin
+        .map(|stdin| hash_copy(file, stdin))
+        .unwrap_or_else(|| Err(std::io::ErrorKind::BrokenPipe.into()));
+    let status = child.wait()?;
+    let errors = errors.join().unwrap_or_default();
+    if !status.success() {
+        return Err(
+            Error::new(Kind::StepFailed, format!("`{}` failed", command_line(argv)))
+                .note(errors.trim().to_owned())
+                .into(),
+        );
     }
-    Err(
-        Error::new(Kind::StepFailed, format!("`{}` failed", command_line(argv)))
-            .note(String::from_utf8_lossy(&output.stderr).trim().to_owned())
-            .into(),
-    )
+    let (_, sha256) = sent.map_err(|e| io_error("streaming", path, e))?;
+    Ok(sha256)
 }
 
 #[cfg(test)]
@@ -675,11 +1071,25 @@ mod tests {
             false,
         );
         let (before, argv, after) = commands(&plan, &["docker".into()], "c", &[]);
-        assert_eq!(before.len(), 3);
-        assert_eq!(&argv[..3], ["docker", "run", "--rm"]);
-        assert!(argv.contains(&"--interactive".to_owned()));
+        assert_eq!(before.len(), 2);
+        assert_eq!(&argv[..4], ["docker", "run", "--rm", "--interactive"]);
         assert!(argv.contains(&"--volume=v-restore-staging:/volume".to_owned()));
-        assert_eq!(after.len(), 3);
+        // The marker is created after the undo copy is complete and before the volume changes.
+        let order: Vec<String> = after.iter().map(|a| a.join(" ")).collect();
+        assert_eq!(after.len(), 5);
+        assert!(
+            order[0].ends_with("volume create v-restore-undo"),
+            "{order:?}"
+        );
+        assert!(order[1].contains("cp -a /target/. /undo/"), "{order:?}");
+        assert!(
+            order[2].ends_with("volume create v-restore-swapping"),
+            "{order:?}"
+        );
+        assert!(
+            order[3].contains("find /target -mindepth 1 -delete"),
+            "{order:?}"
+        );
         assert_eq!(plan.archive, "/b/v.tar");
     }
 }

@@ -150,6 +150,8 @@ pub struct Object {
     pub id: String,
     pub labels: HashMap<String, String>,
     pub running: bool,
+    /// Paused containers also say `running`; an interrupted backup can leave a daemon so.
+    pub paused: bool,
     pub started_at: String,
 }
 
@@ -312,6 +314,7 @@ fn inspect_batch(head: &[String], names: &[String]) -> anyhow::Result<HashMap<St
                         .get("Running")
                         .and_then(Json::as_bool)
                         .unwrap_or(false),
+                    paused: state.get("Paused").and_then(Json::as_bool).unwrap_or(false),
                     started_at: state
                         .get("StartedAt")
                         .and_then(Json::as_str)

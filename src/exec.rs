@@ -102,6 +102,15 @@ enum Event {
 /// The process ids of a running step's current docker command, for stopping it.
 type Running = Arc<Mutex<Vec<u32>>>;
 
+/// Set once a signal stops the run. Archive steps, which run several docker commands of their
+/// own, look at it between phases: a restore stops before it touches the volume, or finishes
+/// its swap.
+static STOPPING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+pub fn stopping() -> bool {
+    STOPPING.load(std::sync::atomic::Ordering::SeqCst)
+}
+
 /// Runs the plan and returns the exit code.
 pub fn execute(mut plan: Plan, invocation: &Invocation, options: &Options) -> anyhow::Result<u8> {
     let (sender, events) = mpsc::channel();
@@ -129,6 +138,7 @@ pub fn execute(mut plan: Plan, invocation: &Invocation, options: &Options) -> an
         }
         let stateful = stateful_closure(&plan);
         signals.forward();
+        state::stop_orphans(&plan, &stateful)?;
         let first = run_steps(&plan, &stateful, &mut outcomes, options, &sender, &events);
         drop(lock);
         match first {
@@ -272,12 +282,12 @@ fn finish(plan: &Plan, outcomes: &[Outcome]) -> anyhow::Result<u8> {
 }
 
 /// Marks the steps that make state and must therefore run under the instance lock: every step
-/// with a `done` that runs, and everything those need.
+/// with a `done` or an archive that runs, and everything those need.
 fn stateful_closure(plan: &Plan) -> Vec<bool> {
     let mut marked: Vec<bool> = plan
         .steps
         .iter()
-        .map(|s| s.done.is_some() && s.status == Status::Run)
+        .map(|s| (s.done.is_some() || s.archive.is_some()) && s.status == Status::Run)
         .collect();
     for index in (0..plan.steps.len()).rev() {
         if marked[index] {
@@ -431,6 +441,7 @@ fn container_name(argv: &[String]) -> Option<String> {
 /// Stops every running step: removes the containers they started (which also ends `docker
 /// run`), sends SIGTERM to the docker commands, and SIGKILL to any still there after a grace.
 fn stop_running(plan: &Plan, running: &[(usize, Running)], events: &Receiver<Event>) {
+    STOPPING.store(true, std::sync::atomic::Ordering::SeqCst);
     for (index, pids) in running {
         let step = &plan.steps[*index];
         if let Some(name) = container_name(&step.argv) {
@@ -1161,10 +1172,23 @@ pub mod ready {
         let tail = docker::capture(&logs)
             .map(|c| last_lines(&format!("{}{}", c.stdout, c.stderr)))
             .unwrap_or_default();
+        // A daemon left running after a failed check would be "already running with the same
+        // configuration" next time, so it goes; its logs are in the error.
+        let mut remove = head.to_vec();
+        remove.extend(["rm".into(), "--force".into(), name.to_owned()]);
+        let removed = docker::capture(&remove).is_ok_and(|c| c.success());
         failure(
             Kind::NotReady,
             None,
-            format!("daemon of step `{}` is not ready: {why}", step.id),
+            format!(
+                "daemon of step `{}` is not ready: {why}{}",
+                step.id,
+                if removed {
+                    "; its container was removed"
+                } else {
+                    ""
+                }
+            ),
             tail,
         )
     }

@@ -28,6 +28,7 @@ pub mod print;
 pub mod record;
 pub mod safe_fs;
 pub mod state;
+pub mod tar_entries;
 pub mod template;
 pub mod upload;
 pub mod validate;

@@ -928,6 +928,8 @@ impl Compiler<'_> {
                     );
                     let mut labels = instance_labels(invocation);
                     labels.push((format!("{LABEL_PREFIX}.mode"), mode.name.clone()));
+                    // Helpers left running by a killed run are found by their step.
+                    labels.push((format!("{LABEL_PREFIX}.step"), id.clone()));
                     let container = format!(
                         "{}-run-{}-{name}",
                         Names::of(invocation).prefix,

@@ -29,6 +29,10 @@ pub fn probe_names(plan: &Plan) -> Vec<String> {
             }
         }
     }
+    // A data volume in the middle of an interrupted restore must not be used: asking for the
+    // swap marker too costs no docker call.
+    let markers: Vec<String> = volumes(plan).map(crate::backup::swap_marker).collect();
+    names.extend(markers);
     names
 }
 
@@ -110,6 +114,123 @@ fn foreign_removal(plan: &Plan, step: &Step, name: &str, object: &Object) -> Err
     .note("remove or rename that object yourself if it is really unused")
 }
 
+/// The volumes the plan's steps make (`done: {volume}`).
+fn volumes(plan: &Plan) -> impl Iterator<Item = &str> {
+    plan.steps
+        .iter()
+        .filter_map(|s| s.done.as_ref().filter(|d| d.kind == "volume"))
+        .map(|d| d.name.as_str())
+}
+
+/// An interrupted restore's swap: the volume may be incomplete, so nothing may use it until it
+/// is finished (by `restore`, which is therefore exempt) or rolled back.
+fn interrupted_restores(plan: &Plan, observed: &Observed) -> Vec<Error> {
+    let restoring = |volume: &str| {
+        plan.steps.iter().any(|s| {
+            s.archive.as_ref().is_some_and(|a| {
+                a.action == crate::mode::ArchiveAction::Restore && a.volume == volume
+            })
+        })
+    };
+    let image = plan
+        .steps
+        .iter()
+        .find_map(|s| s.done.as_ref().filter(|d| d.kind == "image"))
+        .map_or("IMAGE", |d| d.name.as_str());
+    let docker = plan
+        .steps
+        .first()
+        .map(|s| s.argv[..docker_head_len(&s.argv)].join(" "))
+        .unwrap_or_else(|| "docker".into());
+    volumes(plan)
+        .filter(|v| observed.contains_key(&crate::backup::swap_marker(v)) && !restoring(v))
+        .map(|volume| {
+            let marker = crate::backup::swap_marker(volume);
+            Error::new(
+                Kind::Conflict,
+                format!(
+                    "a restore of volume `{volume}` was interrupted while it swapped the content (marker volume `{marker}`): `{volume}` may be incomplete and is not used until that is settled"
+                ),
+            )
+            .note(format!(
+                "its content from before is in volume `{volume}-restore-undo`, the restored content in `{volume}-restore-staging`"
+            ))
+            .note(format!(
+                "to finish the restore, run the `restore` mode of this instance again (it fills `{volume}` from the staging copy)"
+            ))
+            .note(format!(
+                "to roll back instead: {docker} run --rm --network=none --volume={volume}-restore-undo:/from:ro --volume={volume}:/to {image} sh -c 'find /to -mindepth 1 -delete && cp -a /from/. /to/' && {docker} volume rm {marker} {volume}-restore-staging"
+            ))
+        })
+        .collect()
+}
+
+/// Removes containers that a killed run of one of the `selected` steps left running (a
+/// `docker run` outlives its killed client): under the instance lock no live invocation runs
+/// those steps, and a second copy must not work on the same volume at the same time.
+pub fn stop_orphans(plan: &Plan, selected: &[bool]) -> anyhow::Result<()> {
+    let steps: Vec<&str> = plan
+        .steps
+        .iter()
+        .zip(selected)
+        .filter(|(s, selected)| {
+            **selected
+                && s.status == Status::Run
+                && s.done.as_ref().is_none_or(|d| d.kind != "container")
+        })
+        .map(|(s, _)| s.id.as_str())
+        .collect();
+    let Some(first) = plan.steps.first().filter(|_| !steps.is_empty()) else {
+        return Ok(());
+    };
+    let head = first.argv[..docker_head_len(&first.argv)].to_vec();
+    let mut ps = head.clone();
+    ps.push("ps".into());
+    for (key, value) in [
+        ("language", &plan.language),
+        ("variant", &plan.variant),
+        ("instance", &plan.instance),
+    ] {
+        ps.push(format!("--filter=label={LABEL_PREFIX}.{key}={value}"));
+    }
+    ps.push(format!(
+        "--format={{{{.ID}}}} {{{{.Label \"{LABEL_PREFIX}.step\"}}}} {{{{.Names}}}}"
+    ));
+    let listed = docker::capture(&ps)?;
+    if !listed.success() {
+        // Not knowing is no reason to stop: the steps run as before.
+        return Ok(());
+    }
+    for line in listed.stdout.lines() {
+        let mut fields = line.splitn(3, ' ');
+        let (Some(id), Some(step), name) = (fields.next(), fields.next(), fields.next()) else {
+            continue;
+        };
+        if !steps.contains(&step) {
+            continue;
+        }
+        eprintln!(
+            "host_container: removing container {} left running by an interrupted run of `{step}`",
+            name.unwrap_or(id)
+        );
+        let mut remove = head.clone();
+        remove.extend(["rm".into(), "--force".into(), id.to_owned()]);
+        let removed = docker::capture(&remove)?;
+        if !removed.success() {
+            return Err(Error::new(
+                Kind::Conflict,
+                format!(
+                    "container {} of an interrupted run of `{step}` could not be removed",
+                    name.unwrap_or(id)
+                ),
+            )
+            .note(removed.stderr.trim().to_owned())
+            .into());
+        }
+    }
+    Ok(())
+}
+
 /// Probes the engine for the plan's objects (one docker call for any ordinary plan).
 pub fn probe(plan: &Plan) -> anyhow::Result<Observed> {
     let head = plan
@@ -124,7 +245,7 @@ pub fn probe(plan: &Plan) -> anyhow::Result<Observed> {
 /// host_container did not create is a conflict: the plan says so, and executing it fails.
 pub fn apply(plan: &mut Plan, observed: &Observed) -> Vec<Error> {
     plan.state = "probed".into();
-    let mut conflicts = Vec::new();
+    let mut conflicts = interrupted_restores(plan, observed);
     for index in 0..plan.steps.len() {
         let (status, reason, before, invalidates) = decide(plan, index, observed, &mut conflicts);
         let foreign: Vec<Error> = removal_targets(&plan.steps[index])
@@ -280,6 +401,15 @@ fn decide(plan: &Plan, index: usize, observed: &Observed, conflicts: &mut Vec<Er
                         format!(
                             "{}: container `{}` is re-created",
                             fingerprint_note(o),
+                            done.name
+                        ),
+                        vec![remove],
+                    )
+                } else if o.paused {
+                    (
+                        Status::Run,
+                        format!(
+                            "container `{}` is paused (an interrupted backup leaves it so): re-created",
                             done.name
                         ),
                         vec![remove],
