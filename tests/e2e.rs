@@ -1370,3 +1370,495 @@ fn now_seconds() -> String {
         .unwrap_or(0)
         .to_string()
 }
+
+/// A `docker` first on PATH that runs the real one, except that the call whose argv contains
+/// `pattern` writes its pid to `<sandbox>/stalled` and sleeps: a test kills host_container there.
+fn stall_docker_at(instance: &Instance, pattern: &str) -> String {
+    let real = stdout(
+        &Command::new("sh")
+            .args(["-c", "command -v docker"])
+            .output()
+            .unwrap(),
+    );
+    let mark = instance.sandbox.path("stalled");
+    let wrapper = format!(
+        "#!/bin/sh\ncase \"$*\" in *\"{pattern}\"*) echo $$ > '{mark}.tmp' && mv '{mark}.tmp' '{mark}'; exec sleep 300;; esac\nexec {} \"$@\"\n",
+        real.trim(),
+        mark = mark.display()
+    );
+    let fake = instance.sandbox.path("bin/docker");
+    std::fs::write(&fake, wrapper).expect("wrapper");
+    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    format!(
+        "{}:{}",
+        instance.sandbox.path("bin").display(),
+        std::env::var("PATH").unwrap()
+    )
+}
+
+/// Runs `args` with the stalling docker, waits until it stalls, and SIGKILLs host_container
+/// there (and the stalled call after it).
+fn kill_when_stalled(instance: &Instance, pattern: &str, args: &[&str]) {
+    let path = stall_docker_at(instance, pattern);
+    let mut child = instance
+        .command()
+        .env("PATH", path)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mark = instance.sandbox.path("stalled");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(600);
+    while !mark.exists() {
+        if let Ok(Some(status)) = child.try_wait() {
+            let mut text = String::new();
+            std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut text).unwrap();
+            panic!("ended ({status}) before reaching `{pattern}`: {text}");
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never reached `{pattern}`"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    // SAFETY: signalling our own child, then the wrapper it started.
+    unsafe {
+        libc_kill(child.id() as i32, 9);
+    }
+    child.wait().expect("wait");
+    let stalled: i32 = std::fs::read_to_string(&mark)
+        .expect("mark")
+        .trim()
+        .parse()
+        .expect("pid");
+    unsafe {
+        libc_kill(stalled, 9);
+    }
+    std::fs::remove_file(&mark).expect("remove mark");
+    std::fs::remove_file(instance.sandbox.path("bin/docker")).expect("remove wrapper");
+}
+
+fn container_state(name: &str) -> String {
+    stdout(&docker(&["inspect", "--format", "{{.State.Status}}", name]))
+        .trim()
+        .to_owned()
+}
+
+#[test]
+fn restore_touches_no_volume_it_did_not_make_and_no_device_or_setuid_entry() {
+    let Some(instance) = Instance::new("restoreown") else {
+        return;
+    };
+    let volume = format!("{}-data", instance.prefix());
+    let dir = instance.sandbox.path("backups");
+    let dir_arg = dir.display().to_string();
+    let restore = || instance.run(&["--backup-dir", &dir_arg, "python", "minimal", "restore"]);
+    expect_code(&instance.run(&["python", "minimal", "init"]), 0);
+    expect_code(
+        &instance.run(&["--backup-dir", &dir_arg, "python", "minimal", "backup"]),
+        0,
+    );
+    in_volume(&volume, "echo current > /v/current");
+    let current = volume_digest(&volume);
+    let label = format!("--label={LABEL}={}", instance.name);
+
+    // An undo volume left by an earlier restore holds what the user had: it is kept.
+    let undo = format!("{volume}-restore-undo");
+    expect_code(&docker(&["volume", "create", &label, &undo]), 0);
+    in_volume(&undo, "echo precious > /v/precious");
+    let kept = volume_digest(&undo);
+    let refused = restore();
+    expect_code(&refused, 72);
+    assert!(stderr(&refused).contains(&undo), "{}", stderr(&refused));
+    assert_eq!(volume_digest(&undo), kept);
+    assert_eq!(volume_digest(&volume), current);
+    expect_code(&docker(&["volume", "rm", &undo]), 0);
+
+    // A manifest naming someone else's volume as a stamp does not empty that volume.
+    let foreign = format!("hc-e2e-foreign-{}", instance.name);
+    expect_code(&docker(&["volume", "create", &label, &foreign]), 0);
+    in_volume(&foreign, "echo theirs > /v/theirs");
+    let theirs = volume_digest(&foreign);
+    let manifest_path = dir.join(format!("{volume}.manifest.json"));
+    let text = std::fs::read_to_string(&manifest_path).expect("manifest");
+    let stamp = format!("{}-initialized", instance.prefix());
+    std::fs::write(&manifest_path, text.replace(&stamp, &foreign)).expect("write");
+    let refused = restore();
+    expect_code(&refused, 72);
+    assert!(
+        stderr(&refused).contains("not one of this instance's stamps"),
+        "{}",
+        stderr(&refused)
+    );
+    assert_eq!(volume_digest(&foreign), theirs);
+    assert_eq!(volume_digest(&volume), current);
+
+    // Archives with a device file, a FIFO or a setuid file are refused, the entry named.
+    let archive = dir.join(format!("{volume}.tar"));
+    for (make, entry) in [
+        ("mknod /x/null c 1 3", "./null"),
+        ("mkfifo /x/fifo", "./fifo"),
+        ("touch /x/suid && chmod 4755 /x/suid", "./suid"),
+    ] {
+        let made = docker(&[
+            "run",
+            "--rm",
+            "--network=none",
+            &format!("--volume={}:/out", dir.display()),
+            BASE_IMAGE,
+            "sh",
+            "-c",
+            &format!(
+                "mkdir /x && echo fine > /x/fine && {make} && tar --create --directory=/x --file=/out/{volume}.tar ."
+            ),
+        ]);
+        expect_code(&made, 0);
+        let bytes = std::fs::read(&archive).expect("archive");
+        let mut manifest: serde_json::Value = serde_json::from_str(&text).expect("json");
+        manifest["bytes"] = bytes.len().into();
+        manifest["sha256"] = sha256_hex(&bytes).into();
+        std::fs::write(&manifest_path, manifest.to_string()).expect("write");
+        let refused = restore();
+        expect_code(&refused, 72);
+        assert!(
+            stderr(&refused).contains(&format!("`{entry}` may not be restored")),
+            "{}",
+            stderr(&refused)
+        );
+        assert_eq!(volume_digest(&volume), current);
+    }
+    let left = stdout(&docker(&[
+        "volume",
+        "ls",
+        "--quiet",
+        "--filter",
+        &format!("name={volume}-restore"),
+    ]));
+    assert!(left.trim().is_empty(), "restore volumes left: {left}");
+    docker(&["volume", "rm", &foreign]);
+    instance.finish();
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+#[test]
+fn a_restore_killed_while_swapping_is_finished_by_the_next_restore() {
+    let Some(instance) = Instance::new("restorekill") else {
+        return;
+    };
+    let volume = format!("{}-data", instance.prefix());
+    let dir_arg = instance.sandbox.path("backups").display().to_string();
+    expect_code(&instance.run(&["python", "minimal", "init"]), 0);
+    in_volume(&volume, AWKWARD_FILES);
+    let backed_up = volume_digest(&volume);
+    expect_code(
+        &instance.run(&["--backup-dir", &dir_arg, "python", "minimal", "backup"]),
+        0,
+    );
+    in_volume(&volume, "echo current > /v/current-data");
+
+    // Killed after the volume was cleared, before it was filled again.
+    kill_when_stalled(
+        &instance,
+        "-data-fill",
+        &["--backup-dir", &dir_arg, "python", "minimal", "restore"],
+    );
+    // The next command does not use the incomplete volume and says what to do.
+    let single = instance.run(&["python", "minimal", "single", "true"]);
+    expect_code(&single, 71);
+    let text = stderr(&single);
+    assert!(text.contains("interrupted while it swapped"), "{text}");
+    assert!(
+        text.contains("to finish the restore") && text.contains("to roll back"),
+        "{text}"
+    );
+    assert!(text.contains(&format!("{volume}-restore-undo")), "{text}");
+
+    let finished = instance.run(&["--backup-dir", &dir_arg, "python", "minimal", "restore"]);
+    expect_code(&finished, 0);
+    assert!(
+        stderr(&finished).contains("finishing it"),
+        "{}",
+        stderr(&finished)
+    );
+    assert_eq!(volume_digest(&volume), backed_up);
+    // The undo copy of the earlier run is the user's to remove.
+    let undo = format!("{volume}-restore-undo");
+    assert!(docker(&["volume", "inspect", &undo]).status.success());
+    expect_code(&instance.run(&["python", "minimal", "single", "true"]), 0);
+    instance.finish();
+}
+
+#[test]
+fn a_backup_killed_while_the_daemon_is_paused_is_noticed_by_backup_and_daemon() {
+    let Some(instance) = Instance::new("backupkill") else {
+        return;
+    };
+    let dir_arg = instance.sandbox.path("backups").display().to_string();
+    let daemon = format!("{}-daemon", instance.prefix());
+    let backup = [
+        "--force",
+        "--backup-dir",
+        &dir_arg,
+        "python",
+        "minimal",
+        "backup",
+    ];
+    expect_code(&instance.run(&["python", "minimal", "daemon"]), 0);
+
+    kill_when_stalled(&instance, "tar --create", &backup);
+    assert_eq!(container_state(&daemon), "paused");
+    let again = instance.run(&backup);
+    expect_code(&again, 0);
+    assert!(stderr(&again).contains("left paused"), "{}", stderr(&again));
+    assert_eq!(container_state(&daemon), "running");
+
+    kill_when_stalled(&instance, "tar --create", &backup);
+    assert_eq!(container_state(&daemon), "paused");
+    let started = instance.run(&["python", "minimal", "daemon"]);
+    expect_code(&started, 0);
+    assert!(
+        !stderr(&started).contains("already running"),
+        "{}",
+        stderr(&started)
+    );
+    assert_eq!(container_state(&daemon), "running");
+    instance.finish();
+}
+
+#[test]
+fn a_backup_to_a_full_disk_fails_cleanly() {
+    let Some(instance) = Instance::new("backupfull") else {
+        return;
+    };
+    let dir = instance.sandbox.path("small");
+    std::fs::create_dir_all(&dir).expect("dir");
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=256k", "tmpfs"])
+        .arg(&dir)
+        .output()
+        .expect("mount runs");
+    if !mounted.status.success() {
+        eprintln!(
+            "\n!!!!!!!! SKIPPED: no tmpfs could be mounted (needs root): {}",
+            stderr(&mounted)
+        );
+        return;
+    }
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _unmount = Unmount(dir.clone());
+    let volume = format!("{}-data", instance.prefix());
+    let daemon = format!("{}-daemon", instance.prefix());
+    expect_code(&instance.run(&["python", "minimal", "daemon"]), 0);
+    in_volume(&volume, "head -c 2000000 /dev/urandom > /v/big");
+    let output = instance.run(&[
+        "--backup-dir",
+        &dir.display().to_string(),
+        "python",
+        "minimal",
+        "backup",
+    ]);
+    expect_code(&output, 74);
+    assert!(
+        stderr(&output).contains("No space left"),
+        "{}",
+        stderr(&output)
+    );
+    assert_eq!(container_state(&daemon), "running");
+    let helpers = stdout(&docker(&[
+        "ps",
+        "--quiet",
+        "--filter",
+        &format!("label={LABEL}={}", instance.name),
+        "--filter",
+        "label=org.docker-meta.host_container.step=backup.data",
+    ]));
+    assert!(helpers.trim().is_empty(), "helper left running: {helpers}");
+    let left: Vec<_> = std::fs::read_dir(&dir).expect("dir").collect();
+    assert!(left.is_empty(), "{left:?}");
+    instance.finish();
+}
+
+#[test]
+fn concurrent_forced_backups_do_not_corrupt_each_other() {
+    let Some(instance) = Instance::new("backuprace") else {
+        return;
+    };
+    let volume = format!("{}-data", instance.prefix());
+    let dir = instance.sandbox.path("backups");
+    let dir_arg = dir.display().to_string();
+    expect_code(&instance.run(&["python", "minimal", "init"]), 0);
+    in_volume(&volume, "head -c 3000000 /dev/urandom > /v/big");
+    let children: Vec<_> = (0..3)
+        .map(|_| {
+            instance
+                .command()
+                .args([
+                    "--force",
+                    "--backup-dir",
+                    &dir_arg,
+                    "python",
+                    "minimal",
+                    "backup",
+                ])
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("spawn")
+        })
+        .collect();
+    for child in children {
+        expect_code(&child.wait_with_output().expect("wait"), 0);
+    }
+    let manifest: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.join(format!("{volume}.manifest.json"))).expect("manifest"),
+    )
+    .expect("json");
+    let archive = std::fs::read(dir.join(format!("{volume}.tar"))).expect("archive");
+    assert_eq!(manifest["sha256"], sha256_hex(&archive).as_str());
+    let names: Vec<String> = std::fs::read_dir(&dir)
+        .expect("dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names.len(), 2, "{names:?}");
+    instance.finish();
+}
+
+#[test]
+fn an_init_killed_mid_way_is_stopped_before_the_next_run_uses_the_volume() {
+    let Some(instance) = Instance::new("initkill") else {
+        return;
+    };
+    let layer = instance.sandbox.path("layer");
+    // An initialize that wipes the virtualenv and then takes its time, unless told otherwise.
+    instance.sandbox.write(
+        "layer/python/hosts/minimal/initialize",
+        "#!/bin/sh\nset -eu\npython3 -m venv --clear /virtualenv\n\
+         [ -e /data/fast ] || { echo slow; exec sleep 600; }\necho fast\n",
+    );
+    std::fs::set_permissions(
+        layer.join("python/hosts/minimal/initialize"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .expect("chmod");
+    let layer_arg = layer.display().to_string();
+    let mut child = instance
+        .command()
+        .args(["--config-dir", &layer_arg, "python", "minimal", "init"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut reader = BufReader::new(child.stderr.take().expect("stderr"));
+    let mut line = String::new();
+    while !line.contains("[init.virtualenv] slow") {
+        line.clear();
+        assert!(
+            reader.read_line(&mut line).expect("read") > 0,
+            "init ended early"
+        );
+    }
+    // SAFETY: signalling our own child.
+    unsafe {
+        libc_kill(child.id() as i32, 9);
+    }
+    child.wait().expect("wait");
+    let running = |step: &str| {
+        stdout(&docker(&[
+            "ps",
+            "--quiet",
+            "--filter",
+            &format!("label={LABEL}={}", instance.name),
+            "--filter",
+            &format!("label=org.docker-meta.host_container.step={step}"),
+        ]))
+    };
+    assert!(
+        !running("init.virtualenv").trim().is_empty(),
+        "the killed run's container goes on"
+    );
+    instance
+        .sandbox
+        .write("layer/python/hosts/minimal/fast", "");
+
+    let single = instance
+        .command()
+        .args([
+            "--config-dir",
+            &layer_arg,
+            "python",
+            "minimal",
+            "single",
+            "python",
+            "-c",
+            "import sys; print(sys.prefix)",
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .expect("runs");
+    expect_code(&single, 0);
+    assert_eq!(stdout(&single).trim(), "/virtualenv");
+    assert!(
+        stderr(&single).contains("left running by an interrupted run"),
+        "{}",
+        stderr(&single)
+    );
+    assert!(
+        running("init.virtualenv").trim().is_empty(),
+        "orphan still running"
+    );
+    instance.finish();
+}
+
+#[test]
+fn a_daemon_that_failed_its_readiness_check_is_not_already_running() {
+    let Some(instance) = Instance::new("daemonready") else {
+        return;
+    };
+    let layer = instance.sandbox.path("layer");
+    instance.sandbox.write(
+        "layer/python/hosts/minimal/daemon",
+        "#!/bin/sh\n[ \"${1:-}\" = --check ] && exit 1\nexec sleep 600\n",
+    );
+    std::fs::set_permissions(
+        layer.join("python/hosts/minimal/daemon"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .expect("chmod");
+    let shipped = std::fs::read_to_string(
+        support::repo_root().join("etc/docker_meta/host_container/config/host_base_daemon.yaml"),
+    )
+    .expect("shipped daemon mode");
+    assert!(shipped.contains("timeout: 30"));
+    instance.sandbox.write(
+        "layer/config/host_base_daemon.yaml",
+        &shipped.replace("timeout: 30", "timeout: 2"),
+    );
+    let layer_arg = layer.display().to_string();
+    let daemon = || instance.run(&["--config-dir", &layer_arg, "python", "minimal", "daemon"]);
+    let first = daemon();
+    expect_code(&first, 73);
+    let second = daemon();
+    assert!(
+        !stderr(&second).contains("already running"),
+        "{}",
+        stderr(&second)
+    );
+    expect_code(&second, 73);
+    instance.finish();
+}
