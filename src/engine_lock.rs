@@ -104,9 +104,19 @@ impl EngineLock {
                     id: id.to_owned(),
                 });
             }
-            if docker::classify(&created.stderr) != Some(Kind::Conflict) {
+            let kind = docker::classify(&created.stderr);
+            if kind == Some(Kind::EngineUnreachable) {
+                // Backups and restores take the lock first: say it like every other probe.
                 return Err(Error::new(
-                    docker::classify(&created.stderr).unwrap_or(Kind::StepFailed),
+                    Kind::EngineUnreachable,
+                    "the Docker engine did not answer",
+                )
+                .note(created.stderr.trim().to_owned())
+                .into());
+            }
+            if kind != Some(Kind::Conflict) {
+                return Err(Error::new(
+                    kind.unwrap_or(Kind::StepFailed),
                     format!(
                         "taking the lock {name} in the engine: {}",
                         created.stderr.trim()
