@@ -567,16 +567,18 @@ fn stream_out(argv: &[String], path: &Path) -> anyhow::Result<(u64, String)> {
     let copied = hash_copy(&mut stdout, &mut file)
         .and_then(|done| file.sync_all().map(|()| done))
         .map_err(|e| io_error("writing the archive to", path, e));
+    // Our ends close first: the engine cannot remove a container whose output still waits for
+    // a client that waits for us.
+    drop(stdout);
+    drop(stdin);
     if copied.is_err() {
+        let _ = child.kill();
         if let Some(name) = argv.iter().find_map(|a| a.strip_prefix("--name=")) {
             let mut remove = argv[..docker_head_len(argv)].to_vec();
             remove.extend(["rm".into(), "--force".into(), name.to_owned()]);
             let _ = docker::capture(&remove);
         }
-        let _ = child.kill();
     }
-    drop(stdout);
-    drop(stdin);
     let status = child.wait()?;
     let errors = errors.join().unwrap_or_default();
     let copied = copied?;
