@@ -106,6 +106,16 @@ pub struct Arguments {
     /// The docker context to use (passed to docker as `--context`).
     #[arg(long, value_name = "NAME")]
     pub context: Option<String>,
+    /// Where services run: `engine` (containers) or `swarm` (services and jobs of a Docker
+    /// Swarm); templates see it as `orchestrator`.
+    #[arg(
+        long,
+        value_enum,
+        env = "HOST_CONTAINER_ORCHESTRATOR",
+        default_value = "engine",
+        value_name = "WHICH"
+    )]
+    pub orchestrator: Orchestrator,
     /// Where `backup` writes archives and `restore` reads them
     /// [default: $HOST_CONTAINER_BACKUP_DIR or ./host_container-backups].
     #[arg(long, value_name = "DIR", value_hint = ValueHint::DirPath)]
@@ -145,6 +155,24 @@ pub struct Arguments {
     pub man: bool,
 }
 
+/// Where the modes' services run; the shipped modes choose their steps by it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Orchestrator {
+    /// Containers on the engine (`docker run`).
+    Engine,
+    /// Services and jobs of a Docker Swarm (`docker service create`).
+    Swarm,
+}
+
+impl Orchestrator {
+    pub fn name(self) -> &'static str {
+        match self {
+            Orchestrator::Engine => "engine",
+            Orchestrator::Swarm => "swarm",
+        }
+    }
+}
+
 /// Everything a run depends on, checked. Templates see these as variables.
 #[derive(Debug, Clone)]
 pub struct Invocation {
@@ -171,6 +199,7 @@ pub struct Invocation {
     /// The instance was made before object names doubled the `-` in their parts and keeps its
     /// names (see `plan::Names`).
     pub legacy_names: bool,
+    pub orchestrator: Orchestrator,
 }
 
 /// Names become parts of docker object names, which allow only these characters (and image
@@ -374,6 +403,7 @@ impl Invocation {
             backup_dir,
             force: args.force,
             legacy_names: false,
+            orchestrator: args.orchestrator,
         })
     }
 }

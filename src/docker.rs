@@ -78,6 +78,14 @@ pub fn no_such_container(output: &str) -> Option<&str> {
     rest.split_whitespace().next()
 }
 
+/// The swarm service docker's output says does not exist (`service inspect`, `service logs`).
+pub fn no_such_service(output: &str) -> Option<&str> {
+    let (_, rest) = output
+        .split_once("no such service: ")
+        .or_else(|| output.split_once("no such task or service: "))?;
+    rest.split_whitespace().next()
+}
+
 /// Lines of docker's output that say nothing about the user's build: the legacy builder's
 /// deprecation banner, and the LABEL steps that the `--label` options of our builds add (one
 /// step of four lines per label).
@@ -144,7 +152,7 @@ pub fn unreachable(captured: &Captured) -> Option<anyhow::Error> {
 /// An object found by the probe.
 #[derive(Debug, Clone, Default)]
 pub struct Object {
-    /// image, volume or container.
+    /// image, volume, container or service.
     pub kind: &'static str,
     /// The engine's id (images and containers; empty for volumes).
     pub id: String,
@@ -153,6 +161,8 @@ pub struct Object {
     /// Paused containers also say `running`; an interrupted backup can leave a daemon so.
     pub paused: bool,
     pub started_at: String,
+    /// A swarm service's current spec, as far as an update in place needs it.
+    pub service: Option<crate::swarm::ServiceSpec>,
 }
 
 impl Object {
@@ -320,6 +330,22 @@ fn inspect_batch(head: &[String], names: &[String]) -> anyhow::Result<HashMap<St
                         .and_then(Json::as_str)
                         .unwrap_or_default()
                         .to_owned(),
+                    ..Object::default()
+                },
+            );
+        } else if let Some((name, spec)) = crate::swarm::parse_service(object) {
+            found.insert(
+                name,
+                Object {
+                    kind: "service",
+                    id: object
+                        .get("ID")
+                        .and_then(Json::as_str)
+                        .unwrap_or_default()
+                        .to_owned(),
+                    labels: labels(crate::swarm::service_labels(object)),
+                    service: Some(spec),
+                    ..Object::default()
                 },
             );
         }

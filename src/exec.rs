@@ -449,6 +449,12 @@ fn stop_running(plan: &Plan, running: &[(usize, Running)], events: &Receiver<Eve
             remove.extend(["rm".to_owned(), "--force".to_owned(), name]);
             let _ = docker::capture(&remove);
         }
+        let head = docker_head_len(&step.argv);
+        if let Some(job) = crate::swarm::job_name(&step.argv[head..]) {
+            let mut remove = step.argv[..head].to_vec();
+            remove.extend(["service".to_owned(), "rm".to_owned(), job]);
+            let _ = docker::capture(&remove);
+        }
         signal_all(pids, libc::SIGTERM);
     }
     let deadline = Instant::now() + STOP_GRACE;
@@ -675,6 +681,10 @@ fn run_step(
     for before in &step.before {
         run_captured(step, before, pids)?;
     }
+    let head = docker_head_len(&step.argv);
+    if let Some(job) = crate::swarm::job_name(&step.argv[head..]) {
+        return run_job(step, &job, pids, collect);
+    }
     let (code, tail, stdout) = run_main(step, pids, collect)?;
     let cases = parse_cases(&stdout);
     if code != Some(0) {
@@ -707,6 +717,19 @@ fn run_step(
                 step.uses_images.join(", ")
             );
         }
+        if let Some(name) = docker::no_such_service(&tail_text).filter(|_| !is_job) {
+            return Err(failure(
+                Kind::NotRunning,
+                code,
+                format!("no service `{name}`: it was never started, or it was stopped"),
+                Vec::new(),
+            ));
+        }
+        let removed = crate::swarm::removed_services(&step.argv[head..]);
+        if !removed.is_empty() && crate::swarm::only_not_found(&tail_text) {
+            // Like `rm --force`: a service that is not there is removed already.
+            return Ok(cases);
+        }
         if let Some(name) = docker::no_such_container(&tail_text).filter(|_| !is_job) {
             return Err(failure(
                 Kind::NotRunning,
@@ -730,6 +753,7 @@ fn run_step(
             kind,
         });
     }
+    services_gone(step)?;
     if let Some(ready) = &step.ready {
         crate::exec::ready::wait(step, ready, pids)?;
     }
@@ -741,6 +765,92 @@ fn run_step(
         run_captured(step, after, pids)?;
     }
     Ok(cases)
+}
+
+/// After a `service rm`, waits until swarm removed the tasks' containers: a stopped daemon is
+/// gone, and its volumes can be removed by the next step.
+fn services_gone(step: &Step) -> Result<(), Failure> {
+    let head = docker_head_len(&step.argv);
+    let removed = crate::swarm::removed_services(&step.argv[head..]);
+    if removed.is_empty() {
+        return Ok(());
+    }
+    crate::swarm::clear_removed(
+        &step.argv[..head],
+        &removed,
+        ready::POLL,
+        Duration::from_secs(60),
+    )
+    .map_err(|e| {
+        failure(
+            Kind::StepFailed,
+            None,
+            format!("step `{}`: {e:#}", step.id),
+            vec![],
+        )
+    })
+}
+
+/// A job service: created, waited for, its output shown (the step's first `after` command,
+/// `service logs`), removed (the others), and its tasks' exit code passed on like a `docker run`
+/// of `single` would.
+fn run_job(step: &Step, name: &str, pids: &Running, collect: bool) -> Result<Vec<Case>, Failure> {
+    run_captured(step, &step.argv, pids)?;
+    let head = &step.argv[..docker_head_len(&step.argv)];
+    let ended = crate::swarm::wait_for_job(head, name, ready::POLL);
+    let shown = match (&ended, step.after.first()) {
+        (Ok(_), Some(logs)) => {
+            let mut show = step.clone();
+            show.argv = logs.clone();
+            show.raw_args.clear();
+            run_main(&show, pids, collect).map(|(_, _, stdout)| stdout)
+        }
+        _ => Ok(Vec::new()),
+    };
+    let removed: Result<Vec<()>, Failure> = step
+        .after
+        .iter()
+        .skip(1)
+        .map(|argv| {
+            run_captured(step, argv, pids)?;
+            let mut shown = step.clone();
+            shown.argv = argv.clone();
+            services_gone(&shown)
+        })
+        .collect();
+    let end = ended.map_err(|e| {
+        failure(
+            Kind::StepFailed,
+            None,
+            format!("step `{}`: {e:#}", step.id),
+            vec![],
+        )
+    })?;
+    let stdout = shown?;
+    removed?;
+    if let Some(error) = end.error {
+        return Err(failure(
+            Kind::StepFailed,
+            None,
+            format!(
+                "step `{}`: the job service `{name}` did not run: {error}",
+                step.id
+            ),
+            Vec::new(),
+        ));
+    }
+    let cases = parse_cases(&stdout);
+    if end.code == 0 {
+        return Ok(cases);
+    }
+    Err(Failure {
+        cases,
+        code: Some(end.code),
+        message: format!("step `{}` failed with exit code {}", step.id, end.code),
+        tail: last_lines(&stdout.join("\n")),
+        seconds: 0.0,
+        kind: Kind::StepFailed,
+    })
 }
 
 /// `, publishing …` with the addresses docker published the container's ports on, if any.
@@ -1051,9 +1161,15 @@ pub mod ready {
 
     /// The pause between two readiness checks: short enough to return soon after the daemon
     /// is up, long enough not to load the engine.
-    const POLL: Duration = Duration::from_millis(200);
+    pub(super) const POLL: Duration = Duration::from_millis(200);
 
     pub fn wait(step: &Step, ready: &Ready, _pids: &Running) -> Result<(), Failure> {
+        let head_len = docker_head_len(&step.argv);
+        if let Some(service) = crate::swarm::service_name(&step.argv[head_len..])
+            .or_else(|| update_target(&step.argv[head_len..]))
+        {
+            return service_ready(step, ready, &service);
+        }
         let Some(name) = super::container_name(&step.argv) else {
             return Ok(());
         };
@@ -1098,6 +1214,54 @@ pub mod ready {
                     &head,
                     &name,
                     &format!("it did not become ready within {} s", ready.timeout),
+                ));
+            }
+            std::thread::sleep(POLL);
+        }
+    }
+
+    /// The service a `service update` argv (after the docker head) updates: its last argument.
+    fn update_target(args: &[String]) -> Option<String> {
+        (args.first()? == "service" && args.get(1)? == "update")
+            .then(|| args.last().cloned())
+            .flatten()
+    }
+
+    /// A service is ready once it runs all its replicas and no rolling update is under way
+    /// (and `tcp`, when given, answers). `command` is not run: a task may be on any node.
+    fn service_ready(step: &Step, ready: &Ready, name: &str) -> Result<(), Failure> {
+        let head = step.argv[..docker_head_len(&step.argv)].to_vec();
+        let timeout = Duration::from_secs(ready.timeout.min(crate::mode::MAX_READY_TIMEOUT));
+        let deadline = Instant::now() + timeout;
+        loop {
+            let state = crate::swarm::service_ready(&head, name);
+            let tcp_ok = ready
+                .tcp
+                .as_ref()
+                .is_none_or(|address| port_answers(address));
+            let why = match state {
+                Ok(()) if tcp_ok => return Ok(()),
+                Ok(()) => "its port does not answer".to_owned(),
+                Err(why) => why,
+            };
+            if Instant::now() >= deadline {
+                let mut ps = head.clone();
+                ps.extend(
+                    ["service", "ps", "--no-trunc", name]
+                        .iter()
+                        .map(|a| (*a).to_owned()),
+                );
+                let tail = docker::capture(&ps)
+                    .map(|c| super::last_lines(&c.stdout))
+                    .unwrap_or_default();
+                return Err(super::failure(
+                    Kind::NotReady,
+                    None,
+                    format!(
+                        "step `{}`: service `{name}` did not become ready within {} s: {why}",
+                        step.id, ready.timeout
+                    ),
+                    tail,
                 ));
             }
             std::thread::sleep(POLL);

@@ -28,6 +28,7 @@ pub mod print;
 pub mod record;
 pub mod safe_fs;
 pub mod state;
+pub mod swarm;
 pub mod tar_entries;
 pub mod template;
 pub mod upload;

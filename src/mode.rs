@@ -133,6 +133,11 @@ pub struct DoneSpec {
     #[serde(default, deserialize_with = "given")]
     #[schemars(with = "Option<String>")]
     pub stamp: Option<Option<String>>,
+    /// A swarm service of this name with the step's fingerprint label; a stale one is updated
+    /// in place (`docker service update`), never removed and created again.
+    #[serde(default, deserialize_with = "given")]
+    #[schemars(with = "Option<String>")]
+    pub service: Option<Option<String>>,
 }
 
 /// A key that is present, even with a null value.
@@ -148,6 +153,7 @@ impl DoneSpec {
             ("volume", &self.volume),
             ("container", &self.container),
             ("stamp", &self.stamp),
+            ("service", &self.service),
         ]
         .into_iter()
         .filter_map(|(kind, name)| Some((kind, name.as_ref()?.as_deref())))
@@ -256,6 +262,7 @@ pub enum Done {
     Volume(String),
     Container(String),
     Stamp(String),
+    Service(String),
 }
 
 impl Done {
@@ -265,12 +272,17 @@ impl Done {
             Done::Volume(_) => "volume",
             Done::Container(_) => "container",
             Done::Stamp(_) => "stamp",
+            Done::Service(_) => "service",
         }
     }
 
     pub fn name(&self) -> &str {
         match self {
-            Done::Image(n) | Done::Volume(n) | Done::Container(n) | Done::Stamp(n) => n,
+            Done::Image(n)
+            | Done::Volume(n)
+            | Done::Container(n)
+            | Done::Stamp(n)
+            | Done::Service(n) => n,
         }
     }
 
@@ -283,6 +295,7 @@ impl Done {
             "image" => Done::Image(name),
             "volume" => Done::Volume(name),
             "container" => Done::Container(name),
+            "service" => Done::Service(name),
             _ => Done::Stamp(name),
         }
     }
@@ -538,7 +551,7 @@ fn check_needs(path: &Path, document: &Document<ModeFile>) -> anyhow::Result<()>
                 Kind::Config,
                 format!(
                     "step `{id}`: `done` takes exactly one of `image`, `volume`, `container`, \
-                     `stamp`"
+                     `stamp`, `service`"
                 ),
             )
             .at(path, &document.text, line, col)

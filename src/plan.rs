@@ -98,6 +98,10 @@ pub struct Step {
     /// `before` commands that come from the mode file rather than from the probe.
     #[serde(skip)]
     pub planned_before: Vec<Vec<String>>,
+    /// A `done: {service}` step's `service create` argv as planned: the probe may turn `argv`
+    /// into the `service update` of an existing service, and a later probe starts from this.
+    #[serde(skip)]
+    pub create_argv: Vec<String>,
     /// A question asked before the step runs (answered by `--yes`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub confirm: Option<String>,
@@ -408,6 +412,7 @@ pub const BUILTINS: &[&str] = &[
     "env",
     "tty",
     "run_id",
+    "orchestrator",
     "image",
     "names",
     "volumes",
@@ -516,6 +521,7 @@ fn base_context(
     put("tty", json!(invocation.tty));
     put("run_id", json!(invocation.run_id));
     put("base_image", json!(invocation.base_image));
+    put("orchestrator", json!(invocation.orchestrator.name()));
     put("image", json!(names.image));
     put("names", json!({"prefix": names.prefix}));
     put(
@@ -1069,6 +1075,7 @@ impl Compiler<'_> {
                     after,
                     archive,
                     planned_before,
+                    create_argv: Vec::new(),
                     interactive: spec.interactive,
                     output: spec.output,
                     uses_images,
@@ -1387,7 +1394,7 @@ fn creating_subcommand(args: &[String]) -> Option<usize> {
         (Some("build" | "run" | "create"), _) => Some(1),
         (Some("image"), Some("build"))
         | (Some("container"), Some("run" | "create"))
-        | (Some("volume" | "network"), Some("create")) => Some(2),
+        | (Some("volume" | "network" | "service"), Some("create")) => Some(2),
         _ => None,
     }
 }
@@ -1511,9 +1518,18 @@ fn finish_step(
         labels.push((format!("{LABEL_PREFIX}.record"), step.record.to_label()));
     }
     let head = docker_head_len(&step.argv);
+    let service = crate::swarm::is_service_create(&step.argv[head..]);
     if let Some(len) = creating_subcommand(&step.argv[head..]) {
         let at = head + len;
-        let inserted = label_args(&labels);
+        let mut inserted = label_args(&labels);
+        if service {
+            // The tasks' containers carry them too, so they are found like any other.
+            inserted.extend(
+                labels
+                    .iter()
+                    .map(|(key, value)| format!("--container-label={key}={value}")),
+            );
+        }
         for (index, _) in &mut step.raw_args {
             if *index >= at {
                 *index += inserted.len();
@@ -1543,6 +1559,20 @@ fn finish_step(
         step.before.extend(mark);
         labels.push((format!("{LABEL_PREFIX}.stamp"), "1".into()));
         step.after.extend([remove, create(&labels)]);
+    }
+    if service && step.done.as_ref().is_some_and(|d| d.kind == "service") {
+        step.create_argv = step.argv.clone();
+    }
+    if let Some(job) = crate::swarm::job_name(&step.argv[head..]) {
+        // A finished job service is shown, then removed; the executor waits for it in between.
+        let docker: Vec<String> = step.argv[..head].to_vec();
+        let mut logs = docker.clone();
+        logs.extend(["service", "logs", "--raw"].map(String::from));
+        logs.push(job.clone());
+        let mut remove = docker;
+        remove.extend(["service", "rm"].map(String::from));
+        remove.push(job);
+        step.after.extend([logs, remove]);
     }
     if step.done.as_ref().is_some_and(|d| d.kind == "image") {
         // A rebuild leaves the image it replaced untagged; prune removes it unless a container

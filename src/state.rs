@@ -254,7 +254,13 @@ pub fn apply(plan: &mut Plan, observed: &Observed) -> Vec<Error> {
             .filter(|(_, object)| !belongs_to(object, plan))
             .map(|(name, object)| foreign_removal(plan, &plan.steps[index], name, object))
             .collect();
+        let argv = service_argv(plan, index, observed, status);
         let step = &mut plan.steps[index];
+        if let Some(argv) = argv {
+            // Non-UTF-8 COMMAND bytes sit at positions of the create argv only.
+            step.raw_args.clear();
+            step.argv = argv;
+        }
         step.status = status;
         step.invalidates = invalidates;
         step.reason = reason;
@@ -373,6 +379,7 @@ fn decide(plan: &Plan, index: usize, observed: &Observed, conflicts: &mut Vec<Er
                 vec![],
             ),
         },
+        "service" => decide_service(step, kind_matches("service"), conflicts),
         _ => match kind_matches("container") {
             None => (
                 Status::Run,
@@ -457,6 +464,99 @@ fn decide(plan: &Plan, index: usize, observed: &Observed, conflicts: &mut Vec<Er
         }
     }
     (status, reason, before, invalidates)
+}
+
+/// A service step: created when missing, left alone when it runs this configuration, and
+/// otherwise updated in place (its argv then becomes a `service update`, see `service_argv`).
+fn decide_service(
+    step: &crate::plan::Step,
+    found: Option<&Object>,
+    conflicts: &mut Vec<Error>,
+) -> (Status, String, Vec<Vec<String>>) {
+    let Some(done) = &step.done else {
+        return (Status::Run, String::new(), vec![]);
+    };
+    let version = |o: &Object| o.service.as_ref().map_or(0, |s| s.version);
+    match found {
+        None => (
+            Status::Run,
+            format!("service `{}` does not exist", done.name),
+            vec![],
+        ),
+        Some(o) if !o.is_ours() => {
+            conflicts.push(
+                Error::new(
+                    Kind::Conflict,
+                    format!(
+                        "service name `{}` is taken by a service host_container did not create",
+                        done.name
+                    ),
+                )
+                .note("remove or rename that service, or pick another --instance"),
+            );
+            (
+                Status::Run,
+                format!(
+                    "CONFLICT: `{}` exists and was not created by host_container",
+                    done.name
+                ),
+                vec![],
+            )
+        }
+        Some(o) if o.fingerprint() != Some(step.fingerprint.as_str()) => (
+            Status::Run,
+            format!(
+                "service `{}` (version {}) runs an older configuration (fingerprint {} differs \
+                 from the recorded {}): updated in place",
+                done.name,
+                version(o),
+                step.fingerprint,
+                o.fingerprint().unwrap_or("(none)")
+            ),
+            vec![],
+        ),
+        Some(o) => (
+            Status::Skip,
+            format!(
+                "service `{}` already runs the same configuration (version {})",
+                done.name,
+                version(o)
+            ),
+            vec![],
+        ),
+    }
+}
+
+/// The argv a service step runs: its `service create` when the service is missing, else the
+/// `service update` that brings the existing one to this configuration (forced when only a
+/// needed step runs, so that its tasks restart on what that step rebuilt). None for other steps.
+fn service_argv(
+    plan: &Plan,
+    index: usize,
+    observed: &Observed,
+    status: Status,
+) -> Option<Vec<String>> {
+    let step = &plan.steps[index];
+    let done = step.done.as_ref().filter(|d| d.kind == "service")?;
+    if step.create_argv.is_empty() {
+        return None;
+    }
+    let spec = observed
+        .get(&done.name)
+        .filter(|o| o.kind == "service" && o.is_ours())
+        .and_then(|o| o.service.as_ref());
+    let Some(spec) = spec.filter(|_| status == Status::Run) else {
+        return Some(step.create_argv.clone());
+    };
+    let head = docker_head_len(&step.create_argv);
+    let same = observed
+        .get(&done.name)
+        .and_then(Object::fingerprint)
+        .is_some_and(|f| f == step.fingerprint);
+    let update = crate::swarm::update_args(&step.create_argv[head..], spec, same)?;
+    let mut argv = step.create_argv[..head].to_vec();
+    argv.extend(update);
+    Some(argv)
 }
 
 /// `docker rm --force NAME`: how a stale or stopped container makes way for its replacement.
