@@ -498,6 +498,36 @@ fn snapshots_of_every_shipped_mode_in_every_format() {
     }
 }
 
+/// On a swarm the shipped modes run services and job services; the plan shows every
+/// `docker service …` command, and `HOST_CONTAINER_ORCHESTRATOR` chooses like the option.
+#[test]
+fn snapshots_of_the_swarm_modes() {
+    for mode in ["daemon", "single", "status", "logs", "stop", "purge"] {
+        let sandbox = Sandbox::new();
+        let output = sandbox
+            .command()
+            .env("USER", "tester")
+            .env("HOST_CONTAINER_ORCHESTRATOR", "swarm")
+            .args(["--plan", "--offline", "--run-id", "snap"])
+            .args(["--set", "registry=registry.invalid:5000"])
+            .args(["python", "minimal", mode])
+            .output()
+            .expect("run");
+        expect_code(&output, 0);
+        let text = normalize(&sandbox, &stdout(&output));
+        assert!(text.contains("docker service "), "{mode}: {text}");
+        insta::assert_snapshot!(format!("plan_swarm_{mode}"), text);
+    }
+    let sandbox = Sandbox::new();
+    let output = sandbox
+        .command()
+        .args(["--orchestrator", "kubernetes", "--plan", "--offline"])
+        .args(["python", "minimal", "daemon"])
+        .output()
+        .expect("run");
+    expect_code(&output, 64);
+}
+
 /// Checks the JUnit shape CI servers read and returns (name, failure message) per test case.
 pub fn junit_cases(xml: &str) -> Vec<(String, Option<String>)> {
     let document = roxmltree::Document::parse(xml).expect("well-formed XML");
