@@ -44,7 +44,7 @@ pub fn removal_targets(step: &Step) -> Vec<&String> {
     let words: Vec<&str> = args.iter().take(2).map(String::as_str).collect();
     let skip = match words.as_slice() {
         ["rm" | "rmi", ..] => 1,
-        ["container" | "volume" | "image", "rm"] => 2,
+        ["container" | "volume" | "image" | "service", "rm"] => 2,
         _ => args.len(),
     };
     let mut targets: Vec<&String> = args

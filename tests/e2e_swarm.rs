@@ -19,7 +19,7 @@ use support::{expect_code, stderr, stdout, Sandbox};
 const BASE_IMAGE: &str = "hc-test-base:bookworm";
 const LABEL: &str = "org.docker-meta.host_container";
 const INSTANCE: &str = "swarm-e2e";
-const DAEMON: &str = "hc-python-minimal-swarm-e2e-daemon";
+const DAEMON: &str = "hc-python-minimal-swarm--e2e-daemon";
 
 fn skip(why: &str) {
     if std::env::var_os("CI").is_some() {
