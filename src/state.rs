@@ -176,7 +176,10 @@ pub fn stop_orphans(plan: &Plan, selected: &[bool]) -> anyhow::Result<()> {
         .filter(|(s, selected)| {
             **selected
                 && s.status == Status::Run
-                && s.done.as_ref().is_none_or(|d| d.kind != "container")
+                // A service's task containers are swarm's: an update replaces them in turn.
+                && s.done
+                    .as_ref()
+                    .is_none_or(|d| d.kind != "container" && d.kind != "service")
         })
         .map(|(s, _)| s.id.as_str())
         .collect();
