@@ -300,11 +300,13 @@ fn what_changed(step: &Step, object: &Object) -> String {
         .map(|old| record::changes(&old, &step.record))
         .unwrap_or_default();
     if changes.is_empty() {
-        format!(
-            "fingerprint {} differs from the recorded {}",
-            step.fingerprint,
-            object.fingerprint().unwrap_or("(none)")
-        )
+        match object.fingerprint() {
+            Some(recorded) => format!(
+                "fingerprint {} differs from the recorded {recorded}",
+                step.fingerprint
+            ),
+            None => format!("fingerprint {}, none recorded", step.fingerprint),
+        }
     } else {
         record::describe(&changes)
     }
@@ -367,7 +369,7 @@ fn decide(plan: &Plan, index: usize, observed: &Observed, conflicts: &mut Vec<Er
         "stamp" => match kind_matches("volume") {
             None => (
                 Status::Run,
-                format!("not done yet (no stamp `{}`)", done.name),
+                format!("not done yet: no stamp `{}`", done.name),
                 vec![],
             ),
             Some(o) if o.labels.contains_key(UNFINISHED_LABEL) => {
@@ -378,7 +380,7 @@ fn decide(plan: &Plan, index: usize, observed: &Observed, conflicts: &mut Vec<Er
             }
             Some(_) => (
                 Status::Skip,
-                format!("done and up to date (stamp `{}`)", done.name),
+                format!("done and up to date: stamp `{}`", done.name),
                 vec![],
             ),
         },
@@ -419,7 +421,7 @@ fn decide(plan: &Plan, index: usize, observed: &Observed, conflicts: &mut Vec<Er
                     (
                         Status::Run,
                         format!(
-                            "container `{}` is paused (an interrupted backup leaves it so): re-created",
+                            "container `{}` is paused, as an interrupted backup leaves it: re-created",
                             done.name
                         ),
                         vec![remove],
@@ -437,7 +439,7 @@ fn decide(plan: &Plan, index: usize, observed: &Observed, conflicts: &mut Vec<Er
                     (
                         Status::Skip,
                         format!(
-                            "container `{}` is already running with the same configuration (since {})",
+                            "container `{}` is already running with the same configuration, since {}",
                             done.name, o.started_at
                         ),
                         vec![],
