@@ -1,13 +1,31 @@
 #!/usr/bin/env bash
-# Builds a python base image (Debian bookworm's Python 3.11) from Debian packages, for machines
-# that cannot pull images:
-#   scripts/debian-base-image.sh [IMAGE]        (default IMAGE: host_container-base:bookworm)
+# Builds a language's base image from Debian bookworm packages, for machines that cannot pull
+# images:
+#   scripts/debian-base-image.sh [IMAGE [LANGUAGE]]
+#     LANGUAGE python (default): python3 (3.11), venv and pip; default IMAGE host_container-base:bookworm
+#     LANGUAGE node:             nodejs (18) and npm;          default IMAGE host_container-node-base:bookworm
 # then: HOST_CONTAINER_BASE_IMAGE=IMAGE host_container python minimal single
+#  or:  HOST_CONTAINER_NODE_BASE_IMAGE=IMAGE host_container node plain single
 # Uses the machine's own apt sources through mmdebstrap, installed with apt-get when it is missing
 # and we are root (otherwise the exact command to run is printed).
 # Does nothing when IMAGE already exists.
 set -euo pipefail
-image=${1:-host_container-base:bookworm}
+language=${2:-python}
+case "$language" in
+  python)
+    packages=python3,python3-venv,python3-pip
+    default_image=host_container-base:bookworm
+    ;;
+  node)
+    packages=nodejs,npm
+    default_image=host_container-node-base:bookworm
+    ;;
+  *)
+    echo "unknown language '$language': python or node" >&2
+    exit 64
+    ;;
+esac
+image=${1:-$default_image}
 if docker image inspect "$image" >/dev/null 2>&1; then
   exit 0
 fi
@@ -25,6 +43,6 @@ if ! command -v mmdebstrap >/dev/null; then
 fi
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-mmdebstrap --quiet --variant=apt --include=python3,python3-venv,python3-pip bookworm "$work/rootfs.tar"
+mmdebstrap --quiet --variant=apt --include="$packages" bookworm "$work/rootfs.tar"
 docker import "$work/rootfs.tar" "$image" >/dev/null
 echo "built $image"

@@ -12,9 +12,6 @@ use indexmap::IndexMap;
 
 use crate::error::{fail, Kind};
 
-/// The public python image the shipped Dockerfiles build on unless told otherwise.
-pub const DEFAULT_BASE_IMAGE: &str = "python:3.12-slim";
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Format {
     Text,
@@ -28,6 +25,8 @@ pub enum SchemaName {
     Mode,
     /// The JSON plan printed by `--plan --format json`.
     Plan,
+    /// A language's settings (`<language>/config/language.yaml`).
+    Language,
 }
 
 const AFTER_HELP: &str = "\
@@ -42,7 +41,11 @@ Examples:
   echo 'python -V' | host_container python minimal bash
 
 Environment:
-  HOST_CONTAINER_BASE_IMAGE  base image of the shipped Dockerfiles (default python:3.12-slim)
+  HOST_CONTAINER_<LANGUAGE>_<KEY>
+                             a variable of that language's language.yaml, e.g.
+                             HOST_CONTAINER_NODE_BASE_IMAGE (`--set KEY=VALUE` wins over it)
+  HOST_CONTAINER_BASE_IMAGE  the base image of every language whose own one is unset
+                             (defaults: python:3.12-slim for python, node:22-slim for node)
   UPGRADE                    when set (not empty, 0, false, no or off), `upgrade` runs before
                              every mode that requires it
   DOCKER_HOST, DOCKER_CONTEXT are passed on to docker
@@ -192,7 +195,6 @@ pub struct Invocation {
     pub cwd: String,
     pub tty: bool,
     pub run_id: String,
-    pub base_image: String,
     pub backup_dir: PathBuf,
     /// `--force`: a backup may replace an existing one.
     pub force: bool,
@@ -353,15 +355,6 @@ impl Invocation {
             Ok(dir) => utf8_path("the current directory", dir)?,
             Err(_) => "/".into(),
         };
-        let base_image = sets
-            .get("base_image")
-            .cloned()
-            .or_else(|| {
-                env.get("HOST_CONTAINER_BASE_IMAGE")
-                    .filter(|v| !v.is_empty())
-                    .cloned()
-            })
-            .unwrap_or_else(|| DEFAULT_BASE_IMAGE.to_owned());
         let backup_dir = args
             .backup_dir
             .clone()
@@ -399,7 +392,6 @@ impl Invocation {
             cwd,
             tty: std::io::stdin().is_terminal() && std::io::stdout().is_terminal(),
             run_id,
-            base_image,
             backup_dir,
             force: args.force,
             legacy_names: false,

@@ -131,17 +131,20 @@ impl Layers {
     }
 
     /// The file defining `mode` for a language and variant. Layer priority comes first; inside
-    /// one layer the variant's own file beats the generic one.
+    /// one layer the variant's own file beats the language's, which beats the shared one.
     pub fn mode_file(&self, language: &str, variant: &str, mode: &str) -> Option<Found> {
         // A mode is a name wherever it comes from (`requires` too), never a path out of a layer.
         if crate::cli::check_mode_name(mode).is_err() {
             return None;
         }
         let file = format!("host_base_{mode}.yaml");
-        let specific = Path::new(language).join("config").join(variant).join(&file);
-        let generic = Path::new("config").join(&file);
+        let candidates: Vec<PathBuf> = mode_dirs(language, variant)
+            .into_iter()
+            .rev()
+            .map(|dir| dir.join(&file))
+            .collect();
         self.layers.iter().rev().find_map(|layer| {
-            [&specific, &generic].into_iter().find_map(|relative| {
+            candidates.iter().find_map(|relative| {
                 let path = layer.root.join(relative);
                 path.is_file().then(|| Found {
                     path,
@@ -156,11 +159,8 @@ impl Layers {
     pub fn modes(&self, language: &str, variant: &str) -> Vec<String> {
         let mut modes = BTreeSet::new();
         for layer in &self.layers {
-            for dir in [
-                layer.root.join("config"),
-                layer.root.join(language).join("config").join(variant),
-            ] {
-                for name in entries(&dir) {
+            for dir in mode_dirs(language, variant) {
+                for name in entries(&layer.root.join(dir)) {
                     if let Some(mode) = name
                         .strip_prefix("host_base_")
                         .and_then(|rest| rest.strip_suffix(".yaml"))
@@ -238,6 +238,16 @@ impl Layers {
             }
         }
     }
+}
+
+/// Where mode files live inside a layer, the shared directory first, the most specific last.
+fn mode_dirs(language: &str, variant: &str) -> [PathBuf; 3] {
+    let language_dir = Path::new(language).join("config");
+    [
+        PathBuf::from("config"),
+        language_dir.clone(),
+        language_dir.join(variant),
+    ]
 }
 
 fn entries(dir: &Path) -> Vec<String> {
@@ -386,10 +396,10 @@ pub fn hex(bytes: &[u8]) -> String {
     out
 }
 
-/// Builtin files that must be executable inside containers (scripts mounted at /data).
-fn builtin_is_executable(path: &Path) -> bool {
-    path.components().any(|c| c.as_os_str() == "hosts")
-        && path.extension().is_none_or(|e| e != "txt")
+/// Builtin files that must be executable inside containers: the scripts mounted at /data, told
+/// apart from the data files next to them (`requirements.txt`, `package.json`) by their `#!`.
+fn builtin_is_executable(path: &Path, contents: &[u8]) -> bool {
+    path.components().any(|c| c.as_os_str() == "hosts") && contents.starts_with(b"#!")
 }
 
 fn builtin_entries() -> Vec<TreeEntry> {
@@ -399,7 +409,7 @@ fn builtin_entries() -> Vec<TreeEntry> {
         pending.extend(dir.dirs());
         for file in dir.files() {
             let path = file.path().to_owned();
-            let mode = if builtin_is_executable(&path) {
+            let mode = if builtin_is_executable(&path, file.contents()) {
                 0o755
             } else {
                 0o644

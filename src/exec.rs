@@ -262,11 +262,13 @@ fn finish(plan: &Plan, outcomes: &[Outcome]) -> anyhow::Result<u8> {
         ));
     }
     if failure.kind == Kind::BaseImageMissing {
-        error = error.note(
-            "pick a base image the engine has with `--set base_image=IMAGE` or \
-             HOST_CONTAINER_BASE_IMAGE=IMAGE; scripts/debian-base-image.sh IMAGE builds one from \
-             Debian packages",
-        );
+        let language = &plan.language;
+        error = error.note(format!(
+            "pick a base image the engine has with `--set base_image=IMAGE`, {}=IMAGE or \
+             HOST_CONTAINER_BASE_IMAGE=IMAGE; scripts/debian-base-image.sh IMAGE {language} \
+             builds one from Debian packages",
+            crate::language::env_name(language, crate::language::BASE_IMAGE)
+        ));
     }
     let blocked: Vec<&str> = plan
         .steps

@@ -4,7 +4,7 @@
 //! The data flow, one module per stage:
 //!
 //! ```text
-//! cli (argv → Invocation) → config (layers) → mode (files) → template (render)
+//! cli (argv → Invocation) → config (layers) → language, mode (files) → template (render)
 //!     → plan (DAG of steps) → state (probe the engine) → print | exec
 //! ```
 //!
@@ -21,6 +21,7 @@ pub mod engine_lock;
 pub mod error;
 pub mod exec;
 pub mod junit;
+pub mod language;
 pub mod memory;
 pub mod mode;
 pub mod plan;
@@ -110,6 +111,7 @@ fn run_arguments(args: &Arguments) -> anyhow::Result<u8> {
         let schema = match which {
             SchemaName::Mode => mode::schema_json(),
             SchemaName::Plan => plan::schema_json(),
+            SchemaName::Language => language::schema_json(),
         };
         write_out(&mut stdout, &schema)?;
         return Ok(0);
@@ -137,7 +139,8 @@ fn run_arguments(args: &Arguments) -> anyhow::Result<u8> {
             (Some(_), Some(_)) => Some(&in_layers),
             _ => None,
         };
-        let report = validate::validate_files(&args.validate, &sets, compile)?;
+        let language_vars = language::all_names(&layers)?;
+        let report = validate::validate_files(&args.validate, &sets, &language_vars, compile)?;
         write_out(&mut std::io::stdout().lock(), &report)?;
         return Ok(0);
     }

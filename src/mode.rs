@@ -63,9 +63,10 @@ pub struct StepSpec {
     /// terminal and `--yes` the run is refused.
     #[serde(default)]
     pub confirm: Option<String>,
-    /// Files or directories (templates) whose content feeds the step's fingerprint.
+    /// Files or directories (templates) whose content feeds the step's fingerprint;
+    /// `{splat: EXPR}` adds each item of a list, e.g. from a language's variable.
     #[serde(default)]
-    pub inputs: Vec<String>,
+    pub inputs: Vec<Arg>,
     /// A condition (a template expression); when false, the step is left out.
     #[serde(default)]
     pub when: Option<String>,
@@ -202,20 +203,20 @@ impl StepSpec {
         if let Some(when) = &self.when {
             fields.push(field(at(&["when"]), when, true));
         }
-        for (index, arg) in self.docker.iter().enumerate() {
-            let path = at(&["docker", &index.to_string()]);
-            fields.push(match arg {
-                Arg::Text(text) => field(path, text, false),
-                Arg::Splat { splat } => field(path, splat, true),
-            });
+        for (key, args) in [("docker", &self.docker), ("inputs", &self.inputs)] {
+            for (index, arg) in args.iter().enumerate() {
+                let path = at(&[key, &index.to_string()]);
+                fields.push(match arg {
+                    Arg::Text(text) => field(path, text, false),
+                    Arg::Splat { splat } => field(path, splat, true),
+                });
+            }
         }
         if let Some((kind, name)) = self.done.as_ref().and_then(DoneSpec::given) {
             fields.push(field(at(&["done", kind]), name, false));
         }
-        for (key, list) in [("inputs", &self.inputs), ("uses_images", &self.uses_images)] {
-            for (index, text) in list.iter().enumerate() {
-                fields.push(field(at(&[key, &index.to_string()]), text, false));
-            }
+        for (index, text) in self.uses_images.iter().enumerate() {
+            fields.push(field(at(&["uses_images", &index.to_string()]), text, false));
         }
         if let Some(ready) = &self.ready {
             for (index, arg) in ready.command.iter().enumerate() {

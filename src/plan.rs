@@ -392,6 +392,8 @@ pub struct Compiler<'a> {
     layers: &'a Layers,
     docker_context: Option<&'a str>,
     base_context: serde_json::Map<String, serde_json::Value>,
+    /// The language's variables (after the environment), which a mode's `vars` may not replace.
+    language_vars: IndexMap<String, crate::language::Var>,
     loaded: IndexMap<String, LoadedMode>,
     decisions: Vec<ModeDecision>,
 }
@@ -427,11 +429,15 @@ pub fn compile(
     layers: &Layers,
     docker_context: Option<&str>,
 ) -> anyhow::Result<Plan> {
+    check_language_variant(layers, &invocation.language, &invocation.variant)?;
+    let settings = crate::language::load(layers, &invocation.language, Some(&invocation.variant))?
+        .with_env(&invocation.language, &invocation.env);
     let mut compiler = Compiler {
         invocation,
         layers,
         docker_context,
-        base_context: base_context(invocation, layers)?,
+        base_context: base_context(invocation, layers, &settings.vars)?,
+        language_vars: settings.vars,
         loaded: IndexMap::new(),
         decisions: Vec::new(),
     };
@@ -474,9 +480,9 @@ pub fn check_language_variant(
 fn base_context(
     invocation: &Invocation,
     layers: &Layers,
+    language_vars: &IndexMap<String, crate::language::Var>,
 ) -> anyhow::Result<serde_json::Map<String, serde_json::Value>> {
     use serde_json::json;
-    check_language_variant(layers, &invocation.language, &invocation.variant)?;
     let names = Names::of(invocation);
     let mut paths = serde_json::Map::new();
     for (key, kind) in [("hosts", "hosts"), ("services", "services")] {
@@ -520,7 +526,6 @@ fn base_context(
     put("env", json!(invocation.env));
     put("tty", json!(invocation.tty));
     put("run_id", json!(invocation.run_id));
-    put("base_image", json!(invocation.base_image));
     put("orchestrator", json!(invocation.orchestrator.name()));
     put("image", json!(names.image));
     put("names", json!({"prefix": names.prefix}));
@@ -541,6 +546,9 @@ fn base_context(
     put("paths", serde_json::Value::Object(paths));
     put("layers", json!(layer_list));
     put("set", json!(invocation.sets));
+    for (key, var) in language_vars {
+        context.insert(key.clone(), json!(var.value));
+    }
     for (key, value) in &invocation.sets {
         if BUILTINS.contains(&key.as_str()) {
             return fail(
@@ -582,7 +590,7 @@ impl Compiler<'_> {
         context.insert("mode".into(), serde_json::json!(mode.name));
         for (key, value) in &mode.document.value.vars {
             if BUILTINS.contains(&key.as_str())
-                || key == "base_image"
+                || key == crate::language::BASE_IMAGE
                 || template::FUNCTIONS.contains(&key.as_str())
             {
                 let at = mode.document.positions().key(&["vars", key]);
@@ -592,6 +600,26 @@ impl Compiler<'_> {
                         format!("vars: `{key}` is a built-in name and cannot be replaced"),
                         at,
                     )
+                    .into());
+            }
+            if let Some(var) = self.language_vars.get(key) {
+                let at = mode.document.positions().key(&["vars", key]);
+                let language = &self.invocation.language;
+                return Err(mode
+                    .error_at(
+                        Kind::Config,
+                        format!(
+                            "vars: `{key}` is a variable of the language {language} (from {}); \
+                             every mode must see the same value",
+                            var.origin
+                        ),
+                        at,
+                    )
+                    .note(format!(
+                        "change it in {language}/config/language.yaml, with --set {key}=… or \
+                         ${}",
+                        crate::language::env_name(language, key)
+                    ))
                     .into());
             }
             // A var is a template over the built-ins and the vars before it; `--set` wins.
@@ -829,6 +857,7 @@ impl Compiler<'_> {
         let mut excluded = Vec::new();
         // Per step: the mode it came from and each need's position in its file.
         let mut origins: Vec<(usize, String)> = Vec::new();
+        let mut input_origins: Vec<Vec<usize>> = Vec::new();
         let mut ids: HashMap<String, usize> = HashMap::new();
         let mut excluded_ids: HashSet<String> = HashSet::new();
         let included_modes: HashSet<&str> = self.loaded.keys().map(String::as_str).collect();
@@ -985,10 +1014,20 @@ impl Compiler<'_> {
                     None => None,
                 };
                 let mut inputs = Vec::new();
+                // Which entry of `inputs` each rendered input comes from, for errors.
+                let mut input_entries = Vec::new();
                 for (index, input) in spec.inputs.iter().enumerate() {
-                    let index = index.to_string();
-                    let path = ["steps", name.as_str(), "inputs", index.as_str()];
-                    inputs.push(renderer.render(input).map_err(|e| render_error(&path, e))?);
+                    let at = index.to_string();
+                    let path = ["steps", name.as_str(), "inputs", at.as_str()];
+                    match input {
+                        Arg::Text(text) => {
+                            inputs.push(renderer.render(text).map_err(|e| render_error(&path, e))?)
+                        }
+                        Arg::Splat { splat } => {
+                            inputs.extend(renderer.list(splat).map_err(|e| render_error(&path, e))?)
+                        }
+                    }
+                    input_entries.resize(inputs.len(), index);
                 }
                 let mut uses_images = Vec::new();
                 for (index, image) in spec.uses_images.iter().enumerate() {
@@ -1056,6 +1095,7 @@ impl Compiler<'_> {
                 };
                 ids.insert(id.clone(), steps.len());
                 origins.push((mode_index, name.clone()));
+                input_origins.push(input_entries);
                 steps.push(Step {
                     id,
                     mode: mode.name.clone(),
@@ -1240,7 +1280,7 @@ impl Compiler<'_> {
                 &plan_steps,
                 invocation,
                 &masks,
-                modes_input_error(&modes, &origins[index]),
+                modes_input_error(&modes, &origins[index], &input_origins[index]),
             )?;
             plan_steps.push(step);
         }
@@ -1299,10 +1339,11 @@ fn source_at<'a>(spec: &'a mode::StepSpec, path: &[&str]) -> Option<(&'a str, bo
 fn modes_input_error<'a>(
     modes: &'a [&'a LoadedMode],
     (mode_index, name): &'a (usize, String),
+    entries: &'a [usize],
 ) -> impl Fn(usize, String) -> anyhow::Error + 'a {
     move |index, message| {
         let mode = modes[*mode_index];
-        let index = index.to_string();
+        let index = entries.get(index).copied().unwrap_or(index).to_string();
         mode.error_at(
             Kind::Config,
             message,

@@ -29,7 +29,15 @@ pub fn list(layers: &Layers) -> String {
     let mut all_variants = Vec::new();
     out.push_str("\nlanguages and variants:\n");
     for language in layers.languages() {
-        let _ = writeln!(out, "  {language}");
+        let settings = crate::language::load(layers, &language, None).unwrap_or_default();
+        match settings.description.is_empty() {
+            true => {
+                let _ = writeln!(out, "  {language}");
+            }
+            false => {
+                let _ = writeln!(out, "  {language}  {}", settings.description);
+            }
+        }
         let variants = layers.variants(&language);
         let width = variants.iter().map(String::len).max().unwrap_or(0);
         for variant in variants {
@@ -114,24 +122,39 @@ fn read_mode_file(path: &Path) -> anyhow::Result<Vec<u8>> {
 pub type CompileInLayers<'a> = dyn Fn(&Path) -> anyhow::Result<()> + 'a;
 
 /// Checks each file: YAML, types, keys, `needs`, template syntax, and that every variable a
-/// template uses exists (a built-in, a `vars` entry, or a `--set`). Every error of every file is
-/// reported, not only the first; with `in_layers`, each file is also compiled into the plan its
-/// mode makes for a language and variant, which resolves `requires` and `needs` across layers.
+/// template uses exists (a built-in, a language's variable, a `vars` entry, or a `--set`). Every
+/// error of every file is reported, not only the first; with `in_layers`, each file is also
+/// compiled into the plan its mode makes for a language and variant, which resolves `requires`
+/// and `needs` across layers. A `language.yaml` is checked as a language's settings.
 pub fn validate_files(
     files: &[PathBuf],
     sets: &IndexMap<String, String>,
+    language_vars: &[String],
     in_layers: Option<&CompileInLayers<'_>>,
 ) -> anyhow::Result<String> {
     let mut out = String::new();
     let mut errors: Vec<String> = Vec::new();
     for file in files {
         let before = errors.len();
+        if file
+            .file_name()
+            .is_some_and(|n| n == crate::language::FILE_NAME)
+        {
+            match crate::language::load_file(file) {
+                Err(e) => errors.push(error_text(&e)),
+                Ok(document) => {
+                    let count = document.value.vars.len();
+                    let _ = writeln!(out, "{}: ok ({count} language variables)", file.display());
+                }
+            }
+            continue;
+        }
         let loaded = read_mode_file(file).and_then(|bytes| mode::load(file, &bytes));
         match loaded {
             Err(e) => errors.push(error_text(&e)),
             Ok(document) => {
                 errors.extend(
-                    check_templates(file, &document, sets)
+                    check_templates(file, &document, sets, language_vars)
                         .iter()
                         .map(|e| e.to_string()),
                 );
@@ -177,13 +200,14 @@ fn check_templates(
     file: &std::path::Path,
     document: &Document<ModeFile>,
     sets: &IndexMap<String, String>,
+    language_vars: &[String],
 ) -> Vec<Error> {
     let mut errors = Vec::new();
     let env = Environment::new();
     let mode = &document.value;
     let known = |name: &str| {
         BUILTINS.contains(&name)
-            || name == "base_image"
+            || language_vars.iter().any(|v| v == name)
             || FUNCTIONS.contains(&name)
             || mode.vars.contains_key(name)
             || sets.contains_key(name)
@@ -234,11 +258,14 @@ fn check_templates(
                 .iter()
                 .copied()
                 .chain(mode.vars.keys().map(String::as_str))
-                .chain(["base_image"]);
+                .chain(language_vars.iter().map(String::as_str));
             if let Some(s) = did_you_mean(name, candidates) {
                 error = error.note(format!("did you mean `{s}`?"));
             }
-            errors.push(error.note("define it under `vars:` or pass `--set NAME=VALUE`"));
+            errors.push(error.note(
+                "define it under `vars:`, in a language's config/language.yaml, or pass \
+                 `--set NAME=VALUE`",
+            ));
         }
     }
     errors

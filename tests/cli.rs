@@ -379,9 +379,11 @@ fn list_shows_languages_variants_and_modes() {
     expect_code(&output, 0);
     let text = stdout(&output);
     for expected in [
-        "python",
+        "  python  Python 3",
         "minimal",
         "web",
+        "  node  Node.js",
+        "plain  node with",
         "single",
         "Run the job script",
         "builtin",
@@ -1205,4 +1207,184 @@ exit 0
             .any(|a| a.starts_with("--label=org.docker-meta.host_container.step="))),
         "a step ran after Ctrl-C: {calls:?}"
     );
+}
+
+#[test]
+fn node_init_plan_snapshot() {
+    let sandbox = Sandbox::new();
+    let output = sandbox
+        .command()
+        .env("USER", "tester")
+        .args([
+            "--plan",
+            "--offline",
+            "--run-id",
+            "snap",
+            "node",
+            "plain",
+            "init",
+        ])
+        .output()
+        .expect("run");
+    expect_code(&output, 0);
+    insta::assert_snapshot!("plan_node_init_text", normalize(&sandbox, &stdout(&output)));
+}
+
+#[test]
+fn shared_modes_speak_no_language() {
+    let dir = support::repo_root().join("etc/docker_meta/host_container/config");
+    for entry in fs::read_dir(dir).expect("shared config") {
+        let path = entry.expect("entry").path();
+        let text = fs::read_to_string(&path).expect("read").to_lowercase();
+        let words: Vec<&str> = text
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .collect();
+        for word in [
+            "virtualenv",
+            "venv",
+            "pip",
+            "python",
+            "node",
+            "npm",
+            "node_modules",
+        ] {
+            assert!(
+                !words.contains(&word),
+                "{} names `{word}`: put it in a language's config",
+                path.display()
+            );
+        }
+        assert!(
+            !text.contains("requirements.txt") && !text.contains("package.json"),
+            "{} names a language's files",
+            path.display()
+        );
+    }
+}
+
+/// The value of `--build-arg=BASE_IMAGE=` in the offline init plan of `language variant`.
+fn planned_base_image(sandbox: &Sandbox, env: &[(&str, &str)], args: &[&str]) -> String {
+    let mut command = sandbox.command();
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    let output = command
+        .args(["--plan", "--offline", "--format", "json"])
+        .args(args)
+        .args(["init"])
+        .output()
+        .expect("run");
+    expect_code(&output, 0);
+    let plan: Value = serde_json::from_slice(&output.stdout).expect("plan JSON");
+    plan["steps"][0]["argv"]
+        .as_array()
+        .expect("argv")
+        .iter()
+        .filter_map(|a| a.as_str()?.strip_prefix("--build-arg=BASE_IMAGE="))
+        .map(str::to_owned)
+        .next()
+        .expect("a BASE_IMAGE build argument")
+}
+
+#[test]
+fn each_language_has_its_own_base_image_overridden_by_env_and_set() {
+    let sandbox = Sandbox::new();
+    let node = ["node", "plain"];
+    let python = ["python", "minimal"];
+    assert_eq!(planned_base_image(&sandbox, &[], &node), "node:22-slim");
+    assert_eq!(
+        planned_base_image(&sandbox, &[], &python),
+        "python:3.12-slim"
+    );
+    let shared = [("HOST_CONTAINER_BASE_IMAGE", "deb")];
+    assert_eq!(planned_base_image(&sandbox, &shared, &node), "deb");
+    let both = [
+        ("HOST_CONTAINER_BASE_IMAGE", "deb"),
+        ("HOST_CONTAINER_NODE_BASE_IMAGE", "deb-node"),
+    ];
+    assert_eq!(planned_base_image(&sandbox, &both, &node), "deb-node");
+    assert_eq!(planned_base_image(&sandbox, &both, &python), "deb");
+    let set = ["--set", "base_image=mine", "node", "plain"];
+    assert_eq!(planned_base_image(&sandbox, &both, &set), "mine");
+
+    // A layer changing one variable keeps the others of the layers below.
+    sandbox.write(
+        "layer/node/config/language.yaml",
+        "vars:\n  base_image: from-layer\n",
+    );
+    let layer = sandbox.path("layer").display().to_string();
+    let layered = ["--config-dir", &layer, "node", "plain"];
+    assert_eq!(planned_base_image(&sandbox, &[], &layered), "from-layer");
+    let output = sandbox
+        .command()
+        .args([
+            "--plan",
+            "--offline",
+            "--config-dir",
+            &layer,
+            "node",
+            "plain",
+            "single",
+        ])
+        .output()
+        .expect("run");
+    expect_code(&output, 0);
+    assert!(
+        stdout(&output).contains(":/node:ro"),
+        "data_mount kept: {}",
+        stdout(&output)
+    );
+}
+
+#[test]
+fn a_mode_cannot_redefine_a_language_variable() {
+    let sandbox = Sandbox::new();
+    sandbox.write(
+        "layer/config/host_base_mine.yaml",
+        "description: x\nvars:\n  data_mount: /elsewhere\nsteps:\n  s:\n    docker: [info]\n",
+    );
+    let output = sandbox
+        .command()
+        .arg("--config-dir")
+        .arg(sandbox.path("layer"))
+        .args(["--plan", "--offline", "node", "plain", "mine"])
+        .output()
+        .expect("run");
+    expect_code(&output, 65);
+    let text = stderr(&output);
+    assert!(
+        text.contains("`data_mount` is a variable of the language node")
+            && text.contains("host_base_mine.yaml:3:3")
+            && text.contains("HOST_CONTAINER_NODE_DATA_MOUNT"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_bad_language_file_is_an_error_at_its_position() {
+    let sandbox = Sandbox::new();
+    sandbox.write(
+        "layer/node/config/language.yaml",
+        "vars:\n  base_image: x\n  image: y\n",
+    );
+    let output = sandbox
+        .command()
+        .arg("--config-dir")
+        .arg(sandbox.path("layer"))
+        .args(["--plan", "--offline", "node", "plain", "init"])
+        .output()
+        .expect("run");
+    expect_code(&output, 65);
+    let text = stderr(&output);
+    assert!(
+        text.contains("`image` is a built-in variable") && text.contains("language.yaml:3:3"),
+        "{text}"
+    );
+    let validated = sandbox
+        .command()
+        .arg("--validate")
+        .arg(sandbox.path("layer/node/config/language.yaml"))
+        .output()
+        .expect("run");
+    expect_code(&validated, 65);
 }

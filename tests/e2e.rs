@@ -15,6 +15,8 @@ use support::{expect_code, stderr, stdout, Sandbox};
 
 /// The base image the tests build on, made from Debian packages.
 const BASE_IMAGE: &str = "hc-test-base:bookworm";
+/// node's base image, made from Debian's `nodejs` and `npm`.
+const NODE_BASE_IMAGE: &str = "hc-test-node-base:bookworm";
 const LABEL: &str = "org.docker-meta.host_container.instance";
 
 fn docker(args: &[&str]) -> Output {
@@ -46,26 +48,33 @@ fn engine_available() -> bool {
     })
 }
 
-/// Builds the base image from Debian packages unless it exists. The script installs mmdebstrap
+/// Builds a base image from Debian packages unless it exists. The script installs mmdebstrap
 /// when it is missing and we are root, and otherwise prints the command that does.
+fn ensure_image(image: &str, language: &str) {
+    if docker(&["image", "inspect", image]).status.success() {
+        return;
+    }
+    let script = support::repo_root().join("scripts/debian-base-image.sh");
+    let status = Command::new("bash")
+        .arg(script)
+        .args([image, language])
+        .status()
+        .expect("bash runs");
+    assert!(
+        status.success(),
+        "building {image} from Debian packages failed (scripts/debian-base-image.sh; its output \
+         above says why)"
+    );
+}
+
 fn ensure_base_image() {
     static BUILT: OnceLock<()> = OnceLock::new();
-    BUILT.get_or_init(|| {
-        if docker(&["image", "inspect", BASE_IMAGE]).status.success() {
-            return;
-        }
-        let script = support::repo_root().join("scripts/debian-base-image.sh");
-        let status = Command::new("bash")
-            .arg(script)
-            .arg(BASE_IMAGE)
-            .status()
-            .expect("bash runs");
-        assert!(
-            status.success(),
-            "building {BASE_IMAGE} from Debian packages failed (scripts/debian-base-image.sh; \
-             its output above says why)"
-        );
-    });
+    BUILT.get_or_init(|| ensure_image(BASE_IMAGE, "python"));
+}
+
+fn ensure_node_base_image() {
+    static BUILT: OnceLock<()> = OnceLock::new();
+    BUILT.get_or_init(|| ensure_image(NODE_BASE_IMAGE, "node"));
 }
 
 /// One test's instance: a sandbox plus a unique instance name, cleaned up on drop.
@@ -88,10 +97,18 @@ impl Instance {
         Some(instance)
     }
 
+    /// An instance for node's tests, which also need node's base image.
+    fn node(test: &str) -> Option<Instance> {
+        let instance = Instance::new(test)?;
+        ensure_node_base_image();
+        Some(instance)
+    }
+
     fn command(&self) -> Command {
         let mut command = self.sandbox.command();
         command
             .env("HOST_CONTAINER_BASE_IMAGE", BASE_IMAGE)
+            .env("HOST_CONTAINER_NODE_BASE_IMAGE", NODE_BASE_IMAGE)
             .args(["-x", &self.name]);
         command
     }
@@ -100,6 +117,11 @@ impl Instance {
     /// doubled, so no two (language, variant, instance) triples share a name.
     fn prefix(&self) -> String {
         format!("hc-python-minimal-{}", self.name.replace('-', "--"))
+    }
+
+    /// The same for node plain.
+    fn node_prefix(&self) -> String {
+        format!("hc-node-plain-{}", self.name.replace('-', "--"))
     }
 
     fn run(&self, args: &[&str]) -> Output {
@@ -137,6 +159,8 @@ impl Instance {
         let image = format!("host_container/python-minimal:{}", self.name);
         docker(&["image", "rm", "--force", &image]);
         let image = format!("host_container/python-web:{}", self.name);
+        docker(&["image", "rm", "--force", &image]);
+        let image = format!("host_container/node-plain:{}", self.name);
         docker(&["image", "rm", "--force", &image]);
     }
 
@@ -394,16 +418,16 @@ fn bash_reads_piped_stdin_and_test_mode_passes() {
     instance.finish();
 }
 
-#[test]
-fn exec_creates_files_owned_by_the_calling_user() {
-    let Some(instance) = Instance::new("exec") else {
-        return;
-    };
-    // A non-root user that may talk to the engine through the socket's group.
+/// The non-root user the exec tests run as.
+const TEST_USER: (u32, u32) = (4321, 4321);
+
+/// Runs host_container with `args` as `TEST_USER` in the sandbox's `project` directory, as a
+/// user who may talk to the engine through the socket's group.
+fn run_as_test_user(instance: &Instance, args: &[&str]) -> Output {
     let socket_gid = std::fs::metadata("/var/run/docker.sock")
         .map(|m| m.gid())
         .unwrap_or(0);
-    let (uid, gid) = (4321u32, 4321u32);
+    let (uid, gid) = TEST_USER;
     for dir in ["project", "home"] {
         let path = instance.sandbox.path(dir);
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o777)).expect("chmod");
@@ -435,12 +459,29 @@ fn exec_creates_files_owned_by_the_calling_user() {
         .current_dir(instance.sandbox.path("project"))
         .args(["-x", &instance.name])
         .env("USER", "tester")
-        .args(["python", "minimal", "exec", "sh", "-c"])
-        .arg("touch made-by-exec && echo \"$PWD\" && touch \"$HOME/home-is-writable\" && python -c 'import sys; print(sys.prefix)'");
-    let output = as_user(&command, uid, gid, socket_gid)
+        .args(args);
+    as_user(&command, uid, gid, socket_gid)
         .stdin(Stdio::null())
         .output()
-        .expect("runs");
+        .expect("runs")
+}
+
+#[test]
+fn exec_creates_files_owned_by_the_calling_user() {
+    let Some(instance) = Instance::new("exec") else {
+        return;
+    };
+    let output = run_as_test_user(
+        &instance,
+        &[
+            "python",
+            "minimal",
+            "exec",
+            "sh",
+            "-c",
+            "touch made-by-exec && echo \"$PWD\" && touch \"$HOME/home-is-writable\" && python -c 'import sys; print(sys.prefix)'",
+        ],
+    );
     expect_code(&output, 0);
     let work = instance.sandbox.path("project");
     let lines: Vec<String> = stdout(&output).lines().map(str::to_owned).collect();
@@ -449,7 +490,7 @@ fn exec_creates_files_owned_by_the_calling_user() {
         [work.display().to_string(), "/virtualenv".to_owned()]
     );
     let made = std::fs::metadata(work.join("made-by-exec")).expect("file was created on the host");
-    assert_eq!((made.uid(), made.gid()), (uid, gid));
+    assert_eq!((made.uid(), made.gid()), TEST_USER);
     instance.finish();
 }
 
@@ -685,8 +726,9 @@ fn a_missing_base_image_has_its_own_exit_code() {
     assert!(text.contains("hc-test-no-such-base:none is not present"));
     for hint in [
         "--set base_image=IMAGE",
+        "HOST_CONTAINER_PYTHON_BASE_IMAGE=IMAGE",
         "HOST_CONTAINER_BASE_IMAGE=IMAGE",
-        "scripts/debian-base-image.sh",
+        "scripts/debian-base-image.sh IMAGE python",
     ] {
         assert!(text.contains(hint), "no hint {hint}:\n{text}");
     }
@@ -1860,5 +1902,332 @@ fn a_daemon_that_failed_its_readiness_check_is_not_already_running() {
         stderr(&second)
     );
     expect_code(&second, 73);
+    instance.finish();
+}
+
+// node: every mode as for python, on a base image built from Debian's `nodejs` and `npm`.
+
+#[test]
+fn node_single_installs_once_and_passes_exit_codes_and_arguments() {
+    let Some(instance) = Instance::node("nodesingle") else {
+        return;
+    };
+    let first = instance.run(&[
+        "node",
+        "plain",
+        "single",
+        "node",
+        "-e",
+        "console.log(JSON.stringify(process.argv.slice(1)))",
+        "a b",
+        "$(x)",
+        "--plan",
+    ]);
+    expect_code(&first, 0);
+    assert_eq!(stdout(&first).trim(), r#"["a b","$(x)","--plan"]"#);
+    assert!(ran(&first, "init.image") && ran(&first, "init.dependencies"));
+    assert!(
+        stderr(&first).contains("node_modules ready: node v"),
+        "{}",
+        stderr(&first)
+    );
+
+    let second = instance.run(&["node", "plain", "single"]);
+    expect_code(&second, 0);
+    assert!(!ran(&second, "init.image") && !ran(&second, "init.dependencies"));
+    assert!(
+        stdout(&second).contains("with node_modules in /node/node_modules"),
+        "{}",
+        stdout(&second)
+    );
+    let code = instance.run(&["node", "plain", "single", "node", "-e", "process.exit(7)"]);
+    expect_code(&code, 7);
+    let plan = instance.run(&["--plan", "node", "plain", "single"]);
+    assert!(
+        stdout(&plan).contains("init.dependencies: skip (done and up to date"),
+        "{}",
+        stdout(&plan)
+    );
+    instance.finish();
+}
+
+/// A layer whose node/plain depends on a local `file:` package, `greet`, with the lock file
+/// npm writes for it.
+fn write_greet_layer(sandbox: &Sandbox) -> std::path::PathBuf {
+    sandbox.write(
+        "layer/node/hosts/plain/package.json",
+        r#"{"name": "with-greet", "version": "1.0.0", "private": true,
+            "dependencies": {"greet": "file:greet"}}"#,
+    );
+    sandbox.write(
+        "layer/node/hosts/plain/package-lock.json",
+        r#"{
+  "name": "with-greet", "version": "1.0.0", "lockfileVersion": 3, "requires": true,
+  "packages": {
+    "": {"name": "with-greet", "version": "1.0.0", "dependencies": {"greet": "file:greet"}},
+    "node_modules/greet": {"version": "0.1.0", "resolved": "file:greet"}
+  }
+}
+"#,
+    );
+    sandbox.write(
+        "layer/node/hosts/plain/greet/package.json",
+        r#"{"name": "greet", "version": "0.1.0", "main": "index.js"}"#,
+    );
+    sandbox.write(
+        "layer/node/hosts/plain/greet/index.js",
+        "module.exports = (name) => `hello ${name}`;\n",
+    );
+    sandbox.path("layer")
+}
+
+#[test]
+fn node_local_dependencies_install_offline_reach_every_mode_and_rerun_init_when_changed() {
+    let Some(instance) = Instance::node("nodedeps") else {
+        return;
+    };
+    let layer = write_greet_layer(&instance.sandbox);
+    let layer_arg = layer.display().to_string();
+    let with_layer = |args: &[&str]| {
+        let mut all = vec!["--config-dir", &layer_arg, "node", "plain"];
+        all.extend(args);
+        instance.run(&all)
+    };
+    // CommonJS from a script and ESM from the current directory both find the dependency.
+    let cjs = with_layer(&[
+        "single",
+        "node",
+        "-e",
+        "console.log(require('greet')('cjs'))",
+    ]);
+    expect_code(&cjs, 0);
+    assert_eq!(stdout(&cjs).trim(), "hello cjs");
+    instance.sandbox.write(
+        "project/esm.mjs",
+        "import greet from 'greet';\nconsole.log(greet('esm'));\n",
+    );
+    let esm = with_layer(&["exec", "node", "esm.mjs"]);
+    expect_code(&esm, 0);
+    assert_eq!(stdout(&esm).trim(), "hello esm");
+    let listed = with_layer(&["single"]);
+    assert!(
+        stdout(&listed).contains("greet 0.1.0"),
+        "{}",
+        stdout(&listed)
+    );
+    let test = with_layer(&["test"]);
+    expect_code(&test, 0);
+    assert!(
+        stdout(&test).contains("ok dependency greet installed"),
+        "{}",
+        stdout(&test)
+    );
+
+    instance.sandbox.write(
+        "layer/node/hosts/plain/greet/index.js",
+        "module.exports = (name) => `hi ${name}`;\n",
+    );
+    let changed = with_layer(&["single", "node", "-e", "console.log(require('greet')('x'))"]);
+    expect_code(&changed, 0);
+    assert!(
+        stderr(&changed).contains("==> init.dependencies: inputs or a needed step changed"),
+        "{}",
+        stderr(&changed)
+    );
+    assert!(!ran(&changed, "init.image"));
+    assert_eq!(stdout(&changed).trim(), "hi x");
+
+    let mut upgrade = instance.command();
+    let upgraded = upgrade
+        .env("UPGRADE", "1")
+        .args([
+            "--config-dir",
+            &layer_arg,
+            "node",
+            "plain",
+            "single",
+            "true",
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .expect("runs");
+    expect_code(&upgraded, 0);
+    assert!(ran(&upgraded, "upgrade.packages"), "{}", stderr(&upgraded));
+    instance.finish();
+}
+
+#[test]
+fn node_daemon_is_ready_reports_status_and_logs_stops_and_purges() {
+    let Some(instance) = Instance::node("nodedaemon") else {
+        return;
+    };
+    let started = instance.run(&["node", "plain", "daemon"]);
+    expect_code(&started, 0);
+    assert!(ran(&started, "daemon.container"));
+    let name = format!("{}-daemon", instance.node_prefix());
+    // Ready means the readiness check passes: the server answers.
+    let check = docker(&["exec", &name, "/data/daemon", "--check"]);
+    assert!(check.status.success(), "{}", stderr(&check));
+    let again = instance.run(&["node", "plain", "daemon"]);
+    expect_code(&again, 0);
+    assert!(
+        stderr(&again).contains("already running with the same configuration"),
+        "{}",
+        stderr(&again)
+    );
+    let status = instance.run(&["node", "plain", "status"]);
+    expect_code(&status, 0);
+    assert!(stdout(&status).contains("running"), "{}", stdout(&status));
+    let logs = instance.run(&["node", "plain", "logs"]);
+    expect_code(&logs, 0);
+    assert!(
+        stdout(&logs).contains("serving on port 8000"),
+        "{}",
+        stdout(&logs)
+    );
+    let stop = instance.run(&["node", "plain", "stop"]);
+    expect_code(&stop, 0);
+    assert!(!docker(&["container", "inspect", &name]).status.success());
+
+    let broken = instance.run(&[
+        "--set",
+        "restart=no",
+        "node",
+        "plain",
+        "daemon",
+        "node",
+        "-e",
+        "console.log('broken daemon'); process.exit(1)",
+    ]);
+    expect_code(&broken, 73);
+    assert!(
+        stderr(&broken).contains("broken daemon"),
+        "{}",
+        stderr(&broken)
+    );
+
+    let refused = instance.run(&["node", "plain", "purge"]);
+    expect_code(&refused, 72);
+    let purged = instance.run(&["--yes", "node", "plain", "purge"]);
+    expect_code(&purged, 0);
+    assert!(instance.objects().is_empty(), "{:?}", instance.objects());
+    instance.finish();
+}
+
+#[test]
+fn node_test_reports_junit_and_bash_reads_piped_stdin() {
+    let Some(instance) = Instance::node("nodetest") else {
+        return;
+    };
+    let report = instance.sandbox.path("report.xml");
+    let test = instance.run(&[
+        "--junit",
+        &report.display().to_string(),
+        "node",
+        "plain",
+        "test",
+    ]);
+    expect_code(&test, 0);
+    assert!(
+        stdout(&test).contains("all checks passed"),
+        "{}",
+        stdout(&test)
+    );
+    let xml = std::fs::read_to_string(&report).expect("junit report");
+    for case in ["npm works", "daemon compiles", "init.dependencies"] {
+        assert!(xml.contains(&format!("name=\"{case}\"")), "{case}: {xml}");
+    }
+    let failing = instance.run(&["node", "plain", "test", "node", "-e", "process.exit(3)"]);
+    expect_code(&failing, 3);
+
+    let mut child = instance
+        .command()
+        .args(["node", "plain", "bash"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().expect("stdin");
+        stdin
+            .write_all(b"node --version\nreadlink /node_modules\nexit 4\n")
+            .expect("write");
+    }
+    let output = child.wait_with_output().expect("wait");
+    expect_code(&output, 4);
+    let text = stdout(&output);
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(lines[0].starts_with('v'), "{lines:?}");
+    assert_eq!(lines[1], "/node/node_modules");
+    instance.finish();
+}
+
+#[test]
+fn node_exec_runs_as_the_caller_in_the_current_directory() {
+    let Some(instance) = Instance::node("nodeexec") else {
+        return;
+    };
+    let output = run_as_test_user(
+        &instance,
+        &[
+            "node",
+            "plain",
+            "exec",
+            "node",
+            "-e",
+            "require('fs').writeFileSync('made-by-node', 'x'); \
+             require('fs').writeFileSync(process.env.HOME + '/home-is-writable', 'x'); \
+             console.log(process.cwd(), process.getuid(), process.getgid())",
+        ],
+    );
+    expect_code(&output, 0);
+    let work = instance.sandbox.path("project");
+    let (uid, gid) = TEST_USER;
+    assert_eq!(
+        stdout(&output).trim(),
+        format!("{} {uid} {gid}", work.display())
+    );
+    let made = std::fs::metadata(work.join("made-by-node")).expect("file was created on the host");
+    assert_eq!((made.uid(), made.gid()), TEST_USER);
+    instance.finish();
+}
+
+#[test]
+fn node_backup_and_restore_bring_node_modules_back_exactly() {
+    let Some(instance) = Instance::node("nodebackup") else {
+        return;
+    };
+    let layer = write_greet_layer(&instance.sandbox);
+    let layer_arg = layer.display().to_string();
+    let volume = format!("{}-data", instance.node_prefix());
+    let dir_arg = instance.sandbox.path("backups").display().to_string();
+    let run = |args: &[&str]| {
+        let mut all = vec!["--config-dir", &layer_arg, "--backup-dir", &dir_arg];
+        all.extend(args);
+        instance.run(&all)
+    };
+    expect_code(&run(&["node", "plain", "init"]), 0);
+    let original = volume_digest(&volume);
+    expect_code(&run(&["node", "plain", "backup"]), 0);
+    in_volume(&volume, "rm -rf /v/node_modules");
+    assert_ne!(volume_digest(&volume), original);
+    let broken = run(&["node", "plain", "single", "node", "-e", "require('greet')"]);
+    assert_ne!(broken.status.code(), Some(0));
+
+    let restored = run(&["node", "plain", "restore"]);
+    expect_code(&restored, 0);
+    assert_eq!(volume_digest(&volume), original);
+    let single = run(&[
+        "node",
+        "plain",
+        "single",
+        "node",
+        "-e",
+        "console.log(require('greet')('again'))",
+    ]);
+    expect_code(&single, 0);
+    assert_eq!(stdout(&single).trim(), "hello again");
     instance.finish();
 }

@@ -245,6 +245,7 @@ fn exercise(dir: &Path, input: &[u8]) {
     let _ = docker_meta::validate::validate_files(
         std::slice::from_ref(&file),
         &Default::default(),
+        &[],
         None,
     );
     let argv = [

@@ -41,6 +41,8 @@ impl Sandbox {
             .env_remove("XDG_CACHE_HOME")
             .env_remove("UPGRADE")
             .env_remove("HOST_CONTAINER_BASE_IMAGE")
+            .env_remove("HOST_CONTAINER_PYTHON_BASE_IMAGE")
+            .env_remove("HOST_CONTAINER_NODE_BASE_IMAGE")
             .env_remove("HOST_CONTAINER_RUN_ID")
             .env_remove("HOST_CONTAINER_BACKUP_DIR")
             .current_dir(self.path("project"));
