@@ -133,9 +133,12 @@ fn list_is_a_tree_with_each_mode_once() {
         .split_once("languages and variants:\n")
         .map(|(_, rest)| rest)
         .unwrap_or_default();
+    // Languages in name order, each with its description, its variants under it.
+    assert!(tree.starts_with("  node  Node.js"), "{text}");
     assert!(
-        tree.starts_with(
-            "  python\n    gpu      python with CUDA\n    minimal  python with an empty virtualenv"
+        tree.contains(
+            "\n  python  Python 3, with a virtualenv in the data volume.\n    gpu      python with \
+             CUDA\n    minimal  python with an empty virtualenv"
         ),
         "{text}"
     );
@@ -150,8 +153,16 @@ fn list_is_a_tree_with_each_mode_once() {
             .filter(|l| l.split_whitespace().next() == Some(mode))
             .collect()
     };
-    assert_eq!(named("init").len(), 1, "{text}");
-    assert!(named("init")[0].ends_with("[builtin]"), "{text}");
+    // python replaces the shared init; node uses it.
+    let init = named("init");
+    assert_eq!(init.len(), 2, "{text}");
+    assert!(init[0].ends_with("[builtin; node plain]"), "{text}");
+    assert!(
+        init[1].ends_with("[builtin; python gpu, python minimal, python web]"),
+        "{text}"
+    );
+    assert_eq!(named("bash").len(), 1, "{text}");
+    assert!(named("bash")[0].ends_with("[builtin]"), "{text}");
     assert!(
         named("lint")[0].ends_with("Lint the code.  [config-dir 1]"),
         "{text}"
@@ -159,7 +170,7 @@ fn list_is_a_tree_with_each_mode_once() {
     let single = named("single");
     assert_eq!(single.len(), 2, "{text}");
     assert!(
-        single[0].ends_with("[builtin; python minimal, python web]"),
+        single[0].ends_with("[builtin; node plain, python minimal, python web]"),
         "{text}"
     );
     assert!(
