@@ -1239,12 +1239,13 @@ fn shared_modes_speak_no_language() {
         let words: Vec<&str> = text
             .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
             .collect();
+        // Not `node` alone: a swarm's machines are its nodes.
         for word in [
             "virtualenv",
             "venv",
             "pip",
             "python",
-            "node",
+            "nodejs",
             "npm",
             "node_modules",
         ] {
