@@ -62,7 +62,7 @@ fn layered() -> (Sandbox, String) {
 fn completes_languages_from_every_layer() {
     let (sandbox, _) = layered();
     let offered = complete(&sandbox, &[""]);
-    assert_eq!(offered[..2], ["python", "ruby"], "{offered:?}");
+    assert_eq!(offered[..3], ["node", "python", "ruby"], "{offered:?}");
     assert_eq!(complete(&sandbox, &["py"]), ["python"]);
 }
 
