@@ -12,43 +12,22 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::SystemTime;
 
-use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::archive::ArchivePlan;
 use crate::config;
 use crate::docker;
+use crate::docker::docker_head_len;
 use crate::error::{Error, Kind};
 use crate::mode::ArchiveAction;
-use crate::plan::{docker_head_len, Step, LABEL_PREFIX};
-use crate::print::command_line;
+use crate::names::LABEL_PREFIX;
+use crate::plan::Step;
 use crate::tar_entries;
+use crate::text::command_line;
 
 /// Bumped when the manifest's meaning changes.
 const MANIFEST_FORMAT: u32 = 1;
-
-/// An archive step, rendered.
-#[derive(Debug, Clone, Serialize, JsonSchema)]
-pub struct ArchivePlan {
-    pub action: ArchiveAction,
-    pub volume: String,
-    /// The archive on the host.
-    pub archive: String,
-    /// Its manifest, next to it.
-    pub manifest: String,
-    pub image: String,
-    pub stamps: Vec<String>,
-    /// Where a restore extracts first, and where it keeps the current content while swapping.
-    pub staging_volume: String,
-    pub undo_volume: String,
-    /// Exists while a restore swaps the volume's content (see `swap_marker`).
-    pub swap_marker: String,
-    /// The size of the archive on the host now, if there is one.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub archive_bytes: Option<u64>,
-    /// Whether an existing backup may be replaced (`--force`).
-    pub overwrite: bool,
-}
 
 /// What a manifest says about one archive.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -76,184 +55,19 @@ pub struct StampRecord {
     pub labels: std::collections::BTreeMap<String, String>,
 }
 
-impl ArchivePlan {
-    pub fn new(
-        action: ArchiveAction,
-        volume: String,
-        dir: &Path,
-        image: String,
-        stamps: Vec<String>,
-        overwrite: bool,
-    ) -> ArchivePlan {
-        let archive = dir.join(format!("{volume}.tar"));
-        let archive_bytes = fs::metadata(&archive).ok().map(|m| m.len());
-        ArchivePlan {
-            action,
-            archive: archive.display().to_string(),
-            manifest: dir
-                .join(format!("{volume}.manifest.json"))
-                .display()
-                .to_string(),
-            staging_volume: format!("{volume}-restore-staging"),
-            undo_volume: format!("{volume}-restore-undo"),
-            swap_marker: swap_marker(&volume),
-            volume,
-            image,
-            stamps,
-            archive_bytes,
-            overwrite,
-        }
-    }
-
-    /// A name of this process's own for the archive while it is written, so concurrent
-    /// backups never write into one file.
-    fn partial(&self) -> PathBuf {
-        let archive = Path::new(&self.archive);
-        let nanos = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0);
-        archive.with_file_name(format!(
-            ".{}.{}-{nanos}.partial",
-            archive.file_name().unwrap_or_default().to_string_lossy(),
-            std::process::id()
-        ))
-    }
-}
-
-/// The marker volume that exists while a restore swaps `volume`'s content: from the moment the
-/// old content is safe in the undo volume until the new content is complete.
-pub fn swap_marker(volume: &str) -> String {
-    format!("{volume}-restore-swapping")
-}
-
-fn run_in(
-    head: &[String],
-    name: &str,
-    labels: &[(String, String)],
-    mounts: &[String],
-    image: &str,
-    command: &[&str],
-) -> Vec<String> {
-    let mut argv = head.to_vec();
-    argv.push("run".into());
-    argv.extend(labels.iter().map(|(k, v)| format!("--label={k}={v}")));
-    argv.extend(["--rm", "--network=none"].map(String::from));
-    argv.push(format!("--name={name}"));
-    argv.extend(mounts.iter().map(|m| format!("--volume={m}")));
-    argv.push(image.to_owned());
-    argv.extend(command.iter().map(|c| (*c).to_owned()));
-    argv
-}
-
-/// The backup's `tar`, stopped as soon as its stdin closes: when host_container dies (even by
-/// SIGKILL) the docker client goes, `--interactive` closes the container's stdin, and the helper
-/// ends instead of streaming the volume into nowhere while a daemon stays paused.
-/// (A background list's stdin is /dev/null, hence the copy of stdin on fd 3.)
-const WATCHED_TAR: &str = "exec 3<&0; tar --create --numeric-owner --directory=/volume . & \
-     tar=$!; (cat <&3 >/dev/null; kill $tar 2>/dev/null) & wait $tar";
-
-/// The docker commands of an archive step: `(before, argv, after)`. `argv` streams the archive
-/// (its stdout to the archive for a backup, the archive to its stdin for a restore). The main
-/// argv gets its labels from the compiler; `labels` go on the helper containers and volumes.
-pub fn commands(
-    plan: &ArchivePlan,
-    head: &[String],
-    container: &str,
-    labels: &[(String, String)],
-) -> (Vec<Vec<String>>, Vec<String>, Vec<Vec<String>>) {
-    let image = &plan.image;
-    match plan.action {
-        ArchiveAction::Backup => {
-            let mut argv = run_in(
-                head,
-                container,
-                &[],
-                &[format!("{}:/volume:ro", plan.volume)],
-                image,
-                &["sh", "-c", WATCHED_TAR],
-            );
-            // Its stdout is the archive: docker must not keep a second copy in its log.
-            let at = docker_head_len(head) + 2;
-            argv.splice(
-                at..at,
-                ["--interactive", "--log-driver=none"].map(String::from),
-            );
-            (Vec::new(), argv, Vec::new())
-        }
-        ArchiveAction::Restore => restore_commands(plan, head, container, labels),
-    }
-}
-
-/// Restore: `before` creates the staging volume, `argv` extracts into it, and `after` is the
-/// swap, in this order: create the undo volume, copy the volume into it, create the marker,
-/// clear the volume, fill it from staging. The marker exists exactly while the volume may be
-/// incomplete.
-fn restore_commands(
-    plan: &ArchivePlan,
-    head: &[String],
-    container: &str,
-    labels: &[(String, String)],
-) -> (Vec<Vec<String>>, Vec<String>, Vec<Vec<String>>) {
-    let image = &plan.image;
-    let create = |volume: &str| {
-        let mut argv = head.to_vec();
-        argv.extend(["volume", "create"].map(String::from));
-        argv.extend(labels.iter().map(|(k, v)| format!("--label={k}={v}")));
-        argv.push(volume.to_owned());
-        argv
-    };
-    let before = vec![create(&plan.volume), create(&plan.staging_volume)];
-    let mut extract = run_in(
-        head,
-        container,
-        &[],
-        &[format!("{}:/volume", plan.staging_volume)],
-        image,
-        &[
-            "tar",
-            "--extract",
-            "--numeric-owner",
-            "--same-permissions",
-            "--directory=/volume",
-        ],
-    );
-    // The archive arrives on stdin.
-    extract.insert(docker_head_len(head) + 2, "--interactive".into());
-    let target = format!("{}:/target", plan.volume);
-    let helper = |suffix: &str, mounts: &[String], command: &[&str]| {
-        run_in(
-            head,
-            &format!("{container}-{suffix}"),
-            labels,
-            mounts,
-            image,
-            command,
-        )
-    };
-    let after = vec![
-        create(&plan.undo_volume),
-        helper(
-            "keep",
-            &[target.clone(), format!("{}:/undo", plan.undo_volume)],
-            &["cp", "-a", "/target/.", "/undo/"],
-        ),
-        create(&plan.swap_marker),
-        helper(
-            "clear",
-            std::slice::from_ref(&target),
-            &["find", "/target", "-mindepth", "1", "-delete"],
-        ),
-        helper(
-            "fill",
-            &[
-                target.clone(),
-                format!("{}:/staging:ro", plan.staging_volume),
-            ],
-            &["cp", "-a", "/staging/.", "/target/"],
-        ),
-    ];
-    (before, extract, after)
+/// A name of this process's own for the archive while it is written, so concurrent
+/// backups never write into one file.
+fn partial_path(plan: &ArchivePlan) -> PathBuf {
+    let archive = Path::new(&plan.archive);
+    let nanos = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    archive.with_file_name(format!(
+        ".{}.{}-{nanos}.partial",
+        archive.file_name().unwrap_or_default().to_string_lossy(),
+        std::process::id()
+    ))
 }
 
 /// UTC now as RFC 3339, without a date library: days since the epoch to a civil date
@@ -463,7 +277,7 @@ fn backup(
     let dir = archive.parent().unwrap_or(Path::new("."));
     fs::create_dir_all(dir).map_err(|e| io_error("creating", dir, e))?;
 
-    let partial = Scratch(Some(plan.partial()));
+    let partial = Scratch(Some(partial_path(plan)));
     let partial_path = partial.0.clone().unwrap_or_default();
     let paused = pause_users(step, plan, head)?;
     let streamed = stream_out(&step.argv, &partial_path);
@@ -473,7 +287,7 @@ fn backup(
     // One probe answers both the image id and the stamps.
     let mut names = vec![plan.image.clone()];
     names.extend(plan.stamps.iter().cloned());
-    let found = docker::inspect(head, &names)?;
+    let found = crate::inspect::inspect(head, &names)?;
     let image_id = found
         .get(&plan.image)
         .filter(|o| o.kind == "image")
@@ -592,7 +406,7 @@ fn stream_out(argv: &[String], path: &Path) -> anyhow::Result<(u64, String)> {
     Ok(copied)
 }
 
-fn stamp_records(found: &docker::Observed, stamps: &[String]) -> Vec<StampRecord> {
+fn stamp_records(found: &crate::inspect::Observed, stamps: &[String]) -> Vec<StampRecord> {
     stamps
         .iter()
         .filter_map(|name| {
@@ -753,7 +567,7 @@ fn restore(
         plan.undo_volume.clone(),
         plan.swap_marker.clone(),
     ];
-    let found = docker::inspect(head, &names)?;
+    let found = crate::inspect::inspect(head, &names)?;
     if found.contains_key(&plan.swap_marker) {
         return with_users_stopped(step, plan, head, || {
             finish_swap(step, plan, head, instance, &found)
@@ -872,7 +686,7 @@ fn restore_volume(
                 plan.archive
             )));
         }
-        if crate::exec::stopping() {
+        if crate::interrupt::stopping() {
             return Err(interrupted());
         }
         Ok(())
@@ -892,7 +706,7 @@ fn restore_volume(
     );
     let kept = checked(create_undo)
         .and_then(|_| checked(keep))
-        .and_then(|_| match crate::exec::stopping() {
+        .and_then(|_| match crate::interrupt::stopping() {
             true => Err(interrupted()),
             false => checked(&marker),
         });
@@ -978,7 +792,7 @@ fn finish_swap(
     plan: &ArchivePlan,
     head: &[String],
     instance: (&str, &str, &str),
-    found: &docker::Observed,
+    found: &crate::inspect::Observed,
 ) -> anyhow::Result<()> {
     let [_, _, _, clear, fill] = swap_commands(step)?;
     let Some(marker) = found.get(&plan.swap_marker) else {
@@ -1060,38 +874,5 @@ mod tests {
         let now = now_rfc3339();
         assert_eq!(now.len(), 20, "{now}");
         assert!(now.starts_with("20") && now.ends_with('Z'), "{now}");
-    }
-
-    #[test]
-    fn restore_commands_extract_with_stdin_and_swap_through_undo() {
-        let plan = ArchivePlan::new(
-            ArchiveAction::Restore,
-            "v".into(),
-            Path::new("/b"),
-            "img".into(),
-            vec![],
-            false,
-        );
-        let (before, argv, after) = commands(&plan, &["docker".into()], "c", &[]);
-        assert_eq!(before.len(), 2);
-        assert_eq!(&argv[..4], ["docker", "run", "--rm", "--interactive"]);
-        assert!(argv.contains(&"--volume=v-restore-staging:/volume".to_owned()));
-        // The marker is created after the undo copy is complete and before the volume changes.
-        let order: Vec<String> = after.iter().map(|a| a.join(" ")).collect();
-        assert_eq!(after.len(), 5);
-        assert!(
-            order[0].ends_with("volume create v-restore-undo"),
-            "{order:?}"
-        );
-        assert!(order[1].contains("cp -a /target/. /undo/"), "{order:?}");
-        assert!(
-            order[2].ends_with("volume create v-restore-swapping"),
-            "{order:?}"
-        );
-        assert!(
-            order[3].contains("find /target -mindepth 1 -delete"),
-            "{order:?}"
-        );
-        assert_eq!(plan.archive, "/b/v.tar");
     }
 }

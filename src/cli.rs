@@ -7,7 +7,6 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 
 use clap::{Parser, ValueEnum, ValueHint};
-use clap_complete::engine::ArgValueCompleter;
 use indexmap::IndexMap;
 
 use crate::error::{fail, Kind};
@@ -58,19 +57,24 @@ Exit codes: the job's own code for single, exec, bash and test; otherwise 0 succ
 74 host I/O error, 75 the engine cannot see this machine's files (exec, bind mounts),
 130 interrupted.";
 
+/// A shell that `--completions` writes a script for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Shell {
+    Bash,
+    Zsh,
+    Fish,
+}
+
 /// Run programs in host containers: Docker containers pre-configured for one language and one
 /// variant of it, driven by declarative mode files.
 #[derive(Debug, Parser)]
 #[command(name = "host_container", version, after_help = AFTER_HELP)]
 pub struct Arguments {
     /// The language, e.g. `python`.
-    #[arg(add = ArgValueCompleter::new(crate::complete::languages))]
     pub language: Option<String>,
     /// The variant of the language, e.g. `minimal`.
-    #[arg(add = ArgValueCompleter::new(crate::complete::variants))]
     pub variant: Option<String>,
     /// What to do: init, upgrade, daemon, single, test, bash, exec, backup, restore, …
-    #[arg(add = ArgValueCompleter::new(crate::complete::modes))]
     pub mode: Option<String>,
     /// A command (and its arguments) to run instead of the mode's default script. Each argument
     /// reaches the container verbatim, byte for byte: nothing is shell-parsed.
@@ -148,7 +152,7 @@ pub struct Arguments {
     pub print_schema: Option<SchemaName>,
     /// Print a script that completes options, languages, variants and modes in SHELL.
     #[arg(long, value_enum, value_name = "SHELL")]
-    pub completions: Option<crate::complete::Shell>,
+    pub completions: Option<Shell>,
     /// Colour and a status line of running steps: on a terminal (auto, unless NO_COLOR is set),
     /// always or never.
     #[arg(long, value_enum, default_value = "auto", value_name = "WHEN")]
@@ -226,29 +230,6 @@ pub fn check_name(what: &str, name: &str) -> anyhow::Result<()> {
     }
 }
 
-/// A mode is a name that picks `host_base_<MODE>.yaml`, never a path: `x/../../evil` must not
-/// reach a file outside the layers.
-pub fn check_mode_name(mode: &str) -> anyhow::Result<()> {
-    let valid = !mode.is_empty()
-        && mode.len() <= 64
-        && mode.starts_with(|c: char| c.is_ascii_alphanumeric())
-        && mode
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
-    if valid {
-        Ok(())
-    } else {
-        fail(
-            Kind::Usage,
-            format!(
-                "mode `{}` is not a valid name: use letters, digits, `_`, `.` and `-`, starting \
-                 with a letter or digit",
-                mode.escape_debug()
-            ),
-        )
-    }
-}
-
 pub fn parse_sets(sets: &[String]) -> anyhow::Result<IndexMap<String, String>> {
     let mut parsed = IndexMap::new();
     for set in sets {
@@ -279,14 +260,6 @@ pub fn parse_sets(sets: &[String]) -> anyhow::Result<IndexMap<String, String>> {
         parsed.insert(key.to_owned(), value.to_owned());
     }
     Ok(parsed)
-}
-
-/// The process environment as text. A variable whose name or value is not UTF-8 cannot be
-/// shown to templates faithfully, so it is left out rather than passed on mangled.
-pub fn environment() -> BTreeMap<String, String> {
-    std::env::vars_os()
-        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
-        .collect()
 }
 
 /// A host path that templates pass to docker. The Docker API carries paths as JSON text, so a
@@ -340,8 +313,8 @@ impl Invocation {
         check_name("language", &language)?;
         check_name("variant", &variant)?;
         check_name("instance", &args.instance)?;
-        check_mode_name(&mode)?;
-        let env = environment();
+        crate::mode::check_name(&mode)?;
+        let env = crate::config::environment();
         let sets = parse_sets(&args.sets)?;
         // SAFETY: getuid/getgid cannot fail and touch no memory of ours.
         let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
@@ -446,9 +419,9 @@ mod tests {
         assert!(check_name("instance", "ci-1.a_b").is_ok());
         assert!(check_name("instance", "Bad").is_err());
         assert!(check_name("instance", "-x").is_err());
-        assert!(check_mode_name("init").is_ok());
-        assert!(check_mode_name("x/../../elsewhere/evil").is_err());
-        assert!(check_mode_name("..").is_err());
+        assert!(crate::mode::check_name("init").is_ok());
+        assert!(crate::mode::check_name("x/../../elsewhere/evil").is_err());
+        assert!(crate::mode::check_name("..").is_err());
         assert!(parse_sets(&["port=80".into()]).is_ok());
         assert!(parse_sets(&["port".into()]).is_err());
         assert!(parse_sets(&["a-b=1".into()]).is_err());

@@ -7,23 +7,16 @@
 use std::ffi::{OsStr, OsString};
 use std::sync::OnceLock;
 
-use clap::{CommandFactory, Parser, ValueEnum};
-use clap_complete::engine::CompletionCandidate;
+use clap::{Command, CommandFactory, Parser};
+use clap_complete::engine::{ArgValueCompleter, CompletionCandidate};
 use clap_complete::env::{Bash, EnvCompleter, Fish, Zsh};
 use clap_complete::CompleteEnv;
 
-use crate::cli::Arguments;
+use crate::cli::{Arguments, Shell};
 
 /// Set by the completion scripts when they ask us for candidates.
 const VAR: &str = "HOST_CONTAINER_COMPLETE";
 const NAME: &str = "host_container";
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Shell {
-    Bash,
-    Zsh,
-    Fish,
-}
 
 /// The words of the command line being completed, as the shell passed them to us.
 static WORDS: OnceLock<Vec<OsString>> = OnceLock::new();
@@ -57,7 +50,7 @@ pub fn answer(argv: &[OsString]) -> Option<u8> {
         .unwrap_or_default();
     let _ = WORDS.set(words);
     let cwd = std::env::current_dir().ok();
-    match CompleteEnv::with_factory(Arguments::command)
+    match CompleteEnv::with_factory(completing_command)
         .var(VAR)
         .try_complete(argv, cwd.as_deref())
     {
@@ -68,6 +61,18 @@ pub fn answer(argv: &[OsString]) -> Option<u8> {
             Some(crate::error::Kind::Usage.exit_code())
         }
     }
+}
+
+/// The command line's definition with the value completers of the positional names, which
+/// read the configuration layers; `cli` itself knows nothing of completion.
+fn completing_command() -> Command {
+    // `mut_args` keeps the positionals in place (`mut_arg` would move them to the end).
+    Arguments::command().mut_args(|arg| match arg.get_id().as_str() {
+        "language" => arg.add(ArgValueCompleter::new(languages)),
+        "variant" => arg.add(ArgValueCompleter::new(variants)),
+        "mode" => arg.add(ArgValueCompleter::new(modes)),
+        _ => arg,
+    })
 }
 
 /// The arguments typed before the word being completed. bash and zsh say which word that is;
@@ -90,34 +95,36 @@ fn matching(names: Vec<String>, current: &OsStr) -> Vec<CompletionCandidate> {
         .collect()
 }
 
-pub fn languages(current: &OsStr) -> Vec<CompletionCandidate> {
+fn languages(current: &OsStr) -> Vec<CompletionCandidate> {
     let Some(args) = typed() else {
         return Vec::new();
     };
-    match crate::layers_of(&args.config_dirs) {
+    match crate::config::layers_of(&args.config_dirs) {
         Ok(layers) => matching(layers.languages(), current),
         Err(_) => Vec::new(),
     }
 }
 
-pub fn variants(current: &OsStr) -> Vec<CompletionCandidate> {
+fn variants(current: &OsStr) -> Vec<CompletionCandidate> {
     let Some(args) = typed() else {
         return Vec::new();
     };
-    let (Some(language), Ok(layers)) = (&args.language, crate::layers_of(&args.config_dirs)) else {
+    let (Some(language), Ok(layers)) =
+        (&args.language, crate::config::layers_of(&args.config_dirs))
+    else {
         return Vec::new();
     };
     matching(layers.variants(language), current)
 }
 
-pub fn modes(current: &OsStr) -> Vec<CompletionCandidate> {
+fn modes(current: &OsStr) -> Vec<CompletionCandidate> {
     let Some(args) = typed() else {
         return Vec::new();
     };
     let (Some(language), Some(variant), Ok(layers)) = (
         &args.language,
         &args.variant,
-        crate::layers_of(&args.config_dirs),
+        crate::config::layers_of(&args.config_dirs),
     ) else {
         return Vec::new();
     };

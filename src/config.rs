@@ -134,7 +134,7 @@ impl Layers {
     /// one layer the variant's own file beats the language's, which beats the shared one.
     pub fn mode_file(&self, language: &str, variant: &str, mode: &str) -> Option<Found> {
         // A mode is a name wherever it comes from (`requires` too), never a path out of a layer.
-        if crate::cli::check_mode_name(mode).is_err() {
+        if crate::mode::check_name(mode).is_err() {
             return None;
         }
         let file = format!("host_base_{mode}.yaml");
@@ -164,7 +164,7 @@ impl Layers {
                     if let Some(mode) = name
                         .strip_prefix("host_base_")
                         .and_then(|rest| rest.strip_suffix(".yaml"))
-                        .filter(|mode| crate::cli::check_mode_name(mode).is_ok())
+                        .filter(|mode| crate::mode::check_name(mode).is_ok())
                     {
                         modes.insert(mode.to_owned());
                     }
@@ -496,4 +496,26 @@ fn write_tree_once(target: &Path, entries: &[TreeEntry]) -> anyhow::Result<()> {
         }
         Err(e) => Err(Error::new(Kind::Io, format!("creating {}: {e}", target.display())).into()),
     }
+}
+
+/// The process environment as text. A variable whose name or value is not UTF-8 cannot be
+/// shown to templates faithfully, so it is left out rather than passed on mangled.
+pub fn environment() -> BTreeMap<String, String> {
+    std::env::vars_os()
+        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+        .collect()
+}
+
+/// The configuration layers in effect for these `--config-dir`s, this user and this binary.
+pub fn layers_of(config_dirs: &[PathBuf]) -> anyhow::Result<Layers> {
+    let home = std::env::var_os("HOME")
+        .filter(|h| !h.is_empty())
+        .map(PathBuf::from);
+    let env = environment();
+    // SAFETY: getuid cannot fail and touches no memory of ours.
+    let cache = cache_dir(&env, unsafe { libc::getuid() });
+    let installdir = std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent()?.parent().map(PathBuf::from));
+    Layers::discover(config_dirs, home.as_deref(), installdir.as_deref(), cache)
 }

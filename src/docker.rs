@@ -1,14 +1,11 @@
-//! The one place that knows how the docker CLI behaves: running it for an answer, the batched
-//! state probe (`docker inspect` of many objects in one call, or a few for huge plans), and
-//! reading its error messages.
+//! The one place that knows how the docker CLI behaves: its argv head (program and global
+//! options), running it for an answer, and reading its error messages. Reading what the engine
+//! holds is `inspect`.
 
-use std::collections::HashMap;
 use std::io::ErrorKind as IoErrorKind;
 
-use serde_json::Value as Json;
-
 use crate::error::{Error, Kind};
-use crate::plan::LABEL_PREFIX;
+use crate::names::LABEL_PREFIX;
 
 /// A finished docker call whose output was captured.
 #[derive(Debug)]
@@ -149,208 +146,23 @@ pub fn unreachable(captured: &Captured) -> Option<anyhow::Error> {
     )
 }
 
-/// An object found by the probe.
-#[derive(Debug, Clone, Default)]
-pub struct Object {
-    /// image, volume, container or service.
-    pub kind: &'static str,
-    /// The engine's id (images and containers; empty for volumes).
-    pub id: String,
-    pub labels: HashMap<String, String>,
-    pub running: bool,
-    /// Paused containers also say `running`; an interrupted backup can leave a daemon so.
-    pub paused: bool,
-    pub started_at: String,
-    /// A swarm service's current spec, as far as an update in place needs it.
-    pub service: Option<crate::swarm::ServiceSpec>,
+/// The docker program and its global options, the head of every argv.
+pub fn docker_head(context: Option<&str>) -> Vec<String> {
+    let mut head = vec!["docker".to_owned()];
+    if let Some(context) = context {
+        head.push("--context".into());
+        head.push(context.into());
+    }
+    head
 }
 
-impl Object {
-    pub fn fingerprint(&self) -> Option<&str> {
-        self.labels
-            .get(&format!("{LABEL_PREFIX}.fingerprint"))
-            .map(String::as_str)
-    }
-
-    /// Whether host_container created it (it carries the instance label).
-    pub fn is_ours(&self) -> bool {
-        self.labels
-            .contains_key(&format!("{LABEL_PREFIX}.instance"))
-    }
-}
-
-/// Objects found by a probe, by the name asked for.
-pub type Observed = HashMap<String, Object>;
-
-/// `name` as docker lists it among an image's RepoTags.
-fn normalize_image(name: &str) -> String {
-    let name = name
-        .strip_prefix("docker.io/library/")
-        .or_else(|| name.strip_prefix("docker.io/"))
-        .unwrap_or(name);
-    let last = name.rsplit('/').next().unwrap_or(name);
-    if last.contains(':') || name.contains('@') {
-        name.to_owned()
+/// How many leading elements of an argv are the docker program and its global options.
+pub fn docker_head_len(argv: &[String]) -> usize {
+    if argv.get(1).is_some_and(|a| a == "--context") {
+        argv.len().min(3)
     } else {
-        format!("{name}:latest")
+        argv.len().min(1)
     }
-}
-
-fn labels(value: Option<&Json>) -> HashMap<String, String> {
-    value
-        .and_then(Json::as_object)
-        .map(|map| {
-            map.iter()
-                .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_owned())))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-/// How many bytes of names one `docker inspect` may carry. Linux allows 2 MiB for a command
-/// line and its environment together (less with a small stack limit); a quarter of that keeps
-/// ordinary plans, even of thousands of steps, to one call.
-const MAX_INSPECT_BYTES: usize = 512 * 1024;
-
-/// Inspects all `names` (images, volumes, containers), in as few docker calls as the
-/// argument-length limit allows (one for any ordinary plan). Returns the objects found, by the
-/// name asked for; missing names are simply absent.
-pub fn inspect(head: &[String], names: &[String]) -> anyhow::Result<HashMap<String, Object>> {
-    let mut found = HashMap::new();
-    let mut start = 0;
-    while start < names.len() {
-        let mut bytes = 0;
-        let mut end = start;
-        // Each argument also costs its terminating NUL and a pointer in argv.
-        while end < names.len()
-            && (end == start || bytes + names[end].len() + 9 <= MAX_INSPECT_BYTES)
-        {
-            bytes += names[end].len() + 9;
-            end += 1;
-        }
-        found.extend(inspect_batch(head, &names[start..end])?);
-        start = end;
-    }
-    Ok(found)
-}
-
-fn inspect_batch(head: &[String], names: &[String]) -> anyhow::Result<HashMap<String, Object>> {
-    let mut found = HashMap::new();
-    let mut argv = head.to_vec();
-    argv.push("inspect".into());
-    argv.extend(names.iter().cloned());
-    let captured = capture(&argv)?;
-    if !captured.success() {
-        if classify(&captured.stderr) == Some(Kind::EngineUnreachable) {
-            return Err(
-                Error::new(Kind::EngineUnreachable, "the Docker engine did not answer")
-                    .note(captured.stderr.trim().to_owned())
-                    .into(),
-            );
-        }
-        // Missing objects make inspect fail; anything else it says is a real problem.
-        let unexpected: Vec<&str> = captured
-            .stderr
-            .lines()
-            .filter(|l| !l.trim().is_empty() && !l.contains("No such object"))
-            .collect();
-        if !unexpected.is_empty() {
-            return Err(Error::new(
-                Kind::EngineUnreachable,
-                format!("docker inspect failed: {}", unexpected.join("; ")),
-            )
-            .into());
-        }
-    }
-    let objects: Vec<Json> = serde_json::from_str(captured.stdout.trim()).unwrap_or_default();
-    let wanted_images: HashMap<String, &String> =
-        names.iter().map(|n| (normalize_image(n), n)).collect();
-    for object in &objects {
-        if let Some(tags) = object.get("RepoTags").and_then(Json::as_array) {
-            let labels = labels(object.pointer("/Config/Labels"));
-            let id = object.get("Id").and_then(Json::as_str).unwrap_or_default();
-            let mut keys: Vec<String> = tags
-                .iter()
-                .filter_map(Json::as_str)
-                .map(str::to_owned)
-                .collect();
-            keys.push(id.to_owned());
-            for key in keys {
-                let asked = wanted_images
-                    .get(&key)
-                    .map(|s| (*s).clone())
-                    .unwrap_or(key.clone());
-                if names.contains(&asked) {
-                    found.insert(
-                        asked,
-                        Object {
-                            kind: "image",
-                            id: id.to_owned(),
-                            labels: labels.clone(),
-                            ..Object::default()
-                        },
-                    );
-                }
-            }
-        } else if object.get("Mountpoint").is_some() {
-            let name = object
-                .get("Name")
-                .and_then(Json::as_str)
-                .unwrap_or_default();
-            found.insert(
-                name.to_owned(),
-                Object {
-                    kind: "volume",
-                    labels: labels(object.get("Labels")),
-                    ..Object::default()
-                },
-            );
-        } else if let Some(state) = object.get("State") {
-            let name = object
-                .get("Name")
-                .and_then(Json::as_str)
-                .unwrap_or_default();
-            found.insert(
-                name.trim_start_matches('/').to_owned(),
-                Object {
-                    kind: "container",
-                    id: object
-                        .get("Id")
-                        .and_then(Json::as_str)
-                        .unwrap_or_default()
-                        .to_owned(),
-                    labels: labels(object.pointer("/Config/Labels")),
-                    running: state
-                        .get("Running")
-                        .and_then(Json::as_bool)
-                        .unwrap_or(false),
-                    paused: state.get("Paused").and_then(Json::as_bool).unwrap_or(false),
-                    started_at: state
-                        .get("StartedAt")
-                        .and_then(Json::as_str)
-                        .unwrap_or_default()
-                        .to_owned(),
-                    ..Object::default()
-                },
-            );
-        } else if let Some((name, spec)) = crate::swarm::parse_service(object) {
-            found.insert(
-                name,
-                Object {
-                    kind: "service",
-                    id: object
-                        .get("ID")
-                        .and_then(Json::as_str)
-                        .unwrap_or_default()
-                        .to_owned(),
-                    labels: labels(crate::swarm::service_labels(object)),
-                    service: Some(spec),
-                    ..Object::default()
-                },
-            );
-        }
-    }
-    Ok(found)
 }
 
 #[cfg(test)]
@@ -391,13 +203,6 @@ Successfully built 295dc1dcd953
                 "Successfully built 295dc1dcd953"
             ]
         );
-    }
-
-    #[test]
-    fn image_names_normalize_like_repo_tags() {
-        assert_eq!(normalize_image("python:3.12-slim"), "python:3.12-slim");
-        assert_eq!(normalize_image("docker.io/library/python"), "python:latest");
-        assert_eq!(normalize_image("host:5000/a/b"), "host:5000/a/b:latest");
     }
 
     #[test]

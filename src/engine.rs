@@ -10,7 +10,7 @@ use std::path::Path;
 
 use crate::docker::{self, Captured};
 use crate::error::{Error, Kind};
-use crate::plan::LABEL_PREFIX;
+use crate::names::LABEL_PREFIX;
 
 /// An image with no files, made by `docker import` from a stream. Containers of it are created,
 /// never started: as a lock object, or to look into a bind mount with `docker cp`.

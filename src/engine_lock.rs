@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use crate::docker;
 use crate::engine::{self, argv};
 use crate::error::{Error, Kind};
-use crate::plan::LABEL_PREFIX;
+use crate::names::LABEL_PREFIX;
 
 /// How long a waiter polls between two tries; a lock is held for seconds to minutes.
 const RETRY: Duration = Duration::from_millis(500);

@@ -172,7 +172,7 @@ fn capped(text: &str) -> std::borrow::Cow<'_, str> {
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // Messages and notes quote docker's stderr and file contents: shown, never obeyed.
-        f.write_str(&crate::print::visible_lines(&capped(&self.message)))?;
+        f.write_str(&crate::text::visible_lines(&capped(&self.message)))?;
         if let Some(location) = &self.location {
             write!(f, "\n  --> {location}")?;
             if let Some((line, caret)) = &self.source_line {
@@ -185,12 +185,12 @@ impl fmt::Display for Error {
                     .map_or(line.len(), |(at, _)| at);
                 let (before, after) = line.split_at(split);
                 // Escaped before measuring, so the caret stays under the offending column.
-                let before = crate::print::visible_lines(before);
+                let before = crate::text::visible_lines(before);
                 write!(
                     f,
                     "\n {} | {before}{}",
                     location.line,
-                    crate::print::visible_lines(after)
+                    crate::text::visible_lines(after)
                 )?;
                 // Tabs keep their width so the caret lines up under the offending column.
                 let padding: String = before
@@ -201,7 +201,7 @@ impl fmt::Display for Error {
             }
         }
         for note in self.notes.iter().take(MAX_NOTES) {
-            write!(f, "\n  = {}", crate::print::visible_lines(&capped(note)))?;
+            write!(f, "\n  = {}", crate::text::visible_lines(&capped(note)))?;
         }
         Ok(())
     }

@@ -8,7 +8,7 @@
 use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -18,14 +18,16 @@ use sha2::{Digest, Sha256};
 use crate::cli::Invocation;
 use crate::config;
 use crate::docker;
+use crate::docker::docker_head_len;
 use crate::engine_lock::EngineLock;
 use crate::error::{Error, Kind};
-use crate::junit;
 use crate::mode::Output;
-use crate::plan::{docker_head_len, Names, Plan, Status, Step};
-use crate::print::command_line;
+use crate::names::Names;
+use crate::outcome::{parse_cases, Case, Failure, Outcome, Run};
+use crate::plan::{Plan, Status, Step};
 use crate::safe_fs;
 use crate::state;
+use crate::text::command_line;
 
 /// How many lines of a failed step's output the error shows.
 const TAIL_LINES: usize = 20;
@@ -37,61 +39,10 @@ const STOP_GRACE: Duration = Duration::from_secs(10);
 pub struct Options {
     pub jobs: usize,
     pub keep_going: bool,
-    pub junit: Option<PathBuf>,
+    /// Keep raw steps' `ok NAME` / `FAIL NAME` lines (for a JUnit report).
+    pub collect_cases: bool,
     pub yes: bool,
     pub force: bool,
-}
-
-/// How a step ended.
-#[derive(Debug, Clone)]
-pub enum Outcome {
-    /// Done already; not run.
-    Skipped,
-    Succeeded {
-        seconds: f64,
-        cases: Vec<Case>,
-    },
-    Failed(Failure),
-    /// Not run because a step it needs failed (or the run stopped).
-    Blocked(String),
-}
-
-#[derive(Debug, Clone)]
-pub struct Failure {
-    pub cases: Vec<Case>,
-    pub code: Option<i32>,
-    pub message: String,
-    pub tail: Vec<String>,
-    pub seconds: f64,
-    pub kind: Kind,
-}
-
-/// A test case a step reported in its output: a line `ok NAME` or `FAIL NAME: why`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Case {
-    pub name: String,
-    pub failure: Option<String>,
-}
-
-/// The cases in a step's output lines (see `Case`).
-pub fn parse_cases(lines: &[String]) -> Vec<Case> {
-    lines
-        .iter()
-        .filter_map(|line| {
-            if let Some(name) = line.strip_prefix("ok ") {
-                return Some(Case {
-                    name: name.trim().to_owned(),
-                    failure: None,
-                });
-            }
-            let rest = line.strip_prefix("FAIL ")?;
-            let (name, why) = rest.split_once(": ").unwrap_or((rest, "failed"));
-            Some(Case {
-                name: name.trim().to_owned(),
-                failure: Some(why.trim().to_owned()),
-            })
-        })
-        .collect()
 }
 
 enum Event {
@@ -102,22 +53,10 @@ enum Event {
 /// The process ids of a running step's current docker command, for stopping it.
 type Running = Arc<Mutex<Vec<u32>>>;
 
-/// Set once a signal stops the run. Archive steps, which run several docker commands of their
-/// own, look at it between phases: a restore stops before it touches the volume, or finishes
-/// its swap.
-static STOPPING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-
-pub fn stopping() -> bool {
-    STOPPING.load(std::sync::atomic::Ordering::SeqCst)
-}
-
-/// Runs the plan and returns the exit code.
-pub fn execute(mut plan: Plan, invocation: &Invocation, options: &Options) -> anyhow::Result<u8> {
+/// Runs the plan: probes, asks, locks, runs the steps, and returns how each ended.
+pub fn execute(mut plan: Plan, invocation: &Invocation, options: &Options) -> anyhow::Result<Run> {
     let (sender, events) = mpsc::channel();
     let signals = Interrupts::listen(sender.clone())?;
-    if let Some(path) = &options.junit {
-        junit_writable(path)?;
-    }
 
     let observed = state::probe(&plan)?;
     if let Some(conflict) = state::apply(&mut plan, &observed).into_iter().next() {
@@ -159,10 +98,21 @@ pub fn execute(mut plan: Plan, invocation: &Invocation, options: &Options) -> an
         .into_iter()
         .map(|o| o.unwrap_or_else(|| Outcome::Blocked("the run stopped before it".into())))
         .collect();
-    if let Some(path) = &options.junit {
-        junit::write(path, &plan, &outcomes, started.elapsed().as_secs_f64())?;
-    }
-    if let Err(Stop::Signal(signal)) = result {
+    Ok(Run {
+        plan,
+        outcomes,
+        seconds: started.elapsed().as_secs_f64(),
+        interrupted_by: match result {
+            Err(Stop::Signal(signal)) => Some(signal),
+            _ => None,
+        },
+    })
+}
+
+/// Turns a finished run into the exit code: an interruption is an error; otherwise the job's
+/// own code passes through, or the first failure decides.
+pub fn conclude(run: &Run) -> anyhow::Result<u8> {
+    if let Some(signal) = run.interrupted_by {
         return Err(Error::new(
             Kind::Interrupted,
             format!(
@@ -176,7 +126,7 @@ pub fn execute(mut plan: Plan, invocation: &Invocation, options: &Options) -> an
         )
         .into());
     }
-    finish(&plan, &outcomes)
+    finish(&run.plan, &run.outcomes)
 }
 
 /// Asks the questions of steps that will run and declare `confirm`, unless `--yes` answered.
@@ -374,7 +324,7 @@ fn run_steps(
                 index,
                 pids.clone(),
                 sender.clone(),
-                options.junit.is_some(),
+                options.collect_cases,
             );
             running.push((index, pids));
             started_any = true;
@@ -443,7 +393,7 @@ fn container_name(argv: &[String]) -> Option<String> {
 /// Stops every running step: removes the containers they started (which also ends `docker
 /// run`), sends SIGTERM to the docker commands, and SIGKILL to any still there after a grace.
 fn stop_running(plan: &Plan, running: &[(usize, Running)], events: &Receiver<Event>) {
-    STOPPING.store(true, std::sync::atomic::Ordering::SeqCst);
+    crate::interrupt::stop();
     for (index, pids) in running {
         let step = &plan.steps[*index];
         if let Some(name) = container_name(&step.argv) {
@@ -525,36 +475,6 @@ impl Interrupts {
     fn close(&self) {
         self.handle.close();
     }
-}
-
-/// Fails before anything runs when the JUnit report could not be written at the end.
-fn junit_writable(path: &Path) -> anyhow::Result<()> {
-    let fails = |e: std::io::Error| -> anyhow::Error {
-        Error::new(
-            Kind::Io,
-            format!("--junit {}: cannot write the report: {e}", path.display()),
-        )
-        .into()
-    };
-    if path.is_dir() {
-        return Err(fails(std::io::Error::from(
-            std::io::ErrorKind::IsADirectory,
-        )));
-    }
-    use std::os::unix::fs::OpenOptionsExt;
-    let existed = path.exists();
-    // Appending creates nothing new in an existing report; a file made only to try is removed.
-    // Non-blocking, so a FIFO nobody reads is an error now rather than a hang at the end.
-    std::fs::OpenOptions::new()
-        .append(true)
-        .create(true)
-        .custom_flags(libc::O_NONBLOCK)
-        .open(path)
-        .map_err(fails)?;
-    if !existed {
-        let _ = std::fs::remove_file(path);
-    }
-    Ok(())
 }
 
 /// Starts a step on its own thread; `collect` keeps a raw step's stdout for its test cases.
@@ -1137,7 +1057,7 @@ impl InstanceLock {
         let engine = EngineLock::acquire(
             &head,
             &format!("{}-lock", Names::of(invocation).prefix),
-            &crate::plan::instance_labels(invocation),
+            &crate::names::instance_labels(invocation),
             &what,
             |wait| matches!(events.recv_timeout(wait), Ok(Event::Signal(_))),
         )?;
@@ -1157,9 +1077,10 @@ pub mod ready {
 
     use super::{failure, last_lines, Failure, Running};
     use crate::docker;
+    use crate::docker::docker_head_len;
     use crate::error::Kind;
     use crate::mode::Ready;
-    use crate::plan::{docker_head_len, Step};
+    use crate::plan::Step;
 
     /// The pause between two readiness checks: short enough to return soon after the daemon
     /// is up, long enough not to load the engine.

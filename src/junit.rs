@@ -7,7 +7,7 @@ use std::fs;
 use std::path::Path;
 
 use crate::error::{Error, Kind};
-use crate::exec::{Case, Outcome};
+use crate::outcome::{Case, Outcome, Run};
 use crate::plan::Plan;
 
 fn escape(text: &str) -> String {
@@ -162,13 +162,39 @@ pub fn render(plan: &Plan, outcomes: &[Outcome], total_seconds: f64) -> String {
     out
 }
 
-pub fn write(
-    path: &Path,
-    plan: &Plan,
-    outcomes: &[Outcome],
-    total_seconds: f64,
-) -> anyhow::Result<()> {
-    fs::write(path, render(plan, outcomes, total_seconds)).map_err(|e| {
+/// Fails before anything runs when the JUnit report could not be written at the end.
+pub fn check_writable(path: &Path) -> anyhow::Result<()> {
+    let fails = |e: std::io::Error| -> anyhow::Error {
+        Error::new(
+            Kind::Io,
+            format!("--junit {}: cannot write the report: {e}", path.display()),
+        )
+        .into()
+    };
+    if path.is_dir() {
+        return Err(fails(std::io::Error::from(
+            std::io::ErrorKind::IsADirectory,
+        )));
+    }
+    use std::os::unix::fs::OpenOptionsExt;
+    let existed = path.exists();
+    // Appending creates nothing new in an existing report; a file made only to try is removed.
+    // Non-blocking, so a FIFO nobody reads is an error now rather than a hang at the end.
+    std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(fails)?;
+    if !existed {
+        let _ = std::fs::remove_file(path);
+    }
+    Ok(())
+}
+
+/// Writes the report of a finished run.
+pub fn write(path: &Path, run: &Run) -> anyhow::Result<()> {
+    fs::write(path, render(&run.plan, &run.outcomes, run.seconds)).map_err(|e| {
         Error::new(
             Kind::Io,
             format!("writing JUnit report {}: {e}", path.display()),
@@ -180,6 +206,7 @@ pub fn write(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::outcome::parse_cases;
 
     #[test]
     fn escapes_markup_and_control_characters() {
@@ -199,7 +226,7 @@ mod tests {
         ]
         .map(String::from)
         .to_vec();
-        let cases = crate::exec::parse_cases(&lines);
+        let cases = parse_cases(&lines);
         assert_eq!(cases.len(), 3);
         assert_eq!(cases[1].failure.as_deref(), Some("no module x"));
         assert_eq!(cases[2].name, "bare");

@@ -100,7 +100,7 @@ pub fn load_file(path: &Path) -> anyhow::Result<Document<LanguageFile>> {
             && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
         let problem = if !identifier {
             format!("vars: `{key}` is not a template variable name")
-        } else if crate::plan::BUILTINS.contains(&key.as_str()) {
+        } else if crate::template::BUILTINS.contains(&key.as_str()) {
             format!("vars: `{key}` is a built-in variable and cannot be replaced")
         } else if crate::template::FUNCTIONS.contains(&key.as_str()) {
             format!("vars: `{key}` is a template function and cannot be replaced")

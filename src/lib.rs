@@ -10,8 +10,10 @@
 //!
 //! Printing and executing consume the same `Plan`, so `--plan` shows exactly what would run.
 
+pub mod archive;
 pub mod backup;
 pub mod cli;
+pub mod compile;
 pub mod complete;
 pub mod config;
 pub mod console;
@@ -20,10 +22,14 @@ pub mod engine;
 pub mod engine_lock;
 pub mod error;
 pub mod exec;
+pub mod inspect;
+pub mod interrupt;
 pub mod junit;
 pub mod language;
 pub mod memory;
 pub mod mode;
+pub mod names;
+pub mod outcome;
 pub mod plan;
 pub mod print;
 pub mod record;
@@ -32,13 +38,13 @@ pub mod state;
 pub mod swarm;
 pub mod tar_entries;
 pub mod template;
+pub mod text;
 pub mod upload;
 pub mod validate;
 pub mod variant;
 pub mod yaml;
 
 use std::io::Write;
-use std::path::PathBuf;
 
 /// Counts what a template holds while it renders (see `memory`).
 #[global_allocator]
@@ -47,7 +53,6 @@ static ALLOCATOR: memory::Counting = memory::Counting;
 use clap::Parser;
 
 use crate::cli::{Arguments, Invocation, SchemaName};
-use crate::config::Layers;
 use crate::error::{fail, Error, Kind};
 
 /// Runs host_container with `argv` and returns the process exit code.
@@ -86,23 +91,9 @@ fn report(error: &anyhow::Error) {
         }
         None => {
             let text = format!("{error:#}");
-            let _ = writeln!(stderr, "{head} {}", print::visible_lines(&text));
+            let _ = writeln!(stderr, "{head} {}", text::visible_lines(&text));
         }
     }
-}
-
-/// The configuration layers in effect for these `--config-dir`s, this user and this binary.
-pub(crate) fn layers_of(config_dirs: &[PathBuf]) -> anyhow::Result<Layers> {
-    let home = std::env::var_os("HOME")
-        .filter(|h| !h.is_empty())
-        .map(PathBuf::from);
-    let env = cli::environment();
-    // SAFETY: getuid cannot fail and touches no memory of ours.
-    let cache = config::cache_dir(&env, unsafe { libc::getuid() });
-    let installdir = std::env::current_exe()
-        .ok()
-        .and_then(|exe| exe.parent()?.parent().map(PathBuf::from));
-    Layers::discover(config_dirs, home.as_deref(), installdir.as_deref(), cache)
 }
 
 fn run_arguments(args: &Arguments) -> anyhow::Result<u8> {
@@ -124,7 +115,7 @@ fn run_arguments(args: &Arguments) -> anyhow::Result<u8> {
         write_out(&mut stdout, &complete::man_page()?)?;
         return Ok(0);
     }
-    let layers = layers_of(&args.config_dirs)?;
+    let layers = config::layers_of(&args.config_dirs)?;
 
     if args.list {
         write_out(&mut stdout, &validate::list(&layers))?;
@@ -157,9 +148,9 @@ fn run_arguments(args: &Arguments) -> anyhow::Result<u8> {
     };
     let mut invocation = Invocation::from_arguments(args, language, variant, mode)?;
     if !args.offline {
-        invocation.legacy_names = plan::legacy_names_in_use(&invocation, args.context.as_deref());
+        invocation.legacy_names = state::legacy_names_in_use(&invocation, args.context.as_deref());
     }
-    let plan = plan::compile(&invocation, &layers, args.context.as_deref())?;
+    let plan = compile::compile(&invocation, &layers, args.context.as_deref())?;
 
     if args.plan || args.check {
         return show_plan(args, plan, stdout);
@@ -174,11 +165,18 @@ fn run_arguments(args: &Arguments) -> anyhow::Result<u8> {
     let options = exec::Options {
         jobs: args.jobs.max(1),
         keep_going: args.keep_going,
-        junit: args.junit.clone(),
+        collect_cases: args.junit.is_some(),
         yes: args.yes,
         force: args.force,
     };
-    exec::execute(plan, &invocation, &options)
+    if let Some(path) = &args.junit {
+        junit::check_writable(path)?;
+    }
+    let run = exec::execute(plan, &invocation, &options)?;
+    if let Some(path) = &args.junit {
+        junit::write(path, &run)?;
+    }
+    exec::conclude(&run)
 }
 
 /// `--plan` and `--check`: learns the steps' state with read-only docker calls (none with
@@ -281,9 +279,9 @@ fn validate_in_layers(args: &Arguments, file: &std::path::Path) -> anyhow::Resul
     };
     let mut config_dirs = args.config_dirs.clone();
     config_dirs.extend(root.map(|r| r.to_path_buf()));
-    let layers = layers_of(&config_dirs)?;
+    let layers = config::layers_of(&config_dirs)?;
     let invocation = Invocation::from_arguments(args, language, variant, mode.to_owned())?;
-    plan::compile(&invocation, &layers, args.context.as_deref()).map(|_| ())
+    compile::compile(&invocation, &layers, args.context.as_deref()).map(|_| ())
 }
 
 /// Writes to stdout; a closed pipe (`| head`) is not an error.

@@ -10,7 +10,7 @@ use schemars::{json_schema, JsonSchema, Schema, SchemaGenerator};
 use serde::de::{self, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
 
-use crate::error::{did_you_mean, Error, Kind};
+use crate::error::{did_you_mean, fail, Error, Kind};
 use crate::yaml::{self, Document};
 
 /// One mode: what it is for, which modes must run first, and its steps.
@@ -598,6 +598,29 @@ fn check_needs(path: &Path, document: &Document<ModeFile>) -> anyhow::Result<()>
         }
     }
     Ok(())
+}
+
+/// A mode is a name that picks `host_base_<MODE>.yaml`, never a path: `x/../../evil` must not
+/// reach a file outside the layers.
+pub fn check_name(mode: &str) -> anyhow::Result<()> {
+    let valid = !mode.is_empty()
+        && mode.len() <= 64
+        && mode.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && mode
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
+    if valid {
+        Ok(())
+    } else {
+        fail(
+            Kind::Usage,
+            format!(
+                "mode `{}` is not a valid name: use letters, digits, `_`, `.` and `-`, starting \
+                 with a letter or digit",
+                mode.escape_debug()
+            ),
+        )
+    }
 }
 
 #[cfg(test)]

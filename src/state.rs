@@ -5,12 +5,17 @@
 //! probed with one `docker inspect` of every object the plan names (split only where a huge plan
 //! would exceed the argument-length limit).
 
-use crate::docker::{self, Object};
+use std::fs;
+
+use crate::cli::Invocation;
+use crate::docker::{self, docker_head, docker_head_len};
 use crate::error::{Error, Kind};
-use crate::plan::{docker_head_len, Plan, Status, Step, LABEL_PREFIX, UNFINISHED_LABEL};
+use crate::inspect::{self, Object};
+use crate::names::{instance_labels, Names, LABEL_PREFIX, UNFINISHED_LABEL};
+use crate::plan::{Plan, Status, Step};
 use crate::record;
 
-pub use crate::docker::Observed;
+pub use crate::inspect::Observed;
 
 /// The names the plan's state depends on, each once, in plan order.
 pub fn probe_names(plan: &Plan) -> Vec<String> {
@@ -31,7 +36,7 @@ pub fn probe_names(plan: &Plan) -> Vec<String> {
     }
     // A data volume in the middle of an interrupted restore must not be used: asking for the
     // swap marker too costs no docker call.
-    let markers: Vec<String> = volumes(plan).map(crate::backup::swap_marker).collect();
+    let markers: Vec<String> = volumes(plan).map(crate::archive::swap_marker).collect();
     names.extend(markers);
     names
 }
@@ -143,9 +148,9 @@ fn interrupted_restores(plan: &Plan, observed: &Observed) -> Vec<Error> {
         .map(|s| s.argv[..docker_head_len(&s.argv)].join(" "))
         .unwrap_or_else(|| "docker".into());
     volumes(plan)
-        .filter(|v| observed.contains_key(&crate::backup::swap_marker(v)) && !restoring(v))
+        .filter(|v| observed.contains_key(&crate::archive::swap_marker(v)) && !restoring(v))
         .map(|volume| {
-            let marker = crate::backup::swap_marker(volume);
+            let marker = crate::archive::swap_marker(volume);
             Error::new(
                 Kind::Conflict,
                 format!(
@@ -241,7 +246,7 @@ pub fn probe(plan: &Plan) -> anyhow::Result<Observed> {
         .first()
         .map(|s| s.argv[..docker_head_len(&s.argv)].to_vec())
         .unwrap_or_else(|| vec!["docker".into()]);
-    docker::inspect(&head, &probe_names(plan))
+    inspect::inspect(&head, &probe_names(plan))
 }
 
 /// Decides every step's status from what was observed. A container name held by something
@@ -569,4 +574,56 @@ fn remove_container(head: &[String], name: &str) -> Vec<String> {
     let mut argv = head.to_vec();
     argv.extend(["rm", "--force", name].map(String::from));
     argv
+}
+
+/// Whether this instance was made under the legacy names and must keep them: the engine holds a
+/// volume with a legacy name and all three labels of this instance, or the backup directory a
+/// manifest of this instance under a legacy name. Names of other instances that merely look the
+/// same (the collision the new names prevent) do not count, their labels differ; an old backup
+/// counts only while the engine holds nothing of the instance under the new names. Asks nothing
+/// when both schemes give the same names, which is the case for names without `-`.
+pub fn legacy_names_in_use(invocation: &Invocation, context: Option<&str>) -> bool {
+    let legacy = Names::legacy(invocation).prefix;
+    let mut current = invocation.clone();
+    current.legacy_names = false;
+    if Names::of(&current).prefix == legacy {
+        return false;
+    }
+    let current = Names::of(&current).prefix;
+    let starts = |name: &str, prefix: &str| {
+        name.strip_prefix(prefix)
+            .is_some_and(|rest| rest.starts_with('-'))
+    };
+    let starts_legacy = |name: &str| starts(name, &legacy);
+    let mut argv = docker_head(context);
+    argv.extend(["volume", "ls", "--quiet"].map(String::from));
+    for (key, value) in instance_labels(invocation) {
+        argv.push(format!("--filter=label={key}={value}"));
+    }
+    if let Ok(listed) = crate::docker::capture(&argv) {
+        let names: Vec<&str> = listed.stdout.lines().map(str::trim).collect();
+        if listed.success() && names.iter().any(|n| starts_legacy(n)) {
+            return true;
+        }
+        // Already living under the new names: an old backup must not pull it back.
+        if names.iter().any(|n| starts(n, &current)) {
+            return false;
+        }
+    }
+    let Ok(entries) = fs::read_dir(&invocation.backup_dir) else {
+        return false;
+    };
+    entries.filter_map(Result::ok).any(|entry| {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        name.ends_with(".manifest.json")
+            && starts_legacy(&name)
+            && crate::safe_fs::read_limited(&entry.path(), 1 << 20)
+                .ok()
+                .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok())
+                .is_some_and(|m| {
+                    m["language"] == invocation.language.as_str()
+                        && m["variant"] == invocation.variant.as_str()
+                        && m["instance"] == invocation.instance.as_str()
+                })
+    })
 }

@@ -18,6 +18,32 @@ pub const TOTAL_FUEL: u64 = 10_000_000;
 /// template as short as `{{ 'a' * 1000000 }}` makes a megabyte.
 pub const OUTPUT_BYTES: usize = 64 << 20;
 
+/// Builtin variable names a `--set` or a mode's `vars` may not replace.
+pub const BUILTINS: &[&str] = &[
+    "language",
+    "variant",
+    "mode",
+    "requested_mode",
+    "instance",
+    "command",
+    "uid",
+    "gid",
+    "user",
+    "home",
+    "cwd",
+    "env",
+    "tty",
+    "run_id",
+    "orchestrator",
+    "image",
+    "names",
+    "volumes",
+    "containers",
+    "paths",
+    "layers",
+    "set",
+];
+
 /// The functions a template can call: ours and minijinja's global ones. A variable of the same
 /// name (a `--set`, a `vars` entry) would hide the function, so such names are refused.
 pub const FUNCTIONS: &[&str] = &["getenv", "env_flag", "range", "dict", "namespace", "debug"];

@@ -11,9 +11,9 @@ use minijinja::Environment;
 use crate::config::Layers;
 use crate::error::{did_you_mean, Error, Kind};
 use crate::mode::{self, ModeFile};
-use crate::plan::BUILTINS;
-use crate::print::visible;
+use crate::template::BUILTINS;
 use crate::template::FUNCTIONS;
+use crate::text::visible;
 use crate::yaml::Document;
 
 /// The layers, then a tree of languages and their variants, then every mode once with the layer

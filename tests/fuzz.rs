@@ -270,7 +270,7 @@ fn exercise(dir: &Path, input: &[u8]) {
     else {
         return;
     };
-    if let Ok(mut plan) = docker_meta::plan::compile(&invocation, &layers, None) {
+    if let Ok(mut plan) = docker_meta::compile::compile(&invocation, &layers, None) {
         docker_meta::plan::mark_offline(&mut plan, "offline");
         let _ = serde_json::to_vec(&plan);
         let _ = docker_meta::print::render(&plan, docker_meta::cli::Format::Text);
