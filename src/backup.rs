@@ -290,7 +290,7 @@ fn backup(
     let found = crate::inspect::inspect(head, &names)?;
     let image_id = found
         .get(&plan.image)
-        .filter(|o| o.kind == "image")
+        .filter(|o| o.kind == crate::inspect::ObjectKind::Image)
         .map(|o| o.id.clone())
         .ok_or_else(|| {
             Error::new(
@@ -410,7 +410,9 @@ fn stamp_records(found: &crate::inspect::Observed, stamps: &[String]) -> Vec<Sta
     stamps
         .iter()
         .filter_map(|name| {
-            let object = found.get(name).filter(|o| o.kind == "volume")?;
+            let object = found
+                .get(name)
+                .filter(|o| o.kind == crate::inspect::ObjectKind::Volume)?;
             Some(StampRecord {
                 name: name.clone(),
                 fingerprint: object.fingerprint().unwrap_or_default().to_owned(),

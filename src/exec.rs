@@ -679,7 +679,11 @@ fn run_step(
     if let Some(ready) = &step.ready {
         crate::exec::ready::wait(step, ready, pids)?;
     }
-    if let Some(done) = step.done.as_ref().filter(|d| d.kind == "container") {
+    if let Some(done) = step
+        .done
+        .as_ref()
+        .filter(|d| d.kind == crate::mode::DoneKind::Container)
+    {
         let ports = published(step, &done.name);
         crate::console::announce(&step.id, &format!("started {}{ports}", done.name));
     }

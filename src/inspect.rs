@@ -10,11 +10,30 @@ use crate::docker::{capture, classify};
 use crate::error::{Error, Kind};
 use crate::names::LABEL_PREFIX;
 
+/// The kinds of object the probe reads. (A stamp is a volume.)
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ObjectKind {
+    Image,
+    Volume,
+    Container,
+    Service,
+}
+
+impl std::fmt::Display for ObjectKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ObjectKind::Image => "image",
+            ObjectKind::Volume => "volume",
+            ObjectKind::Container => "container",
+            ObjectKind::Service => "service",
+        })
+    }
+}
+
 /// An object found by the probe.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Object {
-    /// image, volume, container or service.
-    pub kind: &'static str,
+    pub kind: ObjectKind,
     /// The engine's id (images and containers; empty for volumes).
     pub id: String,
     pub labels: HashMap<String, String>,
@@ -27,6 +46,19 @@ pub struct Object {
 }
 
 impl Object {
+    /// An object of `kind` with nothing else known yet.
+    pub fn of(kind: ObjectKind) -> Object {
+        Object {
+            kind,
+            id: String::new(),
+            labels: HashMap::new(),
+            running: false,
+            paused: false,
+            started_at: String::new(),
+            service: None,
+        }
+    }
+
     pub fn fingerprint(&self) -> Option<&str> {
         self.labels
             .get(&format!("{LABEL_PREFIX}.fingerprint"))
@@ -145,10 +177,9 @@ fn inspect_batch(head: &[String], names: &[String]) -> anyhow::Result<HashMap<St
                     found.insert(
                         asked,
                         Object {
-                            kind: "image",
                             id: id.to_owned(),
                             labels: labels.clone(),
-                            ..Object::default()
+                            ..Object::of(ObjectKind::Image)
                         },
                     );
                 }
@@ -161,9 +192,8 @@ fn inspect_batch(head: &[String], names: &[String]) -> anyhow::Result<HashMap<St
             found.insert(
                 name.to_owned(),
                 Object {
-                    kind: "volume",
                     labels: labels(object.get("Labels")),
-                    ..Object::default()
+                    ..Object::of(ObjectKind::Volume)
                 },
             );
         } else if let Some(state) = object.get("State") {
@@ -174,7 +204,6 @@ fn inspect_batch(head: &[String], names: &[String]) -> anyhow::Result<HashMap<St
             found.insert(
                 name.trim_start_matches('/').to_owned(),
                 Object {
-                    kind: "container",
                     id: object
                         .get("Id")
                         .and_then(Json::as_str)
@@ -191,14 +220,13 @@ fn inspect_batch(head: &[String], names: &[String]) -> anyhow::Result<HashMap<St
                         .and_then(Json::as_str)
                         .unwrap_or_default()
                         .to_owned(),
-                    ..Object::default()
+                    ..Object::of(ObjectKind::Container)
                 },
             );
         } else if let Some((name, spec)) = crate::swarm::parse_service(object) {
             found.insert(
                 name,
                 Object {
-                    kind: "service",
                     id: object
                         .get("ID")
                         .and_then(Json::as_str)
@@ -206,7 +234,7 @@ fn inspect_batch(head: &[String], names: &[String]) -> anyhow::Result<HashMap<St
                         .to_owned(),
                     labels: labels(crate::swarm::service_labels(object)),
                     service: Some(spec),
-                    ..Object::default()
+                    ..Object::of(ObjectKind::Service)
                 },
             );
         }

@@ -148,20 +148,20 @@ fn given<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Option<Str
 
 impl DoneSpec {
     /// Every key given, as (kind, unrendered name or None for null).
-    fn entries(&self) -> impl Iterator<Item = (&'static str, Option<&str>)> {
+    fn entries(&self) -> impl Iterator<Item = (DoneKind, Option<&str>)> {
         [
-            ("image", &self.image),
-            ("volume", &self.volume),
-            ("container", &self.container),
-            ("stamp", &self.stamp),
-            ("service", &self.service),
+            (DoneKind::Image, &self.image),
+            (DoneKind::Volume, &self.volume),
+            (DoneKind::Container, &self.container),
+            (DoneKind::Stamp, &self.stamp),
+            (DoneKind::Service, &self.service),
         ]
         .into_iter()
         .filter_map(|(kind, name)| Some((kind, name.as_ref()?.as_deref())))
     }
 
     /// The kind and (unrendered) name of the first object given with a name.
-    pub fn given(&self) -> Option<(&'static str, &str)> {
+    pub fn given(&self) -> Option<(DoneKind, &str)> {
         self.entries().find_map(|(kind, name)| Some((kind, name?)))
     }
 
@@ -169,7 +169,10 @@ impl DoneSpec {
     pub fn object(&self) -> Option<Done> {
         let mut entries = self.entries();
         match (entries.next(), entries.next()) {
-            (Some((kind, Some(name))), None) => Some(Done::of_kind(kind, name.to_owned())),
+            (Some((kind, Some(name))), None) => Some(Done {
+                kind,
+                name: name.to_owned(),
+            }),
             _ => None,
         }
     }
@@ -213,7 +216,7 @@ impl StepSpec {
             }
         }
         if let Some((kind, name)) = self.done.as_ref().and_then(DoneSpec::given) {
-            fields.push(field(at(&["done", kind]), name, false));
+            fields.push(field(at(&["done", kind.as_str()]), name, false));
         }
         for (index, text) in self.uses_images.iter().enumerate() {
             fields.push(field(at(&["uses_images", &index.to_string()]), text, false));
@@ -256,48 +259,57 @@ impl StepSpec {
     }
 }
 
-/// The object whose presence (and fingerprint label) makes a step done.
+/// The kind of object whose presence (and fingerprint label) makes a step done. Each kind has
+/// its own rule for "done and up to date" (docs/MODES.md, `done`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum DoneKind {
+    Image,
+    Volume,
+    Container,
+    Stamp,
+    Service,
+}
+
+impl DoneKind {
+    /// The key a mode file writes under `done:`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DoneKind::Image => "image",
+            DoneKind::Volume => "volume",
+            DoneKind::Container => "container",
+            DoneKind::Stamp => "stamp",
+            DoneKind::Service => "service",
+        }
+    }
+}
+
+impl fmt::Display for DoneKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The object that makes a step done: its kind and its (unrendered, then rendered) name.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Done {
-    Image(String),
-    Volume(String),
-    Container(String),
-    Stamp(String),
-    Service(String),
+pub struct Done {
+    kind: DoneKind,
+    name: String,
 }
 
 impl Done {
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Done::Image(_) => "image",
-            Done::Volume(_) => "volume",
-            Done::Container(_) => "container",
-            Done::Stamp(_) => "stamp",
-            Done::Service(_) => "service",
-        }
+    pub fn kind(&self) -> DoneKind {
+        self.kind
     }
 
     pub fn name(&self) -> &str {
-        match self {
-            Done::Image(n)
-            | Done::Volume(n)
-            | Done::Container(n)
-            | Done::Stamp(n)
-            | Done::Service(n) => n,
-        }
+        &self.name
     }
 
     pub fn with_name(&self, name: String) -> Done {
-        Done::of_kind(self.kind(), name)
-    }
-
-    fn of_kind(kind: &str, name: String) -> Done {
-        match kind {
-            "image" => Done::Image(name),
-            "volume" => Done::Volume(name),
-            "container" => Done::Container(name),
-            "service" => Done::Service(name),
-            _ => Done::Stamp(name),
+        Done {
+            kind: self.kind,
+            name,
         }
     }
 }
@@ -526,7 +538,9 @@ fn check_values(path: &Path, document: &Document<ModeFile>) -> anyhow::Result<()
         if let [(kind, None)] = entries.as_slice() {
             return Err(located(
                 format!("step `{id}`: `done.{kind}` needs a name, not null"),
-                document.positions().value(&["steps", id, "done", kind]),
+                document
+                    .positions()
+                    .value(&["steps", id, "done", kind.as_str()]),
             ));
         }
     }
@@ -649,7 +663,10 @@ mod tests {
                 splat: "command".into()
             }
         );
-        assert_eq!(job.done(), Some(Done::Image("x".into())));
+        assert_eq!(
+            job.done().map(|d| (d.kind(), d.name().to_owned())),
+            Some((DoneKind::Image, "x".to_owned()))
+        );
     }
 
     #[test]

@@ -8,7 +8,7 @@ use schemars::JsonSchema;
 use serde::Serialize;
 
 use crate::archive::ArchivePlan;
-use crate::mode::{self, Output, Ready};
+use crate::mode::{self, DoneKind, Output, Ready};
 
 /// Bumped whenever the JSON form of a plan changes incompatibly.
 pub const PLAN_VERSION: u32 = 1;
@@ -39,8 +39,7 @@ pub struct Source {
 /// The object that makes a step done, rendered.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema)]
 pub struct DoneObject {
-    /// image, volume, container or stamp.
-    pub kind: String,
+    pub kind: DoneKind,
     pub name: String,
     /// The step's fingerprint, recorded as a label on the object (or the stamp).
     pub fingerprint: String,

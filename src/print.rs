@@ -90,7 +90,7 @@ fn text(plan: &Plan) -> String {
             let _ = writeln!(
                 out,
                 "  done when: {} {} (fingerprint {})",
-                visible(&done.kind),
+                done.kind,
                 visible(&done.name),
                 step.fingerprint
             );

@@ -10,9 +10,10 @@ use std::fs;
 use crate::cli::Invocation;
 use crate::docker::{self, docker_head, docker_head_len};
 use crate::error::{Error, Kind};
-use crate::inspect::{self, Object};
+use crate::inspect::{self, Object, ObjectKind};
+use crate::mode::DoneKind;
 use crate::names::{instance_labels, Names, LABEL_PREFIX, UNFINISHED_LABEL};
-use crate::plan::{Plan, Status, Step};
+use crate::plan::{DoneObject, Plan, Status, Step};
 use crate::record;
 
 pub use crate::inspect::Observed;
@@ -123,7 +124,7 @@ fn foreign_removal(plan: &Plan, step: &Step, name: &str, object: &Object) -> Err
 fn volumes(plan: &Plan) -> impl Iterator<Item = &str> {
     plan.steps
         .iter()
-        .filter_map(|s| s.done.as_ref().filter(|d| d.kind == "volume"))
+        .filter_map(|s| s.done.as_ref().filter(|d| d.kind == DoneKind::Volume))
         .map(|d| d.name.as_str())
 }
 
@@ -140,7 +141,7 @@ fn interrupted_restores(plan: &Plan, observed: &Observed) -> Vec<Error> {
     let image = plan
         .steps
         .iter()
-        .find_map(|s| s.done.as_ref().filter(|d| d.kind == "image"))
+        .find_map(|s| s.done.as_ref().filter(|d| d.kind == DoneKind::Image))
         .map_or("IMAGE", |d| d.name.as_str());
     let docker = plan
         .steps
@@ -184,7 +185,7 @@ pub fn stop_orphans(plan: &Plan, selected: &[bool]) -> anyhow::Result<()> {
                 // A service's task containers are swarm's: an update replaces them in turn.
                 && s.done
                     .as_ref()
-                    .is_none_or(|d| d.kind != "container" && d.kind != "service")
+                    .is_none_or(|d| d.kind != DoneKind::Container && d.kind != DoneKind::Service)
         })
         .map(|(s, _)| s.id.as_str())
         .collect();
@@ -321,6 +322,19 @@ fn what_changed(step: &Step, object: &Object) -> String {
 /// must run too when it runs.
 type Decision = (Status, String, Vec<Vec<String>>, bool);
 
+/// A done object's status, why, and the commands to run before the step.
+type Verdict = (Status, String, Vec<Vec<String>>);
+
+/// The kind of object the engine holds for a done object of `kind`.
+fn probed_as(kind: DoneKind) -> ObjectKind {
+    match kind {
+        DoneKind::Image => ObjectKind::Image,
+        DoneKind::Volume | DoneKind::Stamp => ObjectKind::Volume,
+        DoneKind::Container => ObjectKind::Container,
+        DoneKind::Service => ObjectKind::Service,
+    }
+}
+
 fn decide(plan: &Plan, index: usize, observed: &Observed, conflicts: &mut Vec<Error>) -> Decision {
     let step = &plan.steps[index];
     if step.forced {
@@ -339,141 +353,177 @@ fn decide(plan: &Plan, index: usize, observed: &Observed, conflicts: &mut Vec<Er
             true,
         );
     };
-    let found = observed.get(&done.name);
-    let kind_matches = |kind: &str| found.filter(|o| o.kind == kind);
-    let fingerprint_note = |object: &Object| what_changed(step, object);
-    let head = step.argv[..docker_head_len(&step.argv)].to_vec();
-    let (mut status, mut reason, mut before) = match done.kind.as_str() {
-        "image" => match kind_matches("image") {
-            None => (
-                Status::Run,
-                format!("image `{}` does not exist", done.name),
-                vec![],
-            ),
-            Some(o) if o.fingerprint() != Some(step.fingerprint.as_str()) => {
-                (Status::Run, fingerprint_note(o), vec![])
-            }
-            Some(_) => (
-                Status::Skip,
-                format!("image `{}` is up to date", done.name),
-                vec![],
-            ),
-        },
-        "volume" => match kind_matches("volume") {
-            None => (
-                Status::Run,
-                format!("volume `{}` does not exist", done.name),
-                vec![],
-            ),
-            Some(_) => (
-                Status::Skip,
-                format!("volume `{}` exists", done.name),
-                vec![],
-            ),
-        },
-        "stamp" => match kind_matches("volume") {
-            None => (
-                Status::Run,
-                format!("not done yet: no stamp `{}`", done.name),
-                vec![],
-            ),
-            Some(o) if o.labels.contains_key(UNFINISHED_LABEL) => {
-                (Status::Run, "the last run did not finish".into(), vec![])
-            }
-            Some(o) if o.fingerprint() != Some(step.fingerprint.as_str()) => {
-                (Status::Run, fingerprint_note(o), vec![])
-            }
-            Some(_) => (
-                Status::Skip,
-                format!("done and up to date: stamp `{}`", done.name),
-                vec![],
-            ),
-        },
-        "service" => decide_service(step, kind_matches("service"), conflicts),
-        _ => match kind_matches("container") {
-            None => (
-                Status::Run,
-                format!("container `{}` does not exist", done.name),
-                vec![],
-            ),
-            Some(o) if !belongs_to(o, plan) => {
-                conflicts.push(
-                    Error::new(
-                        Kind::Conflict,
-                        format!("container name `{}` is taken by {}", done.name, owner(o)),
-                    )
-                    .note("remove or rename that container, or pick another --instance"),
-                );
-                (
-                    Status::Run,
-                    format!("CONFLICT: `{}` belongs to {}", done.name, owner(o)),
-                    vec![],
-                )
-            }
-            Some(o) => {
-                let remove = remove_container(&head, &done.name);
-                if o.fingerprint() != Some(step.fingerprint.as_str()) {
-                    (
-                        Status::Run,
-                        format!(
-                            "{}: container `{}` is re-created",
-                            fingerprint_note(o),
-                            done.name
-                        ),
-                        vec![remove],
-                    )
-                } else if o.paused {
-                    (
-                        Status::Run,
-                        format!(
-                            "container `{}` is paused, as an interrupted backup leaves it: re-created",
-                            done.name
-                        ),
-                        vec![remove],
-                    )
-                } else if !o.running {
-                    (
-                        Status::Run,
-                        format!(
-                            "container `{}` exists but is not running: re-created",
-                            done.name
-                        ),
-                        vec![remove],
-                    )
-                } else {
-                    (
-                        Status::Skip,
-                        format!(
-                            "container `{}` is already running with the same configuration, since {}",
-                            done.name, o.started_at
-                        ),
-                        vec![],
-                    )
-                }
-            }
-        },
+    let any = observed.get(&done.name);
+    let found = any.filter(|o| o.kind == probed_as(done.kind));
+    let (status, reason, before) = match done.kind {
+        DoneKind::Image => decide_image(step, done, found),
+        DoneKind::Volume => decide_volume(done, found),
+        DoneKind::Stamp => decide_stamp(step, done, found),
+        DoneKind::Service => decide_service(step, found, conflicts),
+        DoneKind::Container => decide_container(plan, step, done, found, conflicts),
     };
     // A step that runs only because its object is missing makes it again from unchanged
     // inputs. A new volume is empty, though, so what fills it runs again, unless the step
     // itself fills it from its inputs.
-    let remade = done.kind != "volume" || !step.inputs.is_empty();
-    let missing = found.is_none() && remade;
-    let mut invalidates = status == Status::Run && !missing;
+    let remade = done.kind != DoneKind::Volume || !step.inputs.is_empty();
+    let missing = any.is_none() && remade;
+    let invalidates = status == Status::Run && !missing;
     if status == Status::Skip {
-        if let Some(&need) = step
-            .need_indexes
-            .iter()
-            .find(|&&n| plan.steps[n].status == Status::Run && plan.steps[n].invalidates)
-        {
-            status = Status::Run;
-            invalidates = true;
-            reason = format!("needs `{}`, which runs", plan.steps[need].id);
-            if done.kind == "container" {
-                before = vec![remove_container(&head, &done.name)];
-            }
+        if let Some(verdict) = rerun_for_needs(plan, step, done) {
+            let (status, reason, before) = verdict;
+            return (status, reason, before, true);
         }
     }
     (status, reason, before, invalidates)
+}
+
+/// A done step runs again when a step it needs runs and invalidates what it made.
+fn rerun_for_needs(plan: &Plan, step: &Step, done: &DoneObject) -> Option<Verdict> {
+    let &need = step
+        .need_indexes
+        .iter()
+        .find(|&&n| plan.steps[n].status == Status::Run && plan.steps[n].invalidates)?;
+    let before = if done.kind == DoneKind::Container {
+        vec![remove_container(head_of(step), &done.name)]
+    } else {
+        Vec::new()
+    };
+    Some((
+        Status::Run,
+        format!("needs `{}`, which runs", plan.steps[need].id),
+        before,
+    ))
+}
+
+fn head_of(step: &Step) -> &[String] {
+    &step.argv[..docker_head_len(&step.argv)]
+}
+
+/// The same fingerprint means the same inputs; a stale object says what changed.
+fn up_to_date(step: &Step, object: &Object) -> Result<(), String> {
+    if object.fingerprint() == Some(step.fingerprint.as_str()) {
+        Ok(())
+    } else {
+        Err(what_changed(step, object))
+    }
+}
+
+fn decide_image(step: &Step, done: &DoneObject, found: Option<&Object>) -> Verdict {
+    match found.map(|o| up_to_date(step, o)) {
+        None => (
+            Status::Run,
+            format!("image `{}` does not exist", done.name),
+            vec![],
+        ),
+        Some(Err(changed)) => (Status::Run, changed, vec![]),
+        Some(Ok(())) => (
+            Status::Skip,
+            format!("image `{}` is up to date", done.name),
+            vec![],
+        ),
+    }
+}
+
+/// Volumes hold data: one that exists is done, whatever its labels say.
+fn decide_volume(done: &DoneObject, found: Option<&Object>) -> Verdict {
+    match found {
+        None => (
+            Status::Run,
+            format!("volume `{}` does not exist", done.name),
+            vec![],
+        ),
+        Some(_) => (
+            Status::Skip,
+            format!("volume `{}` exists", done.name),
+            vec![],
+        ),
+    }
+}
+
+fn decide_stamp(step: &Step, done: &DoneObject, found: Option<&Object>) -> Verdict {
+    let Some(stamp) = found else {
+        return (
+            Status::Run,
+            format!("not done yet: no stamp `{}`", done.name),
+            vec![],
+        );
+    };
+    if stamp.labels.contains_key(UNFINISHED_LABEL) {
+        return (Status::Run, "the last run did not finish".into(), vec![]);
+    }
+    match up_to_date(step, stamp) {
+        Err(changed) => (Status::Run, changed, vec![]),
+        Ok(()) => (
+            Status::Skip,
+            format!("done and up to date: stamp `{}`", done.name),
+            vec![],
+        ),
+    }
+}
+
+/// A container runs with the step's configuration, or is removed and created again. One of
+/// another instance (or of nobody) with this name is a conflict, never removed.
+fn decide_container(
+    plan: &Plan,
+    step: &Step,
+    done: &DoneObject,
+    found: Option<&Object>,
+    conflicts: &mut Vec<Error>,
+) -> Verdict {
+    let Some(container) = found else {
+        return (
+            Status::Run,
+            format!("container `{}` does not exist", done.name),
+            vec![],
+        );
+    };
+    if !belongs_to(container, plan) {
+        conflicts.push(
+            Error::new(
+                Kind::Conflict,
+                format!(
+                    "container name `{}` is taken by {}",
+                    done.name,
+                    owner(container)
+                ),
+            )
+            .note("remove or rename that container, or pick another --instance"),
+        );
+        return (
+            Status::Run,
+            format!("CONFLICT: `{}` belongs to {}", done.name, owner(container)),
+            vec![],
+        );
+    }
+    let recreated = |reason: String| {
+        let remove = remove_container(head_of(step), &done.name);
+        (Status::Run, reason, vec![remove])
+    };
+    if let Err(changed) = up_to_date(step, container) {
+        recreated(format!(
+            "{changed}: container `{}` is re-created",
+            done.name
+        ))
+    } else if container.paused {
+        recreated(format!(
+            "container `{}` is paused, as an interrupted backup leaves it: re-created",
+            done.name
+        ))
+    } else if !container.running {
+        recreated(format!(
+            "container `{}` exists but is not running: re-created",
+            done.name
+        ))
+    } else {
+        (
+            Status::Skip,
+            format!(
+                "container `{}` is already running with the same configuration, since {}",
+                done.name, container.started_at
+            ),
+            vec![],
+        )
+    }
 }
 
 /// A service step: created when missing, left alone when it runs this configuration, and
@@ -547,13 +597,13 @@ fn service_argv(
     status: Status,
 ) -> Option<Vec<String>> {
     let step = &plan.steps[index];
-    let done = step.done.as_ref().filter(|d| d.kind == "service")?;
+    let done = step.done.as_ref().filter(|d| d.kind == DoneKind::Service)?;
     if step.create_argv.is_empty() {
         return None;
     }
     let spec = observed
         .get(&done.name)
-        .filter(|o| o.kind == "service" && o.is_ours())
+        .filter(|o| o.kind == ObjectKind::Service && o.is_ours())
         .and_then(|o| o.service.as_ref());
     let Some(spec) = spec.filter(|_| status == Status::Run) else {
         return Some(step.create_argv.clone());
@@ -626,4 +676,304 @@ pub fn legacy_names_in_use(invocation: &Invocation, context: Option<&str>) -> bo
                         && m["instance"] == invocation.instance.as_str()
                 })
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mode::Output;
+    use crate::plan::{Source, Summary};
+
+    fn step(kind: DoneKind) -> Step {
+        Step {
+            id: "s".into(),
+            mode: "m".into(),
+            description: String::new(),
+            needs: Vec::new(),
+            argv: vec!["docker".into(), "run".into()],
+            status: Status::Run,
+            reason: String::new(),
+            source: Source {
+                file: "f".into(),
+                layer: "builtin".into(),
+                line: 1,
+            },
+            done: Some(DoneObject {
+                kind,
+                name: "obj".into(),
+                fingerprint: "f1".into(),
+            }),
+            fingerprint: "f1".into(),
+            before: Vec::new(),
+            after: Vec::new(),
+            interactive: false,
+            output: Output::Prefixed,
+            uses_images: Vec::new(),
+            ready: None,
+            archive: None,
+            planned_before: Vec::new(),
+            create_argv: Vec::new(),
+            confirm: None,
+            inputs: Vec::new(),
+            stdin: None,
+            forced: false,
+            need_indexes: Vec::new(),
+            raw_args: Vec::new(),
+            record: record::Record::default(),
+            record_masks: Vec::new(),
+            invalidates: false,
+        }
+    }
+
+    fn plan_of(steps: Vec<Step>) -> Plan {
+        Plan {
+            version: 1,
+            language: "python".into(),
+            variant: "minimal".into(),
+            mode: "m".into(),
+            instance: "default".into(),
+            state: String::new(),
+            modes: Vec::new(),
+            steps,
+            excluded_steps: Vec::new(),
+            summary: Summary::default(),
+        }
+    }
+
+    /// An object in the engine: its kind, fingerprint label, and whether it is ours, running,
+    /// paused or an unfinished stamp.
+    struct Seen {
+        kind: ObjectKind,
+        fingerprint: &'static str,
+        ours: bool,
+        running: bool,
+        paused: bool,
+        unfinished: bool,
+    }
+
+    const FRESH: Seen = Seen {
+        kind: ObjectKind::Image,
+        fingerprint: "f1",
+        ours: true,
+        running: true,
+        paused: false,
+        unfinished: false,
+    };
+
+    fn object(seen: &Seen) -> Object {
+        let mut object = Object::of(seen.kind);
+        let label = |key: &str| format!("{LABEL_PREFIX}.{key}");
+        object
+            .labels
+            .insert(label("fingerprint"), seen.fingerprint.into());
+        if seen.ours {
+            for (key, value) in [("language", "python"), ("variant", "minimal")] {
+                object.labels.insert(label(key), value.into());
+            }
+            object.labels.insert(label("instance"), "default".into());
+        }
+        if seen.unfinished {
+            object.labels.insert(UNFINISHED_LABEL.into(), "f1".into());
+        }
+        object.running = seen.running;
+        object.paused = seen.paused;
+        object
+    }
+
+    #[test]
+    fn each_kind_of_done_object_has_its_rule() {
+        use DoneKind as D;
+        use ObjectKind as O;
+        // (done kind, what the engine holds under its name, status, reason contains, before)
+        let table: Vec<(DoneKind, Option<Seen>, Status, &str, usize)> = vec![
+            (D::Image, None, Status::Run, "image `obj` does not exist", 0),
+            (D::Image, Some(FRESH), Status::Skip, "is up to date", 0),
+            (
+                D::Image,
+                Some(Seen {
+                    fingerprint: "f0",
+                    ..FRESH
+                }),
+                Status::Run,
+                "differs from the recorded f0",
+                0,
+            ),
+            (
+                D::Image,
+                Some(Seen {
+                    kind: O::Volume,
+                    ..FRESH
+                }),
+                Status::Run,
+                "does not exist",
+                0,
+            ),
+            (
+                D::Volume,
+                None,
+                Status::Run,
+                "volume `obj` does not exist",
+                0,
+            ),
+            (
+                D::Volume,
+                Some(Seen {
+                    kind: O::Volume,
+                    fingerprint: "other",
+                    ..FRESH
+                }),
+                Status::Skip,
+                "volume `obj` exists",
+                0,
+            ),
+            (D::Stamp, None, Status::Run, "no stamp `obj`", 0),
+            (
+                D::Stamp,
+                Some(Seen {
+                    kind: O::Volume,
+                    ..FRESH
+                }),
+                Status::Skip,
+                "done and up to date",
+                0,
+            ),
+            (
+                D::Stamp,
+                Some(Seen {
+                    kind: O::Volume,
+                    unfinished: true,
+                    ..FRESH
+                }),
+                Status::Run,
+                "the last run did not finish",
+                0,
+            ),
+            (
+                D::Stamp,
+                Some(Seen {
+                    kind: O::Volume,
+                    fingerprint: "f0",
+                    ..FRESH
+                }),
+                Status::Run,
+                "differs",
+                0,
+            ),
+            (D::Container, None, Status::Run, "does not exist", 0),
+            (
+                D::Container,
+                Some(Seen {
+                    kind: O::Container,
+                    ..FRESH
+                }),
+                Status::Skip,
+                "already running with the same configuration",
+                0,
+            ),
+            (
+                D::Container,
+                Some(Seen {
+                    kind: O::Container,
+                    running: false,
+                    ..FRESH
+                }),
+                Status::Run,
+                "not running: re-created",
+                1,
+            ),
+            (
+                D::Container,
+                Some(Seen {
+                    kind: O::Container,
+                    paused: true,
+                    ..FRESH
+                }),
+                Status::Run,
+                "paused",
+                1,
+            ),
+            (
+                D::Container,
+                Some(Seen {
+                    kind: O::Container,
+                    fingerprint: "f0",
+                    ..FRESH
+                }),
+                Status::Run,
+                "is re-created",
+                1,
+            ),
+            (
+                D::Container,
+                Some(Seen {
+                    kind: O::Container,
+                    ours: false,
+                    ..FRESH
+                }),
+                Status::Run,
+                "CONFLICT",
+                0,
+            ),
+            (
+                D::Service,
+                None,
+                Status::Run,
+                "service `obj` does not exist",
+                0,
+            ),
+        ];
+        for (kind, seen, status, reason, before) in table {
+            let plan = plan_of(vec![step(kind)]);
+            let mut observed = Observed::new();
+            if let Some(seen) = &seen {
+                observed.insert("obj".into(), object(seen));
+            }
+            let mut conflicts = Vec::new();
+            let decision = decide(&plan, 0, &observed, &mut conflicts);
+            let row = format!("{kind} with {:?}", seen.as_ref().map(|s| s.kind));
+            assert_eq!(decision.0, status, "{row}: {}", decision.1);
+            assert!(decision.1.contains(reason), "{row}: {}", decision.1);
+            assert_eq!(decision.2.len(), before, "{row}");
+            assert_eq!(conflicts.len(), usize::from(reason == "CONFLICT"), "{row}");
+        }
+    }
+
+    #[test]
+    fn a_done_step_runs_again_when_a_need_invalidates_it() {
+        let mut image = step(DoneKind::Image);
+        image.status = Status::Run;
+        image.invalidates = true;
+        let mut container = step(DoneKind::Container);
+        container.need_indexes = vec![0];
+        let plan = plan_of(vec![image, container]);
+        let mut observed = Observed::new();
+        observed.insert(
+            "obj".into(),
+            object(&Seen {
+                kind: ObjectKind::Container,
+                ..FRESH
+            }),
+        );
+        let (status, reason, before, invalidates) = decide(&plan, 1, &observed, &mut Vec::new());
+        assert_eq!(status, Status::Run);
+        assert_eq!(reason, "needs `s`, which runs");
+        assert_eq!(before.len(), 1, "the running container is removed first");
+        assert!(invalidates);
+    }
+
+    #[test]
+    fn forced_and_undone_steps_always_run() {
+        let mut forced = step(DoneKind::Image);
+        forced.forced = true;
+        let mut always = step(DoneKind::Image);
+        always.done = None;
+        let plan = plan_of(vec![forced, always]);
+        let observed = Observed::new();
+        assert!(decide(&plan, 0, &observed, &mut Vec::new())
+            .1
+            .contains("was requested"));
+        assert!(decide(&plan, 1, &observed, &mut Vec::new())
+            .1
+            .contains("always runs"));
+    }
 }

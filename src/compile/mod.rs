@@ -17,7 +17,7 @@ use crate::cli::Invocation;
 use crate::config::{self, Found, Layers};
 use crate::docker::{docker_head, docker_head_len};
 use crate::error::{did_you_mean, fail, Error, Kind};
-use crate::mode::{self, Arg, ModeFile, Output};
+use crate::mode::{self, Arg, DoneKind, ModeFile, Output};
 use crate::names::{instance_labels, Names, LABEL_PREFIX, UNFINISHED_LABEL};
 use crate::plan::{
     DoneObject, ExcludedStep, ModeDecision, Plan, Source, Status, Step, Summary, PLAN_VERSION,
@@ -636,7 +636,7 @@ impl Compiler<'_> {
                 }
                 let done = match &spec.done() {
                     Some(done) => {
-                        let kind = done.kind();
+                        let kind = done.kind().as_str();
                         let name_rendered = renderer
                             .render(done.name())
                             .map_err(|e| render_error(&["steps", name, "done", kind], e))?;
@@ -754,7 +754,7 @@ impl Compiler<'_> {
                     reason: String::new(),
                     source: mode.source(Some(name)),
                     done: done.map(|d| DoneObject {
-                        kind: d.kind().into(),
+                        kind: d.kind(),
                         name: d.name().into(),
                         fingerprint: String::new(),
                     }),
@@ -1157,7 +1157,7 @@ fn finish_step(
         feed(masked(arg).as_bytes());
     }
     if let Some(done) = &step.done {
-        feed(done.kind.as_bytes());
+        feed(done.kind.as_str().as_bytes());
         feed(done.name.as_bytes());
     }
     let mut files = std::collections::BTreeMap::new();
@@ -1194,7 +1194,11 @@ fn finish_step(
             step.fingerprint.clone(),
         ));
     }
-    if step.done.as_ref().is_some_and(|d| d.kind != "volume") {
+    if step
+        .done
+        .as_ref()
+        .is_some_and(|d| d.kind != DoneKind::Volume)
+    {
         labels.push((format!("{LABEL_PREFIX}.record"), step.record.to_label()));
     }
     let head = docker_head_len(&step.argv);
@@ -1217,7 +1221,7 @@ fn finish_step(
         }
         step.argv.splice(at..at, inserted);
     }
-    if let Some(done) = step.done.as_ref().filter(|d| d.kind == "stamp") {
+    if let Some(done) = step.done.as_ref().filter(|d| d.kind == DoneKind::Stamp) {
         let docker: Vec<String> = step.argv[..head].to_vec();
         let mut remove = docker.clone();
         remove.extend(["volume", "rm", "--force"].map(String::from));
@@ -1240,7 +1244,12 @@ fn finish_step(
         labels.push((format!("{LABEL_PREFIX}.stamp"), "1".into()));
         step.after.extend([remove, create(&labels)]);
     }
-    if service && step.done.as_ref().is_some_and(|d| d.kind == "service") {
+    if service
+        && step
+            .done
+            .as_ref()
+            .is_some_and(|d| d.kind == DoneKind::Service)
+    {
         step.create_argv = step.argv.clone();
     }
     if let Some(job) = crate::swarm::job_name(&step.argv[head..]) {
@@ -1254,7 +1263,11 @@ fn finish_step(
         remove.push(job);
         step.after.extend([logs, remove]);
     }
-    if step.done.as_ref().is_some_and(|d| d.kind == "image") {
+    if step
+        .done
+        .as_ref()
+        .is_some_and(|d| d.kind == DoneKind::Image)
+    {
         // A rebuild leaves the image it replaced untagged; prune removes it unless a container
         // still uses it (then `purge` does, later).
         let mut prune: Vec<String> = step.argv[..head].to_vec();
