@@ -247,7 +247,7 @@ fn backup(
     step: &Step,
     plan: &ArchivePlan,
     head: &[String],
-    (language, variant, instance): (&str, &str, &str),
+    owner: (&str, &str, &str),
 ) -> anyhow::Result<()> {
     let archive = Path::new(&plan.archive);
     let manifest_path = Path::new(&plan.manifest);
@@ -258,22 +258,7 @@ fn backup(
             archive.display()
         )));
     }
-    let mut inspect = head.to_vec();
-    inspect.extend(["volume".into(), "inspect".into(), plan.volume.clone()]);
-    let inspected = docker::capture(&inspect)?;
-    if let Some(error) = docker::unreachable(&inspected) {
-        return Err(error);
-    }
-    if inspected.code != 0 {
-        return Err(Error::new(
-            Kind::NotFound,
-            format!(
-                "volume `{}` does not exist: nothing to back up",
-                plan.volume
-            ),
-        )
-        .into());
-    }
+    volume_exists(head, &plan.volume)?;
     let dir = archive.parent().unwrap_or(Path::new("."));
     fs::create_dir_all(dir).map_err(|e| io_error("creating", dir, e))?;
 
@@ -283,44 +268,12 @@ fn backup(
     let streamed = stream_out(&step.argv, &partial_path);
     drop(paused);
     let (bytes, sha256) = streamed?;
+    let manifest = manifest_of(plan, head, owner, bytes, sha256)?;
 
-    // One probe answers both the image id and the stamps.
-    let mut names = vec![plan.image.clone()];
-    names.extend(plan.stamps.iter().cloned());
-    let found = crate::inspect::inspect(head, &names)?;
-    let image_id = found
-        .get(&plan.image)
-        .filter(|o| o.kind == crate::inspect::ObjectKind::Image)
-        .map(|o| o.id.clone())
-        .ok_or_else(|| {
-            Error::new(
-                Kind::NotFound,
-                format!("image `{}` does not exist", plan.image),
-            )
-        })?;
-    let manifest = Manifest {
-        format: MANIFEST_FORMAT,
-        tool: format!("host_container {}", env!("CARGO_PKG_VERSION")),
-        created: now_rfc3339(),
-        language: language.into(),
-        variant: variant.into(),
-        instance: instance.into(),
-        volume: plan.volume.clone(),
-        archive: archive
-            .file_name()
-            .unwrap_or_default()
-            .to_string_lossy()
-            .into_owned(),
-        bytes,
-        sha256,
-        image: plan.image.clone(),
-        image_id,
-        stamps: stamp_records(&found, &plan.stamps),
-    };
     let partial_manifest = Scratch(Some(partial_path.with_file_name(format!(
-            "{}.manifest",
-            partial_path.file_name().unwrap_or_default().to_string_lossy()
-        ))));
+        "{}.manifest",
+        partial_path.file_name().unwrap_or_default().to_string_lossy()
+    ))));
     let manifest_scratch = partial_manifest.0.clone().unwrap_or_default();
     let text = serde_json::to_string_pretty(&manifest)? + "\n";
     write_synced(&manifest_scratch, text.as_bytes())?;
@@ -338,6 +291,66 @@ fn backup(
         manifest.sha256
     );
     Ok(())
+}
+
+fn volume_exists(head: &[String], volume: &str) -> anyhow::Result<()> {
+    let mut inspect = head.to_vec();
+    inspect.extend(["volume".into(), "inspect".into(), volume.to_owned()]);
+    let inspected = docker::capture(&inspect)?;
+    if let Some(error) = docker::unreachable(&inspected) {
+        return Err(error);
+    }
+    if inspected.code != 0 {
+        return Err(Error::new(
+            Kind::NotFound,
+            format!("volume `{volume}` does not exist: nothing to back up"),
+        )
+        .into());
+    }
+    Ok(())
+}
+
+/// The manifest of a streamed archive: who it belongs to, its size and checksum, the image
+/// and the stamps it goes with (one probe answers both).
+fn manifest_of(
+    plan: &ArchivePlan,
+    head: &[String],
+    (language, variant, instance): (&str, &str, &str),
+    bytes: u64,
+    sha256: String,
+) -> anyhow::Result<Manifest> {
+    let mut names = vec![plan.image.clone()];
+    names.extend(plan.stamps.iter().cloned());
+    let found = crate::inspect::inspect(head, &names)?;
+    let image_id = found
+        .get(&plan.image)
+        .filter(|o| o.kind == crate::inspect::ObjectKind::Image)
+        .map(|o| o.id.clone())
+        .ok_or_else(|| {
+            Error::new(
+                Kind::NotFound,
+                format!("image `{}` does not exist", plan.image),
+            )
+        })?;
+    Ok(Manifest {
+        format: MANIFEST_FORMAT,
+        tool: format!("host_container {}", env!("CARGO_PKG_VERSION")),
+        created: now_rfc3339(),
+        language: language.into(),
+        variant: variant.into(),
+        instance: instance.into(),
+        volume: plan.volume.clone(),
+        archive: Path::new(&plan.archive)
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned(),
+        bytes,
+        sha256,
+        image: plan.image.clone(),
+        image_id,
+        stamps: stamp_records(&found, &plan.stamps),
+    })
 }
 
 fn write_synced(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {

@@ -128,118 +128,117 @@ pub fn inspect(head: &[String], names: &[String]) -> anyhow::Result<HashMap<Stri
 }
 
 fn inspect_batch(head: &[String], names: &[String]) -> anyhow::Result<HashMap<String, Object>> {
-    let mut found = HashMap::new();
     let mut argv = head.to_vec();
     argv.push("inspect".into());
     argv.extend(names.iter().cloned());
     let captured = capture(&argv)?;
     if !captured.success() {
-        if classify(&captured.stderr) == Some(Kind::EngineUnreachable) {
-            return Err(
-                Error::new(Kind::EngineUnreachable, "the Docker engine did not answer")
-                    .note(captured.stderr.trim().to_owned())
-                    .into(),
-            );
-        }
-        // Missing objects make inspect fail; anything else it says is a real problem.
-        let unexpected: Vec<&str> = captured
-            .stderr
-            .lines()
-            .filter(|l| !l.trim().is_empty() && !l.contains("No such object"))
-            .collect();
-        if !unexpected.is_empty() {
-            return Err(Error::new(
-                Kind::EngineUnreachable,
-                format!("docker inspect failed: {}", unexpected.join("; ")),
-            )
-            .into());
-        }
+        only_missing_objects(&captured.stderr)?;
     }
     let objects: Vec<Json> = serde_json::from_str(captured.stdout.trim()).unwrap_or_default();
     let wanted_images: HashMap<String, &String> =
         names.iter().map(|n| (normalize_image(n), n)).collect();
+    let mut found = HashMap::new();
     for object in &objects {
         if let Some(tags) = object.get("RepoTags").and_then(Json::as_array) {
-            let labels = labels(object.pointer("/Config/Labels"));
-            let id = object.get("Id").and_then(Json::as_str).unwrap_or_default();
-            let mut keys: Vec<String> = tags
-                .iter()
-                .filter_map(Json::as_str)
-                .map(str::to_owned)
-                .collect();
-            keys.push(id.to_owned());
-            for key in keys {
-                let asked = wanted_images
-                    .get(&key)
-                    .map(|s| (*s).clone())
-                    .unwrap_or(key.clone());
+            for (asked, image) in read_image(object, tags, &wanted_images) {
                 if names.contains(&asked) {
-                    found.insert(
-                        asked,
-                        Object {
-                            id: id.to_owned(),
-                            labels: labels.clone(),
-                            ..Object::of(ObjectKind::Image)
-                        },
-                    );
+                    found.insert(asked, image);
                 }
             }
-        } else if object.get("Mountpoint").is_some() {
-            let name = object
-                .get("Name")
-                .and_then(Json::as_str)
-                .unwrap_or_default();
-            found.insert(
-                name.to_owned(),
-                Object {
-                    labels: labels(object.get("Labels")),
-                    ..Object::of(ObjectKind::Volume)
-                },
-            );
-        } else if let Some(state) = object.get("State") {
-            let name = object
-                .get("Name")
-                .and_then(Json::as_str)
-                .unwrap_or_default();
-            found.insert(
-                name.trim_start_matches('/').to_owned(),
-                Object {
-                    id: object
-                        .get("Id")
-                        .and_then(Json::as_str)
-                        .unwrap_or_default()
-                        .to_owned(),
-                    labels: labels(object.pointer("/Config/Labels")),
-                    running: state
-                        .get("Running")
-                        .and_then(Json::as_bool)
-                        .unwrap_or(false),
-                    paused: state.get("Paused").and_then(Json::as_bool).unwrap_or(false),
-                    started_at: state
-                        .get("StartedAt")
-                        .and_then(Json::as_str)
-                        .unwrap_or_default()
-                        .to_owned(),
-                    ..Object::of(ObjectKind::Container)
-                },
-            );
-        } else if let Some((name, spec)) = crate::swarm::parse_service(object) {
-            found.insert(
-                name,
-                Object {
-                    id: object
-                        .get("ID")
-                        .and_then(Json::as_str)
-                        .unwrap_or_default()
-                        .to_owned(),
-                    labels: labels(crate::swarm::service_labels(object)),
-                    service: Some(spec),
-                    ..Object::of(ObjectKind::Service)
-                },
-            );
+        } else if let Some((name, read)) = read_other(object) {
+            found.insert(name, read);
         }
     }
     Ok(found)
+}
+
+/// Missing objects make inspect fail; anything else it says is a real problem.
+fn only_missing_objects(stderr: &str) -> anyhow::Result<()> {
+    if classify(stderr) == Some(Kind::EngineUnreachable) {
+        return Err(
+            Error::new(Kind::EngineUnreachable, "the Docker engine did not answer")
+                .note(stderr.trim().to_owned())
+                .into(),
+        );
+    }
+    let unexpected: Vec<&str> = stderr
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !l.contains("No such object"))
+        .collect();
+    if unexpected.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::new(
+            Kind::EngineUnreachable,
+            format!("docker inspect failed: {}", unexpected.join("; ")),
+        )
+        .into())
+    }
+}
+
+fn text<'a>(object: &'a Json, key: &str) -> &'a str {
+    object.get(key).and_then(Json::as_str).unwrap_or_default()
+}
+
+/// An image, under every name it answers to that was asked for (a tag as asked, or its id).
+fn read_image(
+    object: &Json,
+    tags: &[Json],
+    wanted_images: &HashMap<String, &String>,
+) -> Vec<(String, Object)> {
+    let labels = labels(object.pointer("/Config/Labels"));
+    let id = text(object, "Id");
+    let keys = tags
+        .iter()
+        .filter_map(Json::as_str)
+        .chain(std::iter::once(id));
+    keys.map(|key| {
+        let asked = wanted_images
+            .get(key)
+            .map_or_else(|| key.to_owned(), |s| (*s).clone());
+        let image = Object {
+            id: id.to_owned(),
+            labels: labels.clone(),
+            ..Object::of(ObjectKind::Image)
+        };
+        (asked, image)
+    })
+    .collect()
+}
+
+/// A volume, a container or a service, by its name.
+fn read_other(object: &Json) -> Option<(String, Object)> {
+    if object.get("Mountpoint").is_some() {
+        let volume = Object {
+            labels: labels(object.get("Labels")),
+            ..Object::of(ObjectKind::Volume)
+        };
+        return Some((text(object, "Name").to_owned(), volume));
+    }
+    if let Some(state) = object.get("State") {
+        let container = Object {
+            id: text(object, "Id").to_owned(),
+            labels: labels(object.pointer("/Config/Labels")),
+            running: state
+                .get("Running")
+                .and_then(Json::as_bool)
+                .unwrap_or(false),
+            paused: state.get("Paused").and_then(Json::as_bool).unwrap_or(false),
+            started_at: text(state, "StartedAt").to_owned(),
+            ..Object::of(ObjectKind::Container)
+        };
+        let name = text(object, "Name").trim_start_matches('/').to_owned();
+        return Some((name, container));
+    }
+    let (name, spec) = crate::swarm::parse_service(object)?;
+    let service = Object {
+        id: text(object, "ID").to_owned(),
+        labels: labels(crate::swarm::service_labels(object)),
+        service: Some(spec),
+        ..Object::of(ObjectKind::Service)
+    };
+    Some((name, service))
 }
 
 #[cfg(test)]

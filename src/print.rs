@@ -3,8 +3,10 @@
 
 use std::fmt::Write as _;
 
+use crate::archive::ArchivePlan;
 use crate::cli::Format;
-use crate::plan::{Plan, Status};
+use crate::mode::ArchiveAction;
+use crate::plan::{Plan, Status, Step};
 use crate::text::{command_line, shell_quote, visible};
 
 pub fn render(plan: &Plan, format: Format) -> String {
@@ -27,6 +29,18 @@ fn status_word(status: Status) -> &'static str {
 
 fn text(plan: &Plan) -> String {
     let mut out = String::new();
+    text_header(&mut out, plan);
+    let total = plan.steps.len();
+    for (index, step) in plan.steps.iter().enumerate() {
+        out.push('\n');
+        text_step(&mut out, step, index, total);
+    }
+    let _ = writeln!(out, "\n{}", plan.summary);
+    out
+}
+
+/// The plan's `#` lines: what was asked, the state, which modes and steps are in or out.
+fn text_header(out: &mut String, plan: &Plan) {
     let _ = writeln!(
         out,
         "# plan v{}: {} {} {} (instance {})",
@@ -59,80 +73,85 @@ fn text(plan: &Plan) -> String {
             visible(&excluded.reason)
         );
     }
-    let total = plan.steps.len();
-    for (index, step) in plan.steps.iter().enumerate() {
-        out.push('\n');
-        let _ = writeln!(
-            out,
-            "[{}/{total}] {}: {} ({})",
-            index + 1,
-            visible(&step.id),
-            status_word(step.status),
-            visible(&step.reason)
-        );
-        if !step.description.is_empty() {
-            let _ = writeln!(out, "  {}", visible(step.description.trim()));
-        }
-        let _ = writeln!(
-            out,
-            "  source: {}:{} ({})",
-            visible(&step.source.file),
-            step.source.line,
-            visible(&step.source.layer)
-        );
-        let needs = if step.needs.is_empty() {
-            "-".to_owned()
-        } else {
-            visible(&step.needs.join(", ")).into_owned()
-        };
-        let _ = writeln!(out, "  needs: {needs}");
-        if let Some(done) = &step.done {
-            let _ = writeln!(
-                out,
-                "  done when: {} {} (fingerprint {})",
-                done.kind,
-                visible(&done.name),
-                step.fingerprint
-            );
-        }
-        if let Some(archive) = &step.archive {
-            let size = archive
-                .archive_bytes
-                .map_or("not there yet".to_owned(), |b| format!("{b} bytes now"));
-            let (verb, arrow) = match archive.action {
-                crate::mode::ArchiveAction::Backup => ("backup", "→"),
-                crate::mode::ArchiveAction::Restore => ("restore", "←"),
-            };
-            let _ = writeln!(
-                out,
-                "  {verb}: volume {} {arrow} {} ({size}), manifest {}",
-                visible(&archive.volume),
-                visible(&archive.archive),
-                visible(&archive.manifest)
-            );
-        }
-        for before in &step.before {
-            let _ = writeln!(out, "  before: {}", command_line(before));
-        }
-        let redirect = match step.archive.as_ref().map(|a| (a.action, &a.archive)) {
-            Some((crate::mode::ArchiveAction::Backup, file)) => format!(" > {}", shell_quote(file)),
-            Some((crate::mode::ArchiveAction::Restore, file)) => {
-                format!(" < {}", shell_quote(file))
-            }
-            None => String::new(),
-        };
-        // Copy-pasteable: what the step streams to the command's stdin, as a shell would.
-        let feed = match &step.stdin {
-            Some(stdin) => format!("tar --create --directory={} . | ", shell_quote(&stdin.tar)),
-            None => String::new(),
-        };
-        let _ = writeln!(out, "  $ {feed}{}{redirect}", command_line(&step.argv));
-        for after in &step.after {
-            let _ = writeln!(out, "  after: {}", command_line(after));
-        }
+}
+
+/// One step: its status and why, where it comes from, what it needs, when it is done, and
+/// its commands as a shell would take them.
+fn text_step(out: &mut String, step: &Step, index: usize, total: usize) {
+    let _ = writeln!(
+        out,
+        "[{}/{total}] {}: {} ({})",
+        index + 1,
+        visible(&step.id),
+        status_word(step.status),
+        visible(&step.reason)
+    );
+    if !step.description.is_empty() {
+        let _ = writeln!(out, "  {}", visible(step.description.trim()));
     }
-    let _ = writeln!(out, "\n{}", plan.summary);
-    out
+    let _ = writeln!(
+        out,
+        "  source: {}:{} ({})",
+        visible(&step.source.file),
+        step.source.line,
+        visible(&step.source.layer)
+    );
+    let needs = if step.needs.is_empty() {
+        "-".to_owned()
+    } else {
+        visible(&step.needs.join(", ")).into_owned()
+    };
+    let _ = writeln!(out, "  needs: {needs}");
+    if let Some(done) = &step.done {
+        let _ = writeln!(
+            out,
+            "  done when: {} {} (fingerprint {})",
+            done.kind,
+            visible(&done.name),
+            step.fingerprint
+        );
+    }
+    if let Some(archive) = &step.archive {
+        text_archive(out, archive);
+    }
+    text_commands(out, step);
+}
+
+fn text_archive(out: &mut String, archive: &ArchivePlan) {
+    let size = archive
+        .archive_bytes
+        .map_or("not there yet".to_owned(), |b| format!("{b} bytes now"));
+    let (verb, arrow) = match archive.action {
+        ArchiveAction::Backup => ("backup", "→"),
+        ArchiveAction::Restore => ("restore", "←"),
+    };
+    let _ = writeln!(
+        out,
+        "  {verb}: volume {} {arrow} {} ({size}), manifest {}",
+        visible(&archive.volume),
+        visible(&archive.archive),
+        visible(&archive.manifest)
+    );
+}
+
+/// Copy-pasteable: the step's commands, with what it streams to or from them as a shell would.
+fn text_commands(out: &mut String, step: &Step) {
+    for before in &step.before {
+        let _ = writeln!(out, "  before: {}", command_line(before));
+    }
+    let redirect = match step.archive.as_ref().map(|a| (a.action, &a.archive)) {
+        Some((ArchiveAction::Backup, file)) => format!(" > {}", shell_quote(file)),
+        Some((ArchiveAction::Restore, file)) => format!(" < {}", shell_quote(file)),
+        None => String::new(),
+    };
+    let feed = match &step.stdin {
+        Some(stdin) => format!("tar --create --directory={} . | ", shell_quote(&stdin.tar)),
+        None => String::new(),
+    };
+    let _ = writeln!(out, "  $ {feed}{}{redirect}", command_line(&step.argv));
+    for after in &step.after {
+        let _ = writeln!(out, "  after: {}", command_line(after));
+    }
 }
 
 /// What `--check` prints: the steps with a `done` condition that would run, and why, then the

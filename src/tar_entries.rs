@@ -22,77 +22,44 @@ pub struct Refusal {
 /// Walks the archive's headers from `reader` and refuses the first entry that may not be created.
 /// Reading errors are `Err(Err(_))`; a refused entry is `Err(Ok(refusal))`.
 pub fn check(mut reader: impl Read) -> Result<(), Result<Refusal, io::Error>> {
-    let mut long_name: Option<String> = None;
-    let mut pax_path: Option<String> = None;
-    let mut pax_size: Option<u64> = None;
+    let mut pending = Pending::default();
     let mut header = [0u8; BLOCK];
     loop {
         if !read_block(&mut reader, &mut header).map_err(Err)? || header.iter().all(|b| *b == 0) {
             return Ok(());
         }
+        // Both extended names are used up by this entry; the GNU long name wins.
+        let (long_name, pax_path) = (pending.long_name.take(), pending.pax_path.take());
         let name = long_name
-            .take()
-            .or(pax_path.take())
+            .or(pax_path)
             .unwrap_or_else(|| header_name(&header));
-        let refuse = |why: &str| {
+        let refuse = |why: String| {
             Err(Ok(Refusal {
                 entry: escaped(&name),
-                why: why.to_owned(),
+                why,
             }))
         };
         if !checksum_matches(&header) {
-            return refuse("its header checksum is wrong: this is not an intact tar archive");
+            return refuse(
+                "its header checksum is wrong: this is not an intact tar archive".to_owned(),
+            );
         }
-        let size = match pax_size.take() {
-            Some(size) => size,
-            None => match number(&header[124..136]) {
-                Some(size) => size,
-                None => return refuse("its size field is not a number"),
-            },
+        let Some(size) = pending.size.take().or_else(|| number(&header[124..136])) else {
+            return refuse("its size field is not a number".to_owned());
         };
-        let mode = number(&header[100..108]).unwrap_or(0) & 0o7777;
         let kind = header[156];
-        match kind {
-            b'L' | b'x' | b'g' | b'K' => {
-                if size > MAX_META {
-                    return refuse("its extended header is too large");
-                }
-                let data = read_data(&mut reader, size).map_err(Err)?;
-                match kind {
-                    b'L' => long_name = Some(c_string(&data)),
-                    b'x' => {
-                        let (path, size) = pax_records(&data);
-                        pax_path = path;
-                        pax_size = size;
-                    }
-                    b'g' if pax_records(&data).1.is_some() => {
-                        return refuse("a global pax header may not set sizes")
-                    }
-                    _ => {}
-                }
-                continue;
+        if matches!(kind, b'L' | b'x' | b'g' | b'K') {
+            if size > MAX_META {
+                return refuse("its extended header is too large".to_owned());
             }
-            b'3' | b'4' => return refuse("it is a device file"),
-            b'6' => return refuse("it is a FIFO"),
-            b'0' | b'\0' | b'7' | b'1' | b'2' | b'5' => {}
-            other => {
-                return refuse(&format!(
-                    "its entry type {:?} is not a file, directory or link",
-                    char::from(other)
-                ))
+            let data = read_data(&mut reader, size).map_err(Err)?;
+            if let Err(why) = pending.read(kind, &data) {
+                return refuse(why.to_owned());
             }
+            continue;
         }
-        if mode & 0o4000 != 0 {
-            return refuse("it is setuid");
-        }
-        if mode & 0o2000 != 0 && kind != b'5' {
-            return refuse("it is setgid");
-        }
-        if leaves_the_volume(&name) {
-            return refuse("its path leaves the volume");
-        }
-        if kind == b'1' && leaves_the_volume(&header_link(&header)) {
-            return refuse("it is a hard link to a path outside the volume");
+        if let Some(why) = refusal(kind, &header, &name) {
+            return refuse(why);
         }
         // Links and directories carry no data, whatever their size field says (GNU tar agrees).
         let data = if matches!(kind, b'1' | b'2' | b'5') {
@@ -102,6 +69,58 @@ pub fn check(mut reader: impl Read) -> Result<(), Result<Refusal, io::Error>> {
         };
         skip_data(&mut reader, data).map_err(Err)?;
     }
+}
+
+/// What extended headers say about the entry that follows them.
+#[derive(Default)]
+struct Pending {
+    long_name: Option<String>,
+    pax_path: Option<String>,
+    size: Option<u64>,
+}
+
+impl Pending {
+    fn read(&mut self, kind: u8, data: &[u8]) -> Result<(), &'static str> {
+        match kind {
+            b'L' => self.long_name = Some(c_string(data)),
+            b'x' => (self.pax_path, self.size) = pax_records(data),
+            b'g' if pax_records(data).1.is_some() => {
+                return Err("a global pax header may not set sizes")
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+/// Why an entry may not be created in a volume, if it may not: devices, FIFOs, unknown types,
+/// setuid or setgid bits, paths or hard links that leave the volume.
+fn refusal(kind: u8, header: &[u8; BLOCK], name: &str) -> Option<String> {
+    let mode = number(&header[100..108]).unwrap_or(0) & 0o7777;
+    let why = match kind {
+        b'3' | b'4' => "it is a device file",
+        b'6' => "it is a FIFO",
+        b'0' | b'\0' | b'7' | b'1' | b'2' | b'5' => {
+            if mode & 0o4000 != 0 {
+                "it is setuid"
+            } else if mode & 0o2000 != 0 && kind != b'5' {
+                "it is setgid"
+            } else if leaves_the_volume(name) {
+                "its path leaves the volume"
+            } else if kind == b'1' && leaves_the_volume(&header_link(header)) {
+                "it is a hard link to a path outside the volume"
+            } else {
+                return None;
+            }
+        }
+        other => {
+            return Some(format!(
+                "its entry type {:?} is not a file, directory or link",
+                char::from(other)
+            ))
+        }
+    };
+    Some(why.to_owned())
 }
 
 /// Reads one block; `false` at a clean end of input.
