@@ -142,7 +142,7 @@ fn check_client_mounts(plan: &Plan, invocation: &Invocation) -> anyhow::Result<(
     };
     let head = &step.argv[..docker_head_len(&step.argv)];
     // SAFETY: getuid cannot fail and touches no memory of ours.
-    let cache = config::cache_dir(&invocation.env, unsafe { libc::getuid() });
+    let cache = crate::cache::cache_dir(&invocation.env, unsafe { libc::getuid() });
     if crate::engine::sees_client_files(head, &cache)? {
         return Ok(());
     }

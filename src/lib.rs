@@ -12,6 +12,7 @@
 
 pub mod archive;
 pub mod backup;
+pub mod cache;
 pub mod cli;
 pub mod compile;
 pub mod complete;
