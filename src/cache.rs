@@ -11,9 +11,9 @@ use anyhow::Context as _;
 use include_dir::{include_dir, Dir};
 use sha2::{Digest, Sha256};
 
-use crate::config::{hash_file, hex, Node};
 use crate::error::{Error, Kind};
 use crate::safe_fs;
+use crate::tree::{hash_file, hex, Node};
 
 /// The shipped configuration, so that `cargo install` alone gives a working tool.
 static BUILTIN: Dir<'static> = include_dir!("$CARGO_MANIFEST_DIR/etc/docker_meta/host_container");

@@ -40,6 +40,7 @@ pub mod swarm;
 pub mod tar_entries;
 pub mod template;
 pub mod text;
+pub mod tree;
 pub mod upload;
 pub mod validate;
 pub mod variant;
