@@ -29,6 +29,8 @@ pub mod junit;
 pub mod language;
 pub mod memory;
 pub mod mode;
+#[cfg(test)]
+mod module_graph;
 pub mod names;
 pub mod outcome;
 pub mod plan;
