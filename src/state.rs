@@ -780,12 +780,32 @@ mod tests {
         object
     }
 
+    /// (done kind, what the engine holds under its name, status, the reason contains, how many
+    /// commands run before the step)
+    type Row = (DoneKind, Option<Seen>, Status, &'static str, usize);
+
+    fn check_rules(table: Vec<Row>) {
+        for (kind, seen, status, reason, before) in table {
+            let plan = plan_of(vec![step(kind)]);
+            let mut observed = Observed::new();
+            if let Some(seen) = &seen {
+                observed.insert("obj".into(), object(seen));
+            }
+            let mut conflicts = Vec::new();
+            let decision = decide(&plan, 0, &observed, &mut conflicts);
+            let row = format!("{kind} with {:?}", seen.as_ref().map(|s| s.kind));
+            assert_eq!(decision.0, status, "{row}: {}", decision.1);
+            assert!(decision.1.contains(reason), "{row}: {}", decision.1);
+            assert_eq!(decision.2.len(), before, "{row}");
+            assert_eq!(conflicts.len(), usize::from(reason == "CONFLICT"), "{row}");
+        }
+    }
+
     #[test]
-    fn each_kind_of_done_object_has_its_rule() {
+    fn images_volumes_and_stamps_have_their_rules() {
         use DoneKind as D;
         use ObjectKind as O;
-        // (done kind, what the engine holds under its name, status, reason contains, before)
-        let table: Vec<(DoneKind, Option<Seen>, Status, &str, usize)> = vec![
+        check_rules(vec![
             (D::Image, None, Status::Run, "image `obj` does not exist", 0),
             (D::Image, Some(FRESH), Status::Skip, "is up to date", 0),
             (
@@ -859,6 +879,14 @@ mod tests {
                 "differs",
                 0,
             ),
+        ]);
+    }
+
+    #[test]
+    fn containers_and_services_have_their_rules() {
+        use DoneKind as D;
+        use ObjectKind as O;
+        check_rules(vec![
             (D::Container, None, Status::Run, "does not exist", 0),
             (
                 D::Container,
@@ -921,21 +949,7 @@ mod tests {
                 "service `obj` does not exist",
                 0,
             ),
-        ];
-        for (kind, seen, status, reason, before) in table {
-            let plan = plan_of(vec![step(kind)]);
-            let mut observed = Observed::new();
-            if let Some(seen) = &seen {
-                observed.insert("obj".into(), object(seen));
-            }
-            let mut conflicts = Vec::new();
-            let decision = decide(&plan, 0, &observed, &mut conflicts);
-            let row = format!("{kind} with {:?}", seen.as_ref().map(|s| s.kind));
-            assert_eq!(decision.0, status, "{row}: {}", decision.1);
-            assert!(decision.1.contains(reason), "{row}: {}", decision.1);
-            assert_eq!(decision.2.len(), before, "{row}");
-            assert_eq!(conflicts.len(), usize::from(reason == "CONFLICT"), "{row}");
-        }
+        ]);
     }
 
     #[test]
