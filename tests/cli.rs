@@ -866,6 +866,14 @@ fn ctrl_c_at_a_question_exits_at_once() {
         )
     };
     assert_eq!(opened, 0, "openpty");
+    // openpty's descriptors stay open across exec; other tests spawn children at the same time
+    // in this process, and none of theirs may inherit the terminal (the child below gets the
+    // slave as its stdin, a copy that exec keeps).
+    for fd in [master, slave] {
+        // SAFETY: fcntl(2) on a descriptor just opened and owned here.
+        let set = unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+        assert_eq!(set, 0, "close-on-exec");
+    }
     // SAFETY: both descriptors were just opened and are owned here only.
     let (master, slave) = unsafe {
         (

@@ -16,7 +16,7 @@
 
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
+use std::sync::{mpsc, Once};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
@@ -277,20 +277,43 @@ fn exercise(dir: &Path, input: &[u8]) {
     }
 }
 
+/// The name of the threads that run one input each.
+const INPUT_THREAD: &str = "fuzz-input";
+
+/// A panic of an input is reported by `report`; the default hook would print each one twice.
+/// The hook belongs to the whole process, which may run other tests too, so it
+/// is silenced on the input threads only: any other thread's panic is printed as always.
+fn quiet_panics_of_inputs() {
+    static INSTALLED: Once = Once::new();
+    INSTALLED.call_once(|| {
+        let default = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if std::thread::current().name() != Some(INPUT_THREAD) {
+                default(info);
+            }
+        }));
+    });
+}
+
 /// Runs one input on its own thread; a panic or a hang comes back as the failure's text.
 fn run_one(dir: &Path, input: Vec<u8>) -> Result<(), String> {
     let (done, outcome) = mpsc::channel();
     let dir = dir.to_path_buf();
-    std::thread::spawn(move || {
-        let result = std::panic::catch_unwind(AssertUnwindSafe(|| exercise(&dir, &input)));
-        let _ = done.send(result.map_err(|panic| {
-            panic
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
-                .unwrap_or_else(|| "a panic".into())
-        }));
-    });
+    let spawned = std::thread::Builder::new()
+        .name(INPUT_THREAD.to_owned())
+        .spawn(move || {
+            let result = std::panic::catch_unwind(AssertUnwindSafe(|| exercise(&dir, &input)));
+            let _ = done.send(result.map_err(|panic| {
+                panic
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+                    .unwrap_or_else(|| "a panic".into())
+            }));
+        });
+    if let Err(error) = spawned {
+        return Err(format!("could not start a thread for the input: {error}"));
+    }
     match outcome.recv_timeout(BUDGET) {
         Ok(result) => result.map_err(|panic| format!("panicked: {panic}")),
         Err(_) => Err(format!("no answer within {BUDGET:?} (a hang?)")),
@@ -298,7 +321,6 @@ fn run_one(dir: &Path, input: Vec<u8>) -> Result<(), String> {
 }
 
 fn report(seed: u64, iteration: u64, origin: &str, input: &[u8], why: &str) -> ! {
-    let _ = std::panic::take_hook();
     let saved =
         Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("fuzz-{seed}-{iteration}.yaml"));
     let _ = std::fs::write(&saved, input);
@@ -327,8 +349,7 @@ fn fuzz_mode_files() {
     );
     let sandbox = tempfile::TempDir::new().expect("temp dir");
     std::fs::create_dir_all(sandbox.path().join("config")).expect("config dir");
-    // A panic is reported by `report`; the default hook would print each one twice.
-    std::panic::set_hook(Box::new(|_| {}));
+    quiet_panics_of_inputs();
 
     // Every corpus file as it is first: the regressions, and the shipped files must pass.
     for (name, bytes) in &corpus {
@@ -354,7 +375,6 @@ fn fuzz_mode_files() {
             report(seed, iterations, name, &input, &why);
         }
     }
-    let _ = std::panic::take_hook();
     eprintln!(
         "fuzz: seed {seed}, {:.0} s, {iterations} inputs from {} corpus files, 0 failures",
         started.elapsed().as_secs_f64(),
