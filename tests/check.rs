@@ -2,12 +2,11 @@
 //! pipeline decides on (0 up to date, 1 something would run, 68 unknown), and that checking asks
 //! the engine read-only questions only.
 
-mod support;
-
 use std::fs;
 
 use serde_json::{json, Value};
-use support::{expect_code, stdout, Sandbox};
+
+use crate::support::{self, expect_code, stdout, Sandbox};
 
 fn plan_json(sandbox: &Sandbox, args: &[&str]) -> Value {
     let output = sandbox

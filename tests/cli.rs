@@ -2,12 +2,11 @@
 //! executed argv are the planned argv, failure injection at every step, exit codes, and
 //! snapshots of every shipped mode's plan in every format.
 
-mod support;
-
 use std::fs;
 
 use serde_json::Value;
-use support::{expect_code, stderr, stdout, Sandbox};
+
+use crate::support::{self, expect_code, stderr, stdout, Sandbox};
 
 fn shipped_modes() -> Vec<String> {
     let dir = support::repo_root().join("etc/docker_meta/host_container/config");

@@ -4,14 +4,12 @@
 //!
 //! Without an engine these tests say loudly that they were skipped; with `CI` set they fail.
 
-mod support;
-
 use std::io::{BufRead, BufReader};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 
-use support::{expect_code, stderr, stdout, Sandbox};
+use crate::support::{self, expect_code, stderr, stdout, Sandbox};
 
 /// The base image the tests build on, made from Debian packages.
 const BASE_IMAGE: &str = "hc-test-base:bookworm";

@@ -8,13 +8,11 @@
 //!
 //! Without the tool or the host engine it says loudly that it was skipped; with `CI` set it fails.
 
-mod support;
-
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use support::{expect_code, stderr, stdout, Sandbox};
+use crate::support::{self, expect_code, stderr, stdout, Sandbox};
 
 const BASE_IMAGE: &str = "hc-test-base:bookworm";
 const LABEL: &str = "org.docker-meta.host_container";

@@ -7,11 +7,11 @@
 //! of that returns, with a result or an error, within a time budget; a panic or a hang is a
 //! failure that prints the seed, the iteration and the input (and saves the input).
 //!
-//! `cargo test --test fuzz` runs a short deterministic slice. A longer run, with a seed of your
-//! choice (the default is fixed):
+//! `cargo test --test tests fuzz::` runs a short deterministic slice. A longer run, with a seed
+//! of your choice (the default is fixed):
 //!
 //! ```text
-//! HC_FUZZ_SECONDS=600 HC_FUZZ_SEED=12345 cargo test --release --test fuzz -- --nocapture
+//! HC_FUZZ_SECONDS=600 HC_FUZZ_SEED=12345 cargo test --release --test tests fuzz:: -- --nocapture
 //! ```
 
 use std::panic::AssertUnwindSafe;
@@ -281,8 +281,8 @@ fn exercise(dir: &Path, input: &[u8]) {
 const INPUT_THREAD: &str = "fuzz-input";
 
 /// A panic of an input is reported by `report`; the default hook would print each one twice.
-/// The hook belongs to the whole process, which may run other tests too, so it
-/// is silenced on the input threads only: any other thread's panic is printed as always.
+/// The hook belongs to the whole process, which runs every other test of the crate too, so it is
+/// silenced on the input threads only: any other thread's panic is printed as always.
 fn quiet_panics_of_inputs() {
     static INSTALLED: Once = Once::new();
     INSTALLED.call_once(|| {

@@ -1,9 +1,7 @@
 //! What the console says while running, against the recording fake docker: announcements in
 //! the user's words, the UPGRADE switch, and `status`/`logs` of a daemon that is not there.
 
-mod support;
-
-use support::{expect_code, stderr, stdout, Sandbox};
+use crate::support::{expect_code, stderr, stdout, Sandbox};
 
 #[test]
 fn steps_without_state_are_announced_by_what_they_do() {

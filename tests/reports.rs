@@ -2,9 +2,7 @@
 //! `needs` in the layers when given a language and variant, and points carets at variables;
 //! JUnit reports of up-to-date steps.
 
-mod support;
-
-use support::{expect_code, stderr, stdout, Sandbox};
+use crate::support::{expect_code, stderr, stdout, Sandbox};
 
 const TWO_TYPOS: &str = "\
 description: x

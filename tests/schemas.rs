@@ -2,13 +2,12 @@
 //! against the mode schema (and every `language.yaml` against the language schema), every plan
 //! validates against the plan schema, and every example plans.
 
-mod support;
-
 use std::fs;
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
-use support::{expect_code, stdout, Sandbox};
+
+use crate::support::{self, expect_code, stdout, Sandbox};
 
 fn committed(name: &str) -> String {
     fs::read_to_string(support::repo_root().join("schemas").join(name)).expect("committed schema")

@@ -1,14 +1,12 @@
 //! The shell scripts we ship, run against fakes: the base-image script on a fresh machine (no
 //! mmdebstrap), and the variants' `test` scripts.
 
-mod support;
-
 use std::fs;
 use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use support::{expect_code, stderr, stdout, Sandbox};
+use crate::support::{self, expect_code, stderr, stdout, Sandbox};
 
 /// Where `tool` lives on this machine's PATH.
 fn which(tool: &str) -> PathBuf {

@@ -3,13 +3,11 @@
 //! plan or an error must show control characters instead of obeying them. None of these tests
 //! needs the engine; the e2e ones for names are in tests/e2e.rs.
 
-mod support;
-
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use support::{expect_code, stderr, stdout, Sandbox};
+use crate::support::{expect_code, stderr, stdout, Sandbox};
 
 /// A uid no account uses here: the "other user" of a shared machine (the tests run as root, so
 /// they can hand files to it).

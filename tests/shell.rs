@@ -1,12 +1,10 @@
 //! Shell integration: bash's own completion function, loaded from `--completions bash`, asked
 //! the way bash asks it (COMP_WORDS/COMP_CWORD); and the man page.
 
-mod support;
-
 use std::path::Path;
 use std::process::Command;
 
-use support::{expect_code, stderr, stdout, Sandbox};
+use crate::support::{expect_code, stderr, stdout, Sandbox};
 
 /// What bash offers for the last of `words` (the word being completed).
 fn complete(sandbox: &Sandbox, words: &[&str]) -> Vec<String> {

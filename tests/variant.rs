@@ -1,11 +1,9 @@
 //! Adding a variant: a variant that lacks a part is named before anything runs, the same way by
 //! `--plan`, `--plan --offline` and a run.
 
-mod support;
-
 use std::os::unix::fs::PermissionsExt;
 
-use support::{expect_code, stderr, Sandbox};
+use crate::support::{self, expect_code, stderr, Sandbox};
 
 /// A `--config-dir` holding a python variant `half` with a Dockerfile, requirements.txt and a
 /// `single` script that is not executable; `initialize` is missing.

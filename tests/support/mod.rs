@@ -2,8 +2,6 @@
 //! cache, none of the developer's settings) and a recording fake `docker` for exact-argv checks
 //! and failure injection.
 
-#![allow(dead_code)]
-
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};

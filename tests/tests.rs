@@ -1,0 +1,26 @@
+//! The integration tests, as one crate: each file of `tests/` is a module here, so the suite
+//! compiles and links once (one binary with the library and its dependencies, not fifteen), and
+//! the helpers in `support` are written once and checked for use like any other code.
+//!
+//! One process runs them all, on several threads: a test must not change what the process
+//! shares (environment, working directory, panic hook, descriptors without close-on-exec);
+//! whatever a child process needs it gets through its own `Command`. Run a part with a filter,
+//! e.g. `cargo test --test tests cli::` or `cargo test --test tests e2e`.
+
+mod support;
+
+mod bad_input;
+mod check;
+mod cli;
+mod e2e;
+mod e2e_remote;
+mod e2e_swarm;
+mod fuzz;
+mod limits;
+mod output;
+mod reports;
+mod schemas;
+mod scripts;
+mod security;
+mod shell;
+mod variant;
