@@ -7,73 +7,11 @@
 use std::io::{BufRead, BufReader};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::process::{Command, Output, Stdio};
-use std::sync::OnceLock;
 
-use crate::support::{self, expect_code, stderr, stdout, Sandbox};
-
-/// The base image the tests build on, made from Debian packages.
-const BASE_IMAGE: &str = "hc-test-base:bookworm";
-/// node's base image, made from Debian's `nodejs` and `npm`.
-const NODE_BASE_IMAGE: &str = "hc-test-node-base:bookworm";
-const LABEL: &str = "org.docker-meta.host_container.instance";
-
-fn docker(args: &[&str]) -> Output {
-    Command::new("docker")
-        .args(args)
-        .output()
-        .expect("docker runs")
-}
-
-/// Whether the engine answers; with `CI` set, a missing engine fails the test instead.
-fn engine_available() -> bool {
-    static AVAILABLE: OnceLock<bool> = OnceLock::new();
-    *AVAILABLE.get_or_init(|| {
-        let answers = Command::new("docker")
-            .args(["info", "--format", "{{.ServerVersion}}"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        if !answers {
-            if std::env::var_os("CI").is_some() {
-                panic!("CI is set but no Docker engine answers: the end-to-end tests cannot run");
-            }
-            eprintln!(
-                "\n\n!!!!!!!! SKIPPED: no Docker engine answers; end-to-end tests did not run !!!!!!!!\n"
-            );
-        }
-        answers
-    })
-}
-
-/// Builds a base image from Debian packages unless it exists. The script installs mmdebstrap
-/// when it is missing and we are root, and otherwise prints the command that does.
-fn ensure_image(image: &str, language: &str) {
-    if docker(&["image", "inspect", image]).status.success() {
-        return;
-    }
-    let script = support::repo_root().join("scripts/debian-base-image.sh");
-    let status = Command::new("bash")
-        .arg(script)
-        .args([image, language])
-        .status()
-        .expect("bash runs");
-    assert!(
-        status.success(),
-        "building {image} from Debian packages failed (scripts/debian-base-image.sh; its output \
-         above says why)"
-    );
-}
-
-fn ensure_base_image() {
-    static BUILT: OnceLock<()> = OnceLock::new();
-    BUILT.get_or_init(|| ensure_image(BASE_IMAGE, "python"));
-}
-
-fn ensure_node_base_image() {
-    static BUILT: OnceLock<()> = OnceLock::new();
-    BUILT.get_or_init(|| ensure_image(NODE_BASE_IMAGE, "node"));
-}
+use crate::support::engine::{self, docker, Docker, BASE_IMAGE, INSTANCE_LABEL, NODE_BASE_IMAGE};
+use crate::support::{
+    self, expect_code, ran, run_at_once, run_with_stdin, stderr, stdout, Sandbox,
+};
 
 /// One test's instance: a sandbox plus a unique instance name, cleaned up on drop.
 struct Instance {
@@ -83,10 +21,10 @@ struct Instance {
 
 impl Instance {
     fn new(test: &str) -> Option<Instance> {
-        if !engine_available() {
+        if !engine::available() {
             return None;
         }
-        ensure_base_image();
+        engine::ensure_base_image();
         let instance = Instance {
             sandbox: Sandbox::new(),
             name: format!("e2e-{test}-{}", std::process::id()),
@@ -98,7 +36,7 @@ impl Instance {
     /// An instance for node's tests, which also need node's base image.
     fn node(test: &str) -> Option<Instance> {
         let instance = Instance::new(test)?;
-        ensure_node_base_image();
+        engine::ensure_node_base_image();
         Some(instance)
     }
 
@@ -131,35 +69,11 @@ impl Instance {
     }
 
     fn objects(&self) -> Vec<String> {
-        let filter = format!("label={LABEL}={}", self.name);
-        let mut found = Vec::new();
-        for args in [
-            vec!["ps", "--all", "--quiet", "--filter", &filter],
-            vec!["volume", "ls", "--quiet", "--filter", &filter],
-            vec!["image", "ls", "--quiet", "--filter", &filter],
-        ] {
-            let output = docker(&args);
-            found.extend(stdout(&output).lines().map(|l| format!("{} {l}", args[0])));
-        }
-        found
+        Docker::local().objects(&self.name)
     }
 
     fn remove_objects(&self) {
-        let filter = format!("label={LABEL}={}", self.name);
-        let containers = stdout(&docker(&["ps", "--all", "--quiet", "--filter", &filter]));
-        for id in containers.lines() {
-            docker(&["rm", "--force", id]);
-        }
-        let volumes = stdout(&docker(&["volume", "ls", "--quiet", "--filter", &filter]));
-        for name in volumes.lines() {
-            docker(&["volume", "rm", "--force", name]);
-        }
-        let image = format!("host_container/python-minimal:{}", self.name);
-        docker(&["image", "rm", "--force", &image]);
-        let image = format!("host_container/python-web:{}", self.name);
-        docker(&["image", "rm", "--force", &image]);
-        let image = format!("host_container/node-plain:{}", self.name);
-        docker(&["image", "rm", "--force", &image]);
+        Docker::local().remove(&self.name);
     }
 
     /// Removes everything and asserts the engine holds nothing of this instance any more.
@@ -174,10 +88,6 @@ impl Drop for Instance {
     fn drop(&mut self) {
         self.remove_objects();
     }
-}
-
-fn ran(output: &Output, step: &str) -> bool {
-    stderr(output).contains(&format!("==> {step}:"))
 }
 
 #[test]
@@ -346,22 +256,10 @@ fn bash_reads_piped_stdin_and_test_mode_passes() {
     let Some(instance) = Instance::new("bash") else {
         return;
     };
-    let mut child = instance
-        .command()
-        .args(["python", "minimal", "bash"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    {
-        use std::io::Write;
-        let mut stdin = child.stdin.take().expect("stdin");
-        stdin
-            .write_all(b"python -V\necho \"$VIRTUAL_ENV\"\n")
-            .expect("write");
-    }
-    let output = child.wait_with_output().expect("wait");
+    let output = run_with_stdin(
+        instance.command().args(["python", "minimal", "bash"]),
+        "python -V\necho \"$VIRTUAL_ENV\"\n",
+    );
     expect_code(&output, 0);
     assert!(stdout(&output).contains("Python 3."), "{}", stdout(&output));
     assert!(stdout(&output).contains("/virtualenv"));
@@ -519,29 +417,18 @@ fn concurrent_first_runs_initialize_once() {
     let Some(instance) = Instance::new("concurrent") else {
         return;
     };
-    let children: Vec<_> = (0..8)
-        .map(|i| {
-            instance
-                .command()
-                .args([
-                    "python",
-                    "minimal",
-                    "single",
-                    "python",
-                    "-c",
-                    &format!("print({i})"),
-                ])
-                .stdin(Stdio::null())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .expect("spawn")
-        })
-        .collect();
-    let outputs: Vec<Output> = children
-        .into_iter()
-        .map(|c| c.wait_with_output().expect("wait"))
-        .collect();
+    let outputs = run_at_once((0..8).map(|i| {
+        let mut command = instance.command();
+        command.args([
+            "python",
+            "minimal",
+            "single",
+            "python",
+            "-c",
+            &format!("print({i})"),
+        ]);
+        command
+    }));
     for (i, output) in outputs.iter().enumerate() {
         expect_code(output, 0);
         assert_eq!(stdout(output).trim(), i.to_string());
@@ -585,7 +472,7 @@ fn sigterm_stops_the_job_and_leaves_no_container() {
     }
     let status = child.wait().expect("wait");
     assert_eq!(status.code(), Some(130));
-    let filter = format!("label={LABEL}={}", instance.name);
+    let filter = format!("label={INSTANCE_LABEL}={}", instance.name);
     let containers = stdout(&docker(&["ps", "--all", "--quiet", "--filter", &filter]));
     assert!(
         containers.trim().is_empty(),
@@ -741,7 +628,7 @@ fn a_missing_base_image_has_its_own_exit_code() {
 
 #[test]
 fn unreachable_engine_is_reported() {
-    if !engine_available() {
+    if !engine::available() {
         return;
     }
     let sandbox = Sandbox::new();
@@ -1036,7 +923,7 @@ fn purge_asks_first_and_then_removes_everything() {
     let labels: Vec<String> = ["language=python", "variant=minimal"]
         .iter()
         .map(|l| format!("--label=org.docker-meta.host_container.{l}"))
-        .chain([format!("--label={LABEL}={}", instance.name)])
+        .chain([format!("--label={INSTANCE_LABEL}={}", instance.name)])
         .collect();
     let mut build = vec!["build", "--quiet"];
     build.extend(labels.iter().map(String::as_str));
@@ -1083,7 +970,7 @@ fn test_scripts_read_pip_option_lines_as_pip_does() {
         let output = docker(&[
             "run",
             "--rm",
-            &format!("--label={LABEL}={}", instance.name),
+            &format!("--label={INSTANCE_LABEL}={}", instance.name),
             &format!("--volume={}:/data:ro", data.display()),
             &format!("--volume={}:/test.py:ro", script.display()),
             BASE_IMAGE,
@@ -1370,7 +1257,7 @@ fn a_lock_left_by_a_dead_run_is_taken_over() {
     child.wait().expect("wait");
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname").expect("hostname");
     let labels = [
-        format!("--label={LABEL}={}", instance.name),
+        format!("--label={INSTANCE_LABEL}={}", instance.name),
         "--label=org.docker-meta.host_container.language=python".to_owned(),
         "--label=org.docker-meta.host_container.variant=minimal".to_owned(),
         format!(
@@ -1502,7 +1389,7 @@ fn restore_touches_no_volume_it_did_not_make_and_no_device_or_setuid_entry() {
     );
     in_volume(&volume, "echo current > /v/current");
     let current = volume_digest(&volume);
-    let label = format!("--label={LABEL}={}", instance.name);
+    let label = format!("--label={INSTANCE_LABEL}={}", instance.name);
 
     // An undo volume left by an earlier restore holds what the user had: it is kept.
     let undo = format!("{volume}-restore-undo");
@@ -1722,7 +1609,7 @@ fn a_backup_to_a_full_disk_fails_cleanly() {
         "ps",
         "--quiet",
         "--filter",
-        &format!("label={LABEL}={}", instance.name),
+        &format!("label={INSTANCE_LABEL}={}", instance.name),
         "--filter",
         "label=org.docker-meta.host_container.step=backup.data",
     ]));
@@ -1742,27 +1629,20 @@ fn concurrent_forced_backups_do_not_corrupt_each_other() {
     let dir_arg = dir.display().to_string();
     expect_code(&instance.run(&["python", "minimal", "init"]), 0);
     in_volume(&volume, "head -c 3000000 /dev/urandom > /v/big");
-    let children: Vec<_> = (0..3)
-        .map(|_| {
-            instance
-                .command()
-                .args([
-                    "--force",
-                    "--backup-dir",
-                    &dir_arg,
-                    "python",
-                    "minimal",
-                    "backup",
-                ])
-                .stdin(Stdio::null())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .expect("spawn")
-        })
-        .collect();
-    for child in children {
-        expect_code(&child.wait_with_output().expect("wait"), 0);
+    let backups = run_at_once((0..3).map(|_| {
+        let mut command = instance.command();
+        command.args([
+            "--force",
+            "--backup-dir",
+            &dir_arg,
+            "python",
+            "minimal",
+            "backup",
+        ]);
+        command
+    }));
+    for output in &backups {
+        expect_code(output, 0);
     }
     let manifest: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(dir.join(format!("{volume}.manifest.json"))).expect("manifest"),
@@ -1823,7 +1703,7 @@ fn an_init_killed_mid_way_is_stopped_before_the_next_run_uses_the_volume() {
             "ps",
             "--quiet",
             "--filter",
-            &format!("label={LABEL}={}", instance.name),
+            &format!("label={INSTANCE_LABEL}={}", instance.name),
             "--filter",
             &format!("label=org.docker-meta.host_container.step={step}"),
         ]))
@@ -2134,22 +2014,10 @@ fn node_test_reports_junit_and_bash_reads_piped_stdin() {
     let failing = instance.run(&["node", "plain", "test", "node", "-e", "process.exit(3)"]);
     expect_code(&failing, 3);
 
-    let mut child = instance
-        .command()
-        .args(["node", "plain", "bash"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    {
-        use std::io::Write;
-        let mut stdin = child.stdin.take().expect("stdin");
-        stdin
-            .write_all(b"node --version\nreadlink /node_modules\nexit 4\n")
-            .expect("write");
-    }
-    let output = child.wait_with_output().expect("wait");
+    let output = run_with_stdin(
+        instance.command().args(["node", "plain", "bash"]),
+        "node --version\nreadlink /node_modules\nexit 4\n",
+    );
     expect_code(&output, 4);
     let text = stdout(&output);
     let lines: Vec<&str> = text.lines().collect();

@@ -7,148 +7,37 @@
 //! One test runs every scenario in turn, so the engine is started once and stopped at the end.
 //! Without the tool or the host engine it says loudly that it was skipped; with `CI` set it fails.
 
-use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 
-use crate::support::{self, expect_code, stderr, stdout, Sandbox};
+use crate::support::engine::INSTANCE_LABEL;
+use crate::support::isolated_engine::IsolatedEngine;
+use crate::support::{
+    self, expect_code, ran, run_at_once, run_with_stdin, stderr, stdout, Sandbox,
+};
 
-const BASE_IMAGE: &str = "hc-test-base:bookworm";
-const LABEL: &str = "org.docker-meta.host_container.instance";
-
-fn skip(why: &str) {
-    if std::env::var_os("CI").is_some() {
-        panic!("CI is set but the remote-engine tests cannot run: {why}");
-    }
-    // Written to the file descriptor itself: the test harness captures `eprintln!`.
-    use std::io::Write;
-    let _ = writeln!(
-        std::io::stderr(),
-        "\n\n!!!!!!!! SKIPPED: {why}; remote-engine tests did not run !!!!!!!!\n"
-    );
-}
-
-fn tool() -> PathBuf {
-    support::repo_root().join("../shared/tools/remote-engine")
-}
-
-/// The remote engine, stopped (after removing what the test made in it) when dropped.
+/// The isolated engine and the instances a test makes in it, removed when it starts (what a
+/// crashed run left) and again before the engine stops.
 struct RemoteEngine {
-    host: String,
+    engine: IsolatedEngine,
     instances: Vec<String>,
-    // Held while the engine is in use: the tool runs one engine per machine, so two test runs
-    // at once (two worktrees, two users) would stop it under each other.
-    _exclusive: std::fs::File,
 }
 
 impl RemoteEngine {
-    fn start() -> Option<RemoteEngine> {
-        if !tool().is_file() {
-            skip("shared/tools/remote-engine is not beside the repository");
-            return None;
+    fn start(instances: Vec<String>) -> Option<RemoteEngine> {
+        // The tool's default state directory: no other test turns this engine into a swarm.
+        let engine = IsolatedEngine::start("remote-engine", None)?;
+        for instance in &instances {
+            engine.docker.remove(instance);
         }
-        let local = Command::new("docker")
-            .args(["image", "inspect", BASE_IMAGE])
-            .output()
-            .is_ok_and(|o| o.status.success());
-        if !local {
-            // The local e2e suite builds it; build it here too when this test runs alone.
-            let built = Command::new("bash")
-                .arg(support::repo_root().join("scripts/debian-base-image.sh"))
-                .arg(BASE_IMAGE)
-                .status()
-                .is_ok_and(|s| s.success());
-            if !built {
-                skip("no Docker engine here to build the base image");
-                return None;
-            }
-        }
-        let exclusive = std::fs::File::create(
-            std::env::temp_dir().join("host_container-e2e-remote-engine.lock"),
-        )
-        .expect("lock file");
-        exclusive.lock().expect("lock");
-        let output = Command::new("bash")
-            .arg(tool())
-            .args(["start", BASE_IMAGE])
-            .stderr(Stdio::inherit())
-            .output()
-            .expect("bash runs");
-        assert!(output.status.success(), "remote-engine start failed");
-        let host = stdout(&output)
-            .trim()
-            .lines()
-            .last()
-            .unwrap_or("")
-            .to_owned();
-        assert!(
-            host.starts_with("unix://"),
-            "unexpected DOCKER_HOST {host:?}"
-        );
-        Some(RemoteEngine {
-            host,
-            instances: Vec::new(),
-            _exclusive: exclusive,
-        })
-    }
-
-    fn docker(&self, args: &[&str]) -> Output {
-        Command::new("docker")
-            .env("DOCKER_HOST", &self.host)
-            .args(args)
-            .output()
-            .expect("docker runs")
-    }
-
-    /// Everything labelled with `instance` in the remote engine.
-    fn objects(&self, instance: &str) -> Vec<String> {
-        let filter = format!("label={LABEL}={instance}");
-        let mut found = Vec::new();
-        for args in [
-            vec!["ps", "--all", "--quiet", "--filter", &filter],
-            vec!["volume", "ls", "--quiet", "--filter", &filter],
-            vec!["image", "ls", "--quiet", "--filter", &filter],
-        ] {
-            let listed = stdout(&self.docker(&args));
-            found.extend(listed.lines().map(|l| format!("{} {l}", args[0])));
-        }
-        found
-    }
-
-    fn remove(&self, instance: &str) {
-        let filter = format!("label={LABEL}={instance}");
-        for id in stdout(&self.docker(&["ps", "--all", "--quiet", "--filter", &filter])).lines() {
-            self.docker(&["rm", "--force", id]);
-        }
-        for name in stdout(&self.docker(&["volume", "ls", "--quiet", "--filter", &filter])).lines()
-        {
-            self.docker(&["volume", "rm", "--force", name]);
-        }
-        for id in stdout(&self.docker(&["image", "ls", "--quiet", "--filter", &filter])).lines() {
-            self.docker(&["image", "rm", "--force", id]);
-        }
-    }
-
-    /// A client of the remote engine: its own sandbox (HOME, cache, TMPDIR, cwd).
-    fn client(&self, sandbox: &Sandbox, instance: &str) -> Command {
-        let tmp = sandbox.path("tmp");
-        std::fs::create_dir_all(&tmp).expect("tmp");
-        let mut command = sandbox.command();
-        command
-            .env("DOCKER_HOST", &self.host)
-            .env("TMPDIR", tmp)
-            .env("HOST_CONTAINER_BASE_IMAGE", BASE_IMAGE)
-            .args(["-x", instance])
-            .stdin(Stdio::null());
-        command
+        Some(RemoteEngine { engine, instances })
     }
 }
 
 impl Drop for RemoteEngine {
     fn drop(&mut self) {
         for instance in &self.instances {
-            self.remove(instance);
+            self.engine.docker.remove(instance);
         }
-        let _ = Command::new("bash").arg(tool()).arg("stop").status();
     }
 }
 
@@ -156,38 +45,32 @@ fn run(command: &mut Command, args: &[&str]) -> Output {
     command.args(args).output().expect("host_container runs")
 }
 
-fn ran(output: &Output, step: &str) -> bool {
-    stderr(output).contains(&format!("==> {step}:"))
-}
-
 #[test]
 fn every_mode_but_exec_works_on_an_engine_that_cannot_see_our_files() {
-    let Some(mut engine) = RemoteEngine::start() else {
-        return;
-    };
     let instance = format!("e2e-remote-{}", std::process::id());
     let shared = format!("e2e-remote4-{}", std::process::id());
-    engine.instances = vec![instance.clone(), shared.clone()];
-    engine.remove(&instance);
-    engine.remove(&shared);
+    let Some(remote) = RemoteEngine::start(vec![instance.clone(), shared.clone()]) else {
+        return;
+    };
+    let engine = &remote.engine;
     let sandbox = Sandbox::new();
     let client = || engine.client(&sandbox, &instance);
 
-    modes_that_send_their_files(&engine, &instance, client);
+    modes_that_send_their_files(engine, &instance, client);
     exec_and_client_mounts_are_refused(client);
     changed_hosts_files_reach_the_engine(&sandbox, client);
     backup_and_restore_stream_through_the_client(&sandbox, client);
     daemon_status_logs_stop(client);
-    four_clients_initialize_once(&engine, &shared);
+    four_clients_initialize_once(engine, &shared);
 
     let purged = run(&mut client(), &["--yes", "python", "minimal", "purge"]);
     expect_code(&purged, 0);
-    let left = engine.objects(&instance);
+    let left = engine.docker.objects(&instance);
     assert!(left.is_empty(), "purge left {left:?}");
 }
 
 fn modes_that_send_their_files(
-    engine: &RemoteEngine,
+    engine: &IsolatedEngine,
     instance: &str,
     client: impl Fn() -> Command,
 ) {
@@ -236,22 +119,10 @@ fn modes_that_send_their_files(
     expect_code(&tested, 0);
     assert!(stdout(&tested).contains("all checks passed"));
 
-    let mut bash = client();
-    let mut child = bash
-        .args(["python", "minimal", "bash"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    {
-        use std::io::Write;
-        let mut stdin = child.stdin.take().expect("stdin");
-        stdin
-            .write_all(b"python -c 'import sys; print(sys.prefix)'\n")
-            .expect("write");
-    }
-    let bash = child.wait_with_output().expect("bash");
+    let bash = run_with_stdin(
+        client().args(["python", "minimal", "bash"]),
+        "python -c 'import sys; print(sys.prefix)'\n",
+    );
     expect_code(&bash, 0);
     assert_eq!(stdout(&bash).trim(), "/virtualenv");
 
@@ -261,8 +132,8 @@ fn modes_that_send_their_files(
 
     // Nothing of this instance is left running once the runs ended (the lock container is
     // only ever created, never started; it is gone too).
-    let filter = format!("label={LABEL}={instance}");
-    let left = stdout(&engine.docker(&[
+    let filter = format!("label={INSTANCE_LABEL}={instance}");
+    let left = stdout(&engine.docker.run(&[
         "ps",
         "--all",
         "--filter",
@@ -382,24 +253,13 @@ fn daemon_status_logs_stop(client: impl Fn() -> Command) {
 
 /// Four clients that share nothing but the engine (own HOME, TMPDIR, cache: no host lock in
 /// common) start on a fresh instance at once: all succeed and the virtualenv is made once.
-fn four_clients_initialize_once(engine: &RemoteEngine, instance: &str) {
+fn four_clients_initialize_once(engine: &IsolatedEngine, instance: &str) {
     let sandboxes: Vec<Sandbox> = (0..4).map(|_| Sandbox::new()).collect();
-    let children: Vec<_> = sandboxes
-        .iter()
-        .map(|sandbox| {
-            engine
-                .client(sandbox, instance)
-                .args(["python", "minimal", "single"])
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .expect("spawn")
-        })
-        .collect();
-    let outputs: Vec<Output> = children
-        .into_iter()
-        .map(|child| child.wait_with_output().expect("wait"))
-        .collect();
+    let outputs = run_at_once(sandboxes.iter().map(|sandbox| {
+        let mut command = engine.client(sandbox, instance);
+        command.args(["python", "minimal", "single"]);
+        command
+    }));
     for output in &outputs {
         expect_code(output, 0);
         assert!(stdout(output).contains("in /virtualenv"));

@@ -9,33 +9,19 @@
 //! Without the tool or the host engine it says loudly that it was skipped; with `CI` set it fails.
 
 use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use crate::support::{self, expect_code, stderr, stdout, Sandbox};
+use crate::support::engine::INSTANCE_LABEL;
+use crate::support::isolated_engine::IsolatedEngine;
+use crate::support::{expect_code, stderr, stdout, Sandbox};
 
-const BASE_IMAGE: &str = "hc-test-base:bookworm";
 const LABEL: &str = "org.docker-meta.host_container";
 const INSTANCE: &str = "swarm-e2e";
 const DAEMON: &str = "hc-python-minimal-swarm--e2e-daemon";
 
-fn skip(why: &str) {
-    if std::env::var_os("CI").is_some() {
-        panic!("CI is set but the swarm tests cannot run: {why}");
-    }
-    use std::io::Write;
-    let _ = writeln!(
-        std::io::stderr(),
-        "\n\n!!!!!!!! SKIPPED: {why}; swarm tests did not run !!!!!!!!\n"
-    );
-}
-
-fn tool() -> PathBuf {
-    support::repo_root().join("../shared/tools/remote-engine")
-}
-
-/// The engine's own state directory: the default one may serve other tests, and must never
-/// become part of a swarm.
+/// The engine's own state directory: the default one serves the remote-engine test, and must
+/// never become part of a swarm.
 fn state_dir() -> PathBuf {
     std::env::temp_dir().join("host_container-swarm-engine")
 }
@@ -43,49 +29,14 @@ fn state_dir() -> PathBuf {
 /// A single-node swarm on an isolated engine; when dropped, the instance's objects are removed,
 /// the engine leaves the swarm and stops.
 struct Swarm {
-    host: String,
+    engine: IsolatedEngine,
 }
 
 impl Swarm {
     fn start() -> Option<Swarm> {
-        if !tool().is_file() {
-            skip("shared/tools/remote-engine is not beside the repository");
-            return None;
-        }
-        let local = Command::new("docker")
-            .args(["image", "inspect", BASE_IMAGE])
-            .output()
-            .is_ok_and(|o| o.status.success());
-        if !local {
-            let built = Command::new("bash")
-                .arg(support::repo_root().join("scripts/debian-base-image.sh"))
-                .arg(BASE_IMAGE)
-                .status()
-                .is_ok_and(|s| s.success());
-            if !built {
-                skip("no Docker engine here to build the base image");
-                return None;
-            }
-        }
-        let output = Command::new("bash")
-            .arg(tool())
-            .args(["start", BASE_IMAGE])
-            .env("REMOTE_ENGINE_DIR", state_dir())
-            .stderr(Stdio::inherit())
-            .output()
-            .expect("bash runs");
-        assert!(output.status.success(), "remote-engine start failed");
-        let host = stdout(&output)
-            .trim()
-            .lines()
-            .last()
-            .unwrap_or("")
-            .to_owned();
-        assert!(
-            host.starts_with("unix://"),
-            "unexpected DOCKER_HOST {host:?}"
-        );
-        let swarm = Swarm { host };
+        let swarm = Swarm {
+            engine: IsolatedEngine::start("swarm", Some(&state_dir()))?,
+        };
         let state = swarm.docker(&["info", "--format", "{{.Swarm.LocalNodeState}}"]);
         if stdout(&state).trim() != "active" {
             let init = swarm.docker(&["swarm", "init", "--advertise-addr", "127.0.0.1"]);
@@ -95,50 +46,25 @@ impl Swarm {
     }
 
     fn docker(&self, args: &[&str]) -> Output {
-        Command::new("docker")
-            .env("DOCKER_HOST", &self.host)
-            .args(args)
-            .output()
-            .expect("docker runs")
+        self.engine.docker.run(args)
     }
 
     fn listed(&self, args: &[&str]) -> Vec<String> {
-        stdout(&self.docker(args))
-            .lines()
-            .map(str::to_owned)
-            .collect()
+        self.engine.docker.listed(args)
     }
 
     /// Every service, container, volume and image labelled with the test's instance.
     fn objects(&self) -> Vec<String> {
-        let filter = format!("label={LABEL}.instance={INSTANCE}");
-        let mut found = Vec::new();
-        for args in [
-            vec!["service", "ls", "--quiet", "--filter", &filter],
-            vec!["ps", "--all", "--quiet", "--filter", &filter],
-            vec!["volume", "ls", "--quiet", "--filter", &filter],
-            vec!["image", "ls", "--quiet", "--filter", &filter],
-        ] {
-            found.extend(
-                self.listed(&args)
-                    .into_iter()
-                    .map(|l| format!("{} {l}", args[0])),
-            );
-        }
+        let filter = format!("label={INSTANCE_LABEL}={INSTANCE}");
+        let services = self.listed(&["service", "ls", "--quiet", "--filter", &filter]);
+        let mut found: Vec<String> = services.iter().map(|id| format!("service {id}")).collect();
+        found.extend(self.engine.docker.objects(INSTANCE));
         found
     }
 
     fn client(&self, sandbox: &Sandbox) -> Command {
-        let tmp = sandbox.path("tmp");
-        std::fs::create_dir_all(&tmp).expect("tmp");
-        let mut command = sandbox.command();
-        command
-            .env("DOCKER_HOST", &self.host)
-            .env("TMPDIR", tmp)
-            .env("HOST_CONTAINER_BASE_IMAGE", BASE_IMAGE)
-            .env("HOST_CONTAINER_ORCHESTRATOR", "swarm")
-            .args(["-x", INSTANCE])
-            .stdin(Stdio::null());
+        let mut command = self.engine.client(sandbox, INSTANCE);
+        command.env("HOST_CONTAINER_ORCHESTRATOR", "swarm");
         command
     }
 
@@ -162,7 +88,7 @@ impl Swarm {
 
 impl Drop for Swarm {
     fn drop(&mut self) {
-        let filter = format!("label={LABEL}.instance={INSTANCE}");
+        let filter = format!("label={INSTANCE_LABEL}={INSTANCE}");
         for name in self.listed(&["service", "ls", "--quiet", "--filter", &filter]) {
             self.docker(&["service", "rm", &name]);
         }
@@ -177,18 +103,8 @@ impl Drop for Swarm {
                 self.docker(&["rm", "--force", &id]);
             }
         }
-        for name in self.listed(&["volume", "ls", "--quiet", "--filter", &filter]) {
-            self.docker(&["volume", "rm", "--force", &name]);
-        }
-        for id in self.listed(&["image", "ls", "--quiet", "--filter", &filter]) {
-            self.docker(&["image", "rm", "--force", &id]);
-        }
+        self.engine.docker.remove(INSTANCE);
         self.docker(&["swarm", "leave", "--force"]);
-        let _ = Command::new("bash")
-            .arg(tool())
-            .arg("stop")
-            .env("REMOTE_ENGINE_DIR", state_dir())
-            .status();
     }
 }
 

@@ -1,11 +1,16 @@
 //! Shared by the integration tests: an isolated `host_container` command (its own HOME and
-//! cache, none of the developer's settings) and a recording fake `docker` for exact-argv checks
-//! and failure injection.
+//! cache, none of the developer's settings), a recording fake `docker` for exact-argv checks
+//! and failure injection, and reading what a run printed. The end-to-end tests' real engines
+//! are in `engine` and `isolated_engine`.
+
+pub mod engine;
+pub mod isolated_engine;
 
 use std::fs;
+use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output, Stdio};
 
 use tempfile::TempDir;
 
@@ -143,6 +148,49 @@ pub fn is_lock_call(call: &[String]) -> bool {
     let names_lock = |arg: &String| arg.ends_with("-lock");
     (call.get(1).is_some_and(|c| c == "container") && call.iter().any(names_lock))
         || (call.get(1).is_some_and(|c| c == "rm") && call.last().is_some_and(names_lock))
+}
+
+/// Runs `command` with `input` on its stdin and waits for its output.
+pub fn run_with_stdin(command: &mut Command, input: &str) -> Output {
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    // Dropped at the end of the statement: the child sees the end of its input.
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(input.as_bytes())
+        .expect("write stdin");
+    child.wait_with_output().expect("wait")
+}
+
+/// Starts every command before waiting for any, so that they run at the same time, and collects
+/// their output.
+pub fn run_at_once(commands: impl IntoIterator<Item = Command>) -> Vec<Output> {
+    let children: Vec<Child> = commands
+        .into_iter()
+        .map(|mut command| {
+            command
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("spawn")
+        })
+        .collect();
+    children
+        .into_iter()
+        .map(|child| child.wait_with_output().expect("wait"))
+        .collect()
+}
+
+/// Whether a run announced `step` on stderr, i.e. ran it.
+pub fn ran(output: &Output, step: &str) -> bool {
+    stderr(output).contains(&format!("==> {step}:"))
 }
 
 pub fn stdout(output: &Output) -> String {
