@@ -6,15 +6,12 @@
 
 use std::fs;
 use std::io::Read;
-use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use tempfile::TempDir;
-
-const BIN: &str = env!("CARGO_BIN_EXE_host_container");
+use crate::support;
 
 const USAGE: i32 = 64;
 const CONFIG: i32 = 65;
@@ -23,36 +20,19 @@ const NOT_FOUND: i32 = 66;
 /// Far more than any of these runs needs (they take milliseconds); only a hang reaches it.
 const DEADLINE: Duration = Duration::from_secs(60);
 
-/// A fresh HOME, cache, working directory and configuration layer for one test.
-struct Sandbox {
-    root: TempDir,
-}
+/// The shared sandbox (HOME, cache, working directory, the recording fake `docker`), whose root
+/// is also the configuration layer the mode files go into.
+struct Sandbox(support::Sandbox);
 
 impl Sandbox {
     fn new() -> Sandbox {
-        let root = tempfile::Builder::new()
-            .prefix("hc-bad-input-")
-            .tempdir()
-            .expect("temp dir");
-        for dir in ["home", "cache", "project", "bin", "config"] {
-            fs::create_dir_all(root.path().join(dir)).expect("sandbox dirs");
-        }
-        // `--offline` must make no docker call at all; a docker that leaves a trace proves it.
-        let docker = root.path().join("bin/docker");
-        fs::write(
-            &docker,
-            format!(
-                "#!/bin/sh\necho \"$@\" >> '{}'\nexit 1\n",
-                root.path().join("docker-called").display()
-            ),
-        )
-        .expect("fake docker");
-        fs::set_permissions(&docker, fs::Permissions::from_mode(0o755)).expect("chmod docker");
-        Sandbox { root }
+        let sandbox = support::Sandbox::new();
+        fs::create_dir_all(sandbox.path("config")).expect("config dir");
+        Sandbox(sandbox)
     }
 
     fn path(&self, relative: &str) -> PathBuf {
-        self.root.path().join(relative)
+        self.0.path(relative)
     }
 
     /// Writes `<sandbox>/config/host_base_<mode>.yaml`, the generic mode file of the layer.
@@ -64,25 +44,11 @@ impl Sandbox {
 
     /// `host_container --plan --offline ARGS…` isolated from the developer's environment.
     fn run(&self, args: &[&str]) -> Outcome {
-        let path = format!(
-            "{}:{}",
-            self.path("bin").display(),
-            std::env::var("PATH").unwrap_or_default()
-        );
-        let mut command = Command::new(BIN);
+        let mut command = self.0.fake_docker();
         command
             .arg("--plan")
             .arg("--offline")
             .args(args)
-            .env("HOME", self.path("home"))
-            .env("HOST_CONTAINER_CACHE_DIR", self.path("cache"))
-            .env("PATH", path)
-            .env_remove("UPGRADE")
-            .env_remove("HOST_CONTAINER_BASE_IMAGE")
-            .env_remove("HOST_CONTAINER_RUN_ID")
-            .env_remove("HOST_CONTAINER_BACKUP_DIR")
-            .env_remove("XDG_CACHE_HOME")
-            .current_dir(self.path("project"))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -101,17 +67,18 @@ impl Sandbox {
             });
         }
         let outcome = run_with_deadline(command, args);
+        // `--offline` must make no docker call at all; the fake docker's record proves it.
+        let calls = self.0.all_docker_calls();
         assert!(
-            !self.path("docker-called").exists(),
-            "`--plan --offline` called docker: {}",
-            fs::read_to_string(self.path("docker-called")).unwrap_or_default()
+            calls.is_empty(),
+            "`--plan --offline` called docker: {calls:?}"
         );
         outcome
     }
 
     /// `--plan --offline --config-dir <sandbox> ARGS… python minimal MODE`.
     fn plan(&self, mode: &str, args: &[&str]) -> Outcome {
-        let config_dir = self.root.path().display().to_string();
+        let config_dir = self.0.root.path().display().to_string();
         let mut all: Vec<&str> = vec!["--config-dir", &config_dir];
         all.extend_from_slice(args);
         all.extend_from_slice(&["python", "minimal", mode]);

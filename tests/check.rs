@@ -2,22 +2,11 @@
 //! pipeline decides on (0 up to date, 1 something would run, 68 unknown), and that checking asks
 //! the engine read-only questions only.
 
-use std::fs;
+use std::process::Command;
 
 use serde_json::{json, Value};
 
-use crate::support::{self, expect_code, stdout, Sandbox};
-
-fn plan_json(sandbox: &Sandbox, args: &[&str]) -> Value {
-    let output = sandbox
-        .fake_docker()
-        .args(["--plan", "--format", "json", "--run-id", "t1"])
-        .args(args)
-        .output()
-        .expect("run");
-    expect_code(&output, 0);
-    serde_json::from_slice(&output.stdout).expect("plan JSON")
-}
+use crate::support::{expect_code, plan_json_of, shipped_modes, stdout, Sandbox};
 
 /// The labels a step puts on its `done` object: from its argv, or for a stamp from the command
 /// that records it.
@@ -68,12 +57,19 @@ fn engine_where_all_is_done(plan: &Value) -> Value {
     engine_after(plan, &[])
 }
 
-fn check(sandbox: &Sandbox, inspect: Option<&Value>, args: &[&str]) -> std::process::Output {
+/// The recording fake docker, answering `inspect` with `engine`.
+fn fake_docker_seeing(sandbox: &Sandbox, engine: &Value) -> Command {
+    let path = sandbox.write("inspect.json", &engine.to_string());
     let mut command = sandbox.fake_docker();
-    if let Some(answer) = inspect {
-        let path = sandbox.write("inspect.json", &answer.to_string());
-        command.env("FAKE_DOCKER_INSPECT", path);
-    }
+    command.env("FAKE_DOCKER_INSPECT", path);
+    command
+}
+
+fn check(sandbox: &Sandbox, inspect: Option<&Value>, args: &[&str]) -> std::process::Output {
+    let mut command = match inspect {
+        Some(engine) => fake_docker_seeing(sandbox, engine),
+        None => sandbox.fake_docker(),
+    };
     command
         .args(["--check", "--run-id", "t1"])
         .args(args)
@@ -110,7 +106,7 @@ fn a_fresh_instance_has_steps_to_run() {
 #[test]
 fn an_initialized_instance_is_up_to_date_even_for_forced_init() {
     let sandbox = Sandbox::new();
-    let engine = engine_where_all_is_done(&plan_json(&sandbox, &["python", "minimal", "single"]));
+    let engine = engine_where_all_is_done(&sandbox.plan_json(&["python", "minimal", "single"]));
     for mode in ["single", "init"] {
         let output = check(&sandbox, Some(&engine), &["python", "minimal", mode]);
         expect_code(&output, 0);
@@ -122,7 +118,7 @@ fn an_initialized_instance_is_up_to_date_even_for_forced_init() {
         );
     }
     // Without --check the requested init still runs again.
-    let plan = plan_json(&sandbox, &["python", "minimal", "init"]);
+    let plan = sandbox.plan_json(&["python", "minimal", "init"]);
     assert_eq!(plan["summary"]["to_run"], 5);
     assert_only_inspect(&sandbox);
 }
@@ -149,21 +145,9 @@ fn an_unreachable_engine_is_68_and_the_summary_says_unknown() {
 
 #[test]
 fn check_of_every_shipped_mode_is_read_only() {
-    let dir = support::repo_root().join("etc/docker_meta/host_container/config");
-    for entry in fs::read_dir(dir).expect("shipped config") {
-        let name = entry
-            .expect("entry")
-            .file_name()
-            .into_string()
-            .expect("utf-8");
-        let Some(mode) = name
-            .strip_prefix("host_base_")
-            .and_then(|n| n.strip_suffix(".yaml"))
-        else {
-            continue;
-        };
+    for mode in shipped_modes() {
         let sandbox = Sandbox::new();
-        let output = check(&sandbox, None, &["python", "minimal", mode]);
+        let output = check(&sandbox, None, &["python", "minimal", &mode]);
         assert!(
             matches!(output.status.code(), Some(0 | 1)),
             "{mode}: {output:?}"
@@ -198,16 +182,7 @@ fn the_text_plan_ends_with_the_summary_and_check_with_plan_prints_it_all() {
 }
 
 fn plan_with_engine(sandbox: &Sandbox, engine: &Value, args: &[&str]) -> Value {
-    let path = sandbox.write("inspect.json", &engine.to_string());
-    let output = sandbox
-        .fake_docker()
-        .env("FAKE_DOCKER_INSPECT", path)
-        .args(["--plan", "--format", "json", "--run-id", "t1"])
-        .args(args)
-        .output()
-        .expect("run");
-    expect_code(&output, 0);
-    serde_json::from_slice(&output.stdout).expect("plan JSON")
+    plan_json_of(fake_docker_seeing(sandbox, engine), args)
 }
 
 fn step<'a>(plan: &'a Value, id: &str) -> &'a Value {
@@ -220,7 +195,7 @@ fn step<'a>(plan: &'a Value, id: &str) -> &'a Value {
 #[test]
 fn a_daemon_re_created_for_set_values_says_which() {
     let sandbox = Sandbox::new();
-    let before = plan_json(&sandbox, &["python", "minimal", "daemon"]);
+    let before = sandbox.plan_json(&["python", "minimal", "daemon"]);
     let engine = engine_where_all_is_done(&before);
     let same = plan_with_engine(&sandbox, &engine, &["python", "minimal", "daemon"]);
     assert_eq!(step(&same, "daemon.container")["status"], "skip");
@@ -276,7 +251,7 @@ fn a_stamp_says_unfinished_from_before_its_step_runs_until_it_succeeds() {
     assert!(last.iter().any(|a| a == "/data/initialize"), "{last:?}");
 
     // The next plan finds the unfinished stamp and says so.
-    let plan = plan_json(&sandbox, &["python", "minimal", "single"]);
+    let plan = sandbox.plan_json(&["python", "minimal", "single"]);
     let mut engine = engine_after(&plan, &["init.virtualenv"]);
     let mark = &step(&plan, "init.virtualenv")["before"][1];
     let labels: serde_json::Map<String, Value> = mark
@@ -301,7 +276,7 @@ fn a_stamp_says_unfinished_from_before_its_step_runs_until_it_succeeds() {
 #[test]
 fn a_missing_image_with_unchanged_inputs_does_not_redo_the_virtualenv() {
     let sandbox = Sandbox::new();
-    let plan = plan_json(&sandbox, &["python", "minimal", "single"]);
+    let plan = sandbox.plan_json(&["python", "minimal", "single"]);
     // A fresh CI runner with the data volume and its stamp restored from a cache.
     let engine = engine_after(&plan, &["init.image"]);
     let after = plan_with_engine(&sandbox, &engine, &["python", "minimal", "single"]);
@@ -348,7 +323,7 @@ steps:
     );
     let layer = sandbox.path("layer").display().to_string();
     let args = ["--config-dir", &layer, "python", "minimal", "cut"];
-    let plan = plan_json(&sandbox, &args);
+    let plan = sandbox.plan_json(&args);
     let engine = engine_after(&plan, &["cut.filled", "cut.empty"]);
     let after = plan_with_engine(&sandbox, &engine, &args);
     assert_eq!(step(&after, "cut.filled")["status"], "run");

@@ -6,35 +6,7 @@ use std::fs;
 
 use serde_json::Value;
 
-use crate::support::{self, expect_code, stderr, stdout, Sandbox};
-
-fn shipped_modes() -> Vec<String> {
-    let dir = support::repo_root().join("etc/docker_meta/host_container/config");
-    let mut modes: Vec<String> = fs::read_dir(dir)
-        .expect("shipped config")
-        .filter_map(|e| {
-            let name = e.ok()?.file_name().into_string().ok()?;
-            Some(
-                name.strip_prefix("host_base_")?
-                    .strip_suffix(".yaml")?
-                    .to_owned(),
-            )
-        })
-        .collect();
-    modes.sort();
-    modes
-}
-
-fn plan_json(sandbox: &Sandbox, args: &[&str]) -> Value {
-    let output = sandbox
-        .fake_docker()
-        .args(["--plan", "--format", "json", "--run-id", "t1"])
-        .args(args)
-        .output()
-        .expect("run");
-    expect_code(&output, 0);
-    serde_json::from_slice(&output.stdout).expect("plan JSON")
-}
+use crate::support::{self, expect_code, shipped_modes, stderr, stdout, Sandbox};
 
 /// The argv the plan says will run, in order: each step's before, argv and after commands.
 fn planned_commands(plan: &Value) -> Vec<Vec<String>> {
@@ -117,7 +89,7 @@ fn executed_argv_equal_planned_argv() {
     let sandbox = Sandbox::new();
     let mut args = vec!["python", "minimal", "single"];
     args.extend(nasty);
-    let plan = plan_json(&sandbox, &args);
+    let plan = sandbox.plan_json(&args);
     let planned = planned_commands(&plan);
     fs::remove_file(sandbox.path("docker.log")).expect("reset log");
 
@@ -143,7 +115,7 @@ fn executed_argv_equal_planned_argv() {
 #[test]
 fn failure_at_each_step_runs_no_dependent_and_marks_nothing_done() {
     let sandbox = Sandbox::new();
-    let plan = plan_json(&sandbox, &["python", "minimal", "single"]);
+    let plan = sandbox.plan_json(&["python", "minimal", "single"]);
     let steps = plan["steps"].as_array().expect("steps").clone();
     assert!(steps.len() >= 4, "{steps:?}");
     for (k, step) in steps.iter().enumerate() {
@@ -266,7 +238,7 @@ fn docker_missing_has_its_own_exit_code() {
 #[test]
 fn json_plan_has_the_documented_shape() {
     let sandbox = Sandbox::new();
-    let plan = plan_json(&sandbox, &["--offline", "python", "minimal", "single"]);
+    let plan = sandbox.plan_json(&["--offline", "python", "minimal", "single"]);
     assert_eq!(plan["version"], 1);
     let steps = plan["steps"].as_array().expect("steps");
     let ids: Vec<&str> = steps
@@ -306,7 +278,7 @@ fn json_plan_has_the_documented_shape() {
 #[test]
 fn upgrade_joins_only_when_set() {
     let sandbox = Sandbox::new();
-    let with = plan_json(&sandbox, &["--offline", "python", "minimal", "single"]);
+    let with = sandbox.plan_json(&["--offline", "python", "minimal", "single"]);
     assert!(!with["steps"]
         .as_array()
         .unwrap()
@@ -398,13 +370,7 @@ fn a_higher_layer_shadows_a_mode_and_the_plan_says_so() {
         "layer/config/host_base_single.yaml",
         "description: mine\nsteps:\n  job:\n    docker: [run, --rm, \"{{ image }}\", {splat: command}]\n    output: raw\n",
     );
-    let output = sandbox
-        .command()
-        .args(["--config-dir"])
-        .arg(sandbox.path("layer"))
-        .args(["--plan", "--offline", "python", "minimal", "single", "true"])
-        .output()
-        .expect("run");
+    let output = sandbox.plan_offline_with_layer(&["python", "minimal", "single", "true"]);
     expect_code(&output, 0);
     let text = stdout(&output);
     assert!(text.contains("(config-dir 1)"), "{text}");
@@ -418,21 +384,8 @@ fn a_higher_layer_shadows_a_mode_and_the_plan_says_so() {
 fn hosts_files_merge_across_layers() {
     let sandbox = Sandbox::new();
     sandbox.write("layer/python/hosts/minimal/requirements.txt", "six\n");
-    let output = sandbox
-        .command()
-        .arg("--config-dir")
-        .arg(sandbox.path("layer"))
-        .args([
-            "--plan",
-            "--offline",
-            "--format",
-            "json",
-            "python",
-            "minimal",
-            "init",
-        ])
-        .output()
-        .expect("run");
+    let output =
+        sandbox.plan_offline_with_layer(&["--format", "json", "python", "minimal", "init"]);
     expect_code(&output, 0);
     let plan: Value = serde_json::from_slice(&output.stdout).expect("json");
     let hosts = &plan["steps"][3];
@@ -1016,7 +969,7 @@ fn the_probe_of_a_huge_plan_is_split_under_the_argument_limit() {
     assert_eq!(asked, 4000);
     // An ordinary plan still asks in one call.
     let sandbox = Sandbox::new();
-    plan_json(&sandbox, &["python", "minimal", "single"]);
+    sandbox.plan_json(&["python", "minimal", "single"]);
     let calls = sandbox.docker_calls();
     assert_eq!(
         calls.iter().filter(|c| c[1] == "inspect").count(),
@@ -1117,7 +1070,7 @@ fn no_shipped_mode_but_exec_bind_mounts_a_client_path() {
         "init", "upgrade", "single", "daemon", "status", "logs", "stop", "purge", "test", "bash",
         "backup", "restore", "exec",
     ] {
-        let plan = plan_json(&sandbox, &["--offline", "python", "minimal", mode]);
+        let plan = sandbox.plan_json(&["--offline", "python", "minimal", mode]);
         let mut mounted = Vec::new();
         for step in plan["steps"].as_array().expect("steps") {
             for command in planned_step_commands(step) {
@@ -1323,19 +1276,7 @@ fn each_language_has_its_own_base_image_overridden_by_env_and_set() {
     let layer = sandbox.path("layer").display().to_string();
     let layered = ["--config-dir", &layer, "node", "plain"];
     assert_eq!(planned_base_image(&sandbox, &[], &layered), "from-layer");
-    let output = sandbox
-        .command()
-        .args([
-            "--plan",
-            "--offline",
-            "--config-dir",
-            &layer,
-            "node",
-            "plain",
-            "single",
-        ])
-        .output()
-        .expect("run");
+    let output = sandbox.plan_offline_with_layer(&["node", "plain", "single"]);
     expect_code(&output, 0);
     assert!(
         stdout(&output).contains(":/node:ro"),
@@ -1351,13 +1292,7 @@ fn a_mode_cannot_redefine_a_language_variable() {
         "layer/config/host_base_mine.yaml",
         "description: x\nvars:\n  data_mount: /elsewhere\nsteps:\n  s:\n    docker: [info]\n",
     );
-    let output = sandbox
-        .command()
-        .arg("--config-dir")
-        .arg(sandbox.path("layer"))
-        .args(["--plan", "--offline", "node", "plain", "mine"])
-        .output()
-        .expect("run");
+    let output = sandbox.plan_offline_with_layer(&["node", "plain", "mine"]);
     expect_code(&output, 65);
     let text = stderr(&output);
     assert!(
@@ -1375,13 +1310,7 @@ fn a_bad_language_file_is_an_error_at_its_position() {
         "layer/node/config/language.yaml",
         "vars:\n  base_image: x\n  image: y\n",
     );
-    let output = sandbox
-        .command()
-        .arg("--config-dir")
-        .arg(sandbox.path("layer"))
-        .args(["--plan", "--offline", "node", "plain", "init"])
-        .output()
-        .expect("run");
+    let output = sandbox.plan_offline_with_layer(&["node", "plain", "init"]);
     expect_code(&output, 65);
     let text = stderr(&output);
     assert!(

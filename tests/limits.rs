@@ -3,16 +3,12 @@
 //! doubles a string, a file of 15 MiB). Each case runs the real binary with `--plan --offline`
 //! on a generated file and reads the child's own peak RSS (`wait4`) and elapsed time.
 
-use std::fs;
 use std::io::Read;
 use std::os::unix::process::ExitStatusExt;
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use tempfile::TempDir;
-
-const BIN: &str = env!("CARGO_BIN_EXE_host_container");
+use crate::support::Sandbox;
 
 /// The documented bound on memory.
 const MEMORY_KIB: i64 = 500 << 10;
@@ -33,25 +29,21 @@ struct Run {
 
 /// Plans `mode` of a layer holding `host_base_<mode>.yaml` = `text`, measuring the child alone.
 fn plan(text: &str) -> Run {
-    let root = TempDir::new().expect("temp dir");
-    for dir in ["home", "cache", "config"] {
-        fs::create_dir_all(root.path().join(dir)).expect("dirs");
-    }
-    fs::write(root.path().join("config/host_base_big.yaml"), text).expect("mode file");
-    run(root.path())
+    let sandbox = Sandbox::new();
+    sandbox.write("config/host_base_big.yaml", text);
+    let mut command = sandbox.command();
+    command
+        .args(["--plan", "--offline", "--format", "json", "--config-dir"])
+        .arg(sandbox.root.path())
+        .args(["python", "minimal", "big"]);
+    run(command)
 }
 
 // The child is reaped by wait4 below, which std cannot see; wait4 is what gives its own rusage.
 #[allow(clippy::zombie_processes)]
-fn run(root: &Path) -> Run {
+fn run(mut command: Command) -> Run {
     let started = Instant::now();
-    let mut child = Command::new(BIN)
-        .args(["--plan", "--offline", "--format", "json", "--config-dir"])
-        .arg(root)
-        .args(["python", "minimal", "big"])
-        .env("HOME", root.join("home"))
-        .env("HOST_CONTAINER_CACHE_DIR", root.join("cache"))
-        .env_remove("UPGRADE")
+    let mut child = command
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -81,20 +81,7 @@ fn the_caret_of_an_undefined_variable_points_at_it() {
         "layer/config/host_base_caret.yaml",
         "description: x\nsteps:\n  a:\n    docker: [run, \"--volume={{ paths.hostz }}:/data\", img]\n",
     );
-    let layer = sandbox.path("layer").display().to_string();
-    let output = sandbox
-        .command()
-        .args([
-            "--config-dir",
-            &layer,
-            "--plan",
-            "--offline",
-            "python",
-            "minimal",
-            "caret",
-        ])
-        .output()
-        .expect("run");
+    let output = sandbox.plan_offline_with_layer(&["python", "minimal", "caret"]);
     expect_code(&output, 65);
     let said = stderr(&output);
     assert!(said.contains("host_base_caret.yaml:4:32\n"), "{said}");

@@ -34,13 +34,7 @@ fn merged_dir(sandbox: &Sandbox) -> PathBuf {
 }
 
 fn plan_offline(sandbox: &Sandbox, mode: &str) -> std::process::Output {
-    sandbox
-        .command()
-        .arg("--config-dir")
-        .arg(sandbox.path("layer"))
-        .args(["--plan", "--offline", "python", "minimal", mode])
-        .output()
-        .expect("run")
+    sandbox.plan_offline_with_layer(&["python", "minimal", mode])
 }
 
 #[test]
@@ -400,14 +394,9 @@ fn names_never_collide_between_instances() {
         fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).unwrap();
     }
     let names = |variant: &str, instance: &str| {
-        let output = sandbox
-            .command()
-            .arg("--config-dir")
-            .arg(sandbox.path("layer"))
-            .args(["--plan", "--offline", "--format", "json", "-x", instance])
-            .args(["python", variant, "init"])
-            .output()
-            .expect("run");
+        let output = sandbox.plan_offline_with_layer(&[
+            "--format", "json", "-x", instance, "python", variant, "init",
+        ]);
         expect_code(&output, 0);
         let plan: serde_json::Value = serde_json::from_slice(&output.stdout).expect("json");
         let mut names: Vec<String> = plan["steps"]

@@ -57,20 +57,7 @@ fn missing_scripts_are_listed_together_before_anything_runs() {
 fn a_missing_dockerfile_is_named_with_its_path() {
     let sandbox = Sandbox::new();
     sandbox.write("layer/python/hosts/nodocker/initialize", "#!/bin/sh\n");
-    let layer = sandbox.path("layer").display().to_string();
-    let output = sandbox
-        .command()
-        .args([
-            "--config-dir",
-            &layer,
-            "--plan",
-            "--offline",
-            "python",
-            "nodocker",
-            "init",
-        ])
-        .output()
-        .expect("run");
+    let output = sandbox.plan_offline_with_layer(&["python", "nodocker", "init"]);
     expect_code(&output, 65);
     let message = stderr(&output);
     assert!(
@@ -83,24 +70,11 @@ fn a_missing_dockerfile_is_named_with_its_path() {
 #[test]
 fn a_command_replaces_the_script_it_would_need() {
     let sandbox = Sandbox::new();
-    let layer = half_variant(&sandbox);
+    half_variant(&sandbox);
     sandbox.write("layer/python/hosts/half/initialize", "#!/bin/sh\n");
     let initialize = sandbox.path("layer/python/hosts/half/initialize");
     std::fs::set_permissions(initialize, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-    let output = sandbox
-        .command()
-        .args([
-            "--config-dir",
-            &layer,
-            "--plan",
-            "--offline",
-            "python",
-            "half",
-            "single",
-        ])
-        .args(["python", "-V"])
-        .output()
-        .expect("run");
+    let output = sandbox.plan_offline_with_layer(&["python", "half", "single", "python", "-V"]);
     expect_code(&output, 0);
 }
 

@@ -12,6 +12,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 
+use serde_json::Value;
 use tempfile::TempDir;
 
 /// A sandbox for one test: HOME, cache and working directory of its own.
@@ -134,6 +135,22 @@ exit 0
             .collect()
     }
 
+    /// The JSON plan of `ARGS…`, with run id `t1`, asked of the recording fake docker.
+    pub fn plan_json(&self, args: &[&str]) -> Value {
+        plan_json_of(self.fake_docker(), args)
+    }
+
+    /// `--plan --offline ARGS…` with the sandbox's `layer` directory as a `--config-dir`.
+    pub fn plan_offline_with_layer(&self, args: &[&str]) -> Output {
+        self.command()
+            .arg("--config-dir")
+            .arg(self.path("layer"))
+            .args(["--plan", "--offline"])
+            .args(args)
+            .output()
+            .expect("run")
+    }
+
     /// Writes `content` to `relative` below the sandbox, creating directories.
     pub fn write(&self, relative: &str, content: &str) -> PathBuf {
         let path = self.path(relative);
@@ -148,6 +165,17 @@ pub fn is_lock_call(call: &[String]) -> bool {
     let names_lock = |arg: &String| arg.ends_with("-lock");
     (call.get(1).is_some_and(|c| c == "container") && call.iter().any(names_lock))
         || (call.get(1).is_some_and(|c| c == "rm") && call.last().is_some_and(names_lock))
+}
+
+/// The JSON plan `command` (a `host_container` command) prints for `ARGS…`, with run id `t1`.
+pub fn plan_json_of(mut command: Command, args: &[&str]) -> Value {
+    let output = command
+        .args(["--plan", "--format", "json", "--run-id", "t1"])
+        .args(args)
+        .output()
+        .expect("run");
+    expect_code(&output, 0);
+    serde_json::from_slice(&output.stdout).expect("plan JSON")
 }
 
 /// Runs `command` with `input` on its stdin and waits for its output.
@@ -214,4 +242,22 @@ pub fn expect_code(output: &Output, code: i32) {
 
 pub fn repo_root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The shipped modes, by name, sorted: the `host_base_<mode>.yaml` files of the shared config.
+pub fn shipped_modes() -> Vec<String> {
+    let dir = repo_root().join("etc/docker_meta/host_container/config");
+    let mut modes: Vec<String> = fs::read_dir(dir)
+        .expect("shipped config")
+        .filter_map(|e| {
+            let name = e.ok()?.file_name().into_string().ok()?;
+            Some(
+                name.strip_prefix("host_base_")?
+                    .strip_suffix(".yaml")?
+                    .to_owned(),
+            )
+        })
+        .collect();
+    modes.sort();
+    modes
 }
