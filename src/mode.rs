@@ -184,6 +184,28 @@ pub struct TemplateField<'a> {
     pub path: Vec<String>,
     pub source: &'a str,
     pub is_expression: bool,
+    /// Which part of the step the rendered text becomes.
+    pub slot: Slot,
+}
+
+/// The part of a step a rendered field becomes, so the compiler renders every field in one loop
+/// and still knows where each result goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Slot {
+    When,
+    Docker,
+    /// An entry of `inputs`, by its index (a splat may render to several inputs).
+    Input(usize),
+    Done,
+    UsesImage,
+    ReadyCommand,
+    ReadyTcp,
+    ArchiveVolume,
+    ArchiveDir,
+    ArchiveImage,
+    ArchiveStamp,
+    Confirm,
+    StdinTar,
 }
 
 impl StepSpec {
@@ -191,69 +213,76 @@ impl StepSpec {
         self.done.as_ref().and_then(DoneSpec::object)
     }
 
-    /// Every template and expression of the step, for checking them and for naming the one an
-    /// error comes from.
+    /// Every template and expression of the step, in the order they are rendered: for checking
+    /// them, for rendering them in one loop, and for naming the one an error comes from.
     pub fn templates(&self) -> Vec<TemplateField<'_>> {
-        fn field<'a>(path: Vec<String>, source: &'a str, is_expression: bool) -> TemplateField<'a> {
+        fn field<'a>(path: Vec<String>, source: &'a str, slot: Slot) -> TemplateField<'a> {
             TemplateField {
                 path,
                 source,
-                is_expression,
+                is_expression: false,
+                slot,
+            }
+        }
+        fn arg_field(path: Vec<String>, arg: &Arg, slot: Slot) -> TemplateField<'_> {
+            match arg {
+                Arg::Text(text) => field(path, text, slot),
+                Arg::Splat { splat } => TemplateField {
+                    is_expression: true,
+                    ..field(path, splat, slot)
+                },
             }
         }
         let at = |parts: &[&str]| parts.iter().map(|p| (*p).to_owned()).collect::<Vec<_>>();
         let mut fields = Vec::new();
         if let Some(when) = &self.when {
-            fields.push(field(at(&["when"]), when, true));
+            fields.push(TemplateField {
+                is_expression: true,
+                ..field(at(&["when"]), when, Slot::When)
+            });
         }
-        for (key, args) in [("docker", &self.docker), ("inputs", &self.inputs)] {
-            for (index, arg) in args.iter().enumerate() {
-                let path = at(&[key, &index.to_string()]);
-                fields.push(match arg {
-                    Arg::Text(text) => field(path, text, false),
-                    Arg::Splat { splat } => field(path, splat, true),
-                });
-            }
+        for (index, arg) in self.docker.iter().enumerate() {
+            let path = at(&["docker", &index.to_string()]);
+            fields.push(arg_field(path, arg, Slot::Docker));
+        }
+        for (index, arg) in self.inputs.iter().enumerate() {
+            let path = at(&["inputs", &index.to_string()]);
+            fields.push(arg_field(path, arg, Slot::Input(index)));
         }
         if let Some((kind, name)) = self.done.as_ref().and_then(DoneSpec::given) {
-            fields.push(field(at(&["done", kind.as_str()]), name, false));
+            fields.push(field(at(&["done", kind.as_str()]), name, Slot::Done));
         }
         for (index, text) in self.uses_images.iter().enumerate() {
-            fields.push(field(at(&["uses_images", &index.to_string()]), text, false));
+            let path = at(&["uses_images", &index.to_string()]);
+            fields.push(field(path, text, Slot::UsesImage));
         }
         if let Some(ready) = &self.ready {
             for (index, arg) in ready.command.iter().enumerate() {
-                fields.push(field(
-                    at(&["ready", "command", &index.to_string()]),
-                    arg,
-                    false,
-                ));
+                let path = at(&["ready", "command", &index.to_string()]);
+                fields.push(field(path, arg, Slot::ReadyCommand));
             }
             if let Some(tcp) = &ready.tcp {
-                fields.push(field(at(&["ready", "tcp"]), tcp, false));
+                fields.push(field(at(&["ready", "tcp"]), tcp, Slot::ReadyTcp));
             }
         }
         if let Some(archive) = &self.archive {
-            for (key, text) in [
-                ("volume", &archive.volume),
-                ("dir", &archive.dir),
-                ("image", &archive.image),
+            for (key, text, slot) in [
+                ("volume", &archive.volume, Slot::ArchiveVolume),
+                ("dir", &archive.dir, Slot::ArchiveDir),
+                ("image", &archive.image, Slot::ArchiveImage),
             ] {
-                fields.push(field(at(&["archive", key]), text, false));
+                fields.push(field(at(&["archive", key]), text, slot));
             }
             for (index, stamp) in archive.stamps.iter().enumerate() {
-                fields.push(field(
-                    at(&["archive", "stamps", &index.to_string()]),
-                    stamp,
-                    false,
-                ));
+                let path = at(&["archive", "stamps", &index.to_string()]);
+                fields.push(field(path, stamp, Slot::ArchiveStamp));
             }
         }
         if let Some(confirm) = &self.confirm {
-            fields.push(field(at(&["confirm"]), confirm, false));
+            fields.push(field(at(&["confirm"]), confirm, Slot::Confirm));
         }
         if let Some(stdin) = &self.stdin {
-            fields.push(field(at(&["stdin", "tar"]), &stdin.tar, false));
+            fields.push(field(at(&["stdin", "tar"]), &stdin.tar, Slot::StdinTar));
         }
         fields
     }
