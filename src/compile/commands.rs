@@ -1,0 +1,136 @@
+//! What a finished step runs besides its own docker command: labels inserted into what it
+//! creates (so the instance's objects are found and their fingerprints read), the stamp volume
+//! replaced around it, a job service's logs and removal, and the prune after an image rebuild.
+//! All of it is in the plan, so the printed plan stays the executed one.
+
+use crate::cli::Invocation;
+use crate::docker::docker_head_len;
+use crate::mode::DoneKind;
+use crate::names::{instance_labels, LABEL_PREFIX, UNFINISHED_LABEL};
+use crate::plan::Step;
+
+/// How many of a step's labels are the instance's and its mode's. (The step's label marks the
+/// commands of the step itself; the stamp's name says which step it belongs to.)
+const INSTANCE_AND_MODE_LABELS: usize = 4;
+
+/// Labels what the fingerprinted step creates and adds the commands around it.
+pub(super) fn add(step: &mut Step, invocation: &Invocation) {
+    let kind = step.done.as_ref().map(|d| d.kind);
+    let mut labels = instance_labels(invocation);
+    labels.push((format!("{LABEL_PREFIX}.mode"), step.mode.clone()));
+    labels.push((format!("{LABEL_PREFIX}.step"), step.id.clone()));
+    if kind.is_some() {
+        labels.push((
+            format!("{LABEL_PREFIX}.fingerprint"),
+            step.fingerprint.clone(),
+        ));
+    }
+    if kind.is_some_and(|kind| kind != DoneKind::Volume) {
+        labels.push((format!("{LABEL_PREFIX}.record"), step.record.to_label()));
+    }
+    let head = docker_head_len(&step.argv);
+    let service = crate::swarm::is_service_create(&step.argv[head..]);
+    insert_labels(step, &labels, service);
+    if kind == Some(DoneKind::Stamp) {
+        add_stamp(step, labels);
+    }
+    if service && kind == Some(DoneKind::Service) {
+        step.create_argv = step.argv.clone();
+    }
+    if let Some(job) = crate::swarm::job_name(&step.argv[head..]) {
+        // A finished job service is shown, then removed; the executor waits for it in between.
+        let docker: Vec<String> = step.argv[..head].to_vec();
+        let mut logs = docker.clone();
+        logs.extend(["service", "logs", "--raw"].map(String::from));
+        logs.push(job.clone());
+        let mut remove = docker;
+        remove.extend(["service", "rm"].map(String::from));
+        remove.push(job);
+        step.after.extend([logs, remove]);
+    }
+    if kind == Some(DoneKind::Image) {
+        // A rebuild leaves the image it replaced untagged; prune removes it unless a container
+        // still uses it (then `purge` does, later).
+        let mut prune: Vec<String> = step.argv[..head].to_vec();
+        prune.extend(["image", "prune", "--force"].map(String::from));
+        prune.extend(
+            instance_labels(invocation)
+                .into_iter()
+                .map(|(key, value)| format!("--filter=label={key}={value}")),
+        );
+        step.after.push(prune);
+    }
+}
+
+/// Inserts the labels right after the subcommand, when the argv creates an object; a service's
+/// tasks' containers carry them too, so they are found like any other.
+fn insert_labels(step: &mut Step, labels: &[(String, String)], service: bool) {
+    let head = docker_head_len(&step.argv);
+    let Some(len) = creating_subcommand(&step.argv[head..]) else {
+        return;
+    };
+    let at = head + len;
+    let mut inserted = label_args(labels);
+    if service {
+        inserted.extend(
+            labels
+                .iter()
+                .map(|(key, value)| format!("--container-label={key}={value}")),
+        );
+    }
+    for (index, _) in &mut step.raw_args {
+        if *index >= at {
+            *index += inserted.len();
+        }
+    }
+    step.argv.splice(at..at, inserted);
+}
+
+/// A stamp that says "done" must never outlive a re-run that fails or is killed: before the
+/// step runs, its stamp is replaced by one that says the run has not finished; after it, by one
+/// with the step's labels.
+fn add_stamp(step: &mut Step, mut labels: Vec<(String, String)>) {
+    let Some(name) = step.done.as_ref().map(|d| d.name.clone()) else {
+        return;
+    };
+    let docker: Vec<String> = step.argv[..docker_head_len(&step.argv)].to_vec();
+    let mut remove = docker.clone();
+    remove.extend(["volume", "rm", "--force"].map(String::from));
+    remove.push(name.clone());
+    let create = |labels: &[(String, String)]| {
+        let mut create = docker.clone();
+        create.extend(["volume", "create"].map(String::from));
+        create.extend(label_args(labels));
+        create.push(name.clone());
+        create
+    };
+    let mut unfinished = labels[..INSTANCE_AND_MODE_LABELS].to_vec();
+    unfinished.push((format!("{LABEL_PREFIX}.stamp"), "1".into()));
+    unfinished.push((UNFINISHED_LABEL.to_owned(), step.fingerprint.clone()));
+    let mark = [remove.clone(), create(&unfinished)];
+    step.planned_before.extend(mark.iter().cloned());
+    step.before.extend(mark);
+    labels.push((format!("{LABEL_PREFIX}.stamp"), "1".into()));
+    step.after.extend([remove, create(&labels)]);
+}
+
+/// How many leading elements of an argv (after the docker head) name a subcommand that creates
+/// an object, so labels can be inserted right after it.
+fn creating_subcommand(args: &[String]) -> Option<usize> {
+    let first = args.first().map(String::as_str);
+    let second = args.get(1).map(String::as_str);
+    match (first, second) {
+        (Some("build" | "run" | "create"), _) => Some(1),
+        (Some("image"), Some("build"))
+        | (Some("container"), Some("run" | "create"))
+        | (Some("volume" | "network" | "service"), Some("create")) => Some(2),
+        _ => None,
+    }
+}
+
+fn label_args(labels: &[(String, String)]) -> Vec<String> {
+    labels
+        .iter()
+        .map(|(key, value)| format!("--label={key}={value}"))
+        .collect()
+}

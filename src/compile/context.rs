@@ -1,0 +1,192 @@
+//! What templates see: the built-in variables of the invocation (`base_context`), the language's
+//! variables and `--set`, and per mode its own `vars`, each a template over what comes before
+//! it. Kept apart so every name a template can use is defined in one place.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use indexmap::IndexMap;
+use serde_json::{json, Map, Value};
+
+use super::modes::LoadedMode;
+use super::Compiler;
+use crate::cli::Invocation;
+use crate::config::Layers;
+use crate::error::{fail, Kind};
+use crate::names::Names;
+use crate::template::{self, Renderer, BUILTINS};
+
+/// The context every mode starts from: the built-ins, then the language's variables, then
+/// `--set`, which may replace a language variable but no built-in.
+pub(super) fn base_context(
+    invocation: &Invocation,
+    layers: &Layers,
+    language_vars: &IndexMap<String, crate::language::Var>,
+) -> anyhow::Result<Map<String, Value>> {
+    let mut context = builtins(invocation, layers)?;
+    for (key, var) in language_vars {
+        context.insert(key.clone(), json!(var.value));
+    }
+    for (key, value) in &invocation.sets {
+        if BUILTINS.contains(&key.as_str()) {
+            return fail(
+                Kind::Usage,
+                format!("--set {key}=…: `{key}` is a built-in variable and cannot be replaced"),
+            );
+        }
+        context.insert(key.clone(), json!(value));
+    }
+    Ok(context)
+}
+
+/// The built-in variables, named in `template::BUILTINS`.
+fn builtins(invocation: &Invocation, layers: &Layers) -> anyhow::Result<Map<String, Value>> {
+    let names = Names::of(invocation);
+    let layer_list: Vec<_> = layers
+        .layers()
+        .iter()
+        .map(|l| json!({"name": l.name, "path": l.root.display().to_string()}))
+        .collect();
+    let mut context = Map::new();
+    let mut put = |key: &str, value: Value| {
+        context.insert(key.to_owned(), value);
+    };
+    put("language", json!(invocation.language));
+    put("variant", json!(invocation.variant));
+    put("instance", json!(invocation.instance));
+    put("requested_mode", json!(invocation.mode));
+    let command: Vec<String> = invocation
+        .command
+        .iter()
+        .map(|arg| arg.to_string_lossy().into_owned())
+        .collect();
+    put("command", json!(command));
+    put("uid", json!(invocation.uid));
+    put("gid", json!(invocation.gid));
+    put("user", json!(invocation.user));
+    put("home", json!(invocation.home));
+    put("cwd", json!(invocation.cwd));
+    put("env", json!(invocation.env));
+    put("tty", json!(invocation.tty));
+    put("run_id", json!(invocation.run_id));
+    put("orchestrator", json!(invocation.orchestrator.name()));
+    put("image", json!(names.image));
+    put("names", json!({"prefix": names.prefix}));
+    put(
+        "volumes",
+        json!({
+            "data": format!("{}-data", names.prefix),
+            "hosts": format!("{}-hosts", names.prefix),
+        }),
+    );
+    put(
+        "containers",
+        json!({
+            "daemon": format!("{}-daemon", names.prefix),
+            "run": format!("{}-run-{}", names.prefix, invocation.run_id),
+        }),
+    );
+    put("paths", Value::Object(paths(invocation, layers)?));
+    put("layers", json!(layer_list));
+    put("set", json!(invocation.sets));
+    Ok(context)
+}
+
+/// `paths`: the variant's merged hosts and services directories, and the backup directory.
+fn paths(invocation: &Invocation, layers: &Layers) -> anyhow::Result<Map<String, Value>> {
+    let mut paths = Map::new();
+    for (key, kind) in [("hosts", "hosts"), ("services", "services")] {
+        let relative = Path::new(&invocation.language)
+            .join(kind)
+            .join(&invocation.variant);
+        let dir = layers.merged_dir(&relative)?;
+        // An absent part still has a path, so the plan compiles and `variant::check` names it.
+        if let Some(dir) = dir.or_else(|| crate::variant::absent_dir(layers, &relative)) {
+            paths.insert(key.into(), json!(dir.display().to_string()));
+        }
+    }
+    paths.insert(
+        "backup_dir".into(),
+        json!(invocation.backup_dir.display().to_string()),
+    );
+    Ok(paths)
+}
+
+impl Compiler<'_> {
+    /// The renderer of one mode: the base context, `mode`, and the mode's `vars`.
+    pub(super) fn renderer_for(&self, mode: &LoadedMode) -> anyhow::Result<Renderer> {
+        let mut context = self.base_context.clone();
+        context.insert("mode".into(), json!(mode.name));
+        for (key, value) in &mode.document.value.vars {
+            self.check_var_name(mode, key)?;
+            // A var is a template over the built-ins and the vars before it; `--set` wins.
+            let value = match self.invocation.sets.get(key) {
+                Some(set) => set.clone(),
+                None => Renderer::new(template::context_value(&context, &self.invocation.command))
+                    .render(value)
+                    .map_err(|e| {
+                        mode.error_at(
+                            Kind::Config,
+                            format!("in vars.{key}: {}", template::describe(&e)),
+                            mode.document.positions().value(&["vars", key]),
+                        )
+                    })?,
+            };
+            context.insert(key.clone(), json!(value));
+        }
+        Ok(Renderer::new(template::context_value(
+            &context,
+            &self.invocation.command,
+        )))
+    }
+
+    /// A mode's var may replace neither a built-in name nor a variable of the language.
+    fn check_var_name(&self, mode: &LoadedMode, key: &str) -> anyhow::Result<()> {
+        if BUILTINS.contains(&key)
+            || key == crate::language::BASE_IMAGE
+            || template::FUNCTIONS.contains(&key)
+        {
+            let at = mode.document.positions().key(&["vars", key]);
+            return Err(mode
+                .error_at(
+                    Kind::Config,
+                    format!("vars: `{key}` is a built-in name and cannot be replaced"),
+                    at,
+                )
+                .into());
+        }
+        let Some(var) = self.language_vars.get(key) else {
+            return Ok(());
+        };
+        let at = mode.document.positions().key(&["vars", key]);
+        let language = &self.invocation.language;
+        Err(mode
+            .error_at(
+                Kind::Config,
+                format!(
+                    "vars: `{key}` is a variable of the language {language} (from {}); \
+                     every mode must see the same value",
+                    var.origin
+                ),
+                at,
+            )
+            .note(format!(
+                "change it in {language}/config/language.yaml, with --set {key}=… or ${}",
+                crate::language::env_name(language, key)
+            ))
+            .into())
+    }
+}
+
+/// The mode's `vars` as rendered for it (after `--set`), recorded by its steps with `done`.
+pub(super) fn rendered_vars(mode: &LoadedMode, renderer: &Renderer) -> BTreeMap<String, String> {
+    mode.document
+        .value
+        .vars
+        .keys()
+        .filter_map(|key| {
+            let value = renderer.render(&format!("{{{{ {key} }}}}")).ok()?;
+            Some((key.clone(), value))
+        })
+        .collect()
+}

@@ -1,0 +1,283 @@
+//! Linking the rendered steps into a DAG: each need, and each mode's `requires` (a mode's first
+//! steps wait for the last steps of the modes it requires), becomes an edge of a petgraph graph.
+//! Sealing the graph gives the plan's one stable order, or the cycle that prevents one, located
+//! at the need that closes it.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, HashSet};
+
+use petgraph::graph::{DiGraph, NodeIndex};
+
+use super::modes::{required_closure, LoadedMode};
+use super::render::{Origin, RenderedSteps};
+use super::Compiler;
+use crate::error::{did_you_mean, Kind};
+
+/// The steps while edges are added. Nodes are step indexes; edges point from a need to the step
+/// that needs it, and an edge from `needs` carries (step index, index in its `needs`).
+struct StepGraph {
+    graph: DiGraph<usize, Option<(usize, usize)>>,
+    nodes: Vec<NodeIndex>,
+}
+
+/// The sealed graph: step indexes in plan order, and each step's needs (step indexes).
+pub(super) struct Sealed {
+    pub order: Vec<usize>,
+    pub needs_of: Vec<Vec<usize>>,
+}
+
+/// Steps that need each other, as step indexes closed (first == last), and which need of the
+/// first step (its index in `needs`) closes the cycle, when a need rather than a mode does.
+struct Cycle {
+    steps: Vec<usize>,
+    closing_need: Option<usize>,
+}
+
+impl StepGraph {
+    fn new(steps: usize) -> StepGraph {
+        let mut graph = DiGraph::new();
+        let nodes = (0..steps).map(|i| graph.add_node(i)).collect();
+        StepGraph { graph, nodes }
+    }
+
+    fn step_of(&self, node: NodeIndex) -> usize {
+        self.graph[node]
+    }
+
+    /// Orders the steps, or names a cycle. petgraph's `toposort` is not used: its order follows
+    /// a depth-first search, while the plan must list ready steps in declaration order, and on a
+    /// cycle it names one node where the error names the whole cycle.
+    fn seal(self) -> Result<Sealed, Cycle> {
+        let order = self.stable_topological_order()?;
+        let mut needs_of: Vec<Vec<usize>> = vec![Vec::new(); self.nodes.len()];
+        for edge in self.graph.raw_edges() {
+            needs_of[self.step_of(edge.target())].push(self.step_of(edge.source()));
+        }
+        Ok(Sealed { order, needs_of })
+    }
+
+    /// Kahn's algorithm taking the lowest declaration index among ready nodes, so ties always
+    /// break the same way.
+    fn stable_topological_order(&self) -> Result<Vec<usize>, Cycle> {
+        let (graph, nodes) = (&self.graph, &self.nodes);
+        let mut in_degree: Vec<usize> = nodes
+            .iter()
+            .map(|&n| graph.neighbors_directed(n, petgraph::Incoming).count())
+            .collect();
+        let mut ready: BinaryHeap<Reverse<usize>> = in_degree
+            .iter()
+            .enumerate()
+            .filter(|(_, d)| **d == 0)
+            .map(|(i, _)| Reverse(i))
+            .collect();
+        let mut order = Vec::with_capacity(nodes.len());
+        while let Some(Reverse(index)) = ready.pop() {
+            order.push(index);
+            for next in graph.neighbors(nodes[index]) {
+                let next = graph[next];
+                in_degree[next] -= 1;
+                if in_degree[next] == 0 {
+                    ready.push(Reverse(next));
+                }
+            }
+        }
+        if order.len() == nodes.len() {
+            return Ok(order);
+        }
+        let remaining: HashSet<usize> = (0..nodes.len()).filter(|i| in_degree[*i] > 0).collect();
+        Err(self.cycle_among(&remaining))
+    }
+
+    /// Every node of `remaining` has an incoming edge from another one: walking backwards until
+    /// a node repeats closes a cycle.
+    fn cycle_among(&self, remaining: &HashSet<usize>) -> Cycle {
+        let (graph, nodes) = (&self.graph, &self.nodes);
+        let start = *remaining.iter().min().expect("a cycle leaves nodes");
+        let mut walk = vec![start];
+        let mut current = start;
+        loop {
+            let previous = graph
+                .neighbors_directed(nodes[current], petgraph::Incoming)
+                .map(|n| graph[n])
+                .filter(|n| remaining.contains(n))
+                .min()
+                .expect("a remaining node has a remaining predecessor");
+            if let Some(at) = walk.iter().position(|&n| n == previous) {
+                // The walk went from each step to one it needs, which is how the file reads.
+                let mut steps: Vec<usize> = walk[at..].to_vec();
+                steps.push(steps[0]);
+                let closing_need = graph
+                    .edges_connecting(nodes[steps[1]], nodes[steps[0]])
+                    .find_map(|e| *e.weight())
+                    .map(|(_, need_index)| need_index);
+                return Cycle {
+                    steps,
+                    closing_need,
+                };
+            }
+            walk.push(previous);
+            current = previous;
+        }
+    }
+}
+
+impl Compiler<'_> {
+    /// Joins the rendered steps by their needs and their modes, and seals the order.
+    pub(super) fn link(&self, rendered: &RenderedSteps) -> anyhow::Result<Sealed> {
+        let mut graph = StepGraph::new(rendered.steps.len());
+        self.add_need_edges(&mut graph, rendered)?;
+        self.add_mode_edges(&mut graph, &rendered.origins);
+        graph
+            .seal()
+            .map_err(|cycle| self.cycle_error(rendered, &cycle))
+    }
+
+    fn add_need_edges(
+        &self,
+        graph: &mut StepGraph,
+        rendered: &RenderedSteps,
+    ) -> anyhow::Result<()> {
+        let ids: HashMap<String, usize> = (rendered.steps.iter().enumerate())
+            .map(|(index, step)| (step.id.clone(), index))
+            .collect();
+        let excluded: HashSet<&str> = (rendered.excluded.iter())
+            .map(|step| step.id.as_str())
+            .collect();
+        for (index, origin) in rendered.origins.iter().enumerate() {
+            let mode = &self.loaded[origin.mode];
+            let spec = &mode.document.value.steps[&origin.name];
+            for (need_index, need) in spec.needs.iter().enumerate() {
+                let qualified = if need.contains('.') {
+                    need.clone()
+                } else {
+                    format!("{}.{need}", mode.name)
+                };
+                if let Some(&target) = ids.get(&qualified) {
+                    let edge = Some((index, need_index));
+                    graph
+                        .graph
+                        .add_edge(graph.nodes[target], graph.nodes[index], edge);
+                    continue;
+                }
+                // Needs on what `when` left out are satisfied by its absence.
+                if !self.left_out(&qualified, &excluded) {
+                    let need = UnknownNeed {
+                        mode,
+                        origin,
+                        need_index,
+                        need,
+                        qualified: &qualified,
+                    };
+                    return Err(self.unknown_need_error(&need, &ids));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether `when` left out the step `qualified` (`mode.step`) or its whole mode.
+    fn left_out(&self, qualified: &str, excluded: &HashSet<&str>) -> bool {
+        let (need_mode, _) = qualified.split_once('.').unwrap_or(("", ""));
+        excluded.contains(qualified)
+            || (!self.loaded.contains_key(need_mode)
+                && (self.decisions.iter()).any(|d| d.name == need_mode && !d.included))
+    }
+
+    fn unknown_need_error(
+        &self,
+        need: &UnknownNeed,
+        ids: &HashMap<String, usize>,
+    ) -> anyhow::Error {
+        let UnknownNeed {
+            mode,
+            origin,
+            need_index,
+            need,
+            qualified,
+        } = need;
+        let (need_mode, _) = qualified.split_once('.').unwrap_or(("", ""));
+        let need_index = need_index.to_string();
+        let mut error = mode.error_at(
+            Kind::Config,
+            format!(
+                "step `{}` needs `{need}`, which is not a step of this plan",
+                origin.name
+            ),
+            mode.document
+                .positions()
+                .value(&["steps", &origin.name, "needs", &need_index]),
+        );
+        if let Some(s) = did_you_mean(qualified, ids.keys().map(String::as_str)) {
+            error = error.note(format!("did you mean `{s}`?"));
+        }
+        if !self.loaded.contains_key(need_mode) {
+            error = error.note(format!(
+                "a step of another mode can be needed only when this mode requires it: \
+                 add `{need_mode}` to `requires`"
+            ));
+        }
+        error.into()
+    }
+
+    /// A mode's first steps (those without a need in their own mode) wait for every last step
+    /// (one no step of its own mode needs) of the modes it requires, directly or not.
+    fn add_mode_edges(&self, graph: &mut StepGraph, origins: &[Origin]) {
+        let mut sinks_by_mode: HashMap<usize, Vec<usize>> = HashMap::new();
+        for (index, origin) in origins.iter().enumerate() {
+            let is_sink = (graph.graph.neighbors(graph.nodes[index]))
+                .all(|n| origins[graph.step_of(n)].mode != origin.mode);
+            if is_sink {
+                sinks_by_mode.entry(origin.mode).or_default().push(index);
+            }
+        }
+        let mut closures: HashMap<usize, Vec<usize>> = HashMap::new();
+        for (index, origin) in origins.iter().enumerate() {
+            let has_local_need = (graph.graph)
+                .neighbors_directed(graph.nodes[index], petgraph::Incoming)
+                .any(|n| origins[graph.step_of(n)].mode == origin.mode);
+            if has_local_need {
+                continue;
+            }
+            let required = closures.entry(origin.mode).or_insert_with(|| {
+                required_closure(&self.loaded, &self.loaded[origin.mode].name)
+                    .iter()
+                    .filter_map(|name| self.loaded.get_index_of(name))
+                    .collect()
+            });
+            for required_mode in required.iter() {
+                for &sink in sinks_by_mode.get(required_mode).into_iter().flatten() {
+                    (graph.graph).update_edge(graph.nodes[sink], graph.nodes[index], None);
+                }
+            }
+        }
+    }
+
+    /// Steps that need each other, located at the first step's need that closes the cycle (or
+    /// at the step, when its mode's `requires` does).
+    fn cycle_error(&self, rendered: &RenderedSteps, cycle: &Cycle) -> anyhow::Error {
+        let names: Vec<&str> = (cycle.steps.iter())
+            .map(|&i| rendered.steps[i].id.as_str())
+            .collect();
+        let origin = &rendered.origins[cycle.steps[0]];
+        let mode = &self.loaded[origin.mode];
+        let positions = mode.document.positions();
+        let at = match cycle.closing_need {
+            Some(need_index) => {
+                let need_index = need_index.to_string();
+                positions.value(&["steps", &origin.name, "needs", &need_index])
+            }
+            None => positions.key(&["steps", &origin.name]),
+        };
+        let message = format!("steps need each other in a cycle: {}", names.join(" → "));
+        mode.error_at(Kind::Config, message, at).into()
+    }
+}
+
+/// A need that names no step of the plan, for its error.
+struct UnknownNeed<'a> {
+    mode: &'a LoadedMode,
+    origin: &'a Origin,
+    need_index: usize,
+    need: &'a str,
+    qualified: &'a str,
+}

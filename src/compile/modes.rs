@@ -1,0 +1,338 @@
+//! The first pass: loading the requested mode and, depth first, the modes it `requires`,
+//! deciding each prerequisite's `when`. It leaves the modes of the plan in dependency order and
+//! says for each mode why it is in or out; a mode file is read once, however often required.
+
+use std::collections::HashMap;
+use std::sync::OnceLock;
+
+use indexmap::IndexMap;
+
+use super::Compiler;
+use crate::config::Found;
+use crate::error::{did_you_mean, Error, Kind};
+use crate::mode::{self, ModeFile};
+use crate::plan::{ModeDecision, Source};
+use crate::template;
+use crate::yaml::Document;
+
+pub(super) struct LoadedMode {
+    pub name: String,
+    pub found: Found,
+    pub document: Document<ModeFile>,
+    /// The line of each step's key, when a quick read of the lines could tell.
+    step_lines: OnceLock<Option<HashMap<String, usize>>>,
+}
+
+impl LoadedMode {
+    pub fn error_at(&self, kind: Kind, message: String, (line, col): (usize, usize)) -> Error {
+        Error::new(kind, message).at(&self.found.path, &self.document.text, line, col)
+    }
+
+    pub fn source(&self, step: Option<&str>) -> Source {
+        let line = match step {
+            Some(step) => self
+                .step_lines
+                .get_or_init(|| {
+                    crate::yaml::block_key_lines(&self.document.text, "steps")
+                        .filter(|lines| lines.len() == self.document.value.steps.len())
+                })
+                .as_ref()
+                .and_then(|lines| lines.get(step).copied())
+                .unwrap_or_else(|| self.document.positions().key(&["steps", step]).0),
+            None => 1,
+        };
+        Source {
+            file: self.found.path.display().to_string(),
+            layer: self.found.layer.clone(),
+            line,
+        }
+    }
+}
+
+/// A `mode.step` need, found before it is checked.
+struct QualifiedNeed {
+    mode: String,
+    step: String,
+    index: usize,
+    other: String,
+    other_step: String,
+}
+
+impl Compiler<'_> {
+    fn load_mode(&mut self, name: &str) -> anyhow::Result<Option<&LoadedMode>> {
+        if !self.loaded.contains_key(name) {
+            let Some(found) =
+                self.layers
+                    .mode_file(&self.invocation.language, &self.invocation.variant, name)
+            else {
+                return Ok(None);
+            };
+            let bytes = crate::safe_fs::read_limited(&found.path, crate::yaml::MAX_FILE_BYTES)?;
+            let document = mode::load(&found.path, &bytes)?;
+            self.loaded.insert(
+                name.to_owned(),
+                LoadedMode {
+                    name: name.to_owned(),
+                    found,
+                    document,
+                    step_lines: OnceLock::new(),
+                },
+            );
+        }
+        Ok(self.loaded.get(name))
+    }
+
+    fn mode_names(&self) -> Vec<String> {
+        self.layers
+            .modes(&self.invocation.language, &self.invocation.variant)
+    }
+
+    /// Walks `requires` from the requested mode, depth first, so prerequisite modes come first.
+    pub(super) fn resolve_modes(&mut self) -> anyhow::Result<()> {
+        let requested = self.invocation.mode.clone();
+        if self.load_mode(&requested)?.is_none() {
+            let modes = self.mode_names();
+            let mut error = Error::new(
+                Kind::NotFound,
+                format!(
+                    "unknown mode `{requested}` for {} {}",
+                    self.invocation.language, self.invocation.variant
+                ),
+            );
+            if let Some(s) = did_you_mean(&requested, modes.iter().map(String::as_str)) {
+                error = error.note(format!("did you mean `{s}`?"));
+            }
+            return Err(error.note(format!("modes: {}", modes.join(", "))).into());
+        }
+        let mut order = Vec::new();
+        let mut stack = Vec::new();
+        self.visit(&requested, None, &mut stack, &mut order)?;
+        self.check_qualified_needs()?;
+        // Keep `loaded` in dependency order; modes left out by `when` stay out of it.
+        let mut reordered = IndexMap::new();
+        for name in order {
+            if let Some(mode) = self.loaded.shift_remove(&name) {
+                reordered.insert(name, mode);
+            }
+        }
+        self.loaded = reordered;
+        Ok(())
+    }
+
+    /// Every `mode.step` need of every loaded mode names a step that exists, even in a mode or a
+    /// step that `when` leaves out: a typo must not wait for the day the condition holds.
+    fn check_qualified_needs(&mut self) -> anyhow::Result<()> {
+        let mut qualified = Vec::new();
+        for (mode_name, mode) in &self.loaded {
+            for (step, spec) in &mode.document.value.steps {
+                for (index, need) in spec.needs.iter().enumerate() {
+                    // Step ids hold no `.`, so the mode is everything before the last one.
+                    if let Some((other, other_step)) = need.rsplit_once('.') {
+                        qualified.push(QualifiedNeed {
+                            mode: mode_name.clone(),
+                            step: step.clone(),
+                            index,
+                            other: other.to_owned(),
+                            other_step: other_step.to_owned(),
+                        });
+                    }
+                }
+            }
+        }
+        for need in qualified {
+            let loaded = if mode::check_name(&need.other).is_ok() {
+                self.load_mode(&need.other)?
+            } else {
+                None
+            };
+            let steps: Option<Vec<String>> =
+                loaded.map(|m| m.document.value.steps.keys().cloned().collect());
+            if !steps.as_ref().is_some_and(|s| s.contains(&need.other_step)) {
+                return Err(self.qualified_need_error(&need, steps).into());
+            }
+        }
+        Ok(())
+    }
+
+    /// A `mode.step` need whose mode is unknown (`steps` is None) or lacks the step.
+    fn qualified_need_error(&self, need: &QualifiedNeed, steps: Option<Vec<String>>) -> Error {
+        let QualifiedNeed {
+            other, other_step, ..
+        } = need;
+        let mode = &self.loaded[&need.mode];
+        let index = need.index.to_string();
+        let at = mode
+            .document
+            .positions()
+            .value(&["steps", &need.step, "needs", &index]);
+        let Some(steps) = steps else {
+            let modes = self.mode_names();
+            let mut error = mode.error_at(
+                Kind::Config,
+                format!(
+                    "step `{}` needs `{other}.{other_step}`, but there is no mode `{other}`",
+                    need.step
+                ),
+                at,
+            );
+            if let Some(s) = did_you_mean(other, modes.iter().map(String::as_str)) {
+                error = error.note(format!("did you mean `{s}.{other_step}`?"));
+            }
+            return error.note(format!("modes: {}", modes.join(", ")));
+        };
+        let mut error = mode.error_at(
+            Kind::Config,
+            format!(
+                "step `{}` needs `{other}.{other_step}`, which is not a step of mode `{other}`",
+                need.step
+            ),
+            at,
+        );
+        if let Some(s) = did_you_mean(other_step, steps.iter().map(String::as_str)) {
+            error = error.note(format!("did you mean `{other}.{s}`?"));
+        }
+        let shown: Vec<&str> = steps.iter().take(20).map(String::as_str).collect();
+        let more = if steps.len() > shown.len() {
+            ", …"
+        } else {
+            ""
+        };
+        error.note(format!("steps of {other}: {}{more}", shown.join(", ")))
+    }
+
+    fn visit(
+        &mut self,
+        name: &str,
+        required_by: Option<&str>,
+        stack: &mut Vec<String>,
+        order: &mut Vec<String>,
+    ) -> anyhow::Result<()> {
+        if order.iter().any(|m| m == name)
+            || self.decisions.iter().any(|d| d.name == name && !d.included)
+        {
+            return Ok(());
+        }
+        let requires = {
+            let mode = self
+                .loaded
+                .get(name)
+                .expect("visit is called on loaded modes");
+            mode.document.value.requires.clone()
+        };
+        let Some(reason) = self.decide_when(name, required_by)? else {
+            return Ok(());
+        };
+        stack.push(name.to_owned());
+        for (index, required) in requires.iter().enumerate() {
+            self.load_required(name, index, required, stack)?;
+            self.visit(required, Some(name), stack, order)?;
+        }
+        stack.pop();
+        order.push(name.to_owned());
+        let source = Some(self.loaded[name].source(None));
+        self.decisions.push(ModeDecision {
+            name: name.to_owned(),
+            included: true,
+            reason,
+            source,
+        });
+        Ok(())
+    }
+
+    /// Why the mode is in the plan, or None (and a recorded decision) when its `when` leaves it
+    /// out. The requested mode's own `when` is not asked: asking for a mode is reason enough.
+    fn decide_when(
+        &mut self,
+        name: &str,
+        required_by: Option<&str>,
+    ) -> anyhow::Result<Option<String>> {
+        let Some(by) = required_by else {
+            return Ok(Some("requested".to_owned()));
+        };
+        let reason = format!("required by {by}");
+        let mode = &self.loaded[name];
+        let Some(when) = &mode.document.value.when else {
+            return Ok(Some(reason));
+        };
+        let renderer = self.renderer_for(mode)?;
+        let keep = renderer.truth(when).map_err(|e| {
+            mode.error_at(
+                Kind::Config,
+                format!("in `when`: {}", renderer.explain(when, true, &e)),
+                mode.document.positions().value(&["when"]),
+            )
+        })?;
+        if keep {
+            return Ok(Some(format!(
+                "{reason}, and {}",
+                template::condition(when, true)
+            )));
+        }
+        let decision = ModeDecision {
+            name: name.to_owned(),
+            included: false,
+            reason: format!(
+                "{reason}, but left out: {}",
+                template::condition(when, false)
+            ),
+            source: Some(mode.source(None)),
+        };
+        self.decisions.push(decision);
+        Ok(None)
+    }
+
+    /// Loads the `index`th mode `name` requires, refusing a cycle and an unknown mode.
+    fn load_required(
+        &mut self,
+        name: &str,
+        index: usize,
+        required: &str,
+        stack: &[String],
+    ) -> anyhow::Result<()> {
+        if let Some(at) = stack.iter().position(|m| m == required) {
+            let mut cycle: Vec<&str> = stack[at..].iter().map(String::as_str).collect();
+            cycle.push(required);
+            let mode = &self.loaded[name];
+            let index = index.to_string();
+            return Err(mode
+                .error_at(
+                    Kind::Config,
+                    format!("modes require each other in a cycle: {}", cycle.join(" → ")),
+                    mode.document.positions().value(&["requires", &index]),
+                )
+                .into());
+        }
+        if self.load_mode(required)?.is_some() {
+            return Ok(());
+        }
+        let mode = &self.loaded[name];
+        let modes = self.mode_names();
+        let index = index.to_string();
+        let mut error = mode.error_at(
+            Kind::Config,
+            format!("mode `{name}` requires `{required}`, which is not defined"),
+            mode.document.positions().value(&["requires", &index]),
+        );
+        if let Some(s) = did_you_mean(required, modes.iter().map(String::as_str)) {
+            error = error.note(format!("did you mean `{s}`?"));
+        }
+        Err(error.note(format!("modes: {}", modes.join(", "))).into())
+    }
+}
+
+/// Every mode `name` requires, directly or not, that made it into the plan.
+pub(super) fn required_closure(loaded: &IndexMap<String, LoadedMode>, name: &str) -> Vec<String> {
+    let mut seen = Vec::new();
+    let mut pending = vec![name.to_owned()];
+    while let Some(current) = pending.pop() {
+        if let Some(mode) = loaded.get(&current) {
+            for required in &mode.document.value.requires {
+                if loaded.contains_key(required) && !seen.contains(required) {
+                    seen.push(required.clone());
+                    pending.push(required.clone());
+                }
+            }
+        }
+    }
+    seen
+}

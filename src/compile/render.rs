@@ -1,0 +1,403 @@
+//! Rendering the steps of every mode in the plan. Each step's templates, as
+//! `StepSpec::templates` lists them, are rendered by one loop that puts each result in its slot
+//! and locates each error at its field; then the rendered step is checked and, for an `archive`
+//! step, its generated commands are made.
+
+use std::ffi::OsString;
+use std::path::Path;
+
+use super::context::rendered_vars;
+use super::modes::LoadedMode;
+use super::Compiler;
+use crate::archive::ArchivePlan;
+use crate::docker::docker_head;
+use crate::error::Kind;
+use crate::mode::{ArchiveSpec, Output, Ready, Slot, StdinSpec, StepSpec, TemplateField};
+use crate::names::{instance_labels, Names, LABEL_PREFIX};
+use crate::plan::{DoneObject, ExcludedStep, Status, Step};
+use crate::template::Renderer;
+
+/// Where a rendered step comes from: its mode (an index into the loaded modes), its name, and
+/// which entry of its `inputs` each rendered input comes from, so errors found later point at
+/// the file.
+pub(super) struct Origin {
+    pub mode: usize,
+    pub name: String,
+    pub input_entries: Vec<usize>,
+}
+
+/// The steps `when` kept, in declaration order (mode by mode), and those it left out.
+#[derive(Default)]
+pub(super) struct RenderedSteps {
+    pub steps: Vec<Step>,
+    /// Per step, by the same index.
+    pub origins: Vec<Origin>,
+    pub excluded: Vec<ExcludedStep>,
+}
+
+/// A rendered field: a condition's truth, or arguments (one for a template, any number for a
+/// splat), each with the exact bytes of an argument that is non-UTF-8 COMMAND text.
+enum Rendered {
+    Condition(bool),
+    Args(Vec<(String, Option<OsString>)>),
+}
+
+/// What one step's templates rendered to, slot by slot.
+#[derive(Default)]
+struct Fields {
+    /// The docker head, then the `docker` arguments.
+    argv: Vec<String>,
+    raw_args: Vec<(usize, OsString)>,
+    inputs: Vec<String>,
+    /// Which entry of `inputs` each rendered input comes from.
+    input_entries: Vec<usize>,
+    done: Option<String>,
+    uses_images: Vec<String>,
+    ready_command: Vec<String>,
+    ready_tcp: Option<String>,
+    archive_volume: String,
+    archive_dir: String,
+    archive_image: String,
+    archive_stamps: Vec<String>,
+    confirm: Option<String>,
+    stdin_tar: Option<String>,
+}
+
+impl Fields {
+    fn place(&mut self, slot: Slot, args: Vec<(String, Option<OsString>)>) {
+        if slot == Slot::Docker {
+            for (text, raw) in args {
+                if let Some(raw) = raw {
+                    self.raw_args.push((self.argv.len(), raw));
+                }
+                self.argv.push(text);
+            }
+            return;
+        }
+        let mut texts = args.into_iter().map(|(text, _)| text);
+        // The slots of a single value are those of templates, which render to exactly one.
+        match slot {
+            Slot::When | Slot::Docker => {}
+            Slot::Input(entry) => {
+                self.inputs.extend(texts);
+                self.input_entries.resize(self.inputs.len(), entry);
+            }
+            Slot::UsesImage => self.uses_images.extend(texts),
+            Slot::ReadyCommand => self.ready_command.extend(texts),
+            Slot::ArchiveStamp => self.archive_stamps.extend(texts),
+            Slot::Done => self.done = texts.next(),
+            Slot::ReadyTcp => self.ready_tcp = texts.next(),
+            Slot::ArchiveVolume => self.archive_volume = texts.next().unwrap_or_default(),
+            Slot::ArchiveDir => self.archive_dir = texts.next().unwrap_or_default(),
+            Slot::ArchiveImage => self.archive_image = texts.next().unwrap_or_default(),
+            Slot::Confirm => self.confirm = texts.next(),
+            Slot::StdinTar => self.stdin_tar = texts.next(),
+        }
+    }
+}
+
+fn render(renderer: &Renderer, field: &TemplateField) -> Result<Rendered, minijinja::Error> {
+    match (field.slot, field.is_expression) {
+        (Slot::When, _) => renderer.truth(field.source).map(Rendered::Condition),
+        (_, true) => renderer.list_args(field.source).map(Rendered::Args),
+        (_, false) => {
+            (renderer.render(field.source)).map(|text| Rendered::Args(vec![(text, None)]))
+        }
+    }
+}
+
+/// One step of a mode file while it is rendered.
+struct StepAt<'a> {
+    mode: &'a LoadedMode,
+    name: &'a str,
+    spec: &'a StepSpec,
+    renderer: &'a Renderer,
+}
+
+impl StepAt<'_> {
+    fn error(&self, message: String, at: (usize, usize)) -> anyhow::Error {
+        self.mode.error_at(Kind::Config, message, at).into()
+    }
+
+    /// The position of the value at `below` (a path below the step).
+    fn value_at(&self, below: &[&str]) -> (usize, usize) {
+        let path: Vec<&str> = ["steps", self.name].iter().chain(below).copied().collect();
+        self.mode.document.positions().value(&path)
+    }
+
+    fn key_at(&self, below: &[&str]) -> (usize, usize) {
+        let path: Vec<&str> = ["steps", self.name].iter().chain(below).copied().collect();
+        self.mode.document.positions().key(&path)
+    }
+
+    /// Renders every template of the step, or None when its `when` is false (then nothing else
+    /// is rendered: a left-out step may use what only exists when it is in).
+    fn render_fields(&self, docker_head: Vec<String>) -> anyhow::Result<Option<Fields>> {
+        let mut fields = Fields {
+            argv: docker_head,
+            ..Fields::default()
+        };
+        for field in self.spec.templates() {
+            match render(self.renderer, &field).map_err(|e| self.render_error(&field, e))? {
+                Rendered::Condition(false) => return Ok(None),
+                Rendered::Condition(true) => {}
+                Rendered::Args(args) => fields.place(field.slot, args),
+            }
+        }
+        Ok(Some(fields))
+    }
+
+    /// A template's error, at the field, and for an undefined variable at its name in the field.
+    fn render_error(&self, field: &TemplateField, e: minijinja::Error) -> anyhow::Error {
+        let below: Vec<&str> = field.path.iter().map(String::as_str).collect();
+        let (line, mut col) = self.value_at(&below);
+        let message = self.renderer.explain(field.source, field.is_expression, &e);
+        if let Some(name) = undefined_name(&message) {
+            let text = &self.mode.document.text;
+            col = crate::error::column_within(text, line, col, field.source, name);
+        }
+        self.error(message, (line, col))
+    }
+
+    /// The docker argv after the head starts with a subcommand, not an option.
+    fn check_subcommand(&self, head_len: usize, argv: &[String]) -> anyhow::Result<()> {
+        let Some(first) = argv
+            .get(head_len)
+            .filter(|a| a.is_empty() || a.starts_with('-'))
+        else {
+            return Ok(());
+        };
+        Err(self.error(
+            format!(
+                "step `{}`: the docker argv starts with {first:?}, not a subcommand such as `run` \
+                 (global options come from --context and DOCKER_HOST)",
+                self.name
+            ),
+            self.value_at(&["docker", "0"]),
+        ))
+    }
+
+    /// The `done` object with its rendered name, which must name a docker object.
+    fn done(&self, rendered: Option<String>) -> anyhow::Result<Option<DoneObject>> {
+        let Some(done) = self.spec.done() else {
+            return Ok(None);
+        };
+        let kind = done.kind().as_str();
+        let name = rendered.unwrap_or_default();
+        // An empty name would make the probe ask about nothing in particular.
+        if name.is_empty() || name.contains(|c: char| c.is_whitespace() || c.is_control()) {
+            return Err(self.error(
+                format!(
+                    "step `{}`: done.{kind} renders to {name:?}, which is not a docker object name",
+                    self.name
+                ),
+                self.value_at(&["done", kind]),
+            ));
+        }
+        Ok(Some(DoneObject {
+            kind: done.kind(),
+            name,
+            fingerprint: String::new(),
+        }))
+    }
+
+    fn ready(&self, command: Vec<String>, tcp: Option<String>) -> anyhow::Result<Option<Ready>> {
+        let Some(ready) = &self.spec.ready else {
+            return Ok(None);
+        };
+        if let Some(address) = tcp.as_ref().filter(|a| !is_tcp_address(a)) {
+            return Err(self.error(
+                format!(
+                    "step `{}`: ready.tcp {address:?} is not `host:port` or a port (1-65535)",
+                    self.name
+                ),
+                self.value_at(&["ready", "tcp"]),
+            ));
+        }
+        Ok(Some(Ready {
+            command,
+            tcp,
+            ..ready.clone()
+        }))
+    }
+
+    /// A step fed from a directory cannot also be given the user's stdin.
+    fn check_stdin(&self) -> anyhow::Result<()> {
+        let spec = self.spec;
+        if spec.stdin.is_some() && (spec.interactive || spec.output == Output::Raw) {
+            return Err(self.error(
+                format!(
+                    "step `{}` reads `stdin` from a directory, so it cannot also be interactive \
+                     or have raw output (which give it the user's stdin)",
+                    self.name
+                ),
+                self.key_at(&["stdin"]),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The commands of an `archive` step: what runs before, the step's own argv, what runs after.
+struct ArchiveCommands {
+    before: Vec<Vec<String>>,
+    argv: Vec<String>,
+    after: Vec<Vec<String>>,
+    plan: ArchivePlan,
+}
+
+impl Compiler<'_> {
+    /// Renders the steps of every mode in the plan, in declaration order.
+    pub(super) fn render_steps(&self) -> anyhow::Result<RenderedSteps> {
+        let mut rendered = RenderedSteps::default();
+        for (mode_index, mode) in self.loaded.values().enumerate() {
+            let renderer = self.renderer_for(mode)?;
+            let forced = mode.name == self.invocation.mode && mode.document.value.force;
+            let vars = rendered_vars(mode, &renderer);
+            for (name, spec) in &mode.document.value.steps {
+                let at = StepAt {
+                    mode,
+                    name,
+                    spec,
+                    renderer: &renderer,
+                };
+                let id = format!("{}.{name}", mode.name);
+                let Some(mut fields) = at.render_fields(docker_head(self.docker_context))? else {
+                    let when = spec.when.as_deref().unwrap_or_default();
+                    let reason = format!("`{when}` is false");
+                    rendered.excluded.push(ExcludedStep { id, reason });
+                    continue;
+                };
+                let input_entries = std::mem::take(&mut fields.input_entries);
+                let mut step = self.step(&at, id, fields)?;
+                step.forced = forced;
+                step.record.vars = vars.clone();
+                rendered.steps.push(step);
+                rendered.origins.push(Origin {
+                    mode: mode_index,
+                    name: name.clone(),
+                    input_entries,
+                });
+            }
+        }
+        Ok(rendered)
+    }
+
+    /// The step its rendered fields make, once they pass the checks.
+    fn step(&self, at: &StepAt, id: String, mut fields: Fields) -> anyhow::Result<Step> {
+        let head_len = docker_head(self.docker_context).len();
+        at.check_subcommand(head_len, &fields.argv)?;
+        let (planned_before, after, archive) = match &at.spec.archive {
+            Some(spec) => {
+                let commands = self.archive_commands(at, &id, spec, &mut fields);
+                fields.argv = commands.argv;
+                (commands.before, commands.after, Some(commands.plan))
+            }
+            None => (Vec::new(), Vec::new(), None),
+        };
+        if fields.argv.len() == head_len {
+            return Err(at.error(
+                format!("step `{}` has an empty `docker` argv", at.name),
+                at.key_at(&["docker"]),
+            ));
+        }
+        let done = at.done(fields.done)?;
+        let ready = at.ready(fields.ready_command, fields.ready_tcp)?;
+        at.check_stdin()?;
+        let spec = at.spec;
+        Ok(Step {
+            id,
+            mode: at.mode.name.clone(),
+            description: spec.description.clone(),
+            needs: Vec::new(),
+            argv: fields.argv,
+            status: Status::Run,
+            reason: String::new(),
+            source: at.mode.source(Some(at.name)),
+            done,
+            fingerprint: String::new(),
+            before: planned_before.clone(),
+            after,
+            archive,
+            planned_before,
+            create_argv: Vec::new(),
+            interactive: spec.interactive,
+            output: spec.output,
+            uses_images: fields.uses_images,
+            ready,
+            confirm: fields.confirm,
+            inputs: fields.inputs,
+            stdin: fields.stdin_tar.map(|tar| StdinSpec { tar }),
+            forced: false,
+            need_indexes: Vec::new(),
+            raw_args: fields.raw_args,
+            record: crate::record::Record::default(),
+            record_masks: Vec::new(),
+            invalidates: true,
+        })
+    }
+
+    fn archive_commands(
+        &self,
+        at: &StepAt,
+        id: &str,
+        spec: &ArchiveSpec,
+        fields: &mut Fields,
+    ) -> ArchiveCommands {
+        let invocation = self.invocation;
+        let plan = ArchivePlan::new(
+            spec.action,
+            std::mem::take(&mut fields.archive_volume),
+            Path::new(&fields.archive_dir),
+            std::mem::take(&mut fields.archive_image),
+            std::mem::take(&mut fields.archive_stamps),
+            invocation.force,
+        );
+        let mut labels = instance_labels(invocation);
+        labels.push((format!("{LABEL_PREFIX}.mode"), at.mode.name.clone()));
+        // Helpers left running by a killed run are found by their step.
+        labels.push((format!("{LABEL_PREFIX}.step"), id.to_owned()));
+        let container = format!(
+            "{}-run-{}-{}",
+            Names::of(invocation).prefix,
+            invocation.run_id,
+            at.name
+        );
+        let (before, argv, after) =
+            crate::archive::commands(&plan, &fields.argv, &container, &labels);
+        ArchiveCommands {
+            before,
+            argv,
+            after,
+            plan,
+        }
+    }
+}
+
+/// The variable an "undefined variable `NAME`" message names.
+fn undefined_name(message: &str) -> Option<&str> {
+    message
+        .strip_prefix("undefined variable `")?
+        .split('`')
+        .next()
+}
+
+/// `host:port` (a host name, an IPv4 address or a bracketed IPv6 address) or a bare port.
+fn is_tcp_address(address: &str) -> bool {
+    let port = |text: &str| !text.starts_with('+') && text.parse::<u16>().is_ok_and(|p| p > 0);
+    match address.rsplit_once(':') {
+        None => port(address),
+        Some((host, number)) => {
+            let host_ok = match host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+                Some(ipv6) => ipv6.parse::<std::net::Ipv6Addr>().is_ok(),
+                None => {
+                    !host.is_empty()
+                        && host
+                            .chars()
+                            .all(|c| c.is_ascii_alphanumeric() || "-._".contains(c))
+                }
+            };
+            port(number) && host_ok
+        }
+    }
+}
