@@ -12,11 +12,11 @@ use sha2::{Digest, Sha256};
 use super::link::Sealed;
 use super::render::Origin;
 use super::Compiler;
-use crate::config;
 use crate::docker::docker_head_len;
 use crate::error::Kind;
 use crate::names::Names;
 use crate::plan::Step;
+use crate::tree;
 
 /// At most this many texts are masked per step and input files recorded from its needs, so a
 /// long chain of steps with inputs stays linear.
@@ -124,7 +124,7 @@ fn fingerprint(
             feed(earlier[need].fingerprint.as_bytes());
         }
     }
-    step.fingerprint = config::hex(&hasher.finalize())[..20].to_owned();
+    step.fingerprint = tree::hex(&hasher.finalize())[..20].to_owned();
     if let Some(done) = &mut step.done {
         done.fingerprint = step.fingerprint.clone();
     }
@@ -225,10 +225,10 @@ type FileDigests = Vec<(String, String)>;
 /// path of a file below a directory), for reasons that name what changed.
 fn hash_input(path: &Path) -> anyhow::Result<(Vec<u8>, FileDigests)> {
     let metadata = fs::metadata(path).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let files: Vec<(PathBuf, config::Node)> = if metadata.is_dir() {
-        config::walk(path)?
+    let files: Vec<(PathBuf, tree::Node)> = if metadata.is_dir() {
+        tree::walk(path)?
     } else if metadata.is_file() {
-        vec![(path.to_owned(), config::Node::File(0))]
+        vec![(path.to_owned(), tree::Node::File(0))]
     } else {
         return Err(crate::safe_fs::not_regular(path, &metadata).into());
     };
@@ -239,11 +239,11 @@ fn hash_input(path: &Path) -> anyhow::Result<(Vec<u8>, FileDigests)> {
         hasher.update(relative.to_string_lossy().as_bytes());
         let mut one = Sha256::new();
         match node {
-            config::Node::File(_) => {
-                one.update([0, u8::from(config::is_executable(&file))]);
-                config::hash_file(&mut one, &file)?;
+            tree::Node::File(_) => {
+                one.update([0, u8::from(tree::is_executable(&file))]);
+                tree::hash_file(&mut one, &file)?;
             }
-            config::Node::Link(target) => {
+            tree::Node::Link(target) => {
                 one.update([0, 2]);
                 one.update(target.as_os_str().as_encoded_bytes());
             }
