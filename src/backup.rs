@@ -16,7 +16,6 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::archive::ArchivePlan;
-use crate::config;
 use crate::docker;
 use crate::docker::docker_head_len;
 use crate::error::{Error, Kind};
@@ -449,7 +448,7 @@ fn hash_copy(mut reader: impl Read, mut writer: impl Write) -> std::io::Result<(
         writer.write_all(&buffer[..read])?;
         bytes += read as u64;
     }
-    Ok((bytes, config::hex(&hasher.finalize())))
+    Ok((bytes, crate::tree::hex(&hasher.finalize())))
 }
 
 /// A reader that hashes and counts what passes through it.
@@ -487,7 +486,7 @@ fn read_archive(path: &Path) -> anyhow::Result<(u64, String, Option<String>)> {
     std::io::copy(&mut reader, &mut std::io::sink()).map_err(|e| io_error("reading", path, e))?;
     Ok((
         reader.bytes,
-        config::hex(&reader.hasher.finalize()),
+        crate::tree::hex(&reader.hasher.finalize()),
         refusal,
     ))
 }

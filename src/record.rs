@@ -18,8 +18,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::config;
-
 /// The largest record label written; docker accepts a few KiB of labels per object.
 pub const MAX_BYTES: usize = 3072;
 /// Hex digits kept of a file's or an argument's digest: enough to tell a change.
@@ -49,7 +47,7 @@ pub struct Record {
 
 /// The short form of a file's digest kept in a record.
 pub fn short_digest(digest: &[u8]) -> String {
-    config::hex(digest)[..DIGEST_HEX].to_owned()
+    crate::tree::hex(digest)[..DIGEST_HEX].to_owned()
 }
 
 fn text_digest(text: &str) -> String {

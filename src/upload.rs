@@ -7,8 +7,8 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::thread::JoinHandle;
 
-use crate::config::{self, Node};
 use crate::safe_fs;
+use crate::tree::Node;
 
 /// The archive streamed to a step's stdin: a reader for the child and the thread writing it.
 pub struct TarStream {
@@ -32,7 +32,7 @@ type Entry = (String, PathBuf, Node);
 /// symlinks are sent as symlinks, never followed (a link to `/` must not send the machine), and
 /// FIFOs, sockets and devices are refused with their path.
 fn entries_below(root: &Path) -> io::Result<Vec<Entry>> {
-    let walked = config::walk(root).map_err(|e| io::Error::other(format!("{e:#}")))?;
+    let walked = crate::tree::walk(root).map_err(|e| io::Error::other(format!("{e:#}")))?;
     let mut found = Vec::with_capacity(walked.len());
     for (path, node) in walked {
         let inner = path.strip_prefix(root).unwrap_or(&path);

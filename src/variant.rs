@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use indexmap::IndexMap;
 
-use crate::config::{self, Layers};
+use crate::config::Layers;
 use crate::error::{Error, Kind};
 use crate::plan::Step;
 
@@ -69,7 +69,7 @@ pub fn check(
             let path = hosts.join(script);
             let problem = if !path.is_file() {
                 Problem::Missing
-            } else if !config::is_executable(&path) {
+            } else if !crate::tree::is_executable(&path) {
                 Problem::NotExecutable
             } else {
                 continue;
