@@ -1,0 +1,293 @@
+//! Running a plan: steps in topological order through duct (argv, no shell), up to `--jobs` at
+//! once, output streamed live, failures stopping what depends on them, and Ctrl-C / SIGTERM
+//! leaving no container behind.
+//!
+//! Steps that make state (those with a `done`) run under a per-instance lock, re-probed once the
+//! lock is held, so concurrent invocations never initialize the same instance twice.
+//!
+//! This file is the sequence (probe, ask, lock, re-probe, run, exit code). The order of steps
+//! is `walk` (which steps are ready) and `schedule` (what each ready step becomes); `dispatch`
+//! carries that out on threads; `step` and `output` run one step; `ready`, `lock` and
+//! `interrupts` are what their names say.
+
+mod dispatch;
+mod interrupts;
+mod lock;
+mod output;
+pub mod ready;
+mod schedule;
+mod step;
+mod walk;
+
+use std::sync::mpsc;
+use std::time::Instant;
+
+use crate::cli::Invocation;
+use crate::docker::docker_head_len;
+use crate::error::{Error, Kind};
+use crate::mode::Output;
+use crate::outcome::{Outcome, Run};
+use crate::plan::{Plan, Status};
+use crate::state;
+use crate::text::command_line;
+use dispatch::{run_steps, Stop};
+use interrupts::Interrupts;
+use lock::InstanceLock;
+
+pub struct Options {
+    pub jobs: usize,
+    pub keep_going: bool,
+    /// Keep raw steps' `ok NAME` / `FAIL NAME` lines (for a JUnit report).
+    pub collect_cases: bool,
+    pub yes: bool,
+    pub force: bool,
+}
+
+/// Runs the plan: probes, asks, locks, runs the steps, and returns how each ended.
+pub fn execute(mut plan: Plan, invocation: &Invocation, options: &Options) -> anyhow::Result<Run> {
+    let (sender, events) = mpsc::channel();
+    let signals = Interrupts::listen(sender.clone())?;
+
+    let observed = state::probe(&plan)?;
+    if let Some(conflict) = state::apply(&mut plan, &observed).into_iter().next() {
+        return Err(conflict.into());
+    }
+    check_client_mounts(&plan, invocation)?;
+    confirm(&plan, options)?;
+    let mut outcomes: Vec<Option<Outcome>> = vec![None; plan.steps.len()];
+    let started = Instant::now();
+
+    let stateful = stateful_closure(&plan);
+    let result = if stateful.iter().any(|s| *s) {
+        let lock = InstanceLock::acquire(&plan, invocation, &events, &signals)?;
+        // Another invocation may have done the work while we waited: ask the engine again.
+        let observed = state::probe(&plan)?;
+        if let Some(conflict) = state::apply(&mut plan, &observed).into_iter().next() {
+            return Err(conflict.into());
+        }
+        let stateful = stateful_closure(&plan);
+        signals.forward();
+        state::stop_orphans(&plan, &stateful)?;
+        let first = run_steps(&plan, &stateful, &mut outcomes, options, (&sender, &events));
+        drop(lock);
+        match first {
+            Ok(()) => {
+                let rest: Vec<bool> = outcomes.iter().map(Option::is_none).collect();
+                run_steps(&plan, &rest, &mut outcomes, options, (&sender, &events))
+            }
+            Err(stop) => Err(stop),
+        }
+    } else {
+        let all = vec![true; plan.steps.len()];
+        signals.forward();
+        run_steps(&plan, &all, &mut outcomes, options, (&sender, &events))
+    };
+    signals.close();
+
+    let outcomes: Vec<Outcome> = outcomes
+        .into_iter()
+        .map(|o| o.unwrap_or_else(|| Outcome::Blocked("the run stopped before it".into())))
+        .collect();
+    Ok(Run {
+        plan,
+        outcomes,
+        seconds: started.elapsed().as_secs_f64(),
+        interrupted_by: match result {
+            Err(Stop::Signal(signal)) => Some(signal),
+            _ => None,
+        },
+    })
+}
+
+/// Turns a finished run into the exit code: an interruption is an error; otherwise the job's
+/// own code passes through, or the first failure decides.
+pub fn conclude(run: &Run) -> anyhow::Result<u8> {
+    if let Some(signal) = run.interrupted_by {
+        return Err(Error::new(
+            Kind::Interrupted,
+            format!(
+                "interrupted by {}: running docker commands were stopped",
+                if signal == libc::SIGTERM {
+                    "SIGTERM"
+                } else {
+                    "SIGINT"
+                }
+            ),
+        )
+        .into());
+    }
+    finish(&run.plan, &run.outcomes)
+}
+
+/// Asks the questions of steps that will run and declare `confirm`, unless `--yes` answered.
+/// A step that bind-mounts a path of this machine runs only on an engine that sees this
+/// machine's files; elsewhere it would run on an empty directory, so the run stops first.
+fn check_client_mounts(plan: &Plan, invocation: &Invocation) -> anyhow::Result<()> {
+    let mounting = plan.steps.iter().find_map(|step| {
+        let paths = crate::engine::client_paths(&step.argv);
+        (step.status == Status::Run && !paths.is_empty()).then_some((step, paths))
+    });
+    let Some((step, paths)) = mounting else {
+        return Ok(());
+    };
+    let head = &step.argv[..docker_head_len(&step.argv)];
+    // SAFETY: getuid cannot fail and touches no memory of ours.
+    let cache = crate::cache::cache_dir(&invocation.env, unsafe { libc::getuid() });
+    if crate::engine::sees_client_files(head, &cache)? {
+        return Ok(());
+    }
+    Err(crate::engine::cannot_see_files(&step.id, &paths, head).into())
+}
+
+fn confirm(plan: &Plan, options: &Options) -> anyhow::Result<()> {
+    use std::io::IsTerminal;
+    for step in plan.steps.iter().filter(|s| s.status == Status::Run) {
+        let Some(question) = &step.confirm else {
+            continue;
+        };
+        if options.yes {
+            continue;
+        }
+        if !std::io::stdin().is_terminal() {
+            return Err(Error::new(
+                Kind::Refused,
+                format!(
+                    "step `{}` would {question}; refusing without confirmation",
+                    step.id
+                ),
+            )
+            .note("pass --yes to confirm")
+            .into());
+        }
+        eprint!("host_container: {question}? [y/N] ");
+        let mut answer = String::new();
+        std::io::stdin().read_line(&mut answer)?;
+        if !matches!(answer.trim(), "y" | "Y" | "yes" | "YES" | "Yes") {
+            return Err(Error::new(Kind::Refused, "not confirmed: nothing was changed").into());
+        }
+    }
+    Ok(())
+}
+
+/// Turns the outcomes into the exit code: the job's own code passes through; otherwise the
+/// first failure decides.
+fn finish(plan: &Plan, outcomes: &[Outcome]) -> anyhow::Result<u8> {
+    let failed = plan
+        .steps
+        .iter()
+        .zip(outcomes)
+        .find_map(|(step, outcome)| match outcome {
+            Outcome::Failed(failure) => Some((step, failure)),
+            _ => None,
+        });
+    let Some((step, failure)) = failed else {
+        return Ok(0);
+    };
+    if (step.output == Output::Raw || step.interactive) && failure.kind == Kind::StepFailed {
+        if let Some(code) = failure.code {
+            return Ok(u8::try_from(code).unwrap_or(1));
+        }
+    }
+    if failure.kind == Kind::NotRunning {
+        // A plain answer, as `systemctl is-active` gives: the command and the steps it kept
+        // from running would only be noise.
+        return Err(Error::new(failure.kind, failure.message.clone()).into());
+    }
+    let mut error = Error::new(failure.kind, failure.message.clone())
+        .note(format!("command: {}", command_line(&step.argv)));
+    if !failure.tail.is_empty() {
+        error = error.note(format!(
+            "last lines of its output:\n      {}",
+            failure.tail.join("\n      ")
+        ));
+    }
+    if failure.kind == Kind::BaseImageMissing {
+        let language = &plan.language;
+        error = error.note(format!(
+            "pick a base image the engine has with `--set base_image=IMAGE`, {}=IMAGE or \
+             HOST_CONTAINER_BASE_IMAGE=IMAGE; scripts/debian-base-image.sh IMAGE {language} \
+             builds one from Debian packages",
+            crate::language::env_name(language, crate::language::BASE_IMAGE)
+        ));
+    }
+    let blocked: Vec<&str> = plan
+        .steps
+        .iter()
+        .zip(outcomes)
+        .filter(|(_, o)| matches!(o, Outcome::Blocked(_)))
+        .map(|(step, _)| step.id.as_str())
+        .collect();
+    if !blocked.is_empty() {
+        error = error.note(format!("did not run: {}", blocked.join(", ")));
+    }
+    Err(error.into())
+}
+
+/// Marks the steps that make state and must therefore run under the instance lock: every step
+/// with a `done` or an archive that runs, and everything those need.
+fn stateful_closure(plan: &Plan) -> Vec<bool> {
+    let mut marked: Vec<bool> = plan
+        .steps
+        .iter()
+        .map(|s| (s.done.is_some() || s.archive.is_some()) && s.status == Status::Run)
+        .collect();
+    for index in (0..plan.steps.len()).rev() {
+        if marked[index] {
+            for &need in &plan.steps[index].need_indexes {
+                marked[need] = true;
+            }
+        }
+    }
+    marked
+}
+
+/// The container a `docker run`/`create` argv names with `--name`, if any.
+fn container_name(argv: &[String]) -> Option<String> {
+    let args = &argv[docker_head_len(argv)..];
+    let sub = args.first()?.as_str();
+    let creates = matches!(sub, "run" | "create")
+        || (sub == "container"
+            && matches!(args.get(1).map(String::as_str), Some("run" | "create")));
+    if !creates {
+        return None;
+    }
+    let mut iter = args.iter();
+    while let Some(arg) = iter.next() {
+        if arg == "--name" {
+            return iter.next().cloned();
+        }
+        if let Some(name) = arg.strip_prefix("--name=") {
+            return Some(name.to_owned());
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_container_names() {
+        let argv = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            container_name(&argv(&["docker", "run", "--rm", "--name", "x", "img"])),
+            Some("x".into())
+        );
+        assert_eq!(
+            container_name(&argv(&[
+                "docker",
+                "--context",
+                "c",
+                "run",
+                "--name=y",
+                "img"
+            ])),
+            Some("y".into())
+        );
+        assert_eq!(
+            container_name(&argv(&["docker", "build", "--name=y"])),
+            None
+        );
+    }
+}

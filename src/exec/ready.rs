@@ -1,0 +1,212 @@
+//! Waiting for a started daemon to become ready: a command in its container, a TCP port,
+//! and all the while checking that the container still runs.
+
+use std::net::{TcpStream, ToSocketAddrs};
+use std::time::{Duration, Instant};
+
+use super::dispatch::Running;
+use super::output::{failure, last_lines};
+use crate::docker;
+use crate::docker::docker_head_len;
+use crate::error::Kind;
+use crate::mode::Ready;
+use crate::outcome::Failure;
+use crate::plan::Step;
+
+/// The pause between two readiness checks: short enough to return soon after the daemon
+/// is up, long enough not to load the engine.
+pub(super) const POLL: Duration = Duration::from_millis(200);
+
+pub fn wait(step: &Step, ready: &Ready, _pids: &Running) -> Result<(), Failure> {
+    let head_len = docker_head_len(&step.argv);
+    if let Some(service) = crate::swarm::service_name(&step.argv[head_len..])
+        .or_else(|| update_target(&step.argv[head_len..]))
+    {
+        return service_ready(step, ready, &service);
+    }
+    let Some(name) = super::container_name(&step.argv) else {
+        return Ok(());
+    };
+    let head = step.argv[..docker_head_len(&step.argv)].to_vec();
+    // Mode files bound the timeout to a day; a plan built otherwise must not overflow.
+    let timeout = Duration::from_secs(ready.timeout.min(crate::mode::MAX_READY_TIMEOUT));
+    let deadline = Instant::now() + timeout;
+    let mut exec_works = true;
+    loop {
+        let mut inspect = head.clone();
+        inspect.extend([
+            "inspect".into(),
+            "--format".into(),
+            "{{.State.Status}} {{.RestartCount}}|{{.Image}}".into(),
+            name.clone(),
+        ]);
+        let answer = docker::capture(&inspect)
+            .map(|c| c.stdout.trim().to_owned())
+            .unwrap_or_default();
+        let (state, image) = answer.split_once('|').unwrap_or((&answer, ""));
+        // A restart policy hides a crash behind "restarting"; any restart means it exited.
+        if state != "running 0" {
+            return Err(not_ready(
+                step,
+                &head,
+                &name,
+                &format!("the daemon exited ({state})"),
+            ));
+        }
+        let command_ok = ready.command.is_empty()
+            || command_answers(step, &head, (&name, image), &ready.command, &mut exec_works);
+        let tcp_ok = ready
+            .tcp
+            .as_ref()
+            .is_none_or(|address| port_answers(address));
+        if command_ok && tcp_ok {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(not_ready(
+                step,
+                &head,
+                &name,
+                &format!("it did not become ready within {} s", ready.timeout),
+            ));
+        }
+        std::thread::sleep(POLL);
+    }
+}
+
+/// The service a `service update` argv (after the docker head) updates: its last argument.
+fn update_target(args: &[String]) -> Option<String> {
+    (args.first()? == "service" && args.get(1)? == "update")
+        .then(|| args.last().cloned())
+        .flatten()
+}
+
+/// A service is ready once it runs all its replicas and no rolling update is under way
+/// (and `tcp`, when given, answers). `command` is not run: a task may be on any node.
+fn service_ready(step: &Step, ready: &Ready, name: &str) -> Result<(), Failure> {
+    let head = step.argv[..docker_head_len(&step.argv)].to_vec();
+    let timeout = Duration::from_secs(ready.timeout.min(crate::mode::MAX_READY_TIMEOUT));
+    let deadline = Instant::now() + timeout;
+    loop {
+        let state = crate::swarm::service_ready(&head, name);
+        let tcp_ok = ready
+            .tcp
+            .as_ref()
+            .is_none_or(|address| port_answers(address));
+        let why = match state {
+            Ok(()) if tcp_ok => return Ok(()),
+            Ok(()) => "its port does not answer".to_owned(),
+            Err(why) => why,
+        };
+        if Instant::now() >= deadline {
+            let mut ps = head.clone();
+            ps.extend(
+                ["service", "ps", "--no-trunc", name]
+                    .iter()
+                    .map(|a| (*a).to_owned()),
+            );
+            let tail = docker::capture(&ps)
+                .map(|c| last_lines(&c.stdout))
+                .unwrap_or_default();
+            return Err(failure(
+                Kind::NotReady,
+                None,
+                format!(
+                    "step `{}`: service `{name}` did not become ready within {} s: {why}",
+                    step.id, ready.timeout
+                ),
+                tail,
+            ));
+        }
+        std::thread::sleep(POLL);
+    }
+}
+
+/// Runs the readiness command in the daemon's container with `docker exec`, or, on an
+/// engine whose `exec` cannot enter containers (seen with a chrooted dockerd), in a
+/// throw-away container sharing the daemon's network and volumes.
+fn command_answers(
+    step: &Step,
+    head: &[String],
+    (name, image): (&str, &str),
+    command: &[String],
+    exec_works: &mut bool,
+) -> bool {
+    if *exec_works {
+        let mut exec = head.to_vec();
+        exec.extend(["exec".into(), name.to_owned()]);
+        exec.extend(command.iter().cloned());
+        match docker::capture(&exec) {
+            Ok(answer) if answer.success() => return true,
+            // docker prints this one on stdout.
+            Ok(answer)
+                if format!("{}{}", answer.stdout, answer.stderr)
+                    .contains("OCI runtime exec failed") =>
+            {
+                *exec_works = false;
+            }
+            _ => return false,
+        }
+    }
+    let Some((program, args)) = command.split_first() else {
+        return true;
+    };
+    let mut run = head.to_vec();
+    run.extend(["run".into(), "--rm".into()]);
+    // The daemon's own labels, so a check interrupted half-way is found like the daemon.
+    run.extend(
+        step.argv
+            .iter()
+            .filter(|a| a.starts_with("--label=") && !a.contains(".fingerprint="))
+            .cloned(),
+    );
+    run.extend([
+        format!("--network=container:{name}"),
+        format!("--volumes-from={name}"),
+        format!("--entrypoint={program}"),
+        image.to_owned(),
+    ]);
+    run.extend(args.iter().cloned());
+    docker::capture(&run).is_ok_and(|c| c.success())
+}
+
+fn port_answers(address: &str) -> bool {
+    let address = if address.contains(':') {
+        address.to_owned()
+    } else {
+        format!("127.0.0.1:{address}")
+    };
+    address
+        .to_socket_addrs()
+        .ok()
+        .into_iter()
+        .flatten()
+        .any(|a| TcpStream::connect_timeout(&a, Duration::from_millis(500)).is_ok())
+}
+
+fn not_ready(step: &Step, head: &[String], name: &str, why: &str) -> Failure {
+    let mut logs = head.to_vec();
+    logs.extend(["logs".into(), "--tail".into(), "20".into(), name.to_owned()]);
+    let tail = docker::capture(&logs)
+        .map(|c| last_lines(&format!("{}{}", c.stdout, c.stderr)))
+        .unwrap_or_default();
+    // A daemon left running after a failed check would be "already running with the same
+    // configuration" next time, so it goes; its logs are in the error.
+    let mut remove = head.to_vec();
+    remove.extend(["rm".into(), "--force".into(), name.to_owned()]);
+    let removed = docker::capture(&remove).is_ok_and(|c| c.success());
+    failure(
+        Kind::NotReady,
+        None,
+        format!(
+            "daemon of step `{}` is not ready: {why}{}",
+            step.id,
+            if removed {
+                "; its container was removed"
+            } else {
+                ""
+            }
+        ),
+        tail,
+    )
+}
