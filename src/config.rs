@@ -12,10 +12,9 @@ use std::path::{Path, PathBuf};
 use anyhow::Context as _;
 
 use crate::cache;
-// Call sites written before `tree` existed still say `config::walk` and the like.
 use crate::error::{fail, Kind};
 use crate::safe_fs;
-pub use crate::tree::{hash_file, hex, is_executable, walk, Node};
+use crate::tree::{walk, Node};
 
 /// Where a layer lives below an installation prefix or a home directory.
 pub const LAYER_SUBDIR: &str = "etc/docker_meta/host_container";

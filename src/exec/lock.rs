@@ -10,7 +10,6 @@ use sha2::{Digest, Sha256};
 use super::dispatch::Event;
 use super::interrupts::Interrupts;
 use crate::cli::Invocation;
-use crate::config;
 use crate::docker::docker_head_len;
 use crate::engine_lock::EngineLock;
 use crate::error::{Error, Kind};
@@ -101,6 +100,6 @@ fn host_lock_path(plan: &Plan, invocation: &Invocation) -> anyhow::Result<PathBu
         plan.language,
         plan.variant,
         plan.instance,
-        &config::hex(&key.finalize())[..12]
+        &crate::tree::hex(&key.finalize())[..12]
     )))
 }
