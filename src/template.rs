@@ -143,17 +143,21 @@ impl Renderer {
 
     /// Renders one template string.
     pub fn render(&self, source: &str) -> Result<String, minijinja::Error> {
-        if !source.contains("{{") && !source.contains("{%") && !source.contains("{#") {
+        if !has_tag(source) {
             return Ok(source.to_owned());
+        }
+        // Substitution costs no more than a lookup in the memo, so only what minijinja renders
+        // is kept there: 10,000 steps of unique templates would otherwise hold every result
+        // twice until the mode is rendered.
+        if let Some(output) = self.substitute(source) {
+            self.produce(output.len())?;
+            return Ok(output);
         }
         if let Some(done) = self.rendered.borrow().get(source) {
             self.produce(done.len())?;
             return Ok(done.clone());
         }
-        let output = match self.substitute(source) {
-            Some(output) => output,
-            None => crate::memory::limited(source, || self.render_counted(source))?,
-        };
+        let output = crate::memory::limited(source, || self.render_counted(source))?;
         self.produce(output.len())?;
         self.rendered
             .borrow_mut()
@@ -393,30 +397,65 @@ fn unopened_close(source: &str) -> Option<usize> {
     None
 }
 
+/// Words that are not variables inside `{{ }}` (literals, operators), whatever the context holds.
+const KEYWORDS: &[&str] = &[
+    "true", "false", "none", "True", "False", "None", "and", "or", "not", "in", "is", "if", "else",
+];
+
+/// Whether `source` has a tag minijinja would read (`{{`, `{%`, `{#`): text without one renders
+/// as itself. One pass over the bytes instead of a searcher prepared for each of three needles.
+fn has_tag(source: &str) -> bool {
+    source
+        .as_bytes()
+        .windows(2)
+        .any(|pair| pair[0] == b'{' && matches!(pair[1], b'{' | b'%' | b'#'))
+}
+
+/// The byte offset of the first `}}` in `text`.
+fn closing(text: &str) -> Option<usize> {
+    text.as_bytes().windows(2).position(|pair| pair == b"}}")
+}
+
+/// Whether `path` is what `substitute` may look up itself: `a.b.c` of plain names.
+fn is_variable_path(path: &str) -> bool {
+    !path.is_empty()
+        && path.split('.').all(|part| {
+            part.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+                && part.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                && !KEYWORDS.contains(&part)
+        })
+}
+
 /// Splits `source` into literal text, each followed by the variable path of a `{{ a.b }}`, when
-/// the template is only that: no statements, comments, filters, calls or operators.
-pub fn simple_pieces(source: &str) -> Option<Vec<(&str, Option<&str>)>> {
-    if source.contains("{%") || source.contains("{#") {
+/// the template is only that: no statements, comments, filters, calls or operators. Anything
+/// minijinja would read differently from plain concatenation is refused (None): whitespace
+/// control (`{{-`, `-}}`, `{{+`), a stray `}}`, and a trailing line break, which minijinja
+/// drops from the end of a template.
+fn simple_pieces(source: &str) -> Option<Vec<(&str, Option<&str>)>> {
+    if source.ends_with(['\n', '\r']) {
         return None;
     }
     let mut pieces = Vec::new();
     let mut rest = source;
-    while let Some(start) = rest.find("{{") {
+    // Each tag, in order; a lone `{` is text.
+    while let Some(start) = rest
+        .as_bytes()
+        .windows(2)
+        .position(|pair| pair[0] == b'{' && matches!(pair[1], b'{' | b'%' | b'#'))
+    {
         let (literal, after) = rest.split_at(start);
-        let end = after.find("}}")?;
-        let path = after[2..end].trim_matches(|c: char| c == ' ' || c == '-');
-        let is_path = !path.is_empty()
-            && path.split('.').all(|part| {
-                part.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
-                    && part.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-            });
-        if !is_path || literal.contains("}}") {
+        if !after.starts_with("{{") {
+            return None;
+        }
+        let end = closing(after)?;
+        let path = after[2..end].trim_matches(' ');
+        if closing(literal).is_some() || !is_variable_path(path) {
             return None;
         }
         pieces.push((literal, Some(path)));
         rest = &after[end + 2..];
     }
-    if rest.contains("}}") {
+    if closing(rest).is_some() {
         return None;
     }
     pieces.push((rest, None));
@@ -511,29 +550,82 @@ mod tests {
         assert_eq!(r.render("plain").unwrap(), "plain");
     }
 
+    /// What minijinja alone makes of `source`: the text, or the error's kind and words.
+    fn minijinja_alone(
+        r: &Renderer,
+        source: &str,
+    ) -> Result<String, (minijinja::ErrorKind, String)> {
+        (r.env.template_from_str(source))
+            .and_then(|t| t.render(&r.context))
+            .map_err(|e| (e.kind(), r.explain(source, false, &e)))
+    }
+
     #[test]
-    fn simple_substitution_matches_minijinja() {
-        let r = renderer();
-        for source in [
-            "a {{ image }} b",
-            "{{image}}-{{ env.UPGRADE }}",
-            "x}} {{ image }}",
-            "{{ command }}",
-        ] {
-            let fast = r.substitute(source);
-            let slow = r.env.render_str(source, &r.context).unwrap();
-            if let Some(fast) = fast {
-                assert_eq!(fast, slow, "{source}");
-            }
+    fn substitution_matches_minijinja_text_and_errors() {
+        let r = Renderer::new(Value::from_serialize(serde_json::json!({
+            "image": "img:1",
+            "n": 8000,
+            "f": 1.5,
+            "yes": true,
+            "nothing": null,
+            "none": "shadowed",
+            "names": {"prefix": "hc-x", "deep": {"er": "d"}},
+            "command": ["echo", "a b"],
+            "env": {"UPGRADE": "1"},
+        })));
+        // (source, whether substitution answers it without minijinja)
+        let cases = [
+            ("a {{ image }} b", true),
+            ("{{image}}-{{ env.UPGRADE }}", true),
+            ("{{ names.prefix }}-s1", true),
+            ("{{ names.deep.er }}{{ n }}/{{ f }}/{{ yes }}", true),
+            ("{ {{ image }} }", true),
+            ("{{ image }}}", true),
+            ("x}} {{ image }}", false),
+            ("{{ image }} }}", false),
+            ("a {{- image }} b", false),
+            ("a {{ image -}} b", false),
+            ("a {{+ image }} b", false),
+            ("{{ image }}\n", false),
+            ("{{ image }}\r\n", false),
+            ("{{ none }}", false),
+            ("{{ true }}", false),
+            ("{{ nothing }}", false),
+            ("{{ command }}", false),
+            ("{{ names }}", false),
+            ("{{ image | upper }}", false),
+            ("{{ image ~ 'x' }}", false),
+            ("{{\timage }}", false),
+            ("{% if yes %}y{% endif %}{{ image }}", false),
+            ("{# c #}{{ image }}", false),
+            ("{{ 'a}}' }}", false),
+            // Errors: minijinja words them, whatever the path.
+            ("{{ imgae }}", false),
+            ("--x={{ names.prefx }}", false),
+            ("{{ names.prefix.x }}", false),
+            ("{{ env.NOPE }}", false),
+            ("{{ image", false),
+            ("{{ }}", false),
+            ("{{ image }", false),
+        ];
+        for (source, fast) in cases {
+            assert_eq!(r.substitute(source).is_some(), fast, "{source}");
+            let ours = r
+                .render(source)
+                .map_err(|e| (e.kind(), r.explain(source, false, &e)));
+            assert_eq!(ours, minijinja_alone(&r, source), "{source}");
         }
-        assert!(r.substitute("{{ image | upper }}").is_none());
-        assert!(
-            r.substitute("{{ command }}").is_none(),
-            "lists go through minijinja"
+        assert_eq!(
+            r.render("{{ imgae }}").unwrap_err().kind(),
+            minijinja::ErrorKind::UndefinedError
         );
-        assert!(
-            r.substitute("{{ nope }}").is_none(),
-            "undefined goes through minijinja"
+        assert_eq!(
+            r.explain(
+                "{{ names.prefx }}",
+                false,
+                &r.render("{{ names.prefx }}").unwrap_err()
+            ),
+            "undefined variable `names.prefx` (did you mean `prefix`?)"
         );
     }
 

@@ -16,6 +16,7 @@ use crate::docker::docker_head_len;
 use crate::error::Kind;
 use crate::names::Names;
 use crate::plan::Step;
+use crate::text::contains;
 use crate::tree;
 
 /// At most this many texts are masked per step and input files recorded from its needs, so a
@@ -195,24 +196,6 @@ fn record_state(
     }
     let head = docker_head_len(&step.argv);
     step.record.argv = step.argv[head..].iter().map(|arg| masked(arg)).collect();
-}
-
-/// `haystack.contains(needle)` for the short strings of an argv: std's searcher prepares the
-/// needle on every call, which showed up in profiles of 10,000-step plans.
-fn contains(haystack: &str, needle: &str) -> bool {
-    let Some(first) = needle.bytes().next() else {
-        return true;
-    };
-    let bytes = haystack.as_bytes();
-    let mut from = 0;
-    while let Some(offset) = bytes[from..].iter().position(|b| *b == first) {
-        let at = from + offset;
-        if bytes[at..].starts_with(needle.as_bytes()) {
-            return true;
-        }
-        from = at + 1;
-    }
-    false
 }
 
 /// Short digests of an input's files, by their names in the input.
