@@ -39,6 +39,8 @@ pub struct ModeFile {
     pub steps: IndexMap<String, StepSpec>,
 }
 
+// Rarely given parts (`archive`, `done`, `ready`) are boxed: a file of 10,000 steps holds this
+// struct 10,000 times. (Not a doc comment: those become the schema's descriptions.)
 /// One docker invocation and what makes it done.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -55,10 +57,10 @@ pub struct StepSpec {
     /// A built-in backup or restore of one volume; its docker commands are generated and shown
     /// in the plan.
     #[serde(default)]
-    pub archive: Option<ArchiveSpec>,
+    pub archive: Option<Box<ArchiveSpec>>,
     /// What makes this step already done; without it, the step always runs.
     #[serde(default)]
-    pub done: Option<DoneSpec>,
+    pub done: Option<Box<DoneSpec>>,
     /// Ask before running this step (a template); `--yes` answers for the user, and without a
     /// terminal and `--yes` the run is refused.
     #[serde(default)]
@@ -82,7 +84,7 @@ pub struct StepSpec {
     pub uses_images: Vec<String>,
     /// How to tell that a started daemon is ready.
     #[serde(default)]
-    pub ready: Option<Ready>,
+    pub ready: Option<Box<Ready>>,
     /// What the docker command reads on its standard input, streamed from this machine. This is
     /// how files reach an engine that cannot see them (a remote or `dind` engine).
     #[serde(default)]
@@ -210,7 +212,7 @@ pub enum Slot {
 
 impl StepSpec {
     pub fn done(&self) -> Option<Done> {
-        self.done.as_ref().and_then(DoneSpec::object)
+        self.done.as_deref().and_then(DoneSpec::object)
     }
 
     /// Every template and expression of the step, in the order they are rendered: for checking
@@ -249,7 +251,7 @@ impl StepSpec {
             let path = at(&["inputs", &index.to_string()]);
             fields.push(arg_field(path, arg, Slot::Input(index)));
         }
-        if let Some((kind, name)) = self.done.as_ref().and_then(DoneSpec::given) {
+        if let Some((kind, name)) = self.done.as_deref().and_then(DoneSpec::given) {
             fields.push(field(at(&["done", kind.as_str()]), name, Slot::Done));
         }
         for (index, text) in self.uses_images.iter().enumerate() {
@@ -497,7 +499,9 @@ pub const MAX_STEPS: usize = 50_000;
 
 /// Parses and checks one mode file. `text` positions make every error point into the file.
 pub fn load(path: &Path, bytes: &[u8]) -> anyhow::Result<Document<ModeFile>> {
-    let document = yaml::load::<ModeFile>(path, bytes)?;
+    let mut document = yaml::load::<ModeFile>(path, bytes)?;
+    // The map grew by doubling while it was read; 10,000 steps would keep room for 6,000 more.
+    document.value.steps.shrink_to_fit();
     if let Some((id, _)) = document.value.steps.get_index(MAX_STEPS) {
         let (line, col) = document.positions().key(&["steps", id.as_str()]);
         return Err(Error::new(

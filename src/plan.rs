@@ -3,6 +3,7 @@
 //! `exec` read this same value, which is what makes the printed plan the executed one.
 
 use std::ffi::OsString;
+use std::sync::Arc;
 
 use schemars::JsonSchema;
 use serde::Serialize;
@@ -25,15 +26,23 @@ pub enum Status {
     Unknown,
 }
 
+// The file and layer are shared by the steps of one mode.
 /// Where a step was declared.
 #[derive(Debug, Clone, Serialize, JsonSchema)]
 pub struct Source {
     /// The mode file, as found on disk.
-    pub file: String,
+    #[serde(serialize_with = "shared_str")]
+    pub file: Arc<str>,
     /// The configuration layer: builtin, installdir, home, or `config-dir N`.
-    pub layer: String,
+    #[serde(serialize_with = "shared_str")]
+    pub layer: Arc<str>,
     /// The line of the step's key in the file.
     pub line: usize,
+}
+
+/// Serde's `Arc` support is behind its `rc` feature; this is all the plan needs of it.
+fn shared_str<S: serde::Serializer>(text: &Arc<str>, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(text)
 }
 
 /// The object that makes a step done, rendered.
@@ -45,6 +54,8 @@ pub struct DoneObject {
     pub fingerprint: String,
 }
 
+// Rarely used parts (`ready`, `archive`) are boxed: a plan of 10,000 steps holds this struct
+// 10,000 times. (Not a doc comment: those become the schema's descriptions.)
 /// One docker invocation of the plan.
 #[derive(Debug, Clone, Serialize, JsonSchema)]
 pub struct Step {
@@ -75,10 +86,10 @@ pub struct Step {
     pub output: Output,
     pub uses_images: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub ready: Option<Ready>,
+    pub ready: Option<Box<Ready>>,
     /// A built-in backup or restore of one volume, run through the commands shown.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub archive: Option<ArchivePlan>,
+    pub archive: Option<Box<ArchivePlan>>,
     /// `before` commands that come from the mode file rather than from the probe.
     #[serde(skip)]
     pub planned_before: Vec<Vec<String>>,

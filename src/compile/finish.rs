@@ -25,10 +25,11 @@ const MAX_MASKS: usize = 64;
 const MAX_INHERITED_FILES: usize = 256;
 
 impl Compiler<'_> {
-    /// Puts the steps in their sealed order and finishes each.
+    /// Puts the steps in their sealed order and finishes each. The steps are moved in place:
+    /// a second vector of 10,000 steps would be most of the memory a large plan peaks at.
     pub(super) fn finish_steps(
         &self,
-        steps: Vec<Step>,
+        mut steps: Vec<Step>,
         origins: &[Origin],
         sealed: &Sealed,
     ) -> anyhow::Result<Vec<Step>> {
@@ -36,11 +37,11 @@ impl Compiler<'_> {
         for (position, &index) in sealed.order.iter().enumerate() {
             position_of[index] = position;
         }
+        into_order(&mut steps, &sealed.order);
         let masks = self.varying_masks();
-        let mut unplaced: Vec<Option<Step>> = steps.into_iter().map(Some).collect();
-        let mut placed: Vec<Step> = Vec::with_capacity(sealed.order.len());
-        for &index in &sealed.order {
-            let mut step = unplaced[index].take().expect("each step is placed once");
+        for (position, &index) in sealed.order.iter().enumerate() {
+            let (placed, rest) = steps.split_at_mut(position);
+            let step = &mut rest[0];
             let mut needs: Vec<usize> = (sealed.needs_of[index].iter())
                 .map(|&n| position_of[n])
                 .collect();
@@ -49,11 +50,10 @@ impl Compiler<'_> {
             step.needs = needs.iter().map(|&n| placed[n].id.clone()).collect();
             step.need_indexes = needs;
             let input_error = |entry, message| self.input_error(&origins[index], entry, message);
-            fingerprint(&mut step, &placed, &masks, input_error)?;
-            super::commands::add(&mut step, self.invocation);
-            placed.push(step);
+            fingerprint(step, placed, &masks, input_error)?;
+            super::commands::add(step, self.invocation);
         }
-        Ok(placed)
+        Ok(steps)
     }
 
     /// Fingerprints must not change with what varies by design: `containers.run` names
@@ -78,6 +78,24 @@ impl Compiler<'_> {
         let entry = entry.to_string();
         let at = (mode.document.positions()).value(&["steps", &origin.name, "inputs", &entry]);
         mode.error_at(Kind::Config, message, at).into()
+    }
+}
+
+/// Moves `items` so that position `p` holds what was at `order[p]` (a permutation), by
+/// following each cycle of swaps.
+fn into_order<T>(items: &mut [T], order: &[usize]) {
+    let mut done = vec![false; items.len()];
+    for start in 0..items.len() {
+        let mut at = start;
+        while !done[at] {
+            done[at] = true;
+            let from = order[at];
+            if from == start {
+                break;
+            }
+            items.swap(at, from);
+            at = from;
+        }
     }
 }
 
@@ -241,4 +259,25 @@ fn hash_input(path: &Path) -> anyhow::Result<(Vec<u8>, FileDigests)> {
         per_file.push((name.into_owned(), crate::record::short_digest(&digest)));
     }
     Ok((hasher.finalize().to_vec(), per_file))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::into_order;
+
+    #[test]
+    fn into_order_applies_the_permutation_in_place() {
+        for order in [
+            vec![0, 1, 2, 3, 4],
+            vec![4, 3, 2, 1, 0],
+            vec![1, 2, 3, 4, 0],
+            vec![2, 0, 1, 4, 3],
+            vec![3, 4, 0, 1, 2],
+        ] {
+            let mut items: Vec<usize> = (0..order.len()).map(|i| i * 10).collect();
+            into_order(&mut items, &order);
+            let expected: Vec<usize> = order.iter().map(|i| i * 10).collect();
+            assert_eq!(items, expected, "{order:?}");
+        }
+    }
 }

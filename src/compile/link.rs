@@ -145,8 +145,7 @@ impl Compiler<'_> {
             .collect();
         for (index, origin) in rendered.origins.iter().enumerate() {
             let mode = &self.loaded[origin.mode];
-            let spec = &mode.document.value.steps[&origin.name];
-            for (need_index, need) in spec.needs.iter().enumerate() {
+            for (need_index, need) in origin.needs.iter().enumerate() {
                 let qualified = if need.contains('.') {
                     need.clone()
                 } else {

@@ -3,14 +3,14 @@
 //! says for each mode why it is in or out; a mode file is read once, however often required.
 
 use std::collections::HashMap;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use indexmap::IndexMap;
 
 use super::Compiler;
 use crate::config::Found;
 use crate::error::{did_you_mean, Error, Kind};
-use crate::mode::{self, ModeFile};
+use crate::mode::{self, ModeFile, StepSpec};
 use crate::plan::{ModeDecision, Source};
 use crate::template;
 use crate::yaml::Document;
@@ -21,29 +21,49 @@ pub(super) struct LoadedMode {
     pub document: Document<ModeFile>,
     /// The line of each step's key, when a quick read of the lines could tell.
     step_lines: OnceLock<Option<HashMap<String, usize>>>,
+    /// The file as shown in plans, and its layer.
+    file: Arc<str>,
+    layer: Arc<str>,
 }
 
 impl LoadedMode {
+    /// The step specs, taken out to be rendered one by one and dropped. The lines of the steps
+    /// are read first, while their number can still be checked against the specs'.
+    pub fn take_steps(&mut self) -> IndexMap<String, StepSpec> {
+        self.step_lines();
+        std::mem::take(&mut self.document.value.steps)
+    }
+
+    /// Frees the lines of the steps once they are rendered.
+    pub fn rendered(&mut self) {
+        self.step_lines = OnceLock::new();
+    }
+
     pub fn error_at(&self, kind: Kind, message: String, (line, col): (usize, usize)) -> Error {
         Error::new(kind, message).at(&self.found.path, &self.document.text, line, col)
     }
 
+    fn step_lines(&self) -> Option<&HashMap<String, usize>> {
+        self.step_lines
+            .get_or_init(|| {
+                crate::yaml::block_key_lines(&self.document.text, "steps")
+                    .filter(|lines| lines.len() == self.document.value.steps.len())
+            })
+            .as_ref()
+    }
+
+    /// Where the mode (`step` None) or one of its steps is declared. The file and layer are
+    /// shared by every step's `Source`.
     pub fn source(&self, step: Option<&str>) -> Source {
         let line = match step {
-            Some(step) => self
-                .step_lines
-                .get_or_init(|| {
-                    crate::yaml::block_key_lines(&self.document.text, "steps")
-                        .filter(|lines| lines.len() == self.document.value.steps.len())
-                })
-                .as_ref()
+            Some(step) => (self.step_lines())
                 .and_then(|lines| lines.get(step).copied())
                 .unwrap_or_else(|| self.document.positions().key(&["steps", step]).0),
             None => 1,
         };
         Source {
-            file: self.found.path.display().to_string(),
-            layer: self.found.layer.clone(),
+            file: Arc::clone(&self.file),
+            layer: Arc::clone(&self.layer),
             line,
         }
     }
@@ -73,6 +93,8 @@ impl Compiler<'_> {
                 name.to_owned(),
                 LoadedMode {
                     name: name.to_owned(),
+                    file: found.path.display().to_string().into(),
+                    layer: found.layer.as_str().into(),
                     found,
                     document,
                     step_lines: OnceLock::new(),

@@ -6,6 +6,8 @@
 use std::ffi::OsString;
 use std::path::Path;
 
+use indexmap::IndexMap;
+
 use super::context::rendered_vars;
 use super::modes::LoadedMode;
 use super::Compiler;
@@ -17,12 +19,13 @@ use crate::names::{instance_labels, Names, LABEL_PREFIX};
 use crate::plan::{DoneObject, ExcludedStep, Status, Step};
 use crate::template::Renderer;
 
-/// Where a rendered step comes from: its mode (an index into the loaded modes), its name, and
-/// which entry of its `inputs` each rendered input comes from, so errors found later point at
-/// the file.
+/// Where a rendered step comes from: its mode (an index into the loaded modes), its name, its
+/// `needs` as written (for linking; the spec itself is gone by then), and which entry of its
+/// `inputs` each rendered input comes from, so errors found later point at the file.
 pub(super) struct Origin {
     pub mode: usize,
     pub name: String,
+    pub needs: Vec<String>,
     pub input_entries: Vec<usize>,
 }
 
@@ -201,7 +204,11 @@ impl StepAt<'_> {
         }))
     }
 
-    fn ready(&self, command: Vec<String>, tcp: Option<String>) -> anyhow::Result<Option<Ready>> {
+    fn ready(
+        &self,
+        command: Vec<String>,
+        tcp: Option<String>,
+    ) -> anyhow::Result<Option<Box<Ready>>> {
         let Some(ready) = &self.spec.ready else {
             return Ok(None);
         };
@@ -214,11 +221,11 @@ impl StepAt<'_> {
                 self.value_at(&["ready", "tcp"]),
             ));
         }
-        Ok(Some(Ready {
+        Ok(Some(Box::new(Ready {
             command,
             tcp,
-            ..ready.clone()
-        }))
+            timeout: ready.timeout,
+        })))
     }
 
     /// A step fed from a directory cannot also be given the user's stdin.
@@ -248,39 +255,62 @@ struct ArchiveCommands {
 
 impl Compiler<'_> {
     /// Renders the steps of every mode in the plan, in declaration order.
-    pub(super) fn render_steps(&self) -> anyhow::Result<RenderedSteps> {
+    pub(super) fn render_steps(&mut self) -> anyhow::Result<RenderedSteps> {
         let mut rendered = RenderedSteps::default();
-        for (mode_index, mode) in self.loaded.values().enumerate() {
-            let renderer = self.renderer_for(mode)?;
-            let forced = mode.name == self.invocation.mode && mode.document.value.force;
-            let vars = rendered_vars(mode, &renderer);
-            for (name, spec) in &mode.document.value.steps {
-                let at = StepAt {
-                    mode,
-                    name,
-                    spec,
-                    renderer: &renderer,
-                };
-                let id = format!("{}.{name}", mode.name);
-                let Some(mut fields) = at.render_fields(docker_head(self.docker_context))? else {
-                    let when = spec.when.as_deref().unwrap_or_default();
-                    let reason = format!("`{when}` is false");
-                    rendered.excluded.push(ExcludedStep { id, reason });
-                    continue;
-                };
-                let input_entries = std::mem::take(&mut fields.input_entries);
-                let mut step = self.step(&at, id, fields)?;
-                step.forced = forced;
-                step.record.vars = vars.clone();
-                rendered.steps.push(step);
-                rendered.origins.push(Origin {
-                    mode: mode_index,
-                    name: name.clone(),
-                    input_entries,
-                });
-            }
+        // Exactly as many as there can be: a vector of steps that doubled past 10,000 would
+        // hold room for 6,000 more.
+        let declared = self.loaded.values().map(|m| m.document.value.steps.len());
+        let declared: usize = declared.sum();
+        rendered.steps.reserve_exact(declared);
+        rendered.origins.reserve_exact(declared);
+        for mode_index in 0..self.loaded.len() {
+            let specs = self.loaded[mode_index].take_steps();
+            self.render_mode(mode_index, specs, &mut rendered)?;
+            self.loaded[mode_index].rendered();
         }
         Ok(rendered)
+    }
+
+    /// Renders the steps of one mode. Each spec is dropped once its step is made (only its
+    /// `needs` are kept, for linking): a large mode's specs would otherwise be held next to
+    /// every rendered step.
+    fn render_mode(
+        &self,
+        mode_index: usize,
+        specs: IndexMap<String, StepSpec>,
+        rendered: &mut RenderedSteps,
+    ) -> anyhow::Result<()> {
+        let mode = &self.loaded[mode_index];
+        let renderer = self.renderer_for(mode)?;
+        let forced = mode.name == self.invocation.mode && mode.document.value.force;
+        let vars = rendered_vars(mode, &renderer);
+        for (name, spec) in specs {
+            let at = StepAt {
+                mode,
+                name: &name,
+                spec: &spec,
+                renderer: &renderer,
+            };
+            let id = format!("{}.{name}", mode.name);
+            let Some(mut fields) = at.render_fields(docker_head(self.docker_context))? else {
+                let when = spec.when.as_deref().unwrap_or_default();
+                let reason = format!("`{when}` is false");
+                rendered.excluded.push(ExcludedStep { id, reason });
+                continue;
+            };
+            let input_entries = std::mem::take(&mut fields.input_entries);
+            let mut step = self.step(&at, id, fields)?;
+            step.forced = forced;
+            step.record.vars = vars.clone();
+            rendered.steps.push(step);
+            rendered.origins.push(Origin {
+                mode: mode_index,
+                name,
+                needs: spec.needs,
+                input_entries,
+            });
+        }
+        Ok(())
     }
 
     /// The step its rendered fields make, once they pass the checks.
@@ -291,7 +321,11 @@ impl Compiler<'_> {
             Some(spec) => {
                 let commands = self.archive_commands(at, &id, spec, &mut fields);
                 fields.argv = commands.argv;
-                (commands.before, commands.after, Some(commands.plan))
+                (
+                    commands.before,
+                    commands.after,
+                    Some(Box::new(commands.plan)),
+                )
             }
             None => (Vec::new(), Vec::new(), None),
         };
