@@ -223,7 +223,7 @@ fn check_templates(
     for (id, step) in &mode.steps {
         for field in step.templates() {
             let mut at = path(&["steps", id]);
-            at.extend(field.path);
+            at.extend(field.path.parts());
             checks.push((at, field.source, field.is_expression));
         }
     }

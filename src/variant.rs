@@ -35,11 +35,8 @@ pub fn check(
     variant: &str,
     command: &[String],
 ) -> anyhow::Result<()> {
-    let dir = |kind: &str| paths.get(kind).and_then(|v| v.as_str()).map(PathBuf::from);
-    let (hosts, services) = (dir("hosts"), dir("services"));
-    let services_text = services
-        .as_ref()
-        .map(|dir| dir.to_string_lossy().into_owned());
+    let dir = |kind: &str| paths.get(kind).and_then(|v| v.as_str());
+    let (hosts, services) = (dir("hosts").map(PathBuf::from), dir("services"));
     // Relative to the language directory, e.g. `hosts/minimal/single`, with the modes using it.
     let mut missing: IndexMap<String, (Problem, Vec<String>)> = IndexMap::new();
     let mut note = |file: String, problem: Problem, mode: &str| {
@@ -49,13 +46,13 @@ pub fn check(
         }
     };
     for step in steps {
-        if let (Some(services), Some(text)) = (&services, &services_text) {
+        if let Some(services) = services {
             let uses = step
                 .argv
                 .iter()
                 .chain(&step.inputs)
-                .any(|arg| is_within(arg, text));
-            if uses && !services.join("Dockerfile").is_file() {
+                .any(|arg| is_within(arg, services));
+            if uses && !Path::new(services).join("Dockerfile").is_file() {
                 note(
                     format!("services/{variant}/Dockerfile"),
                     Problem::Missing,

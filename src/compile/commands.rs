@@ -13,10 +13,25 @@ use crate::plan::Step;
 /// commands of the step itself; the stamp's name says which step it belongs to.)
 const INSTANCE_AND_MODE_LABELS: usize = 4;
 
+/// The instance's labels, as pairs and as `--label=KEY=VALUE` arguments, made once per plan:
+/// formatting them again for each of 10,000 steps showed in profiles.
+pub(super) struct InstanceLabels {
+    pairs: Vec<(String, String)>,
+    args: Vec<String>,
+}
+
+impl InstanceLabels {
+    pub fn of(invocation: &Invocation) -> InstanceLabels {
+        let pairs = instance_labels(invocation);
+        let args = label_args(&pairs);
+        InstanceLabels { pairs, args }
+    }
+}
+
 /// Labels what the fingerprinted step creates and adds the commands around it.
-pub(super) fn add(step: &mut Step, invocation: &Invocation) {
+pub(super) fn add(step: &mut Step, instance: &InstanceLabels) {
     let kind = step.done.as_ref().map(|d| d.kind);
-    let mut labels = instance_labels(invocation);
+    let mut labels = instance.pairs.clone();
     labels.push((format!("{LABEL_PREFIX}.mode"), step.mode.clone()));
     labels.push((format!("{LABEL_PREFIX}.step"), step.id.clone()));
     if kind.is_some() {
@@ -30,7 +45,7 @@ pub(super) fn add(step: &mut Step, invocation: &Invocation) {
     }
     let head = docker_head_len(&step.argv);
     let service = crate::swarm::is_service_create(&step.argv[head..]);
-    insert_labels(step, &labels, service);
+    insert_labels(step, &labels, &instance.args, service);
     if kind == Some(DoneKind::Stamp) {
         add_stamp(step, labels);
     }
@@ -54,23 +69,28 @@ pub(super) fn add(step: &mut Step, invocation: &Invocation) {
         let mut prune: Vec<String> = step.argv[..head].to_vec();
         prune.extend(["image", "prune", "--force"].map(String::from));
         prune.extend(
-            instance_labels(invocation)
-                .into_iter()
-                .map(|(key, value)| format!("--filter=label={key}={value}")),
+            (instance.pairs.iter()).map(|(key, value)| format!("--filter=label={key}={value}")),
         );
         step.after.push(prune);
     }
 }
 
 /// Inserts the labels right after the subcommand, when the argv creates an object; a service's
-/// tasks' containers carry them too, so they are found like any other.
-fn insert_labels(step: &mut Step, labels: &[(String, String)], service: bool) {
+/// tasks' containers carry them too, so they are found like any other. `labels` starts with
+/// the instance's, whose arguments are `instance_args`.
+fn insert_labels(
+    step: &mut Step,
+    labels: &[(String, String)],
+    instance_args: &[String],
+    service: bool,
+) {
     let head = docker_head_len(&step.argv);
     let Some(len) = creating_subcommand(&step.argv[head..]) else {
         return;
     };
     let at = head + len;
-    let mut inserted = label_args(labels);
+    let mut inserted = instance_args.to_vec();
+    inserted.extend(label_args(&labels[instance_args.len()..]));
     if service {
         inserted.extend(
             labels
@@ -83,6 +103,8 @@ fn insert_labels(step: &mut Step, labels: &[(String, String)], service: bool) {
             *index += inserted.len();
         }
     }
+    // The argv is final now: no room for more.
+    step.argv.reserve_exact(inserted.len());
     step.argv.splice(at..at, inserted);
 }
 

@@ -39,6 +39,7 @@ impl Compiler<'_> {
         }
         into_order(&mut steps, &sealed.order);
         let masks = self.varying_masks();
+        let instance = super::commands::InstanceLabels::of(self.invocation);
         for (position, &index) in sealed.order.iter().enumerate() {
             let (placed, rest) = steps.split_at_mut(position);
             let step = &mut rest[0];
@@ -51,7 +52,7 @@ impl Compiler<'_> {
             step.need_indexes = needs;
             let input_error = |entry, message| self.input_error(&origins[index], entry, message);
             fingerprint(step, placed, &masks, input_error)?;
-            super::commands::add(step, self.invocation);
+            super::commands::add(step, &instance);
         }
         Ok(steps)
     }

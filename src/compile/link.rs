@@ -122,8 +122,9 @@ impl StepGraph {
 }
 
 impl Compiler<'_> {
-    /// Joins the rendered steps by their needs and their modes, and seals the order.
-    pub(super) fn link(&self, rendered: &RenderedSteps) -> anyhow::Result<Sealed> {
+    /// Joins the rendered steps by their needs and their modes, and seals the order. The needs
+    /// as written are taken out of the origins: the graph holds them from here on.
+    pub(super) fn link(&self, rendered: &mut RenderedSteps) -> anyhow::Result<Sealed> {
         let mut graph = StepGraph::new(rendered.steps.len());
         self.add_need_edges(&mut graph, rendered)?;
         self.add_mode_edges(&mut graph, &rendered.origins);
@@ -135,23 +136,27 @@ impl Compiler<'_> {
     fn add_need_edges(
         &self,
         graph: &mut StepGraph,
-        rendered: &RenderedSteps,
+        rendered: &mut RenderedSteps,
     ) -> anyhow::Result<()> {
-        let ids: HashMap<String, usize> = (rendered.steps.iter().enumerate())
-            .map(|(index, step)| (step.id.clone(), index))
+        let RenderedSteps {
+            steps,
+            origins,
+            excluded,
+        } = rendered;
+        let ids: HashMap<&str, usize> = (steps.iter().enumerate())
+            .map(|(index, step)| (step.id.as_str(), index))
             .collect();
-        let excluded: HashSet<&str> = (rendered.excluded.iter())
-            .map(|step| step.id.as_str())
-            .collect();
-        for (index, origin) in rendered.origins.iter().enumerate() {
+        let excluded: HashSet<&str> = (excluded.iter()).map(|step| step.id.as_str()).collect();
+        for (index, origin) in origins.iter_mut().enumerate() {
+            let needs = std::mem::take(&mut origin.needs);
             let mode = &self.loaded[origin.mode];
-            for (need_index, need) in origin.needs.iter().enumerate() {
+            for (need_index, need) in needs.iter().enumerate() {
                 let qualified = if need.contains('.') {
                     need.clone()
                 } else {
                     format!("{}.{need}", mode.name)
                 };
-                if let Some(&target) = ids.get(&qualified) {
+                if let Some(&target) = ids.get(qualified.as_str()) {
                     let edge = Some((index, need_index));
                     graph
                         .graph
@@ -182,11 +187,7 @@ impl Compiler<'_> {
                 && (self.decisions.iter()).any(|d| d.name == need_mode && !d.included))
     }
 
-    fn unknown_need_error(
-        &self,
-        need: &UnknownNeed,
-        ids: &HashMap<String, usize>,
-    ) -> anyhow::Error {
+    fn unknown_need_error(&self, need: &UnknownNeed, ids: &HashMap<&str, usize>) -> anyhow::Error {
         let UnknownNeed {
             mode,
             origin,
@@ -206,7 +207,7 @@ impl Compiler<'_> {
                 .positions()
                 .value(&["steps", &origin.name, "needs", &need_index]),
         );
-        if let Some(s) = did_you_mean(qualified, ids.keys().map(String::as_str)) {
+        if let Some(s) = did_you_mean(qualified, ids.keys().copied()) {
             error = error.note(format!("did you mean `{s}`?"));
         }
         if !self.loaded.contains_key(need_mode) {

@@ -54,9 +54,9 @@ pub fn compile(
         decisions: Vec::new(),
     };
     compiler.resolve_modes()?;
-    let rendered = compiler.render_steps()?;
+    let mut rendered = compiler.render_steps()?;
     compiler.check_variant(&rendered.steps)?;
-    let sealed = compiler.link(&rendered)?;
+    let sealed = compiler.link(&mut rendered)?;
     let excluded = rendered.excluded;
     let steps = compiler.finish_steps(rendered.steps, &rendered.origins, &sealed)?;
     Ok(compiler.into_plan(steps, excluded))

@@ -152,7 +152,8 @@ impl StepAt<'_> {
 
     /// A template's error, at the field, and for an undefined variable at its name in the field.
     fn render_error(&self, field: &TemplateField, e: minijinja::Error) -> anyhow::Error {
-        let below: Vec<&str> = field.path.iter().map(String::as_str).collect();
+        let parts = field.path.parts();
+        let below: Vec<&str> = parts.iter().map(String::as_str).collect();
         let (line, mut col) = self.value_at(&below);
         let message = self.renderer.explain(field.source, field.is_expression, &e);
         if let Some(name) = undefined_name(&message) {
