@@ -178,8 +178,10 @@ impl Renderer {
                     value = value.get_attr(part).ok()?;
                 }
                 match value.kind() {
-                    ValueKind::String | ValueKind::Number | ValueKind::Bool => {
-                        output.push_str(&value.to_string())
+                    ValueKind::String => output.push_str(value.as_str()?),
+                    ValueKind::Number | ValueKind::Bool => {
+                        use std::fmt::Write as _;
+                        let _ = write!(output, "{value}");
                     }
                     _ => return None,
                 }

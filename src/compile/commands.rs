@@ -31,9 +31,11 @@ impl InstanceLabels {
 /// Labels what the fingerprinted step creates and adds the commands around it.
 pub(super) fn add(step: &mut Step, instance: &InstanceLabels) {
     let kind = step.done.as_ref().map(|d| d.kind);
-    let mut labels = instance.pairs.clone();
-    labels.push((format!("{LABEL_PREFIX}.mode"), step.mode.clone()));
-    labels.push((format!("{LABEL_PREFIX}.step"), step.id.clone()));
+    // The step's own labels; the instance's come first wherever labels are written.
+    let mut labels = vec![
+        (format!("{LABEL_PREFIX}.mode"), step.mode.clone()),
+        (format!("{LABEL_PREFIX}.step"), step.id.clone()),
+    ];
     if kind.is_some() {
         labels.push((
             format!("{LABEL_PREFIX}.fingerprint"),
@@ -45,9 +47,9 @@ pub(super) fn add(step: &mut Step, instance: &InstanceLabels) {
     }
     let head = docker_head_len(&step.argv);
     let service = crate::swarm::is_service_create(&step.argv[head..]);
-    insert_labels(step, &labels, &instance.args, service);
+    insert_labels(step, instance, &labels, service);
     if kind == Some(DoneKind::Stamp) {
-        add_stamp(step, labels);
+        add_stamp(step, [instance.pairs.clone(), labels].concat());
     }
     if service && kind == Some(DoneKind::Service) {
         step.create_argv = step.argv.clone();
@@ -75,13 +77,13 @@ pub(super) fn add(step: &mut Step, instance: &InstanceLabels) {
     }
 }
 
-/// Inserts the labels right after the subcommand, when the argv creates an object; a service's
-/// tasks' containers carry them too, so they are found like any other. `labels` starts with
-/// the instance's, whose arguments are `instance_args`.
+/// Inserts the instance's labels and then the step's own right after the subcommand, when the
+/// argv creates an object; a service's tasks' containers carry them too, so they are found like
+/// any other.
 fn insert_labels(
     step: &mut Step,
-    labels: &[(String, String)],
-    instance_args: &[String],
+    instance: &InstanceLabels,
+    own: &[(String, String)],
     service: bool,
 ) {
     let head = docker_head_len(&step.argv);
@@ -89,12 +91,11 @@ fn insert_labels(
         return;
     };
     let at = head + len;
-    let mut inserted = instance_args.to_vec();
-    inserted.extend(label_args(&labels[instance_args.len()..]));
+    let mut inserted = instance.args.clone();
+    inserted.extend(label_args(own));
     if service {
         inserted.extend(
-            labels
-                .iter()
+            (instance.pairs.iter().chain(own))
                 .map(|(key, value)| format!("--container-label={key}={value}")),
         );
     }

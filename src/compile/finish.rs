@@ -3,6 +3,7 @@
 //! that leave state behind), its record filled for reasons, and its surrounding commands added.
 //! A step is finished after every step it needs, whose fingerprints it reads.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -113,7 +114,7 @@ fn fingerprint(
         step.record_masks = record_masks(step, earlier);
     }
     let step_masks = step.record_masks.clone();
-    let masked = |text: &str| mask(text, &step_masks, masks);
+    let masked = masker(&step_masks, masks);
     let mut hasher = Sha256::new();
     let mut feed = |bytes: &[u8]| {
         hasher.update((bytes.len() as u64).to_le_bytes());
@@ -154,17 +155,30 @@ fn fingerprint(
     Ok(())
 }
 
-/// `text` with the step's masks replaced, then the plan's (the empty ones skipped).
-fn mask(text: &str, step_masks: &[(String, String)], masks: &[(String, &str)]) -> String {
-    let mut text = text.to_owned();
+/// `mask` with the step's and the plan's masks.
+fn masker<'m>(
+    step_masks: &'m [(String, String)],
+    masks: &'m [(String, &str)],
+) -> impl for<'t> Fn(&'t str) -> Cow<'t, str> + 'm {
+    move |text| mask(text, step_masks, masks)
+}
+
+/// `text` with the step's masks replaced, then the plan's (the empty ones skipped); borrowed
+/// when nothing is masked, as for most arguments.
+fn mask<'t>(
+    text: &'t str,
+    step_masks: &[(String, String)],
+    masks: &[(String, &str)],
+) -> Cow<'t, str> {
+    let mut text = Cow::Borrowed(text);
     for (from, to) in step_masks {
         if contains(&text, from) {
-            text = text.replace(from.as_str(), to);
+            text = Cow::Owned(text.replace(from.as_str(), to));
         }
     }
     for (from, to) in masks.iter().filter(|(from, _)| !from.is_empty()) {
         if contains(&text, from) {
-            text = text.replace(from.as_str(), to);
+            text = Cow::Owned(text.replace(from.as_str(), to));
         }
     }
     text
@@ -198,7 +212,7 @@ fn record_state(
     step: &mut Step,
     earlier: &[Step],
     files: &BTreeMap<String, String>,
-    masked: &dyn Fn(&str) -> String,
+    masked: &dyn for<'t> Fn(&'t str) -> Cow<'t, str>,
 ) {
     step.record.add_inputs(&step.id, files);
     for &need in &step.need_indexes {
@@ -214,7 +228,9 @@ fn record_state(
             .insert(need.id.clone(), need.fingerprint.clone());
     }
     let head = docker_head_len(&step.argv);
-    step.record.argv = step.argv[head..].iter().map(|arg| masked(arg)).collect();
+    step.record.argv = (step.argv[head..].iter())
+        .map(|arg| masked(arg).into_owned())
+        .collect();
 }
 
 /// Short digests of an input's files, by their names in the input.
