@@ -13,6 +13,9 @@ Subcommands:
   pairs N A -- B        runs the argv A and the argv B N times, interleaved (A B, B A, A B, ...),
                         after one warm-up of each; prints JSON with the medians of each and the
                         median of the per-pair ratios A/B
+  cpu FILE              mean user + system time of each command of a hyperfine JSON export,
+                        one per line in milliseconds (CPU time is steadier than wall time on a
+                        loaded machine)
   stat KEY FILE...      median / max of integers, one per line, in FILE...
   field FILE KEY        one number of a JSON object in FILE, rounded to 3 decimals
 """
@@ -110,6 +113,13 @@ def median_ms(path):
         print(f"{statistics.median(result['times']) * 1000:.3f}")
 
 
+def cpu_ms(path):
+    with open(path, encoding="utf-8") as handle:
+        data = json.load(handle)
+    for result in data["results"]:
+        print(f"{(result['user'] + result['system']) * 1000:.3f}")
+
+
 def run_once(argv):
     started = time.perf_counter()
     completed = subprocess.run(
@@ -175,6 +185,8 @@ def main(argv):
         print(gen_parallel(rest[0], int(rest[1])))
     elif command == "median":
         median_ms(rest[0])
+    elif command == "cpu":
+        cpu_ms(rest[0])
     elif command == "pairs":
         split = rest.index("--")
         pairs(int(rest[0]), rest[1:split], rest[split + 1 :])

@@ -5,7 +5,8 @@
 #
 # Environment knobs (all optional):
 #   BENCH_RUNS=50          hyperfine runs of the small --plan benchmark
-#   BENCH_GEN_RUNS=20      hyperfine runs of the generated 1,000/10,000-step plans
+#   BENCH_GEN_RUNS=20      hyperfine runs of the generated 1,000/10,000/20,000-step plans
+#   BENCH_MAKE_RUNS=5      hyperfine runs of make -n on the 10,000-step graph (part 2c)
 #   BENCH_EXEC_RUNS=10     hyperfine runs of the 1,000-step executor benchmark
 #   BENCH_JOBS_RUNS=5      hyperfine runs of each -j benchmark
 #   BENCH_PAIRS=20         interleaved pairs of `single` vs raw `docker run`
@@ -23,6 +24,7 @@ HELPER=$ROOT/benches/bench.py
 
 RUNS=${BENCH_RUNS:-50}
 GEN_RUNS=${BENCH_GEN_RUNS:-20}
+MAKE_RUNS=${BENCH_MAKE_RUNS:-5}
 EXEC_RUNS=${BENCH_EXEC_RUNS:-10}
 JOBS_RUNS=${BENCH_JOBS_RUNS:-5}
 PAIRS=${BENCH_PAIRS:-20}
@@ -90,6 +92,7 @@ need_apt() {
 command -v python3 >/dev/null || die "python3 is needed"
 command -v hyperfine >/dev/null || need_apt hyperfine
 command -v /usr/bin/time >/dev/null || need_apt time
+command -v make >/dev/null || need_apt make
 
 # --- build (with the caller's HOME, where cargo and rustup live) -------------------------------
 log "cargo build --release"
@@ -153,15 +156,16 @@ PLAN_SMALL=$(median "$WORK/plan_small.json")
 row "1. --plan --offline python minimal single (ms)" "$PLAN_SMALL" "<= 5" "$(verdict "$PLAN_SMALL" '<=' 5)"
 
 # --- 2: compile + plan of generated modes ------------------------------------------------------
-log "2. compile + plan of generated modes of 1,000 and 10,000 steps"
-declare -A PLAN_MS RSS_KB
-for n in 1000 10000; do
+log "2. compile + plan of generated modes of 1,000, 10,000 and 20,000 steps"
+declare -A PLAN_MS PLAN_CPU RSS_KB
+for n in 1000 10000 20000; do
     dir=$WORK/gen$n
     python3 "$HELPER" gen-chain "$dir" "$n" >/dev/null
     cmd="$HC --config-dir $dir --plan --offline --format json python minimal gen"
     $cmd >/dev/null
     hf --warmup 3 --runs "$GEN_RUNS" --export-json "$WORK/gen$n.json" "$cmd"
     PLAN_MS[$n]=$(median "$WORK/gen$n.json")
+    PLAN_CPU[$n]=$(python3 "$HELPER" cpu "$WORK/gen$n.json")
     : >"$WORK/rss$n.txt"
     for _ in 1 2 3 4 5; do
         /usr/bin/time -f %M -a -o "$WORK/rss$n.txt" $cmd >/dev/null
@@ -170,13 +174,36 @@ for n in 1000 10000; do
 done
 GEN_RATIO=$(ratio "${PLAN_MS[10000]}" "${PLAN_MS[1000]}")
 RSS_MIB=$(div "${RSS_KB[10000]}" 1024)
+# What each step beyond 10,000 adds to the peak: (peak at 20k - peak at 10k) / 10,000 steps.
+GROWTH_KIB=$(python3 -c "import sys; print(f'{(int(sys.argv[2]) - int(sys.argv[1])) / 10000:.2f}')" \
+    "${RSS_KB[10000]}" "${RSS_KB[20000]}")
 row "2. plan of 1,000 generated steps, json (ms)" "${PLAN_MS[1000]}" "-" ""
 row "2. plan of 10,000 generated steps, json (ms)" "${PLAN_MS[10000]}" "<= 100" "$(verdict "${PLAN_MS[10000]}" '<=' 100)"
+row "2. same, CPU user+sys (ms, hyperfine mean)" "${PLAN_CPU[10000]}" "-" ""
+row "2. plan of 20,000 generated steps, json (ms)" "${PLAN_MS[20000]}" "-" ""
+row "2. same, CPU user+sys (ms, hyperfine mean)" "${PLAN_CPU[20000]}" "-" ""
 row "2. 10k / 1k time ratio (linear: <= 10)" "$GEN_RATIO" "<= 10" "$(verdict "$GEN_RATIO" '<=' 10.5)"
 row "2. per step at 1k, whole process / 1000 (us)" "$(div "${PLAN_MS[1000]}" 1)" "-" ""
 row "2. marginal per step from 1k to 10k (us)" "$(div "$(sub "${PLAN_MS[10000]}" "${PLAN_MS[1000]}")" 9)" "-" ""
 row "2. peak RSS, 1,000 steps (MiB)" "$(div "${RSS_KB[1000]}" 1024)" "-" ""
 row "2. peak RSS, 10,000 steps (MiB, max of 5)" "$RSS_MIB" "<= 50" "$(verdict "$RSS_MIB" '<=' 50)"
+row "2. peak RSS, 20,000 steps (MiB, max of 5)" "$(div "${RSS_KB[20000]}" 1024)" "-" ""
+row "2. peak RSS growth per step, 10k -> 20k (KiB)" "$GROWTH_KIB" "<= 2.5" "$(verdict "$GROWTH_KIB" '<=' 2.5)"
+
+# The same 10,000-step graph as a Makefile whose recipes are the plan's argv: what make, the
+# make-like baseline, takes to plan it (`make -n` prints every recipe without running it).
+log "2c. the 10,000-step graph: host_container --plan vs make -n"
+python3 "$HELPER" gen-makefile "$WORK/make10000" 10000 >/dev/null
+hf --warmup 1 --runs "$MAKE_RUNS" --export-json "$WORK/make.json" \
+    -n plan "$HC --config-dir $WORK/gen10000 --plan --offline --format json python minimal gen" \
+    -n make "make -n -s -f $WORK/make10000/Makefile"
+SIDE_PLAN=$(median "$WORK/make.json" 1)
+SIDE_MAKE=$(median "$WORK/make.json" 2)
+MAKE_RATIO=$(python3 -c "import sys; print(f'{float(sys.argv[1]) / float(sys.argv[2]):.3f}')" "$SIDE_PLAN" "$SIDE_MAKE")
+row "2c. --plan of 10,000 steps, same run as make (ms)" "$SIDE_PLAN" "-" ""
+row "2c. make -n of the same graph (ms)" "$SIDE_MAKE" "-" ""
+row "2c. make -n CPU user+sys (ms, hyperfine mean)" "$(python3 "$HELPER" cpu "$WORK/make.json" | sed -n 2p)" "-" ""
+row "2c. ratio --plan / make -n" "$MAKE_RATIO" "<= 0.05" "$(verdict "$MAKE_RATIO" '<=' 0.05)"
 
 # Where the time of 10,000 steps goes: parsing and checking alone (--validate), the plan
 # rendered as text, and as JSON. Their differences show the cost of each stage.
