@@ -78,6 +78,11 @@ impl Instance {
 
     /// Removes everything and asserts the engine holds nothing of this instance any more.
     fn finish(self) {
+        let survivors = self.sandbox.stop_processes();
+        assert!(
+            survivors.is_empty(),
+            "processes that outlived SIGKILL: {survivors:?}"
+        );
         self.remove_objects();
         let left = self.objects();
         assert!(left.is_empty(), "left behind in the engine: {left:?}");
@@ -86,6 +91,7 @@ impl Instance {
 
 impl Drop for Instance {
     fn drop(&mut self) {
+        self.sandbox.stop_processes();
         self.remove_objects();
     }
 }

@@ -53,6 +53,28 @@ impl Sandbox {
         command
     }
 
+    /// Kills every process still running with this sandbox's HOME: what a test's killed
+    /// host_container left behind (its docker CLIs go on when it is SIGKILLed) must not create
+    /// objects after the test removed its own. Returns the processes that outlived 30 s of
+    /// SIGKILLs (none, unless one is stuck in the kernel).
+    pub fn stop_processes(&self) -> Vec<i32> {
+        let home = format!("HOME={}", self.path("home").display());
+        let ours = std::process::id();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let left = processes_with_env(&home, ours);
+            if left.is_empty() || std::time::Instant::now() >= deadline {
+                return left;
+            }
+            for &pid in &left {
+                // SAFETY: kill(2) with a pid read from /proc; a pid that ended meanwhile fails.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+            // A killed process leaves /proc once reaped (by init, for an orphan): poll for that.
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
     /// Installs a fake `docker` first on PATH that records every call to `docker.log`.
     ///
     /// It answers `inspect` as if nothing existed (or with the JSON in the file
@@ -260,4 +282,24 @@ pub fn shipped_modes() -> Vec<String> {
         .collect();
     modes.sort();
     modes
+}
+
+/// The live processes (zombies aside) other than `ours` whose environment holds `entry`.
+fn processes_with_env(entry: &str, ours: u32) -> Vec<i32> {
+    let Ok(dir) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|&pid| pid as u32 != ours)
+        .filter(|pid| {
+            let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            // The state follows the command name's closing parenthesis: Z is a zombie.
+            let state = stat.rsplit_once(") ").map(|(_, rest)| rest.chars().next());
+            !matches!(state, Some(Some('Z') | Some('X')) | None)
+        })
+        .filter(|pid| {
+            fs::read(format!("/proc/{pid}/environ"))
+                .is_ok_and(|env| env.split(|&b| b == 0).any(|item| item == entry.as_bytes()))
+        })
+        .collect()
 }
