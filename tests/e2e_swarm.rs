@@ -102,6 +102,8 @@ impl Drop for Swarm {
             for id in left {
                 self.docker(&["rm", "--force", &id]);
             }
+            // The swarm's own removal is under way: poll, not spin against the engine.
+            std::thread::sleep(Duration::from_millis(200));
         }
         self.engine.docker.remove(INSTANCE);
         self.docker(&["swarm", "leave", "--force"]);
