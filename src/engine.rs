@@ -64,6 +64,7 @@ fn import_helper_image(head: &[String]) -> anyhow::Result<()> {
         .run()
         .map_err(|e| docker::spawn_error(&import[0], e))?;
     if output.status.success() {
+        prune_replaced_helper_images(head);
         return Ok(());
     }
     let stderr = String::from_utf8_lossy(&output.stderr);
@@ -75,6 +76,15 @@ fn import_helper_image(head: &[String]) -> anyhow::Result<()> {
         ),
     )
     .into())
+}
+
+/// Clients that find the helper image missing at the same time each import one, and the tag
+/// ends on the last: the others' images stay behind, untagged. A prune of dangling helper images
+/// removes them (never one a container uses). Best effort: an image left here only costs a name
+/// in `docker images`.
+fn prune_replaced_helper_images(head: &[String]) {
+    let filter = format!("--filter=label={LABEL_PREFIX}.role=helper");
+    let _ = docker::capture(&argv(head, &["image", "prune", "--force", &filter]));
 }
 
 /// The engine's own id (`docker info`), which names it in the cache whatever its address.

@@ -1325,3 +1325,37 @@ fn a_bad_language_file_is_an_error_at_its_position() {
         .expect("run");
     expect_code(&validated, 65);
 }
+
+/// Clients that find the helper image missing at the same time each import one; the tag ends on
+/// the last, so every import is followed by a prune of untagged helper images.
+#[test]
+fn an_imported_helper_image_is_followed_by_a_prune_of_replaced_ones() {
+    let sandbox = Sandbox::new();
+    let output = sandbox
+        .fake_docker()
+        .env("FAKE_DOCKER_FAIL", "--pull=never")
+        .env(
+            "FAKE_DOCKER_MESSAGE",
+            "Error: No such image: host_container/helper:1",
+        )
+        .args(["python", "minimal", "init"])
+        .output()
+        .expect("run");
+    assert_ne!(output.status.code(), Some(0));
+    let calls: Vec<String> = sandbox
+        .all_docker_calls()
+        .iter()
+        .map(|call| call.join(" "))
+        .collect();
+    let import = calls
+        .iter()
+        .position(|call| call.starts_with("docker import "))
+        .unwrap_or_else(|| panic!("no import: {calls:#?}"));
+    assert_eq!(
+        calls.get(import + 1).map(String::as_str),
+        Some(
+            "docker image prune --force --filter=label=org.docker-meta.host_container.role=helper"
+        ),
+        "{calls:#?}"
+    );
+}
