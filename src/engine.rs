@@ -1,18 +1,21 @@
 //! What host_container must learn about the engine itself, because the address does not tell:
 //! a `unix://` socket may lead into another mount namespace and a `tcp://` engine may be local.
 //! Whether the engine sees this machine's files is probed once (a marker written here, looked
-//! for through a bind mount) and remembered per engine; a small helper image, imported from a
-//! stream rather than pulled, gives the probe and the engine-side lock a container to create.
+//! for through a bind mount) and remembered per engine; a small helper image, loaded from an
+//! archive made here rather than pulled, gives the probe and the engine-side lock a container to
+//! create.
 
 use std::fs;
 use std::io::Write as _;
 use std::path::Path;
 
+use sha2::{Digest as _, Sha256};
+
 use crate::docker::{self, Captured};
 use crate::error::{Error, Kind};
 use crate::names::LABEL_PREFIX;
 
-/// An image with no files, made by `docker import` from a stream. Containers of it are created,
+/// An image with no files, loaded from an archive made here (`helper_archive`). Containers of it are created,
 /// never started: as a lock object, or to look into a bind mount with `docker cp`.
 pub const HELPER_IMAGE: &str = "host_container/helper:1";
 
@@ -30,10 +33,10 @@ fn no_such_image(answer: &Captured) -> bool {
     text.contains("no such image") || text.contains("unable to find image")
 }
 
-/// `docker container create …` of the helper image, importing the image first if the engine
+/// `docker container create …` of the helper image, loading the image first if the engine
 /// lacks it (one extra call, once per engine).
 pub fn create_helper_container(head: &[String], options: &[String]) -> anyhow::Result<Captured> {
-    // Never pull: the helper image is imported, and no registry may be reachable.
+    // Never pull: the helper image is loaded from an archive, and no registry may be reachable.
     let mut create = argv(head, &["container", "create", "--pull=never"]);
     create.extend(options.iter().cloned());
     create.extend([HELPER_IMAGE.to_owned(), "/none".to_owned()]);
@@ -41,28 +44,25 @@ pub fn create_helper_container(head: &[String], options: &[String]) -> anyhow::R
     if answer.success() || !no_such_image(&answer) {
         return Ok(answer);
     }
-    import_helper_image(head)?;
+    load_helper_image(head)?;
     docker::capture(&create)
 }
 
-fn import_helper_image(head: &[String]) -> anyhow::Result<()> {
-    let mut archive = tar::Builder::new(Vec::new());
-    let mut header = tar::Header::new_gnu();
-    header.set_entry_type(tar::EntryType::Directory);
-    header.set_mode(0o755);
-    header.set_size(0);
-    header.set_mtime(0);
-    archive.append_data(&mut header, "hc/", std::io::empty())?;
-    let bytes = archive.into_inner()?;
-    let label = format!("LABEL {LABEL_PREFIX}.role=helper");
-    let import = argv(head, &["import", "--change", &label, "-", HELPER_IMAGE]);
-    let output = duct::cmd(&import[0], &import[1..])
-        .stdin_bytes(bytes)
+/// Loads the helper image from an archive made here. The archive is the same bytes on every
+/// client of one engine architecture, so the image id is too: clients that find the image
+/// missing at once all load the same image and the tag never moves from one to another (an
+/// import's id holds its creation time, and racing imports left untagged images behind).
+fn load_helper_image(head: &[String]) -> anyhow::Result<()> {
+    let architecture = engine_architecture(head);
+    let archive = helper_archive(&architecture)?;
+    let load = argv(head, &["load", "--quiet"]);
+    let output = duct::cmd(&load[0], &load[1..])
+        .stdin_bytes(archive)
         .stdout_capture()
         .stderr_capture()
         .unchecked()
         .run()
-        .map_err(|e| docker::spawn_error(&import[0], e))?;
+        .map_err(|e| docker::spawn_error(&load[0], e))?;
     if output.status.success() {
         prune_replaced_helper_images(head);
         return Ok(());
@@ -78,10 +78,84 @@ fn import_helper_image(head: &[String]) -> anyhow::Result<()> {
     .into())
 }
 
-/// Clients that find the helper image missing at the same time each import one, and the tag
-/// ends on the last: the others' images stay behind, untagged. A prune of dangling helper images
-/// removes them (never one a container uses). Best effort: an image left here only costs a name
-/// in `docker images`.
+/// The engine's architecture as images name it (`amd64`, `arm64`), which may not be this
+/// machine's; failing an answer, this machine's, as the engine most often runs here.
+fn engine_architecture(head: &[String]) -> String {
+    let asked = docker::capture(&argv(head, &["version", "--format", "{{.Server.Arch}}"]));
+    match asked {
+        Ok(answer) if answer.success() && is_architecture(answer.stdout.trim()) => {
+            answer.stdout.trim().to_owned()
+        }
+        _ => match std::env::consts::ARCH {
+            "x86_64" => "amd64",
+            "aarch64" => "arm64",
+            "x86" => "386",
+            "powerpc64" => "ppc64le",
+            other => other,
+        }
+        .to_owned(),
+    }
+}
+
+fn is_architecture(word: &str) -> bool {
+    !word.is_empty() && word.bytes().all(|b| b.is_ascii_alphanumeric())
+}
+
+/// A `docker save` archive of an image with one empty directory: the layer, its config (no
+/// timestamps anywhere, so its digest, the image id, depends on the architecture alone) and the
+/// manifest that tags it.
+fn helper_archive(architecture: &str) -> anyhow::Result<Vec<u8>> {
+    let layer = tar_of(&[("hc/", None)])?;
+    let diff_id = crate::tree::hex(&Sha256::digest(&layer));
+    let config = serde_json::to_vec(&serde_json::json!({
+        "architecture": architecture,
+        "os": "linux",
+        "config": { "Labels": { format!("{LABEL_PREFIX}.role"): "helper" } },
+        "rootfs": { "type": "layers", "diff_ids": [format!("sha256:{diff_id}")] },
+    }))?;
+    let config_name = format!("{}.json", crate::tree::hex(&Sha256::digest(&config)));
+    let layer_name = format!("{diff_id}/layer.tar");
+    let manifest = serde_json::to_vec(&serde_json::json!([{
+        "Config": config_name,
+        "RepoTags": [HELPER_IMAGE],
+        "Layers": [layer_name],
+    }]))?;
+    let archive = tar_of(&[
+        (&format!("{diff_id}/"), None),
+        (&layer_name, Some(&layer)),
+        (&config_name, Some(&config)),
+        ("manifest.json", Some(&manifest)),
+    ])?;
+    Ok(archive)
+}
+
+/// A tar of directories (None) and files, with fixed modes and times.
+fn tar_of(entries: &[(&str, Option<&[u8]>)]) -> std::io::Result<Vec<u8>> {
+    let mut archive = tar::Builder::new(Vec::new());
+    for (name, content) in entries {
+        let mut header = tar::Header::new_gnu();
+        header.set_mtime(0);
+        match content {
+            None => {
+                header.set_entry_type(tar::EntryType::Directory);
+                header.set_mode(0o755);
+                header.set_size(0);
+                archive.append_data(&mut header, name, std::io::empty())?;
+            }
+            Some(bytes) => {
+                header.set_entry_type(tar::EntryType::Regular);
+                header.set_mode(0o644);
+                header.set_size(bytes.len() as u64);
+                archive.append_data(&mut header, name, *bytes)?;
+            }
+        }
+    }
+    archive.into_inner()
+}
+
+/// Untagged helper images that racing imports of older versions left (each import's id was its
+/// own) are removed with the next load; never one a container uses. Best effort: one left here
+/// only costs a line in `docker images`.
 fn prune_replaced_helper_images(head: &[String]) {
     let filter = format!("--filter=label={LABEL_PREFIX}.role=helper");
     let _ = docker::capture(&argv(head, &["image", "prune", "--force", &filter]));
@@ -264,6 +338,42 @@ mod tests {
 
     fn strings(args: &[&str]) -> Vec<String> {
         args.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    /// Every client makes the same archive for one architecture, so racing loads agree on the
+    /// image id; the manifest names the config by its digest and tags the helper image.
+    #[test]
+    fn the_helper_archive_is_the_same_bytes_every_time() {
+        let archive = helper_archive("amd64").unwrap();
+        assert_eq!(archive, helper_archive("amd64").unwrap());
+        assert_ne!(archive, helper_archive("arm64").unwrap());
+        let mut files = std::collections::BTreeMap::new();
+        for entry in tar::Archive::new(archive.as_slice()).entries().unwrap() {
+            let mut entry = entry.unwrap();
+            let name = entry.path().unwrap().display().to_string();
+            let mut bytes = Vec::new();
+            std::io::Read::read_to_end(&mut entry, &mut bytes).unwrap();
+            files.insert(name, bytes);
+        }
+        let manifest: serde_json::Value = serde_json::from_slice(&files["manifest.json"]).unwrap();
+        let config_name = manifest[0]["Config"].as_str().unwrap();
+        let config = &files[config_name];
+        assert_eq!(
+            config_name,
+            format!("{}.json", crate::tree::hex(&Sha256::digest(config)))
+        );
+        assert_eq!(manifest[0]["RepoTags"][0], HELPER_IMAGE);
+        let config: serde_json::Value = serde_json::from_slice(config).unwrap();
+        assert_eq!(config["architecture"], "amd64");
+        assert_eq!(
+            config["config"]["Labels"][format!("{LABEL_PREFIX}.role")],
+            "helper"
+        );
+        let layer = &files[manifest[0]["Layers"][0].as_str().unwrap()];
+        assert_eq!(
+            config["rootfs"]["diff_ids"][0],
+            format!("sha256:{}", crate::tree::hex(&Sha256::digest(layer)))
+        );
     }
 
     #[test]

@@ -252,8 +252,24 @@ fn daemon_status_logs_stop(client: impl Fn() -> Command) {
 }
 
 /// Four clients that share nothing but the engine (own HOME, TMPDIR, cache: no host lock in
-/// common) start on a fresh instance at once: all succeed and the virtualenv is made once.
+/// common) start on a fresh instance at once: all succeed and the virtualenv is made once. The
+/// engine lacks the helper image too, so all four load it at once: one image stays, tagged.
 fn four_clients_initialize_once(engine: &IsolatedEngine, instance: &str) {
+    let helper_images = || {
+        let filter = "label=org.docker-meta.host_container.role=helper";
+        let format = "{{.Repository}}:{{.Tag}} {{.ID}}";
+        let listed = engine
+            .docker
+            .listed(&["image", "ls", "--filter", filter, "--format", format]);
+        listed
+            .into_iter()
+            .collect::<std::collections::BTreeSet<_>>()
+    };
+    for image in helper_images() {
+        let id = image.split(' ').next_back().unwrap_or_default();
+        engine.docker.run(&["image", "rm", "--force", id]);
+    }
+    assert!(helper_images().is_empty(), "{:?}", helper_images());
     let sandboxes: Vec<Sandbox> = (0..4).map(|_| Sandbox::new()).collect();
     let outputs = run_at_once(sandboxes.iter().map(|sandbox| {
         let mut command = engine.client(sandbox, instance);
@@ -271,4 +287,12 @@ fn four_clients_initialize_once(engine: &IsolatedEngine, instance: &str) {
     );
     let built = outputs.iter().filter(|o| ran(o, "init.image")).count();
     assert_eq!(built, 1, "the image was built {built} times");
+    let helpers = helper_images();
+    assert!(
+        helpers.len() == 1
+            && helpers
+                .iter()
+                .all(|h| h.starts_with("host_container/helper:1 ")),
+        "helper images after four loads at once: {helpers:?}"
+    );
 }
