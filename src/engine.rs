@@ -105,7 +105,7 @@ fn is_architecture(word: &str) -> bool {
 /// timestamps anywhere, so its digest, the image id, depends on the architecture alone) and the
 /// manifest that tags it.
 fn helper_archive(architecture: &str) -> anyhow::Result<Vec<u8>> {
-    let layer = tar_of(&[("hc/", None)])?;
+    let layer = tar_in_memory(&[("hc/", None)])?;
     let diff_id = crate::tree::hex(&Sha256::digest(&layer));
     let config = serde_json::to_vec(&serde_json::json!({
         "architecture": architecture,
@@ -120,7 +120,7 @@ fn helper_archive(architecture: &str) -> anyhow::Result<Vec<u8>> {
         "RepoTags": [HELPER_IMAGE],
         "Layers": [layer_name],
     }]))?;
-    let archive = tar_of(&[
+    let archive = tar_in_memory(&[
         (&format!("{diff_id}/"), None),
         (&layer_name, Some(&layer)),
         (&config_name, Some(&config)),
@@ -130,7 +130,7 @@ fn helper_archive(architecture: &str) -> anyhow::Result<Vec<u8>> {
 }
 
 /// A tar of directories (None) and files, with fixed modes and times.
-fn tar_of(entries: &[(&str, Option<&[u8]>)]) -> std::io::Result<Vec<u8>> {
+fn tar_in_memory(entries: &[(&str, Option<&[u8]>)]) -> std::io::Result<Vec<u8>> {
     let mut archive = tar::Builder::new(Vec::new());
     for (name, content) in entries {
         let mut header = tar::Header::new_gnu();

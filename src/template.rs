@@ -562,9 +562,10 @@ mod tests {
             .map_err(|e| (e.kind(), r.explain(source, false, &e)))
     }
 
-    #[test]
-    fn substitution_matches_minijinja_text_and_errors() {
-        let r = Renderer::new(Value::from_serialize(serde_json::json!({
+    /// A context with every kind of value the substitution meets: strings, numbers, booleans,
+    /// null, a variable named like a keyword, nested maps and a list.
+    fn scalars_renderer() -> Renderer {
+        Renderer::new(Value::from_serialize(serde_json::json!({
             "image": "img:1",
             "n": 8000,
             "f": 1.5,
@@ -574,7 +575,12 @@ mod tests {
             "names": {"prefix": "hc-x", "deep": {"er": "d"}},
             "command": ["echo", "a b"],
             "env": {"UPGRADE": "1"},
-        })));
+        })))
+    }
+
+    #[test]
+    fn substitution_matches_minijinja_text_and_errors() {
+        let r = scalars_renderer();
         // (source, whether substitution answers it without minijinja)
         let cases = [
             ("a {{ image }} b", true),
@@ -637,15 +643,7 @@ mod tests {
     /// minijinja's business), so only sources with a tag are compared.
     #[test]
     fn random_templates_render_as_minijinja_renders_them() {
-        let r = Renderer::new(Value::from_serialize(serde_json::json!({
-            "image": "img:1",
-            "n": 8000,
-            "f": 1.5,
-            "yes": true,
-            "nothing": null,
-            "names": {"prefix": "hc-x"},
-            "env": {"UPGRADE": "1"},
-        })));
+        let r = scalars_renderer();
         let pieces = [
             "{{",
             "}}",
