@@ -98,6 +98,10 @@ pub struct Arguments {
     /// An extra configuration layer; repeatable, the last given wins.
     #[arg(long = "config-dir", value_name = "DIR", value_hint = ValueHint::DirPath)]
     pub config_dirs: Vec<PathBuf>,
+    /// Ignore the project layer (`.host_container/` in the current directory or the nearest
+    /// parent); also $HOST_CONTAINER_NO_PROJECT.
+    #[arg(long)]
+    pub no_project: bool,
     /// Keeps independent instances of one language and variant apart.
     #[arg(short = 'x', long, default_value = "default", value_name = "NAME")]
     pub instance: String,
@@ -206,6 +210,11 @@ pub struct Invocation {
     /// names (see `plan::Names`).
     pub legacy_names: bool,
     pub orchestrator: Orchestrator,
+    /// `--junit` was given: a test step may write its runner's report for it.
+    pub junit: bool,
+    /// Whether the engine sees this machine's files, when it was asked (not with `--offline`,
+    /// and only inside a project, whose files reach containers by a bind mount or a copy).
+    pub engine_sees_client_files: Option<bool>,
 }
 
 /// Names become parts of docker object names, which allow only these characters (and image
@@ -369,6 +378,8 @@ impl Invocation {
             force: args.force,
             legacy_names: false,
             orchestrator: args.orchestrator,
+            junit: args.junit.is_some(),
+            engine_sees_client_files: None,
         })
     }
 }

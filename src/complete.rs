@@ -99,7 +99,7 @@ fn languages(current: &OsStr) -> Vec<CompletionCandidate> {
     let Some(args) = typed() else {
         return Vec::new();
     };
-    match crate::config::layers_of(&args.config_dirs) {
+    match crate::config::layers_of(&args.config_dirs, !args.no_project) {
         Ok(layers) => matching(layers.languages(), current),
         Err(_) => Vec::new(),
     }
@@ -110,7 +110,7 @@ fn variants(current: &OsStr) -> Vec<CompletionCandidate> {
         return Vec::new();
     };
     let (Some(language), Ok(layers)) =
-        (&args.language, crate::config::layers_of(&args.config_dirs))
+        (&args.language, crate::config::layers_of(&args.config_dirs, !args.no_project))
     else {
         return Vec::new();
     };
@@ -124,7 +124,7 @@ fn modes(current: &OsStr) -> Vec<CompletionCandidate> {
     let (Some(language), Some(variant), Ok(layers)) = (
         &args.language,
         &args.variant,
-        crate::config::layers_of(&args.config_dirs),
+        crate::config::layers_of(&args.config_dirs, !args.no_project),
     ) else {
         return Vec::new();
     };

@@ -1,7 +1,8 @@
 //! The configuration layers and which file wins.
 //!
 //! Lowest to highest: the defaults embedded in the binary, `<installdir>/etc/docker_meta/
-//! host_container`, `$HOME/.docker_meta/host_container`, then each `--config-dir` in order. A file
+//! host_container`, `$HOME/.docker_meta/host_container`, the project's `.host_container/` (in the
+//! current directory or the nearest parent that has one), then each `--config-dir` in order. A file
 //! in a higher layer shadows the file with the same relative path below it, and every file found
 //! remembers its layer, so plans can say where each step came from.
 
@@ -21,7 +22,7 @@ pub const LAYER_SUBDIR: &str = "etc/docker_meta/host_container";
 
 #[derive(Debug, Clone)]
 pub struct Layer {
-    /// `builtin`, `installdir`, `home`, or `config-dir N`.
+    /// `builtin`, `installdir`, `home`, `project`, or `config-dir N`.
     pub name: String,
     pub root: PathBuf,
 }
@@ -40,6 +41,20 @@ pub struct Layers {
     /// Lowest priority first.
     layers: Vec<Layer>,
     cache_dir: PathBuf,
+    /// The directory holding the project layer `.host_container/`, when one was found.
+    project: Option<PathBuf>,
+}
+
+/// The directory name that makes a directory a project with a configuration layer.
+pub const PROJECT_LAYER: &str = ".host_container";
+
+/// The nearest directory, `start` or one of its parents, that holds a `.host_container/`
+/// directory: the project, as compose, just and dev containers find their files.
+pub fn find_project(start: &Path) -> Option<PathBuf> {
+    start
+        .ancestors()
+        .find(|dir| fs::symlink_metadata(dir.join(PROJECT_LAYER)).is_ok_and(|m| m.is_dir()))
+        .map(Path::to_owned)
 }
 
 impl Layers {
@@ -48,6 +63,7 @@ impl Layers {
         config_dirs: &[PathBuf],
         home: Option<&Path>,
         installdir: Option<&Path>,
+        project: Option<&Path>,
         cache_dir: PathBuf,
     ) -> anyhow::Result<Layers> {
         safe_fs::private_dir(&cache_dir)?;
@@ -73,6 +89,20 @@ impl Layers {
                 });
             }
         }
+        let project = match project {
+            Some(dir) => {
+                let root = fs::canonicalize(dir.join(PROJECT_LAYER)).with_context(|| {
+                    format!("resolving the project layer {}", dir.join(PROJECT_LAYER).display())
+                })?;
+                let project = root.parent().map(Path::to_owned);
+                layers.push(Layer {
+                    name: "project".into(),
+                    root,
+                });
+                project
+            }
+            None => None,
+        };
         for (index, dir) in config_dirs.iter().enumerate() {
             if !dir.is_dir() {
                 return fail(
@@ -87,7 +117,24 @@ impl Layers {
                 root,
             });
         }
-        Ok(Layers { layers, cache_dir })
+        Ok(Layers {
+            layers,
+            cache_dir,
+            project,
+        })
+    }
+
+    /// The project directory (the parent of the project layer), when a project layer is in effect.
+    pub fn project(&self) -> Option<&Path> {
+        self.project.as_deref()
+    }
+
+    /// The project layer's own directory, when one is in effect.
+    pub fn project_layer(&self) -> Option<&Path> {
+        self.layers
+            .iter()
+            .find(|layer| layer.name == "project")
+            .map(|layer| layer.root.as_path())
     }
 
     /// Where materialized layers and merged directories live.
@@ -248,8 +295,20 @@ pub fn environment() -> BTreeMap<String, String> {
         .collect()
 }
 
-/// The configuration layers in effect for these `--config-dir`s, this user and this binary.
-pub fn layers_of(config_dirs: &[PathBuf]) -> anyhow::Result<Layers> {
+/// Whether a project layer is looked for: not with `--no-project` (`use_project` false) nor
+/// with `$HOST_CONTAINER_NO_PROJECT` set to anything but empty, `0`, `false`, `no` or `off`.
+pub fn project_wanted(use_project: bool, env: &BTreeMap<String, String>) -> bool {
+    let refused = env
+        .get("HOST_CONTAINER_NO_PROJECT")
+        .is_some_and(|value| {
+            !value.is_empty() && !crate::template::OFF.contains(&value.to_ascii_lowercase().as_str())
+        });
+    use_project && !refused
+}
+
+/// The configuration layers in effect for these `--config-dir`s, this user, this binary and,
+/// unless `use_project` is false, the project the current directory is in.
+pub fn layers_of(config_dirs: &[PathBuf], use_project: bool) -> anyhow::Result<Layers> {
     let home = std::env::var_os("HOME")
         .filter(|h| !h.is_empty())
         .map(PathBuf::from);
@@ -259,5 +318,14 @@ pub fn layers_of(config_dirs: &[PathBuf]) -> anyhow::Result<Layers> {
     let installdir = std::env::current_exe()
         .ok()
         .and_then(|exe| exe.parent()?.parent().map(PathBuf::from));
-    Layers::discover(config_dirs, home.as_deref(), installdir.as_deref(), cache)
+    let project = project_wanted(use_project, &env)
+        .then(|| std::env::current_dir().ok().and_then(|cwd| find_project(&cwd)))
+        .flatten();
+    Layers::discover(
+        config_dirs,
+        home.as_deref(),
+        installdir.as_deref(),
+        project.as_deref(),
+        cache,
+    )
 }

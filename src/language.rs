@@ -26,6 +26,8 @@ pub const FILE_NAME: &str = "language.yaml";
 
 /// The variable every language should define: the image its Dockerfiles build on.
 pub const BASE_IMAGE: &str = "base_image";
+/// A PEM bundle on this machine that containers fetching packages trust (company proxies).
+pub const CA_BUNDLE: &str = "ca_bundle";
 
 /// One `language.yaml`: a description and the variables it sets.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
@@ -151,15 +153,21 @@ impl Settings {
     /// `--set` is applied by the caller, with every other `--set`.
     pub fn with_env(mut self, language: &str, env: &BTreeMap<String, String>) -> Settings {
         let non_empty = |name: &str| env.get(name).filter(|v| !v.is_empty()).cloned();
-        if let Some(value) = non_empty("HOST_CONTAINER_BASE_IMAGE") {
-            let origin = "$HOST_CONTAINER_BASE_IMAGE".to_owned();
-            self.vars.insert(BASE_IMAGE.into(), Var { value, origin });
+        // Variables every language shares, settable once for all of them.
+        for (key, name) in [
+            (BASE_IMAGE, "HOST_CONTAINER_BASE_IMAGE"),
+            (CA_BUNDLE, "HOST_CONTAINER_CA_BUNDLE"),
+        ] {
+            if let Some(value) = non_empty(name) {
+                let origin = format!("${name}");
+                self.vars.insert(key.into(), Var { value, origin });
+            }
         }
         let keys: Vec<String> = self
             .vars
             .keys()
             .cloned()
-            .chain(std::iter::once(BASE_IMAGE.to_owned()))
+            .chain([BASE_IMAGE.to_owned(), CA_BUNDLE.to_owned()])
             .collect();
         for key in keys {
             let name = env_name(language, &key);

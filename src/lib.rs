@@ -122,7 +122,7 @@ fn run_arguments(args: &Arguments) -> anyhow::Result<u8> {
         write_out(&mut stdout, &complete::man_page()?)?;
         return Ok(0);
     }
-    let layers = config::layers_of(&args.config_dirs)?;
+    let layers = config::layers_of(&args.config_dirs, !args.no_project)?;
 
     if args.list {
         write_out(&mut stdout, &validate::list(&layers))?;
@@ -156,6 +156,13 @@ fn run_arguments(args: &Arguments) -> anyhow::Result<u8> {
     let mut invocation = Invocation::from_arguments(args, language, variant, mode)?;
     if !args.offline {
         invocation.legacy_names = state::legacy_names_in_use(&invocation, args.context.as_deref());
+        if layers.project().is_some() {
+            // Whether the project is bind-mounted or copied; cached per engine. An engine that
+            // does not answer leaves it assumed, and a run stops at its first step anyway.
+            let head = docker::docker_head(args.context.as_deref());
+            invocation.engine_sees_client_files =
+                engine::sees_client_files(&head, layers.cache_dir()).ok();
+        }
     }
     let plan = compile::compile(&invocation, &layers, args.context.as_deref())?;
 
@@ -286,7 +293,7 @@ fn validate_in_layers(args: &Arguments, file: &std::path::Path) -> anyhow::Resul
     };
     let mut config_dirs = args.config_dirs.clone();
     config_dirs.extend(root.map(|r| r.to_path_buf()));
-    let layers = config::layers_of(&config_dirs)?;
+    let layers = config::layers_of(&config_dirs, !args.no_project)?;
     let invocation = Invocation::from_arguments(args, language, variant, mode.to_owned())?;
     compile::compile(&invocation, &layers, args.context.as_deref()).map(|_| ())
 }

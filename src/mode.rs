@@ -89,6 +89,16 @@ pub struct StepSpec {
     /// how files reach an engine that cannot see them (a remote or `dind` engine).
     #[serde(default)]
     pub stdin: Option<StdinSpec>,
+    /// Whether this step running again (its inputs changed) makes the steps that need it
+    /// stale. `false` for a step whose result they read afresh every time, such as a copy of
+    /// the project's files mounted into them: an edit re-sends the files, and what was
+    /// installed from them stays.
+    #[serde(default = "propagates_by_default")]
+    pub propagates: bool,
+}
+
+fn propagates_by_default() -> bool {
+    true
 }
 
 /// A stream fed to a step's standard input.
@@ -98,6 +108,18 @@ pub struct StdinSpec {
     /// A directory (a template) sent as a tar archive: regular files with their executable
     /// bits, owned by root, in a stable order.
     pub tar: String,
+    /// Send each file's modification time (otherwise every file is dated 0, so the same content
+    /// is the same archive). Tools such as Python's zip refuse dates before 1980.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub mtimes: bool,
+    /// Patterns (gitignore syntax, not templates) of files and directories left out of the
+    /// archive, and out of the step's fingerprint when the same directory is an input.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ignore: Vec<String>,
+    /// Files below the directory whose lines are more such patterns (`.dockerignore`,
+    /// `.host_container/ignore`); a missing one counts as empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ignore_files: Vec<String>,
 }
 
 /// How a step's output reaches the user.

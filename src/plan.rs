@@ -127,6 +127,10 @@ pub struct Step {
     /// and does not (the CI cache cut-off).
     #[serde(skip)]
     pub invalidates: bool,
+    /// From the mode file: whether this step running again can make the steps that need it
+    /// stale (see `mode::StepSpec::propagates`).
+    #[serde(skip)]
+    pub propagates: bool,
 }
 
 impl Step {

@@ -271,7 +271,7 @@ pub fn apply(plan: &mut Plan, observed: &Observed) -> Vec<Error> {
             step.argv = argv;
         }
         step.status = status;
-        step.invalidates = invalidates;
+        step.invalidates = invalidates && step.propagates;
         step.reason = reason;
         step.before = step.planned_before.clone();
         step.before.extend(before);
@@ -722,6 +722,7 @@ mod tests {
             record: record::Record::default(),
             record_masks: Vec::new(),
             invalidates: false,
+            propagates: true,
         }
     }
 

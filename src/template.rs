@@ -33,6 +33,9 @@ pub const BUILTINS: &[&str] = &[
     "cwd",
     "env",
     "tty",
+    "junit",
+    "project",
+    "dependency_env",
     "run_id",
     "orchestrator",
     "image",
@@ -49,7 +52,7 @@ pub const BUILTINS: &[&str] = &[
 pub const FUNCTIONS: &[&str] = &["getenv", "env_flag", "range", "dict", "namespace", "debug"];
 
 /// Values of an environment variable that `env_flag` reads as "off", besides empty.
-const OFF: &[&str] = &["0", "false", "no", "off"];
+pub const OFF: &[&str] = &["0", "false", "no", "off"];
 
 /// Renders the strings of one mode with one set of variables. Rendering is pure, so results are
 /// memoized by source text: generated modes repeat the same templates thousands of times.

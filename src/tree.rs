@@ -25,6 +25,46 @@ pub enum Node {
 /// Every file and symlink below `root`, sorted. Symlinks are not followed; FIFOs, devices and
 /// sockets are refused with their path (reading them would block or never end).
 pub fn walk(root: &Path) -> anyhow::Result<Vec<(PathBuf, Node)>> {
+    walk_ignoring(root, None)
+}
+
+/// Patterns of paths a walk leaves out (gitignore syntax), relative to the walked root.
+pub type Ignore = ignore::gitignore::Gitignore;
+
+/// The patterns `patterns` and those in the files `files` (relative to `root`; a missing one
+/// counts as empty), for `walk_ignoring`.
+pub fn ignore_rules(root: &Path, patterns: &[String], files: &[String]) -> anyhow::Result<Ignore> {
+    let mut builder = ignore::gitignore::GitignoreBuilder::new(root);
+    for pattern in patterns {
+        builder
+            .add_line(None, pattern)
+            .with_context(|| format!("ignore pattern `{pattern}`"))?;
+    }
+    for file in files {
+        let path = root.join(file);
+        if fs::symlink_metadata(&path).is_err() {
+            continue;
+        }
+        let (mut opened, _) = safe_fs::open_regular(&path)?;
+        let mut text = String::new();
+        (&mut opened)
+            .take(1 << 20)
+            .read_to_string(&mut text)
+            .with_context(|| format!("reading {}", path.display()))?;
+        for line in text.lines() {
+            builder
+                .add_line(Some(path.clone()), line)
+                .with_context(|| format!("{}: pattern `{line}`", path.display()))?;
+        }
+    }
+    builder.build().context("ignore patterns")
+}
+
+/// `walk`, leaving out what `ignore` matches (an ignored directory is not entered).
+pub fn walk_ignoring(
+    root: &Path,
+    ignore: Option<&Ignore>,
+) -> anyhow::Result<Vec<(PathBuf, Node)>> {
     use std::os::unix::fs::PermissionsExt;
     let mut found = Vec::new();
     let mut pending = vec![root.to_owned()];
@@ -34,6 +74,9 @@ pub fn walk(root: &Path) -> anyhow::Result<Vec<(PathBuf, Node)>> {
             let metadata = fs::symlink_metadata(&path)
                 .with_context(|| format!("reading {}", path.display()))?;
             let kind = metadata.file_type();
+            if ignore.is_some_and(|rules| rules.matched(&path, kind.is_dir()).is_ignore()) {
+                continue;
+            }
             if kind.is_dir() {
                 pending.push(path);
             } else if kind.is_file() {

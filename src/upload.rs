@@ -7,8 +7,9 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::thread::JoinHandle;
 
+use crate::mode::StdinSpec;
 use crate::safe_fs;
-use crate::tree::Node;
+use crate::tree::{Ignore, Node};
 
 /// The archive streamed to a step's stdin: a reader for the child and the thread writing it.
 pub struct TarStream {
@@ -19,9 +20,31 @@ pub struct TarStream {
 /// Starts writing a tar archive of `dir` into a pipe. The archive is the same for the same
 /// content: entries sorted, owned by root, dated 0, permission bits as they are here.
 pub fn tar_of(dir: &Path) -> io::Result<TarStream> {
-    let entries = entries_below(dir)?;
+    tar_with(dir, None, false)
+}
+
+/// The archive a step's `stdin: {tar: …}` asks for: its ignore patterns left out and, with
+/// `mtimes`, each file dated as it is here.
+pub fn tar_for(spec: &StdinSpec) -> io::Result<TarStream> {
+    let dir = Path::new(&spec.tar);
+    let rules = ignore_of(spec)?;
+    tar_with(dir, rules.as_ref(), spec.mtimes)
+}
+
+/// The ignore rules of a `stdin: {tar: …}`, if it has any.
+pub fn ignore_of(spec: &StdinSpec) -> io::Result<Option<Ignore>> {
+    if spec.ignore.is_empty() && spec.ignore_files.is_empty() {
+        return Ok(None);
+    }
+    crate::tree::ignore_rules(Path::new(&spec.tar), &spec.ignore, &spec.ignore_files)
+        .map(Some)
+        .map_err(|e| io::Error::other(format!("{e:#}")))
+}
+
+fn tar_with(dir: &Path, ignore: Option<&Ignore>, mtimes: bool) -> io::Result<TarStream> {
+    let entries = entries_below(dir, ignore)?;
     let (reader, writer) = os_pipe::pipe()?;
-    let writer = std::thread::spawn(move || write_tar(writer, &entries));
+    let writer = std::thread::spawn(move || write_tar(writer, &entries, mtimes));
     Ok(TarStream { reader, writer })
 }
 
@@ -31,8 +54,9 @@ type Entry = (String, PathBuf, Node);
 /// Every file and symlink below `root` by archive path, from the same walk that hashes inputs:
 /// symlinks are sent as symlinks, never followed (a link to `/` must not send the machine), and
 /// FIFOs, sockets and devices are refused with their path.
-fn entries_below(root: &Path) -> io::Result<Vec<Entry>> {
-    let walked = crate::tree::walk(root).map_err(|e| io::Error::other(format!("{e:#}")))?;
+fn entries_below(root: &Path, ignore: Option<&Ignore>) -> io::Result<Vec<Entry>> {
+    let walked = crate::tree::walk_ignoring(root, ignore)
+        .map_err(|e| io::Error::other(format!("{e:#}")))?;
     let mut found = Vec::with_capacity(walked.len());
     for (path, node) in walked {
         let inner = path.strip_prefix(root).unwrap_or(&path);
@@ -47,13 +71,19 @@ fn entries_below(root: &Path) -> io::Result<Vec<Entry>> {
     Ok(found)
 }
 
-fn write_tar(writer: impl Write, entries: &[Entry]) -> io::Result<()> {
+fn write_tar(writer: impl Write, entries: &[Entry], mtimes: bool) -> io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
     let mut builder = tar::Builder::new(writer);
     for (inner, path, node) in entries {
         let mut header = tar::Header::new_gnu();
         header.set_uid(0);
         header.set_gid(0);
-        header.set_mtime(0);
+        let mtime = if mtimes {
+            std::fs::symlink_metadata(path).map_or(0, |m| m.mtime().max(0) as u64)
+        } else {
+            0
+        };
+        header.set_mtime(mtime);
         match node {
             Node::Link(target) => {
                 header.set_entry_type(tar::EntryType::Symlink);

@@ -8,6 +8,7 @@ use std::path::Path;
 use indexmap::IndexMap;
 use serde_json::{json, Map, Value};
 
+use super::carried;
 use super::modes::LoadedMode;
 use super::Compiler;
 use crate::cli::Invocation;
@@ -23,9 +24,26 @@ pub(super) fn base_context(
     layers: &Layers,
     language_vars: &IndexMap<String, crate::language::Var>,
 ) -> anyhow::Result<Map<String, Value>> {
-    let mut context = builtins(invocation, layers)?;
+    let setting = |key: &str| {
+        (invocation.sets.get(key).cloned())
+            .or_else(|| language_vars.get(key).map(|var| var.value.clone()))
+    };
+    let ca = carried::ca_bundle(invocation, layers, language_vars)?;
+    let mut context = builtins(invocation, layers, ca.as_deref())?;
     for (key, var) in language_vars {
         context.insert(key.clone(), json!(var.value));
+    }
+    let project_dir = setting("project_dir").unwrap_or_else(|| "/project".to_owned());
+    context.insert(
+        "project".into(),
+        carried::project(invocation, layers, &project_dir),
+    );
+    context.insert(
+        "dependency_env".into(),
+        json!(carried::dependency_env(&invocation.env, ca.is_some())),
+    );
+    if !language_vars.contains_key("project_dir") {
+        context.insert("project_dir".into(), json!(project_dir));
     }
     for (key, value) in &invocation.sets {
         if BUILTINS.contains(&key.as_str()) {
@@ -40,7 +58,11 @@ pub(super) fn base_context(
 }
 
 /// The built-in variables, named in `template::BUILTINS`.
-fn builtins(invocation: &Invocation, layers: &Layers) -> anyhow::Result<Map<String, Value>> {
+fn builtins(
+    invocation: &Invocation,
+    layers: &Layers,
+    ca: Option<&Path>,
+) -> anyhow::Result<Map<String, Value>> {
     let names = Names::of(invocation);
     let layer_list: Vec<_> = layers
         .layers()
@@ -68,6 +90,7 @@ fn builtins(invocation: &Invocation, layers: &Layers) -> anyhow::Result<Map<Stri
     put("cwd", json!(invocation.cwd));
     put("env", json!(invocation.env));
     put("tty", json!(invocation.tty));
+    put("junit", json!(invocation.junit));
     put("run_id", json!(invocation.run_id));
     put("orchestrator", json!(invocation.orchestrator.name()));
     put("image", json!(names.image));
@@ -77,6 +100,7 @@ fn builtins(invocation: &Invocation, layers: &Layers) -> anyhow::Result<Map<Stri
         json!({
             "data": format!("{}-data", names.prefix),
             "hosts": format!("{}-hosts", names.prefix),
+            "project": format!("{}-project", names.prefix),
         }),
     );
     put(
@@ -86,20 +110,29 @@ fn builtins(invocation: &Invocation, layers: &Layers) -> anyhow::Result<Map<Stri
             "run": format!("{}-run-{}", names.prefix, invocation.run_id),
         }),
     );
-    put("paths", Value::Object(paths(invocation, layers)?));
+    put("paths", Value::Object(paths(invocation, layers, ca)?));
     put("layers", json!(layer_list));
     put("set", json!(invocation.sets));
     Ok(context)
 }
 
-/// `paths`: the variant's merged hosts and services directories, and the backup directory.
-fn paths(invocation: &Invocation, layers: &Layers) -> anyhow::Result<Map<String, Value>> {
+/// `paths`: the variant's merged hosts and services directories (with the CA bundle carried
+/// in, when one is set), the backup directory and the project's directory here.
+fn paths(
+    invocation: &Invocation,
+    layers: &Layers,
+    ca: Option<&Path>,
+) -> anyhow::Result<Map<String, Value>> {
     let mut paths = Map::new();
     for (key, kind) in [("hosts", "hosts"), ("services", "services")] {
         let relative = Path::new(&invocation.language)
             .join(kind)
             .join(&invocation.variant);
         let dir = layers.merged_dir(&relative)?;
+        let dir = match (dir, ca) {
+            (Some(dir), Some(ca)) => Some(carried::with_ca(layers, &dir, ca)?),
+            (dir, _) => dir,
+        };
         // An absent part still has a path, so the plan compiles and `variant::check` names it.
         if let Some(dir) = dir.or_else(|| crate::variant::absent_dir(layers, &relative)) {
             paths.insert(key.into(), json!(dir.display().to_string()));
@@ -109,6 +142,9 @@ fn paths(invocation: &Invocation, layers: &Layers) -> anyhow::Result<Map<String,
         "backup_dir".into(),
         json!(invocation.backup_dir.display().to_string()),
     );
+    if let Some(project) = layers.project() {
+        paths.insert("project".into(), json!(project.display().to_string()));
+    }
     Ok(paths)
 }
 

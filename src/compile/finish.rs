@@ -131,7 +131,14 @@ fn fingerprint(
     let mut files = BTreeMap::new();
     for (index, input) in step.inputs.iter().enumerate() {
         feed(masked(input).as_bytes());
-        let (digest, per_file) = hash_input(Path::new(input))
+        // The directory the step sends is hashed as it is sent: without what it ignores.
+        let sent = step.stdin.as_ref().filter(|stdin| stdin.tar == *input);
+        let ignore = match sent {
+            Some(stdin) => crate::upload::ignore_of(stdin)
+                .map_err(|e| input_error(index, format!("input `{input}`: {e}")))?,
+            None => None,
+        };
+        let (digest, per_file) = hash_input(Path::new(input), ignore.as_ref())
             .map_err(|e| input_error(index, format!("input `{input}`: {e}")))?;
         feed(&digest);
         for (key, file_digest) in per_file {
@@ -141,7 +148,7 @@ fn fingerprint(
     // Only needs that leave state behind feed the fingerprint: whether an always-running step
     // (such as an upgrade joined by UPGRADE) is in the plan must not make its dependents stale.
     for &need in &step.need_indexes {
-        if earlier[need].done.is_some() {
+        if earlier[need].done.is_some() && earlier[need].propagates {
             feed(earlier[need].fingerprint.as_bytes());
         }
     }
@@ -217,7 +224,7 @@ fn record_state(
     step.record.add_inputs(&step.id, files);
     for &need in &step.need_indexes {
         let need = &earlier[need];
-        if need.done.is_none() {
+        if need.done.is_none() || !need.propagates {
             continue;
         }
         if step.record.inputs.len() + need.record.inputs.len() <= MAX_INHERITED_FILES {
@@ -241,10 +248,13 @@ type FileDigests = Vec<(String, String)>;
 /// are not followed. Files are hashed as they are read, and only regular files are read. Also a
 /// short digest per file, by its name in the input (the file name of a file input, the relative
 /// path of a file below a directory), for reasons that name what changed.
-fn hash_input(path: &Path) -> anyhow::Result<(Vec<u8>, FileDigests)> {
+fn hash_input(
+    path: &Path,
+    ignore: Option<&tree::Ignore>,
+) -> anyhow::Result<(Vec<u8>, FileDigests)> {
     let metadata = fs::metadata(path).map_err(|e| anyhow::anyhow!("{e}"))?;
     let files: Vec<(PathBuf, tree::Node)> = if metadata.is_dir() {
-        tree::walk(path)?
+        tree::walk_ignoring(path, ignore)?
     } else if metadata.is_file() {
         vec![(path.to_owned(), tree::Node::File(0))]
     } else {

@@ -7,6 +7,7 @@
 //! renders every step, `link` joins needs and modes into a DAG and seals it into one order, and
 //! `finish` fingerprints each step in that order, `commands` adding what surrounds its argv.
 
+mod carried;
 mod commands;
 mod context;
 mod finish;

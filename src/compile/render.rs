@@ -362,13 +362,17 @@ impl Compiler<'_> {
             ready,
             confirm: fields.confirm,
             inputs: fields.inputs,
-            stdin: fields.stdin_tar.map(|tar| StdinSpec { tar }),
+            stdin: (fields.stdin_tar.zip(spec.stdin.as_ref())).map(|(tar, written)| StdinSpec {
+                tar,
+                ..written.clone()
+            }),
             forced: false,
             need_indexes: Vec::new(),
             raw_args: fields.raw_args,
             record: crate::record::Record::default(),
             record_masks: Vec::new(),
             invalidates: true,
+            propagates: spec.propagates,
         })
     }
 

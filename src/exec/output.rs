@@ -4,7 +4,6 @@
 
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::path::Path;
 use std::thread::JoinHandle;
 
 use super::dispatch::Running;
@@ -168,7 +167,7 @@ fn run_prefixed(
     pids: &Running,
 ) -> Result<MainResult, Failure> {
     let upload = match &step.stdin {
-        Some(stdin) => Some(crate::upload::tar_of(Path::new(&stdin.tar)).map_err(|e| {
+        Some(stdin) => Some(crate::upload::tar_for(stdin).map_err(|e| {
             failure(
                 Kind::Io,
                 None,
