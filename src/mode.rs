@@ -112,8 +112,9 @@ pub struct StdinSpec {
     /// is the same archive). Tools such as Python's zip refuse dates before 1980.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub mtimes: bool,
-    /// Patterns (gitignore syntax, not templates) of files and directories left out of the
-    /// archive, and out of the step's fingerprint when the same directory is an input.
+    /// Patterns (gitignore syntax; each a template, an empty one counts for nothing) of files
+    /// and directories left out of the archive, and out of the step's fingerprint when the same
+    /// directory is an input.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ignore: Vec<String>,
     /// Files below the directory whose lines are more such patterns (`.dockerignore`,
@@ -247,6 +248,7 @@ pub enum Slot {
     ArchiveStamp,
     Confirm,
     StdinTar,
+    StdinIgnore,
 }
 
 impl StepSpec {
@@ -312,6 +314,14 @@ impl StepSpec {
         }
         if let Some(stdin) = &self.stdin {
             fields.push(F::at(&["stdin", "tar"], &stdin.tar, Slot::StdinTar));
+            for (index, pattern) in stdin.ignore.iter().enumerate() {
+                fields.push(F::item(
+                    &["stdin", "ignore"],
+                    index,
+                    pattern,
+                    Slot::StdinIgnore,
+                ));
+            }
         }
         fields
     }

@@ -34,7 +34,7 @@ pub const BUILTINS: &[&str] = &[
     "env",
     "tty",
     "junit",
-    "project",
+    "workspace",
     "dependency_env",
     "run_id",
     "orchestrator",

@@ -12,7 +12,7 @@ fn steps_without_state_are_announced_by_what_they_do() {
         ),
         (
             "purge",
-            "==> purge.volumes: Remove the data volume, the hosts volume and their stamps\n",
+            "==> purge.volumes: Remove the data volume, the hosts volume, the project's copy and their stamps\n",
         ),
     ] {
         let sandbox = Sandbox::new();

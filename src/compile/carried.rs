@@ -72,7 +72,10 @@ pub(super) fn ca_bundle(
             Ok(metadata) if metadata.is_file() => Ok(Some(path)),
             Ok(_) => fail(
                 Kind::Config,
-                format!("{CA_BUNDLE} {} (from {origin}) is not a file", path.display()),
+                format!(
+                    "{CA_BUNDLE} {} (from {origin}) is not a file",
+                    path.display()
+                ),
             ),
             Err(e) => fail(
                 Kind::Config,
@@ -130,12 +133,19 @@ pub(super) fn dependency_env(env: &BTreeMap<String, String>, ca: bool) -> Vec<St
     options
 }
 
-/// `project`: none outside a project; inside one, where it is here (`root`) and in containers
+/// `workspace`: none outside a project; inside one, where it is here (`root`) and in containers
 /// (`dir`), whether it is `copied` into the volume `volumes.project` (the engine cannot see
 /// this machine's files) or bind-mounted, whether that was `assumed` (not asked: `--offline`),
 /// the `mount` option, and `args`: the mount, the working directory and, for a bind mount by
-/// a user other than root, that user (so files the job writes belong to them).
-pub(super) fn project(invocation: &Invocation, layers: &Layers, project_dir: &str) -> Value {
+/// a user other than root, that user (so files the job writes belong to them); for init,
+/// `install_args` (the mount and what initialize reads: `HC_PROJECT`, `HC_PROJECT_OWNER`,
+/// `HC_DEPENDENCY_GROUPS`) and the `dependency_files` whose change makes init stale.
+pub(super) fn project(
+    invocation: &Invocation,
+    layers: &Layers,
+    project_dir: &str,
+    dependency_groups: &str,
+) -> Value {
     let Some(root) = layers.project() else {
         return Value::Null;
     };
@@ -147,9 +157,15 @@ pub(super) fn project(invocation: &Invocation, layers: &Layers, project_dir: &st
     let target = mount_option("target", project_dir);
     let names = crate::names::Names::of(invocation);
     let mount = if sees {
-        format!("--mount=type=bind,{},{target}", mount_option("source", &root))
+        format!(
+            "--mount=type=bind,{},{target}",
+            mount_option("source", &root)
+        )
     } else {
-        format!("--mount=type=volume,source={}-project,{target}", names.prefix)
+        format!(
+            "--mount=type=volume,source={}-project,{target}",
+            names.prefix
+        )
     };
     let as_user = sees && invocation.uid != 0;
     let owner = if as_user {
@@ -162,8 +178,16 @@ pub(super) fn project(invocation: &Invocation, layers: &Layers, project_dir: &st
         args.push(format!("--user={owner}"));
         args.push("--env=HOME=/tmp".to_owned());
     }
+    let install_args = [
+        mount.clone(),
+        format!("--env=HC_PROJECT={project_dir}"),
+        format!("--env=HC_PROJECT_OWNER={owner}"),
+        format!("--env=HC_DEPENDENCY_GROUPS={}", dependency_groups.trim()),
+    ];
     json!({
         "root": root,
+        "dependency_files": dependency_files(Path::new(&root)),
+        "install_args": install_args,
         "dir": project_dir,
         "copied": !sees,
         "assumed": assumed,
@@ -171,6 +195,32 @@ pub(super) fn project(invocation: &Invocation, layers: &Layers, project_dir: &st
         "args": args,
         "owner": owner,
     })
+}
+
+/// The project's files that name its dependencies, as they are here: what makes init stale.
+/// `requirements*.txt` only at the top, as initialize reads them.
+fn dependency_files(root: &Path) -> Vec<String> {
+    const NAMED: &[&str] = &[
+        "pyproject.toml",
+        "setup.py",
+        "setup.cfg",
+        "package.json",
+        "package-lock.json",
+        "npm-shrinkwrap.json",
+    ];
+    let mut found: Vec<String> = std::fs::read_dir(root)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| {
+            let name = entry.file_name().into_string().ok()?;
+            let requirements = name.starts_with("requirements") && name.ends_with(".txt");
+            let wanted = requirements || NAMED.contains(&name.as_str());
+            (wanted && entry.path().is_file()).then(|| entry.path().display().to_string())
+        })
+        .collect();
+    found.sort();
+    found
 }
 
 /// Without asking: an engine at the default address or a `unix://` socket is taken to be this
@@ -226,8 +276,14 @@ mod tests {
                 .collect()
         };
         assert!(local_address(&env(&[])));
-        assert!(local_address(&env(&[("DOCKER_HOST", "unix:///run/x.sock")])));
-        assert!(!local_address(&env(&[("DOCKER_HOST", "tcp://10.0.0.1:2375")])));
+        assert!(local_address(&env(&[(
+            "DOCKER_HOST",
+            "unix:///run/x.sock"
+        )])));
+        assert!(!local_address(&env(&[(
+            "DOCKER_HOST",
+            "tcp://10.0.0.1:2375"
+        )])));
         assert!(!local_address(&env(&[("DOCKER_CONTEXT", "ci")])));
     }
 }

@@ -35,8 +35,13 @@ pub(super) fn base_context(
     }
     let project_dir = setting("project_dir").unwrap_or_else(|| "/project".to_owned());
     context.insert(
-        "project".into(),
-        carried::project(invocation, layers, &project_dir),
+        "workspace".into(),
+        carried::project(
+            invocation,
+            layers,
+            &project_dir,
+            &setting("dependency_groups").unwrap_or_default(),
+        ),
     );
     context.insert(
         "dependency_env".into(),

@@ -64,6 +64,7 @@ struct Fields {
     archive_stamps: Vec<String>,
     confirm: Option<String>,
     stdin_tar: Option<String>,
+    stdin_ignore: Vec<String>,
 }
 
 impl Fields {
@@ -95,6 +96,9 @@ impl Fields {
             Slot::ArchiveImage => self.archive_image = texts.next().unwrap_or_default(),
             Slot::Confirm => self.confirm = texts.next(),
             Slot::StdinTar => self.stdin_tar = texts.next(),
+            Slot::StdinIgnore => self
+                .stdin_ignore
+                .extend(texts.filter(|pattern| !pattern.trim().is_empty())),
         }
     }
 }
@@ -364,6 +368,7 @@ impl Compiler<'_> {
             inputs: fields.inputs,
             stdin: (fields.stdin_tar.zip(spec.stdin.as_ref())).map(|(tar, written)| StdinSpec {
                 tar,
+                ignore: fields.stdin_ignore,
                 ..written.clone()
             }),
             forced: false,

@@ -15,6 +15,26 @@ use std::process::{Child, Command, Output, Stdio};
 use serde_json::Value;
 use tempfile::TempDir;
 
+/// Whether the client variable `name` reaches init or upgrade (package settings, proxies, CA
+/// bundles) or changes the project or language settings: tests start without the developer's.
+fn carried_setting(name: &str) -> bool {
+    let upper = name.to_ascii_uppercase();
+    upper.starts_with("PIP_")
+        || upper.starts_with("NPM_CONFIG_")
+        || upper.starts_with("HOST_CONTAINER_PYTHON_")
+        || upper.starts_with("HOST_CONTAINER_NODE_")
+        || [
+            "HTTP_PROXY",
+            "HTTPS_PROXY",
+            "NO_PROXY",
+            "REQUESTS_CA_BUNDLE",
+            "SSL_CERT_FILE",
+            "HOST_CONTAINER_CA_BUNDLE",
+            "HOST_CONTAINER_NO_PROJECT",
+        ]
+        .contains(&upper.as_str())
+}
+
 /// A sandbox for one test: HOME, cache and working directory of its own.
 pub struct Sandbox {
     pub root: TempDir,
@@ -50,6 +70,12 @@ impl Sandbox {
             .env_remove("HOST_CONTAINER_RUN_ID")
             .env_remove("HOST_CONTAINER_BACKUP_DIR")
             .current_dir(self.path("project"));
+        for (name, _) in std::env::vars_os() {
+            let name = name.to_string_lossy();
+            if carried_setting(&name) {
+                command.env_remove(&*name);
+            }
+        }
         command
     }
 
