@@ -40,6 +40,7 @@ pub mod plan;
 pub mod print;
 pub mod record;
 pub mod safe_fs;
+pub mod scaffold;
 pub mod state;
 pub mod swarm;
 pub mod tar_entries;
@@ -143,6 +144,9 @@ fn run_arguments(args: &Arguments) -> anyhow::Result<u8> {
         return Ok(0);
     }
 
+    if args.language.as_deref() == Some(NEW) {
+        return scaffold_new(args, &layers, stdout);
+    }
     let (Some(language), Some(variant), Some(mode)) = (
         args.language.clone(),
         args.variant.clone(),
@@ -191,6 +195,29 @@ fn run_arguments(args: &Arguments) -> anyhow::Result<u8> {
         junit::write(path, &run)?;
     }
     exec::conclude(&run)
+}
+
+/// The first word that makes the command `new LANGUAGE VARIANT` (scaffolding) instead of
+/// `LANGUAGE VARIANT MODE`: no language can be called so.
+const NEW: &str = "new";
+
+fn scaffold_new(
+    args: &Arguments,
+    layers: &config::Layers,
+    mut stdout: std::io::StdoutLock<'_>,
+) -> anyhow::Result<u8> {
+    let (Some(language), Some(variant), None) = (&args.variant, &args.mode, &args.command.first())
+    else {
+        return fail(
+            Kind::Usage,
+            "expected `new LANGUAGE VARIANT` (e.g. `new python mine`)",
+        );
+    };
+    let cwd = std::env::current_dir()
+        .map_err(|e| Error::new(Kind::Usage, format!("the current directory: {e}")))?;
+    let done = scaffold::new_variant(layers, &cwd, language, variant)?;
+    write_out(&mut stdout, &scaffold::report(&done, language, variant))?;
+    Ok(0)
 }
 
 /// `--plan` and `--check`: learns the steps' state with read-only docker calls (none with
