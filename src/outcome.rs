@@ -1,9 +1,15 @@
 //! What a run leaves: how each step ended, and the test cases steps reported. The executor
 //! produces it; `lib.rs` hands it to the JUnit writer and turns it into the exit code, so the
-//! executor knows nothing of reports.
+//! executor knows nothing of reports: a test runner's JUnit document is kept as the bytes it
+//! printed and read only by the writer.
 
 use crate::error::Kind;
 use crate::plan::Plan;
+
+/// The line a step prints before a test runner's JUnit XML, and the one after it: what is
+/// between them is the report's, not the terminal's.
+pub const JUNIT_BEGIN: &str = "::host_container:junit-begin::";
+pub const JUNIT_END: &str = "::host_container:junit-end::";
 
 /// A finished run: the plan it ran, one outcome per step (in the plan's order), how long it
 /// took, and the signal that stopped it, if one did.
@@ -21,7 +27,7 @@ pub enum Outcome {
     Skipped,
     Succeeded {
         seconds: f64,
-        cases: Vec<Case>,
+        reported: Reported,
     },
     Failed(Failure),
     /// Not run because a step it needs failed (or the run stopped).
@@ -30,12 +36,34 @@ pub enum Outcome {
 
 #[derive(Debug, Clone)]
 pub struct Failure {
-    pub cases: Vec<Case>,
+    pub reported: Reported,
     pub code: Option<i32>,
     pub message: String,
     pub tail: Vec<String>,
     pub seconds: f64,
     pub kind: Kind,
+    /// Its output showed a TLS certificate that could not be verified (a proxy's own CA, say).
+    pub tls_rejected: bool,
+}
+
+/// What a step's output reported besides its exit code.
+#[derive(Debug, Clone, Default)]
+pub struct Reported {
+    /// Lines `ok NAME` / `FAIL NAME: why`.
+    pub cases: Vec<Case>,
+    /// The test runner's JUnit XML, printed between the marker lines.
+    pub documents: Vec<Document>,
+}
+
+/// A JUnit document a step printed between `::host_container:junit-begin::` and
+/// `::host_container:junit-end::`.
+#[derive(Debug, Clone)]
+pub enum Document {
+    Complete(Vec<u8>),
+    /// Longer than the limit (in bytes); the rest was not kept.
+    TooLarge(usize),
+    /// The output ended before the end marker.
+    Unfinished,
 }
 
 /// A test case a step reported in its output: a line `ok NAME` or `FAIL NAME: why`.

@@ -12,12 +12,12 @@ use super::step::run_step;
 use super::Options;
 use crate::error::Kind;
 use crate::mode::Output;
-use crate::outcome::{Case, Failure, Outcome};
+use crate::outcome::{Failure, Outcome, Reported};
 use crate::plan::{Plan, Step};
 
 /// What the run loop waits for.
 pub(super) enum Event {
-    Finished(usize, Result<(f64, Vec<Case>), Failure>),
+    Finished(usize, Result<(f64, Reported), Failure>),
     Signal(i32),
 }
 
@@ -76,7 +76,7 @@ pub(super) fn run_steps(
                 running.retain(|(i, _)| *i != index);
                 schedule.finished(index, result.is_ok());
                 outcomes[index] = Some(match result {
-                    Ok((seconds, cases)) => Outcome::Succeeded { seconds, cases },
+                    Ok((seconds, reported)) => Outcome::Succeeded { seconds, reported },
                     Err(failure) => Outcome::Failed(failure),
                 });
             }
@@ -154,7 +154,7 @@ fn spawn_step(plan: &Plan, index: usize, pids: Running, sender: Sender<Event>, c
         let result = guarded(&step.id, || {
             run_step(&step, &pids, (&names.0, &names.1, &names.2), collect)
         })
-        .map(|cases| (started.elapsed().as_secs_f64(), cases));
+        .map(|reported| (started.elapsed().as_secs_f64(), reported));
         let result = result.map_err(|mut failure| {
             failure.seconds = started.elapsed().as_secs_f64();
             failure
@@ -168,8 +168,8 @@ fn spawn_step(plan: &Plan, index: usize, pids: Running, sender: Sender<Event>, c
 /// every started step to report, and a thread that died silently would make it wait forever.
 fn guarded(
     id: &str,
-    body: impl FnOnce() -> Result<Vec<Case>, Failure>,
-) -> Result<Vec<Case>, Failure> {
+    body: impl FnOnce() -> Result<Reported, Failure>,
+) -> Result<Reported, Failure> {
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(body)).unwrap_or_else(|panic| {
         let what = panic
             .downcast_ref::<&str>()
@@ -231,6 +231,6 @@ mod tests {
         assert_eq!(failure.kind, Kind::Io);
         assert!(failure.message.contains("m.s"), "{}", failure.message);
         assert!(failure.message.contains("boom"), "{}", failure.message);
-        assert!(guarded("m.s", || Ok(Vec::new())).is_ok());
+        assert!(guarded("m.s", || Ok(Reported::default())).is_ok());
     }
 }

@@ -18,6 +18,7 @@ pub mod ready;
 mod schedule;
 mod step;
 mod walk;
+mod watch;
 
 use std::sync::mpsc;
 use std::time::Instant;
@@ -37,7 +38,8 @@ use lock::InstanceLock;
 pub struct Options {
     pub jobs: usize,
     pub keep_going: bool,
-    /// Keep raw steps' `ok NAME` / `FAIL NAME` lines (for a JUnit report).
+    /// Keep raw steps' `ok NAME` / `FAIL NAME` lines and test runners' JUnit documents (for a
+    /// JUnit report).
     pub collect_cases: bool,
     pub yes: bool,
     pub force: bool,
@@ -185,6 +187,11 @@ fn finish(plan: &Plan, outcomes: &[Outcome]) -> anyhow::Result<u8> {
     };
     if (step.output == Output::Raw || step.interactive) && failure.kind == Kind::StepFailed {
         if let Some(code) = failure.code {
+            // The job's code is the answer and it said why itself; only what it cannot know
+            // is added.
+            if failure.tls_rejected {
+                crate::console::announce(&step.id, &format!("note: {}", tls_note(plan)));
+            }
             return Ok(u8::try_from(code).unwrap_or(1));
         }
     }
@@ -200,6 +207,9 @@ fn finish(plan: &Plan, outcomes: &[Outcome]) -> anyhow::Result<u8> {
             "last lines of its output:\n      {}",
             failure.tail.join("\n      ")
         ));
+    }
+    if failure.tls_rejected {
+        error = error.note(tls_note(plan));
     }
     if failure.kind == Kind::BaseImageMissing {
         let language = &plan.language;
@@ -221,6 +231,20 @@ fn finish(plan: &Plan, outcomes: &[Outcome]) -> anyhow::Result<u8> {
         error = error.note(format!("did not run: {}", blocked.join(", ")));
     }
     Err(error.into())
+}
+
+/// What to do when a step's output showed a certificate that did not verify: behind a
+/// TLS-intercepting proxy the container lacks the proxy's CA, which the host's bundle has.
+fn tls_note(plan: &Plan) -> String {
+    format!(
+        "its output shows a TLS certificate that could not be verified (a proxy that intercepts \
+         TLS, say): give the container a CA bundle with `--set ca_bundle=FILE` (for example \
+         `--set ca_bundle=/etc/ssl/certs/ca-certificates.crt`), HOST_CONTAINER_CA_BUNDLE=FILE, or \
+         `ca_bundle: FILE` in the project's .host_container/{}/config/{}/language.yaml; the \
+         system bundle is usually /etc/ssl/certs/ca-certificates.crt (Debian, Ubuntu) or \
+         /etc/pki/tls/certs/ca-bundle.crt (Fedora, RHEL)",
+        plan.language, plan.variant
+    )
 }
 
 /// Marks the steps that make state and must therefore run under the instance lock: every step

@@ -1,16 +1,18 @@
 //! Running one docker command of a step and what it prints: captured (helper commands),
 //! prefixed per line, raw (the user's terminal), or interactive; keeping the tail of its output
-//! for the error, and a raw step's stdout for its test cases.
+//! for the error, a raw step's stdout for its test cases, and (through `watch`) a test runner's
+//! JUnit document and whether a TLS certificate failed to verify.
 
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::thread::JoinHandle;
 
 use super::dispatch::Running;
+use super::watch::{shows_tls_failure, Watch};
 use crate::docker;
 use crate::error::{Error, Kind};
 use crate::mode::Output;
-use crate::outcome::Failure;
+use crate::outcome::{Document, Failure, Reported};
 use crate::plan::Step;
 use crate::text::command_line;
 
@@ -18,6 +20,10 @@ use crate::text::command_line;
 const TAIL_LINES: usize = 20;
 /// How many stdout lines of a raw step are kept for its test cases.
 const MAX_CASE_LINES: usize = 10_000;
+/// How much of one stdout line is kept for its test case (`ok NAME` lines are short).
+const MAX_CASE_LINE: usize = 4096;
+/// How much of a raw step's stdout is read at once.
+const CHUNK: usize = 64 * 1024;
 
 pub(super) fn failure(
     kind: Kind,
@@ -26,12 +32,13 @@ pub(super) fn failure(
     tail: Vec<String>,
 ) -> Failure {
     Failure {
-        cases: Vec::new(),
+        reported: Reported::default(),
         code,
         message,
         tail,
         seconds: 0.0,
         kind,
+        tls_rejected: false,
     }
 }
 
@@ -52,12 +59,14 @@ pub(super) fn run_captured(step: &Step, argv: &[String], pids: &Running) -> Resu
     }
     let text = String::from_utf8_lossy(&output.stdout);
     let tail = last_lines(&text);
-    Err(failure(
+    let mut failed = failure(
         docker::classify(&text).unwrap_or(Kind::StepFailed),
         output.status.code(),
         format!("step `{}`: `{}` failed", step.id, command_line(argv)),
         tail,
-    ))
+    );
+    failed.tls_rejected = shows_tls_failure(&text);
+    Err(failed)
 }
 
 fn spawn_failure(program: &str, error: std::io::Error) -> Failure {
@@ -74,12 +83,22 @@ pub(super) fn last_lines(text: &str) -> Vec<String> {
         .collect()
 }
 
-/// What a finished command left: its exit code, the tail of its stderr (or of all its output
-/// when captured), and the stdout lines of a raw step when they were collected.
-pub(super) type MainResult = (Option<i32>, Vec<String>, Vec<String>);
+/// What a finished command left.
+#[derive(Default)]
+pub(super) struct Ended {
+    pub code: Option<i32>,
+    /// The tail of its stderr (or of all its output when prefixed).
+    pub tail: Vec<String>,
+    /// The stdout lines of a raw step, when they were collected.
+    pub stdout: Vec<String>,
+    /// Test runners' JUnit documents, when they were collected.
+    pub documents: Vec<Document>,
+    pub tls_rejected: bool,
+}
 
-/// Runs the step's argv with the output handling its `output` and `interactive` ask for.
-pub(super) fn run_main(step: &Step, pids: &Running, collect: bool) -> Result<MainResult, Failure> {
+/// Runs the step's argv with the output handling its `output` and `interactive` ask for;
+/// `collect` keeps what a report needs.
+pub(super) fn run_main(step: &Step, pids: &Running, collect: bool) -> Result<Ended, Failure> {
     let exact = step.os_argv();
     let command = duct::cmd(&exact[0], &exact[1..]).unchecked();
     if step.interactive {
@@ -88,11 +107,14 @@ pub(super) fn run_main(step: &Step, pids: &Running, collect: bool) -> Result<Mai
             .map_err(|e| spawn_failure(&step.argv[0], e))?;
         set_pids(pids, handle.pids());
         let output = handle.wait().map_err(io_failure)?;
-        Ok((output.status.code(), Vec::new(), Vec::new()))
+        Ok(Ended {
+            code: output.status.code(),
+            ..Ended::default()
+        })
     } else if step.output == Output::Raw {
         run_raw(step, command, pids, collect)
     } else {
-        run_prefixed(step, command, pids)
+        run_prefixed(step, command, pids, collect)
     }
 }
 
@@ -104,59 +126,115 @@ fn io_failure(error: std::io::Error) -> Failure {
     failure(Kind::Io, None, error.to_string(), vec![])
 }
 
-/// A raw step: stdout and stdin stay the user's; stderr is copied through while its tail is
-/// kept. For a report, stdout is copied through too and its lines kept (bounded).
+/// A raw step: stdin stays the user's; stdout and stderr are copied through as they come,
+/// watched (a test runner's report is hidden, TLS failures noticed), and stderr's tail kept.
 fn run_raw(
     step: &Step,
     command: duct::Expression,
     pids: &Running,
     collect: bool,
-) -> Result<MainResult, Failure> {
+) -> Result<Ended, Failure> {
     let (reader, writer) = os_pipe::pipe().map_err(io_failure)?;
-    let (stdout_reader, stdout_writer) = if collect {
-        let (reader, writer) = os_pipe::pipe().map_err(io_failure)?;
-        (Some(reader), Some(writer))
-    } else {
-        (None, None)
-    };
-    let mut expression = command.stderr_file(writer);
-    if let Some(writer) = stdout_writer {
-        expression = expression.stdout_file(writer);
-    }
+    let (stdout_reader, stdout_writer) = os_pipe::pipe().map_err(io_failure)?;
+    let expression = command.stderr_file(writer).stdout_file(stdout_writer);
     let handle = expression
         .start()
         .map_err(|e| spawn_failure(&step.argv[0], e))?;
     // Our copies of the pipes' write ends must close, or the readers never see EOF.
     drop(expression);
     set_pids(pids, handle.pids());
-    let stdout_lines = stdout_reader.map(|reader| std::thread::spawn(move || copy_stdout(reader)));
-    let tail = copy_lines(reader, None, |line| {
+    let stdout = std::thread::spawn(move || copy_stdout(stdout_reader, collect));
+    let mut watch = Watch::tls_only();
+    let tail = copy_lines(reader, None, &mut watch, |line| {
         let mut stderr = std::io::stderr().lock();
         let _ = stderr.write_all(line);
     });
     let output = handle.wait().map_err(io_failure)?;
-    let stdout_lines = stdout_lines
-        .map(|thread| thread.join().unwrap_or_default())
-        .unwrap_or_default();
-    Ok((output.status.code(), tail, stdout_lines))
+    let (stdout, stdout_watch) = stdout
+        .join()
+        .unwrap_or_else(|_| (Vec::new(), Watch::stdout(false)));
+    Ok(Ended {
+        code: output.status.code(),
+        tail,
+        stdout,
+        tls_rejected: watch.tls_rejected || stdout_watch.tls_rejected,
+        documents: stdout_watch.documents,
+    })
 }
 
-/// Copies a raw step's stdout through, keeping its last lines for the test cases.
-fn copy_stdout(reader: os_pipe::PipeReader) -> Vec<String> {
-    let mut kept: VecDeque<String> = VecDeque::new();
-    let mut reader = BufReader::new(reader);
-    let mut line = Vec::new();
-    while reader.read_until(b'\n', &mut line).is_ok_and(|n| n > 0) {
-        let mut stdout = std::io::stdout().lock();
-        let _ = stdout.write_all(&line);
-        let _ = stdout.flush();
-        if kept.len() == MAX_CASE_LINES {
-            kept.pop_front();
+/// Copies a raw step's stdout through as it comes, byte for byte but for a test runner's
+/// report, keeping its last lines for the test cases when `collect`. When the terminal's end
+/// is closed (`| head`), copying stops, so docker meets the closed pipe as it would have.
+fn copy_stdout(mut reader: os_pipe::PipeReader, collect: bool) -> (Vec<String>, Watch) {
+    let mut watch = Watch::stdout(collect);
+    let mut kept = Lines::default();
+    let mut buffer = vec![0; CHUNK];
+    let mut show = Vec::with_capacity(CHUNK);
+    loop {
+        let read = match reader.read(&mut buffer) {
+            Ok(0) => break,
+            Ok(read) => read,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => break,
+        };
+        show.clear();
+        watch.chunk(&buffer[..read], &mut show);
+        if collect {
+            kept.add(&show);
         }
-        kept.push_back(String::from_utf8_lossy(&line).trim_end().to_owned());
-        line.clear();
+        let mut stdout = std::io::stdout().lock();
+        if stdout
+            .write_all(&show)
+            .and_then(|()| stdout.flush())
+            .is_err()
+        {
+            return (kept.done(), watch);
+        }
     }
-    Vec::from(kept)
+    show.clear();
+    watch.finish(&mut show);
+    kept.add(&show);
+    let mut stdout = std::io::stdout().lock();
+    let _ = stdout.write_all(&show).and_then(|()| stdout.flush());
+    (kept.done(), watch)
+}
+
+/// The last lines of a stream, each bounded, lossily decoded.
+#[derive(Default)]
+struct Lines {
+    kept: VecDeque<String>,
+    line: Vec<u8>,
+}
+
+impl Lines {
+    fn add(&mut self, mut bytes: &[u8]) {
+        while !bytes.is_empty() {
+            let end = bytes.iter().position(|b| *b == b'\n');
+            let (piece, rest) = bytes.split_at(end.map_or(bytes.len(), |at| at + 1));
+            bytes = rest;
+            let room = MAX_CASE_LINE.saturating_sub(self.line.len());
+            self.line.extend_from_slice(&piece[..piece.len().min(room)]);
+            if end.is_some() {
+                self.push();
+            }
+        }
+    }
+
+    fn push(&mut self) {
+        if self.kept.len() == MAX_CASE_LINES {
+            self.kept.pop_front();
+        }
+        let line = std::mem::take(&mut self.line);
+        self.kept
+            .push_back(String::from_utf8_lossy(&line).trim_end().to_owned());
+    }
+
+    fn done(mut self) -> Vec<String> {
+        if !self.line.is_empty() {
+            self.push();
+        }
+        Vec::from(self.kept)
+    }
 }
 
 /// A step whose output is docker's business: each line prefixed with the step (or not shown,
@@ -165,7 +243,8 @@ fn run_prefixed(
     step: &Step,
     command: duct::Expression,
     pids: &Running,
-) -> Result<MainResult, Failure> {
+    collect: bool,
+) -> Result<Ended, Failure> {
     let upload = match &step.stdin {
         Some(stdin) => Some(crate::upload::tar_for(stdin).map_err(|e| {
             failure(
@@ -191,19 +270,28 @@ fn run_prefixed(
     set_pids(pids, reader.pids());
     let prefix = format!("[{}] ", step.id);
     let quiet = step.output == Output::Quiet;
-    let tail = copy_lines(&reader, Some(docker::Noise::default()), |line| {
+    let mut watch = Watch::stdout(collect);
+    let noise = Some(docker::Noise::default());
+    let tail = copy_lines(&reader, noise, &mut watch, |line| {
         if !quiet {
             crate::console::step_line(&prefix, line);
         }
     });
-    let code = reader
-        .try_wait()
-        .ok()
-        .flatten()
-        .and_then(|output| output.status.code());
+    watch.finish(&mut Vec::new());
+    let ended = Ended {
+        code: reader
+            .try_wait()
+            .ok()
+            .flatten()
+            .and_then(|output| output.status.code()),
+        tail,
+        stdout: Vec::new(),
+        tls_rejected: watch.tls_rejected,
+        documents: watch.documents,
+    };
     match upload_writer {
-        Some(writer) => upload_ended(step, writer, code, tail),
-        None => Ok((code, tail, Vec::new())),
+        Some(writer) => upload_ended(step, writer, ended),
+        None => Ok(ended),
     }
 }
 
@@ -212,9 +300,8 @@ fn run_prefixed(
 fn upload_ended(
     step: &Step,
     writer: JoinHandle<std::io::Result<()>>,
-    code: Option<i32>,
-    tail: Vec<String>,
-) -> Result<MainResult, Failure> {
+    ended: Ended,
+) -> Result<Ended, Failure> {
     let sent = writer
         .join()
         .unwrap_or_else(|_| Err(std::io::Error::other("the archive writer panicked")));
@@ -224,22 +311,23 @@ fn upload_ended(
         std::io::ErrorKind::BrokenPipe => Ok(()),
         _ => Err(e),
     });
-    if let (Err(e), Some(0)) = (sent, code) {
+    if let (Err(e), Some(0)) = (sent, ended.code) {
         return Err(failure(
             Kind::Io,
             None,
             format!("step `{}`: sending its input: {e}", step.id),
-            tail,
+            ended.tail,
         ));
     }
-    Ok((code, tail, Vec::new()))
+    Ok(ended)
 }
 
 /// Copies `reader` line by line to `sink`, keeping the last lines (lossily decoded). Docker's
-/// own output passes `noise`, whose lines reach neither.
+/// own output passes `noise`, whose lines reach neither; so do those `watch` hides.
 fn copy_lines(
     reader: impl Read,
     mut noise: Option<docker::Noise>,
+    watch: &mut Watch,
     mut sink: impl FnMut(&[u8]),
 ) -> Vec<String> {
     let mut reader = BufReader::new(reader);
@@ -252,7 +340,7 @@ fn copy_lines(
         if !line.ends_with(b"\n") {
             line.push(b'\n');
         }
-        if noise.as_mut().is_some_and(|n| n.is_noise(&line)) {
+        if noise.as_mut().is_some_and(|n| n.is_noise(&line)) || !watch.line(&line) {
             line.clear();
             continue;
         }
@@ -273,7 +361,7 @@ mod tests {
     #[test]
     fn keeps_only_the_tail() {
         let text: String = (0..50).map(|i| format!("line {i}\n")).collect();
-        let tail = copy_lines(text.as_bytes(), None, |_| {});
+        let tail = copy_lines(text.as_bytes(), None, &mut Watch::tls_only(), |_| {});
         assert_eq!(tail.len(), TAIL_LINES);
         assert_eq!(tail.last().map(String::as_str), Some("line 49"));
     }

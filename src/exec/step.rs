@@ -5,14 +5,14 @@
 use std::time::Duration;
 
 use super::dispatch::Running;
-use super::output::{failure, last_lines, run_captured, run_main};
+use super::output::{failure, last_lines, run_captured, run_main, Ended};
 use super::ready;
 use crate::archive::ArchivePlan;
 use crate::docker;
 use crate::docker::docker_head_len;
 use crate::error::{Error, Kind};
 use crate::mode::Output;
-use crate::outcome::{parse_cases, Case, Failure};
+use crate::outcome::{parse_cases, Failure, Reported};
 use crate::plan::Step;
 
 /// Runs one step: its `before` commands, its argv, its readiness check, then its `after`
@@ -22,7 +22,7 @@ pub(super) fn run_step(
     pids: &Running,
     plan_names: (&str, &str, &str),
     collect: bool,
-) -> Result<Vec<Case>, Failure> {
+) -> Result<Reported, Failure> {
     if let Some(archive) = &step.archive {
         return run_archive(step, archive, plan_names);
     }
@@ -33,11 +33,14 @@ pub(super) fn run_step(
     if let Some(job) = crate::swarm::job_name(&step.argv[head..]) {
         return run_job(step, &job, pids, collect);
     }
-    let (code, tail, stdout) = run_main(step, pids, collect)?;
-    let cases = parse_cases(&stdout);
-    if code != Some(0) {
-        return exited(step, code, tail, &stdout, cases);
+    let ended = run_main(step, pids, collect)?;
+    if ended.code != Some(0) {
+        return exited(step, ended);
     }
+    let reported = Reported {
+        cases: parse_cases(&ended.stdout),
+        documents: ended.documents,
+    };
     services_gone(step)?;
     if let Some(ready) = &step.ready {
         ready::wait(step, ready, pids)?;
@@ -53,7 +56,7 @@ pub(super) fn run_step(
     for after in &step.after {
         run_captured(step, after, pids)?;
     }
-    Ok(cases)
+    Ok(reported)
 }
 
 /// A backup or restore, run in-process; its own error kind (a refused restore, say) is kept.
@@ -61,9 +64,9 @@ fn run_archive(
     step: &Step,
     archive: &ArchivePlan,
     plan_names: (&str, &str, &str),
-) -> Result<Vec<Case>, Failure> {
+) -> Result<Reported, Failure> {
     crate::backup::run(step, archive, plan_names)
-        .map(|()| Vec::new())
+        .map(|()| Reported::default())
         .map_err(|e| {
             let kind = e
                 .chain()
@@ -84,13 +87,18 @@ fn run_archive(
 
 /// What a step's argv that did not exit with 0 means: mostly a failure, but a service removed
 /// already is success, and a missing service or container is "not running".
-fn exited(
-    step: &Step,
-    code: Option<i32>,
-    tail: Vec<String>,
-    stdout: &[String],
-    cases: Vec<Case>,
-) -> Result<Vec<Case>, Failure> {
+fn exited(step: &Step, ended: Ended) -> Result<Reported, Failure> {
+    let Ended {
+        code,
+        tail,
+        stdout,
+        documents,
+        tls_rejected,
+    } = ended;
+    let reported = Reported {
+        cases: parse_cases(&stdout),
+        documents,
+    };
     let tail_text = tail.join("\n");
     // A job's own stderr may say anything; only docker's own messages are classified.
     let is_job = step.output == Output::Raw || step.interactive;
@@ -107,7 +115,7 @@ fn exited(
     let removed = crate::swarm::removed_services(&step.argv[head..]);
     if !removed.is_empty() && crate::swarm::only_not_found(&tail_text) {
         // Like `rm --force`: a service that is not there is removed already.
-        return Ok(cases);
+        return Ok(reported);
     }
     if let Some(name) = docker::no_such_container(&tail_text).filter(|_| !is_job) {
         return Err(failure(
@@ -124,12 +132,13 @@ fn exited(
         tail
     };
     Err(Failure {
-        cases,
+        reported,
         code,
         message,
         tail,
         seconds: 0.0,
         kind,
+        tls_rejected: tls_rejected || super::watch::shows_tls_failure(&tail_text),
     })
 }
 
@@ -191,7 +200,7 @@ fn services_gone(step: &Step) -> Result<(), Failure> {
 /// A job service: created, waited for, its output shown (the step's first `after` command,
 /// `service logs`), removed (the others), and its tasks' exit code passed on like a `docker run`
 /// of `single` would.
-fn run_job(step: &Step, name: &str, pids: &Running, collect: bool) -> Result<Vec<Case>, Failure> {
+fn run_job(step: &Step, name: &str, pids: &Running, collect: bool) -> Result<Reported, Failure> {
     run_captured(step, &step.argv, pids)?;
     let head = &step.argv[..docker_head_len(&step.argv)];
     let ended = crate::swarm::wait_for_job(head, name, ready::POLL);
@@ -200,9 +209,9 @@ fn run_job(step: &Step, name: &str, pids: &Running, collect: bool) -> Result<Vec
             let mut show = step.clone();
             show.argv = logs.clone();
             show.raw_args.clear();
-            run_main(&show, pids, collect).map(|(_, _, stdout)| stdout)
+            run_main(&show, pids, collect)
         }
-        _ => Ok(Vec::new()),
+        _ => Ok(Ended::default()),
     };
     let removed: Result<Vec<()>, Failure> = step
         .after
@@ -223,7 +232,7 @@ fn run_job(step: &Step, name: &str, pids: &Running, collect: bool) -> Result<Vec
             vec![],
         )
     })?;
-    let stdout = shown?;
+    let shown = shown?;
     removed?;
     if let Some(error) = end.error {
         return Err(failure(
@@ -236,17 +245,21 @@ fn run_job(step: &Step, name: &str, pids: &Running, collect: bool) -> Result<Vec
             Vec::new(),
         ));
     }
-    let cases = parse_cases(&stdout);
+    let reported = Reported {
+        cases: parse_cases(&shown.stdout),
+        documents: shown.documents,
+    };
     if end.code == 0 {
-        return Ok(cases);
+        return Ok(reported);
     }
     Err(Failure {
-        cases,
+        reported,
         code: Some(end.code),
         message: format!("step `{}` failed with exit code {}", step.id, end.code),
-        tail: last_lines(&stdout.join("\n")),
+        tail: last_lines(&shown.stdout.join("\n")),
         seconds: 0.0,
         kind: Kind::StepFailed,
+        tls_rejected: shown.tls_rejected,
     })
 }
 

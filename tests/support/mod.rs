@@ -108,7 +108,8 @@ impl Sandbox {
     /// `$FAKE_DOCKER_UNREACHABLE` is set, fails with exit 42 on any call whose argv contains
     /// `$FAKE_DOCKER_FAIL` (when set; saying `$FAKE_DOCKER_MESSAGE` then, if set), takes two
     /// seconds on a call whose argv contains `$FAKE_DOCKER_SLOW` (a long step, for progress
-    /// output), and succeeds otherwise.
+    /// output), prints the file `$FAKE_DOCKER_PRINT` to stdout on a call whose argv contains
+    /// `$FAKE_DOCKER_PRINT_ON` (a job's output), and succeeds otherwise.
     pub fn fake_docker(&self) -> Command {
         let script = r#"#!/bin/sh
 log="$FAKE_DOCKER_LOG"
@@ -131,6 +132,11 @@ fi
 if [ -n "${FAKE_DOCKER_SLOW:-}" ]; then
   case "$*" in
     *"$FAKE_DOCKER_SLOW"*) sleep 2 ;;
+  esac
+fi
+if [ -n "${FAKE_DOCKER_PRINT:-}" ]; then
+  case "$*" in
+    *"$FAKE_DOCKER_PRINT_ON"*) cat "$FAKE_DOCKER_PRINT" ;;
   esac
 fi
 if [ -n "${FAKE_DOCKER_FAIL:-}" ]; then
