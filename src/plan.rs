@@ -178,8 +178,44 @@ pub struct Plan {
     /// In execution order.
     pub steps: Vec<Step>,
     pub excluded_steps: Vec<ExcludedStep>,
+    /// Inside a project: where it is and how it reaches the containers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub project: Option<ProjectNote>,
     /// How many steps run, are up to date, or are unknown.
     pub summary: Summary,
+}
+
+/// The project a plan runs in (the directory holding the project layer `.host_container/`).
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct ProjectNote {
+    /// The project's directory on this machine.
+    pub root: String,
+    /// Where containers see it (`project_dir`).
+    pub dir: String,
+    /// Copied into a volume (the engine cannot see this machine's files), else bind-mounted.
+    pub copied: bool,
+    /// Whether the engine was not asked (`--offline`) and the visibility is assumed.
+    pub assumed: bool,
+}
+
+impl std::fmt::Display for ProjectNote {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let how = if self.copied {
+            "copied into a volume: the engine cannot see this machine's files"
+        } else {
+            "bind-mounted: the engine sees this machine's files"
+        };
+        write!(f, "{} at {}, {how}", self.root, self.dir)?;
+        if self.assumed {
+            let guess = if self.copied {
+                "an engine at another address"
+            } else {
+                "a local engine"
+            };
+            write!(f, " (assumed, not asked: {guess})")?;
+        }
+        Ok(())
+    }
 }
 
 /// The counts of a plan's steps by what will happen to them. `to_run` counts the steps with a

@@ -47,6 +47,9 @@ fn text_header(out: &mut String, plan: &Plan) {
         plan.version, plan.language, plan.variant, plan.mode, plan.instance
     );
     let _ = writeln!(out, "# state: {}", visible(&plan.state));
+    if let Some(project) = &plan.project {
+        let _ = writeln!(out, "# project: {}", visible(&project.to_string()));
+    }
     for decision in &plan.modes {
         let verdict = if decision.included { "in" } else { "out" };
         let _ = write!(

@@ -737,6 +737,7 @@ mod tests {
             modes: Vec::new(),
             steps,
             excluded_steps: Vec::new(),
+            project: None,
             summary: Summary::default(),
         }
     }

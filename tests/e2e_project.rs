@@ -247,6 +247,7 @@ fn edits_are_seen_and_dependency_files_make_init_stale(project: &Project) {
     expect_code(&reinstalled, 0);
     assert!(ran(&reinstalled, "init.virtualenv"));
     assert_eq!(stdout(&reinstalled), "0.4.0\n");
+    project.edit("src/greeter/__init__.py", "Howdy", "Hello");
 }
 
 fn failing_tests_fail_with_the_runners_code(project: &Project) {

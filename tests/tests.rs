@@ -19,6 +19,7 @@ mod e2e_swarm;
 mod fuzz;
 mod limits;
 mod output;
+mod project;
 mod reports;
 mod schemas;
 mod scripts;

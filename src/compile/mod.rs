@@ -63,6 +63,30 @@ pub fn compile(
     Ok(compiler.into_plan(steps, excluded))
 }
 
+/// The plan's note of the `workspace` built-in, when there is a project.
+fn project_note(workspace: Option<&serde_json::Value>) -> Option<crate::plan::ProjectNote> {
+    let workspace = workspace?.as_object()?;
+    let text = |key: &str| {
+        workspace
+            .get(key)
+            .and_then(|v| v.as_str())
+            .unwrap_or("")
+            .to_owned()
+    };
+    let flag = |key: &str| {
+        workspace
+            .get(key)
+            .and_then(|v| v.as_bool())
+            .unwrap_or(false)
+    };
+    Some(crate::plan::ProjectNote {
+        root: text("root"),
+        dir: text("dir"),
+        copied: flag("copied"),
+        assumed: flag("assumed"),
+    })
+}
+
 /// Checks that language and variant exist, listing what does when they do not.
 pub fn check_language_variant(
     layers: &Layers,
@@ -122,6 +146,7 @@ impl Compiler<'_> {
             modes: self.decisions,
             steps,
             excluded_steps: excluded,
+            project: project_note(self.base_context.get("workspace")),
         }
     }
 }
