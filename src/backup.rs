@@ -295,7 +295,7 @@ fn backup(
 fn volume_exists(head: &[String], volume: &str) -> anyhow::Result<()> {
     let mut inspect = head.to_vec();
     inspect.extend(["volume".into(), "inspect".into(), volume.to_owned()]);
-    let inspected = docker::capture(&inspect)?;
+    let inspected = docker::query(&inspect)?;
     if let Some(error) = docker::unreachable(&inspected) {
         return Err(error);
     }

@@ -92,7 +92,10 @@ impl Layers {
         let project = match project {
             Some(dir) => {
                 let root = fs::canonicalize(dir.join(PROJECT_LAYER)).with_context(|| {
-                    format!("resolving the project layer {}", dir.join(PROJECT_LAYER).display())
+                    format!(
+                        "resolving the project layer {}",
+                        dir.join(PROJECT_LAYER).display()
+                    )
                 })?;
                 let project = root.parent().map(Path::to_owned);
                 layers.push(Layer {
@@ -298,11 +301,9 @@ pub fn environment() -> BTreeMap<String, String> {
 /// Whether a project layer is looked for: not with `--no-project` (`use_project` false) nor
 /// with `$HOST_CONTAINER_NO_PROJECT` set to anything but empty, `0`, `false`, `no` or `off`.
 pub fn project_wanted(use_project: bool, env: &BTreeMap<String, String>) -> bool {
-    let refused = env
-        .get("HOST_CONTAINER_NO_PROJECT")
-        .is_some_and(|value| {
-            !value.is_empty() && !crate::template::OFF.contains(&value.to_ascii_lowercase().as_str())
-        });
+    let refused = env.get("HOST_CONTAINER_NO_PROJECT").is_some_and(|value| {
+        !value.is_empty() && !crate::template::OFF.contains(&value.to_ascii_lowercase().as_str())
+    });
     use_project && !refused
 }
 
@@ -319,7 +320,11 @@ pub fn layers_of(config_dirs: &[PathBuf], use_project: bool) -> anyhow::Result<L
         .ok()
         .and_then(|exe| exe.parent()?.parent().map(PathBuf::from));
     let project = project_wanted(use_project, &env)
-        .then(|| std::env::current_dir().ok().and_then(|cwd| find_project(&cwd)))
+        .then(|| {
+            std::env::current_dir()
+                .ok()
+                .and_then(|cwd| find_project(&cwd))
+        })
         .flatten();
     Layers::discover(
         config_dirs,

@@ -81,7 +81,7 @@ fn load_helper_image(head: &[String]) -> anyhow::Result<()> {
 /// The engine's architecture as images name it (`amd64`, `arm64`), which may not be this
 /// machine's; failing an answer, this machine's, as the engine most often runs here.
 fn engine_architecture(head: &[String]) -> String {
-    let asked = docker::capture(&argv(head, &["version", "--format", "{{.Server.Arch}}"]));
+    let asked = docker::query(&argv(head, &["version", "--format", "{{.Server.Arch}}"]));
     match asked {
         Ok(answer) if answer.success() && is_architecture(answer.stdout.trim()) => {
             answer.stdout.trim().to_owned()
@@ -163,7 +163,7 @@ fn prune_replaced_helper_images(head: &[String]) {
 
 /// The engine's own id (`docker info`), which names it in the cache whatever its address.
 fn engine_id(head: &[String]) -> anyhow::Result<String> {
-    let answer = docker::capture(&argv(head, &["info", "--format", "{{.ID}}"]))?;
+    let answer = docker::query(&argv(head, &["info", "--format", "{{.ID}}"]))?;
     if !answer.success() {
         return Err(Error::new(
             docker::classify(&answer.stderr).unwrap_or(Kind::EngineUnreachable),
@@ -230,7 +230,7 @@ fn probe_visibility(head: &[String]) -> anyhow::Result<bool> {
         // The engine has no such directory: `--mount` refuses a missing bind source.
         return Ok(false);
     }
-    let copied = docker::capture(&argv(head, &["cp", &format!("{name}:/probe/marker"), "-"]));
+    let copied = docker::query(&argv(head, &["cp", &format!("{name}:/probe/marker"), "-"]));
     let _ = docker::capture(&argv(head, &["rm", "--force", &name]));
     let copied = copied?;
     // `docker cp … -` answers with a tar archive holding the file.

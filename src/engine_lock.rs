@@ -224,7 +224,7 @@ impl Drop for EngineLock {
 
 /// The holder of lock `name`, or None when there is no such container.
 fn holder(head: &[String], name: &str) -> anyhow::Result<Option<Holder>> {
-    let answer = docker::capture(&argv(
+    let answer = docker::query(&argv(
         head,
         &[
             "container",

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use serde_json::Value as Json;
 
-use crate::docker::{capture, classify};
+use crate::docker::{classify, query};
 use crate::error::{Error, Kind};
 use crate::names::LABEL_PREFIX;
 
@@ -131,7 +131,7 @@ fn inspect_batch(head: &[String], names: &[String]) -> anyhow::Result<HashMap<St
     let mut argv = head.to_vec();
     argv.push("inspect".into());
     argv.extend(names.iter().cloned());
-    let captured = capture(&argv)?;
+    let captured = query(&argv)?;
     if !captured.success() {
         only_missing_objects(&captured.stderr)?;
     }

@@ -153,16 +153,10 @@ fn run_arguments(args: &Arguments) -> anyhow::Result<u8> {
             "expected LANGUAGE VARIANT MODE (see --help, or --list for what exists)",
         );
     };
+    docker::set_engine_timeout(docker::engine_timeout_from_env()?);
     let mut invocation = Invocation::from_arguments(args, language, variant, mode)?;
     if !args.offline {
-        invocation.legacy_names = state::legacy_names_in_use(&invocation, args.context.as_deref());
-        if layers.project().is_some() {
-            // Whether the project is bind-mounted or copied; cached per engine. An engine that
-            // does not answer leaves it assumed, and a run stops at its first step anyway.
-            let head = docker::docker_head(args.context.as_deref());
-            invocation.engine_sees_client_files =
-                engine::sees_client_files(&head, layers.cache_dir()).ok();
-        }
+        ask_engine(args, &layers, &mut invocation)?;
     }
     let plan = compile::compile(&invocation, &layers, args.context.as_deref())?;
 
@@ -193,6 +187,28 @@ fn run_arguments(args: &Arguments) -> anyhow::Result<u8> {
     exec::conclude(&run)
 }
 
+/// What compiling needs to know of the engine: the names an existing instance lives under and,
+/// in a project, whether the engine sees this machine's files.
+fn ask_engine(
+    args: &Arguments,
+    layers: &config::Layers,
+    invocation: &mut Invocation,
+) -> anyhow::Result<()> {
+    invocation.legacy_names = state::legacy_names_in_use(invocation, args.context.as_deref());
+    if layers.project().is_some() {
+        // Whether the project is bind-mounted or copied; cached per engine. An engine that
+        // does not answer leaves it assumed, and a run stops at its first step anyway.
+        let head = docker::docker_head(args.context.as_deref());
+        invocation.engine_sees_client_files =
+            engine::sees_client_files(&head, layers.cache_dir()).ok();
+    }
+    // Not knowing is fine, waiting is not: an engine that let a question time out hangs.
+    if let Some(error) = docker::no_answer() {
+        return Err(error);
+    }
+    Ok(())
+}
+
 /// `--plan` and `--check`: learns the steps' state with read-only docker calls (none with
 /// `--offline`), prints, and for `--check` turns the state into the exit code.
 fn show_plan(
@@ -211,6 +227,8 @@ fn show_plan(
             Ok(observed) => {
                 let _ = state::apply(&mut plan, &observed);
             }
+            // A hung engine is no plan with an unknown state: every answer would be late.
+            Err(e) if docker::no_answer().is_some() => return Err(e),
             Err(e) => {
                 let why = match e.downcast_ref::<Error>() {
                     Some(own) => own.message.clone(),

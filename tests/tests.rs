@@ -15,6 +15,7 @@ mod cli;
 mod e2e;
 mod e2e_remote;
 mod e2e_swarm;
+mod faults;
 mod fuzz;
 mod limits;
 mod output;

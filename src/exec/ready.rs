@@ -40,7 +40,7 @@ pub fn wait(step: &Step, ready: &Ready, _pids: &Running) -> Result<(), Failure> 
             "{{.State.Status}} {{.RestartCount}}|{{.Image}}".into(),
             name.clone(),
         ]);
-        let answer = docker::capture(&inspect)
+        let answer = docker::query(&inspect)
             .map(|c| c.stdout.trim().to_owned())
             .unwrap_or_default();
         let (state, image) = answer.split_once('|').unwrap_or((&answer, ""));
@@ -105,7 +105,7 @@ fn service_ready(step: &Step, ready: &Ready, name: &str) -> Result<(), Failure> 
                     .iter()
                     .map(|a| (*a).to_owned()),
             );
-            let tail = docker::capture(&ps)
+            let tail = docker::query(&ps)
                 .map(|c| last_lines(&c.stdout))
                 .unwrap_or_default();
             return Err(failure(
@@ -187,7 +187,7 @@ fn port_answers(address: &str) -> bool {
 fn not_ready(step: &Step, head: &[String], name: &str, why: &str) -> Failure {
     let mut logs = head.to_vec();
     logs.extend(["logs".into(), "--tail".into(), "20".into(), name.to_owned()]);
-    let tail = docker::capture(&logs)
+    let tail = docker::query(&logs)
         .map(|c| last_lines(&format!("{}{}", c.stdout, c.stderr)))
         .unwrap_or_default();
     // A daemon left running after a failed check would be "already running with the same

@@ -1,0 +1,160 @@
+//! The environment misbehaving, end to end: an engine that hangs or garbles its answers, a
+//! working directory that was removed, restore input that is not a file, a layer that cannot be
+//! read. Each case runs the real binary against a fake `docker` that misbehaves in one way, and
+//! checks the exit code, what the message names, and that the answer comes promptly.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::process::{Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use crate::support::{self, Sandbox};
+
+const USAGE: i32 = 64;
+const ENGINE_UNREACHABLE: i32 = 68;
+
+/// Far more than a 1 s engine deadline and the runs around it need; only a hang reaches it.
+const DEADLINE: Duration = Duration::from_secs(60);
+
+/// Runs `command` to its end, killing it when it outlives `DEADLINE` (a hang fails the test
+/// instead of hanging the suite). Returns its output and how long it took.
+fn run_bounded(mut command: Command) -> (Output, Duration) {
+    let child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn host_container");
+    let pid = child.id() as i32;
+    let started = Instant::now();
+    let (sender, receiver) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = sender.send(child.wait_with_output());
+    });
+    match receiver.recv_timeout(DEADLINE) {
+        Ok(output) => (output.expect("wait"), started.elapsed()),
+        Err(_) => {
+            // SAFETY: kill(2) of our own child, not yet reaped (its waiter is still waiting).
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            panic!("host_container did not finish within {DEADLINE:?}");
+        }
+    }
+}
+
+/// Replaces the sandbox's fake docker (installed by `fake_docker`) with `script`.
+fn docker_script(sandbox: &Sandbox, script: &str) {
+    let docker = sandbox.path("bin/docker");
+    fs::write(&docker, script).expect("fake docker");
+    fs::set_permissions(&docker, fs::Permissions::from_mode(0o755)).expect("chmod");
+}
+
+/// A docker whose every call hangs, as with a daemon that accepts the connection and never
+/// answers. `exec`, so that killing the client kills what holds its pipes.
+const HUNG_DOCKER: &str = "#!/bin/sh\nexec sleep 3600\n";
+
+fn hung_engine(args: &[&str]) -> (Output, Duration) {
+    let sandbox = Sandbox::new();
+    let mut command = sandbox.fake_docker();
+    docker_script(&sandbox, HUNG_DOCKER);
+    command
+        .env("HOST_CONTAINER_ENGINE_TIMEOUT", "1")
+        .env_remove("DOCKER_HOST")
+        .args(args);
+    run_bounded(command)
+}
+
+/// The message of a hung engine: which call, and what to check.
+fn says_engine_hung(output: &Output, call: &str) {
+    let stderr = support::stderr(output);
+    assert!(
+        stderr.contains(&format!("did not answer `{call}")),
+        "the call is not named:\n{stderr}"
+    );
+    assert!(stderr.contains("docker info"), "no advice:\n{stderr}");
+    assert!(stderr.contains("DOCKER_HOST"), "no advice:\n{stderr}");
+    assert!(
+        stderr.contains("HOST_CONTAINER_ENGINE_TIMEOUT"),
+        "the deadline's variable is not named:\n{stderr}"
+    );
+}
+
+#[test]
+fn hung_engine_plan_exits_68_naming_the_call() {
+    let (output, took) = hung_engine(&["--plan", "python", "minimal", "single"]);
+    support::expect_code(&output, ENGINE_UNREACHABLE);
+    says_engine_hung(&output, "docker inspect");
+    assert!(took < Duration::from_secs(15), "took {took:?}");
+}
+
+#[test]
+fn hung_engine_check_exits_68_naming_the_call() {
+    let (output, took) = hung_engine(&["--check", "python", "minimal", "init"]);
+    support::expect_code(&output, ENGINE_UNREACHABLE);
+    says_engine_hung(&output, "docker inspect");
+    assert!(took < Duration::from_secs(15), "took {took:?}");
+}
+
+#[test]
+fn hung_engine_run_exits_68_naming_the_call() {
+    let (output, took) = hung_engine(&["python", "minimal", "single", "true"]);
+    support::expect_code(&output, ENGINE_UNREACHABLE);
+    says_engine_hung(&output, "docker inspect");
+    assert!(took < Duration::from_secs(15), "took {took:?}");
+}
+
+/// In a project the first question is `docker info` (whether the engine sees this machine's
+/// files); it times out once, and nothing after it waits again.
+#[test]
+fn hung_engine_in_a_project_names_docker_info_and_waits_once() {
+    let sandbox = Sandbox::new();
+    sandbox.write("project/.host_container/config/.keep", "");
+    let mut command = sandbox.fake_docker();
+    docker_script(&sandbox, HUNG_DOCKER);
+    command
+        .env("HOST_CONTAINER_ENGINE_TIMEOUT", "2")
+        .args(["--plan", "python", "minimal", "single"]);
+    let (output, took) = run_bounded(command);
+    support::expect_code(&output, ENGINE_UNREACHABLE);
+    says_engine_hung(&output, "docker info");
+    // One deadline of 2 s, not one per question (info, then the probe's inspect).
+    assert!(took < Duration::from_secs(4), "took {took:?}");
+}
+
+#[test]
+fn engine_timeout_that_is_not_a_number_is_a_usage_error() {
+    for value in ["soon", "0", "-3", "1.5"] {
+        let sandbox = Sandbox::new();
+        let mut command = sandbox.fake_docker();
+        command
+            .env("HOST_CONTAINER_ENGINE_TIMEOUT", value)
+            .args(["--plan", "python", "minimal", "single"]);
+        let (output, _) = run_bounded(command);
+        support::expect_code(&output, USAGE);
+        let stderr = support::stderr(&output);
+        assert!(
+            stderr.contains(&format!("HOST_CONTAINER_ENGINE_TIMEOUT={value}")),
+            "{stderr}"
+        );
+        assert!(
+            sandbox.all_docker_calls().is_empty(),
+            "docker was called with a bad deadline"
+        );
+    }
+}
+
+/// The deadline is for host_container's own questions: a job that takes longer than it runs to
+/// its end.
+#[test]
+fn engine_deadline_does_not_cut_a_long_step() {
+    let sandbox = Sandbox::new();
+    let mut command = sandbox.fake_docker();
+    command
+        .env("HOST_CONTAINER_ENGINE_TIMEOUT", "1")
+        .env("FAKE_DOCKER_SLOW", "slow-job-marker")
+        .args(["python", "minimal", "single", "echo", "slow-job-marker"]);
+    let (output, took) = run_bounded(command);
+    support::expect_code(&output, 0);
+    // The fake's job takes 2 s: past the deadline, and not cut off.
+    assert!(took >= Duration::from_secs(2), "took {took:?}");
+}
