@@ -203,6 +203,25 @@ pub fn query(argv: &[String]) -> anyhow::Result<Captured> {
     })
 }
 
+/// The error for an answer of the engine that cannot be read.
+pub fn unreadable(argv: &[String], stdout: &str, why: &str) -> anyhow::Error {
+    let head = docker_head_len(argv);
+    let call = crate::text::command_line(&argv[..(head + 1).min(argv.len())]);
+    let shown = stdout.trim();
+    let shown = if shown.is_empty() {
+        "(nothing)".into()
+    } else {
+        crate::error::excerpt(shown)
+    };
+    Error::new(
+        Kind::EngineUnreachable,
+        format!("`{call}` answered with output that cannot be read ({why}), so the engine's state is unknown"),
+    )
+    .note(format!("it printed: {shown}"))
+    .note("check the engine and the docker CLI between (DOCKER_HOST, a proxy): does `docker info` answer?")
+    .into()
+}
+
 /// The error for a docker program that could not be started.
 pub fn spawn_error(program: &str, error: std::io::Error) -> anyhow::Error {
     if error.kind() == IoErrorKind::NotFound {

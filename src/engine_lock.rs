@@ -238,7 +238,14 @@ fn holder(head: &[String], name: &str) -> anyhow::Result<Option<Holder>> {
         return Ok(None);
     }
     let (id, labels) = answer.stdout.trim().split_once(' ').unwrap_or(("", "{}"));
-    let labels: HashMap<String, String> = serde_json::from_str(labels).unwrap_or_default();
+    // Read as "no labels", garbled output would be a holder on no host, waited for an hour.
+    let labels: HashMap<String, String> = serde_json::from_str(labels).map_err(|e| {
+        docker::unreadable(
+            &argv(head, &["container", "inspect"]),
+            &answer.stdout,
+            &e.to_string(),
+        )
+    })?;
     let label = |key: &str| {
         labels
             .get(&format!("{LABEL_PREFIX}.lock.{key}"))

@@ -135,7 +135,7 @@ fn inspect_batch(head: &[String], names: &[String]) -> anyhow::Result<HashMap<St
     if !captured.success() {
         only_missing_objects(&captured.stderr)?;
     }
-    let objects: Vec<Json> = serde_json::from_str(captured.stdout.trim()).unwrap_or_default();
+    let objects = objects_of(&argv, &captured.stdout)?;
     let wanted_images: HashMap<String, &String> =
         names.iter().map(|n| (normalize_image(n), n)).collect();
     let mut found = HashMap::new();
@@ -151,6 +151,19 @@ fn inspect_batch(head: &[String], names: &[String]) -> anyhow::Result<HashMap<St
         }
     }
     Ok(found)
+}
+
+/// The objects of inspect's answer, a JSON array of objects. Anything else (cut short, garbled
+/// by a proxy, a CLI that printed something else) is an error: read as "nothing found", it
+/// would make a run redo what exists.
+fn objects_of(argv: &[String], stdout: &str) -> anyhow::Result<Vec<Json>> {
+    let parsed = serde_json::from_str::<Vec<Json>>(stdout.trim())
+        .map_err(|e| e.to_string())
+        .and_then(|objects| match objects.iter().all(Json::is_object) {
+            true => Ok(objects),
+            false => Err("an element of the array is not an object".to_owned()),
+        });
+    parsed.map_err(|why| crate::docker::unreadable(argv, stdout, &why))
 }
 
 /// Missing objects make inspect fail; anything else it says is a real problem.

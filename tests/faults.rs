@@ -158,3 +158,50 @@ fn engine_deadline_does_not_cut_a_long_step() {
     // The fake's job takes 2 s: past the deadline, and not cut off.
     assert!(took >= Duration::from_secs(2), "took {took:?}");
 }
+
+/// An engine (or something between) that answers `docker inspect` with exit 0 and JSON cut
+/// short: the state is unknown, never "nothing exists".
+fn garbled_inspect(args: &[&str]) -> (Sandbox, Output) {
+    let sandbox = Sandbox::new();
+    let answer = sandbox.write("inspect.json", "[{\"Id\":");
+    let mut command = sandbox.fake_docker();
+    command.env("FAKE_DOCKER_INSPECT", answer).args(args);
+    let (output, _) = run_bounded(command);
+    (sandbox, output)
+}
+
+fn says_unreadable_inspect(output: &Output) {
+    let stderr = support::stderr(output);
+    assert!(
+        stderr.contains("`docker inspect` answered with output that cannot be read"),
+        "the call is not named:\n{stderr}"
+    );
+    assert!(
+        stderr.contains("[{\"Id\":"),
+        "what it printed is not shown:\n{stderr}"
+    );
+}
+
+#[test]
+fn garbled_inspect_check_is_68_not_steps_to_run() {
+    let (_sandbox, output) = garbled_inspect(&["--check", "python", "minimal", "init"]);
+    support::expect_code(&output, ENGINE_UNREACHABLE);
+    says_unreadable_inspect(&output);
+    let stdout = support::stdout(&output);
+    assert!(
+        stdout.contains("0 to run") && stdout.contains("5 unknown"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn garbled_inspect_run_is_68_before_anything_runs() {
+    let (sandbox, output) = garbled_inspect(&["python", "minimal", "single", "true"]);
+    support::expect_code(&output, ENGINE_UNREACHABLE);
+    says_unreadable_inspect(&output);
+    let calls = sandbox.docker_calls();
+    assert!(
+        calls.iter().all(|call| call[1] == "inspect"),
+        "something ran after the unreadable probe: {calls:?}"
+    );
+}
