@@ -333,10 +333,7 @@ impl Invocation {
             .cloned()
             .unwrap_or_else(|| uid.to_string());
         let home = env.get("HOME").cloned().unwrap_or_default();
-        let cwd = match std::env::current_dir() {
-            Ok(dir) => utf8_path("the current directory", dir)?,
-            Err(_) => "/".into(),
-        };
+        let cwd = utf8_path("the current directory", crate::config::current_dir()?)?;
         let backup_dir = args
             .backup_dir
             .clone()

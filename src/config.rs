@@ -298,6 +298,21 @@ pub fn environment() -> BTreeMap<String, String> {
         .collect()
 }
 
+/// The current directory, or a usage error (64) when it cannot be resolved (it was removed, or a
+/// parent lost its search permission). Never a guess: read as `/`, `exec` would bind-mount the
+/// host's root and `backup` write to `/host_container-backups`; read as "no project", the
+/// project's modes would silently give way to the builtin ones.
+pub fn current_dir() -> anyhow::Result<PathBuf> {
+    std::env::current_dir().map_err(|e| {
+        crate::error::Error::new(
+            Kind::Usage,
+            format!("the current directory cannot be resolved: {e}"),
+        )
+        .note("it was removed or cannot be reached any more: cd to a directory that exists")
+        .into()
+    })
+}
+
 /// Whether a project layer is looked for: not with `--no-project` (`use_project` false) nor
 /// with `$HOST_CONTAINER_NO_PROJECT` set to anything but empty, `0`, `false`, `no` or `off`.
 pub fn project_wanted(use_project: bool, env: &BTreeMap<String, String>) -> bool {
@@ -319,13 +334,10 @@ pub fn layers_of(config_dirs: &[PathBuf], use_project: bool) -> anyhow::Result<L
     let installdir = std::env::current_exe()
         .ok()
         .and_then(|exe| exe.parent()?.parent().map(PathBuf::from));
-    let project = project_wanted(use_project, &env)
-        .then(|| {
-            std::env::current_dir()
-                .ok()
-                .and_then(|cwd| find_project(&cwd))
-        })
-        .flatten();
+    let project = match project_wanted(use_project, &env) {
+        true => find_project(&current_dir()?),
+        false => None,
+    };
     Layers::discover(
         config_dirs,
         home.as_deref(),

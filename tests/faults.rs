@@ -205,3 +205,75 @@ fn garbled_inspect_run_is_68_before_anything_runs() {
         "something ran after the unreadable probe: {calls:?}"
     );
 }
+
+/// `host_container ARGS…` (with the sandbox's environment and fake docker) started in a
+/// directory that was removed just before: a shell enters it, removes it and execs.
+fn in_vanished_dir(sandbox: &Sandbox, args: &[&str]) -> Output {
+    let template = sandbox.fake_docker();
+    let gone = sandbox.path("project/gone");
+    fs::create_dir(&gone).expect("dir to remove");
+    let mut command = Command::new("sh");
+    for (key, value) in template.get_envs() {
+        match value {
+            Some(value) => command.env(key, value),
+            None => command.env_remove(key),
+        };
+    }
+    command
+        .current_dir(sandbox.path("project"))
+        .args(["-c", r#"cd "$1" && rmdir "$1" && shift && exec "$@""#, "sh"])
+        .arg(&gone)
+        .arg(template.get_program())
+        .args(args);
+    run_bounded(command).0
+}
+
+fn says_cwd_vanished(output: &Output) {
+    let stderr = support::stderr(output);
+    assert!(
+        stderr.contains("the current directory cannot be resolved"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn vanished_cwd_stops_exec_before_mounting_anything() {
+    for args in [
+        &["--plan", "python", "minimal", "exec", "ls"][..],
+        &["python", "minimal", "exec", "ls"],
+    ] {
+        let sandbox = Sandbox::new();
+        let output = in_vanished_dir(&sandbox, args);
+        support::expect_code(&output, USAGE);
+        says_cwd_vanished(&output);
+        assert!(
+            !support::stdout(&output).contains("source=/,"),
+            "{}",
+            support::stdout(&output)
+        );
+        assert!(sandbox.all_docker_calls().is_empty(), "docker was called");
+    }
+}
+
+#[test]
+fn vanished_cwd_stops_backup_before_it_writes() {
+    let sandbox = Sandbox::new();
+    let output = in_vanished_dir(&sandbox, &["python", "minimal", "backup"]);
+    support::expect_code(&output, USAGE);
+    says_cwd_vanished(&output);
+    assert!(sandbox.all_docker_calls().is_empty(), "docker was called");
+}
+
+/// The project layer is found from the current directory; without one, `--list` would quietly
+/// show the builtin modes instead of the project's.
+#[test]
+fn vanished_cwd_is_no_silent_loss_of_the_project_layer() {
+    let sandbox = Sandbox::new();
+    let output = in_vanished_dir(&sandbox, &["--list"]);
+    support::expect_code(&output, USAGE);
+    says_cwd_vanished(&output);
+    // Without a project layer nothing needs the directory.
+    let sandbox = Sandbox::new();
+    let output = in_vanished_dir(&sandbox, &["--no-project", "--list"]);
+    support::expect_code(&output, 0);
+}
