@@ -277,3 +277,95 @@ fn vanished_cwd_is_no_silent_loss_of_the_project_layer() {
     let output = in_vanished_dir(&sandbox, &["--no-project", "--list"]);
     support::expect_code(&output, 0);
 }
+
+const REFUSED: i32 = 72;
+const VOLUME: &str = "hc-python-minimal-default-data";
+
+/// A manifest of this instance's data volume that a restore accepts up to its archive.
+fn manifest_text() -> String {
+    serde_json::json!({
+        "format": 1,
+        "tool": "host_container test",
+        "created": "2026-01-01T00:00:00Z",
+        "language": "python",
+        "variant": "minimal",
+        "instance": "default",
+        "volume": VOLUME,
+        "archive": format!("{VOLUME}.tar"),
+        "bytes": 0,
+        "sha256": "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+        "image": "python:3.12-slim",
+        "image_id": "sha256:0",
+        "stamps": [],
+    })
+    .to_string()
+}
+
+fn restore_from(sandbox: &Sandbox) -> Output {
+    let mut command = sandbox.fake_docker();
+    command
+        .arg("--backup-dir")
+        .arg(sandbox.path("backups"))
+        .args(["--run-id", "t1", "python", "minimal", "restore"]);
+    run_bounded(command).0
+}
+
+fn says_refused(output: &Output, file: &str, what: &str) {
+    support::expect_code(output, REFUSED);
+    let stderr = support::stderr(output);
+    assert!(
+        stderr.contains(&format!("{file} is {what}, not a regular file")),
+        "{stderr}"
+    );
+    assert!(stderr.contains("nothing was restored"), "{stderr}");
+}
+
+fn mkfifo(path: &std::path::Path) {
+    use std::os::unix::ffi::OsStrExt;
+    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes()).expect("path");
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0, "mkfifo");
+}
+
+#[test]
+fn restore_refuses_a_manifest_that_is_a_link_to_dev_zero() {
+    let sandbox = Sandbox::new();
+    fs::create_dir(sandbox.path("backups")).expect("backups");
+    let manifest = sandbox.path(&format!("backups/{VOLUME}.manifest.json"));
+    std::os::unix::fs::symlink("/dev/zero", &manifest).expect("symlink");
+    let output = restore_from(&sandbox);
+    says_refused(&output, &manifest.display().to_string(), "a device");
+}
+
+#[test]
+fn restore_refuses_an_archive_that_is_a_fifo_nobody_writes() {
+    let sandbox = Sandbox::new();
+    sandbox.write(&format!("backups/{VOLUME}.manifest.json"), &manifest_text());
+    let archive = sandbox.path(&format!("backups/{VOLUME}.tar"));
+    mkfifo(&archive);
+    let output = restore_from(&sandbox);
+    says_refused(&output, &archive.display().to_string(), "a FIFO");
+}
+
+#[test]
+fn restore_refuses_an_archive_that_is_a_link_to_a_device() {
+    let sandbox = Sandbox::new();
+    sandbox.write(&format!("backups/{VOLUME}.manifest.json"), &manifest_text());
+    let archive = sandbox.path(&format!("backups/{VOLUME}.tar"));
+    std::os::unix::fs::symlink("/dev/zero", &archive).expect("symlink");
+    let output = restore_from(&sandbox);
+    says_refused(&output, &archive.display().to_string(), "a device");
+}
+
+/// A manifest that is a regular file, but far larger than any manifest, is refused unread.
+#[test]
+fn restore_reads_a_manifest_within_a_bound() {
+    let sandbox = Sandbox::new();
+    let mut text = manifest_text();
+    text.push_str(&" ".repeat(2 << 20));
+    sandbox.write(&format!("backups/{VOLUME}.manifest.json"), &text);
+    let output = restore_from(&sandbox);
+    support::expect_code(&output, REFUSED);
+    let stderr = support::stderr(&output);
+    assert!(stderr.contains("is larger than the"), "{stderr}");
+}
