@@ -85,7 +85,7 @@ pub struct Arguments {
     #[arg(long)]
     pub plan: bool,
     /// Run nothing; exit 0 when every step with a `done` condition is up to date, 1 when one
-    /// would run, 68 when the engine cannot tell. Prints the summary (the plan with --plan or
+    /// would run, 68 when the engine cannot tell (67 when docker is not installed). Prints the summary (the plan with --plan or
     /// --format json).
     #[arg(long, conflicts_with = "offline")]
     pub check: bool,
@@ -108,8 +108,14 @@ pub struct Arguments {
     /// A template variable; repeatable. `--set base_image=IMAGE` picks the base image.
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub sets: Vec<String>,
-    /// Run up to N independent steps at once.
-    #[arg(short = 'j', long, default_value_t = 1, value_name = "N")]
+    /// Run up to N independent steps at once (at least 1).
+    #[arg(
+        short = 'j',
+        long,
+        default_value_t = 1,
+        value_name = "N",
+        value_parser = at_least_one
+    )]
     pub jobs: usize,
     /// After a failure, keep running the steps that do not depend on it.
     #[arg(long)]
@@ -164,6 +170,15 @@ pub struct Arguments {
     /// Print the man page (roff).
     #[arg(long)]
     pub man: bool,
+}
+
+/// A count that must be at least 1 (`--jobs 0` would start nothing and wait for ever).
+fn at_least_one(value: &str) -> Result<usize, String> {
+    match value.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".to_owned()),
+        Ok(count) => Ok(count),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 /// Where the modes' services run; the shipped modes choose their steps by it.

@@ -70,13 +70,7 @@ pub fn run(argv: impl IntoIterator<Item = std::ffi::OsString>) -> u8 {
     }
     let args = match Arguments::try_parse_from(argv) {
         Ok(args) => args,
-        Err(e) => {
-            let _ = e.print();
-            return match e.kind() {
-                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => 0,
-                _ => Kind::Usage.exit_code(),
-            };
-        }
+        Err(e) => return clap_answer(&e),
     };
     console::init(args.color);
     match run_arguments(&args) {
@@ -85,6 +79,28 @@ pub fn run(argv: impl IntoIterator<Item = std::ffi::OsString>) -> u8 {
             report(&error);
             error::exit_code_of(&error)
         }
+    }
+}
+
+/// Prints what clap answered: `--help` and `--version` on stdout (0, unless the text could not
+/// be written: a full disk is an error like any other output's), a usage error on stderr (64).
+fn clap_answer(e: &clap::Error) -> u8 {
+    use clap::error::ErrorKind as Clap;
+    let printed = e.print().and_then(|()| std::io::stdout().flush());
+    if !matches!(e.kind(), Clap::DisplayHelp | Clap::DisplayVersion) {
+        return Kind::Usage.exit_code();
+    }
+    match printed {
+        Err(error) if error.kind() != std::io::ErrorKind::BrokenPipe => {
+            let what = match e.kind() {
+                Clap::DisplayHelp => "the help",
+                _ => "the version",
+            };
+            let error = Error::new(Kind::Io, format!("writing {what} to stdout: {error}"));
+            report(&error.into());
+            Kind::Io.exit_code()
+        }
+        _ => 0,
     }
 }
 
@@ -171,7 +187,7 @@ fn run_arguments(args: &Arguments) -> anyhow::Result<u8> {
     }
     drop(stdout);
     let options = exec::Options {
-        jobs: args.jobs.max(1),
+        jobs: args.jobs,
         keep_going: args.keep_going,
         collect_cases: args.junit.is_some(),
         yes: args.yes,
@@ -263,9 +279,14 @@ fn show_plan(
         return Ok(0);
     }
     if let Some(e) = unreachable {
-        // The state cannot be known: whatever went wrong, CI gets the one documented code.
+        // The state cannot be known: whatever went wrong, CI gets the one documented code, but
+        // a missing docker is the same 67 a run gives.
         report(&e);
-        return Ok(Kind::EngineUnreachable.exit_code());
+        let missing = Kind::DockerMissing.exit_code();
+        return Ok(match error::exit_code_of(&e) {
+            code if code == missing => missing,
+            _ => Kind::EngineUnreachable.exit_code(),
+        });
     }
     Ok(if summary.to_run > 0 { 1 } else { 0 })
 }
