@@ -369,3 +369,145 @@ fn restore_reads_a_manifest_within_a_bound() {
     let stderr = support::stderr(&output);
     assert!(stderr.contains("is larger than the"), "{stderr}");
 }
+
+const CONFIG: i32 = 65;
+/// The user the unreadable-layer tests run as: root reads a file of mode 000, anyone else not.
+const NOBODY: u32 = 65534;
+
+/// `host_container ARGS…` as `NOBODY` (through setpriv), in a sandbox that user can use: its
+/// HOME and cache belong to it, the rest is world-readable unless a test takes that away.
+/// None, said loudly, where the test cannot change users.
+fn as_nobody(sandbox: &Sandbox, args: &[&str]) -> Option<Output> {
+    use std::os::unix::fs::chown;
+    // SAFETY: geteuid cannot fail and touches no memory of ours.
+    let root = unsafe { libc::geteuid() } == 0;
+    let setpriv = Command::new("setpriv").arg("--version").output().is_ok();
+    if !root || !setpriv {
+        eprintln!("SKIPPED: unreadable files need root and setpriv to test as another user");
+        return None;
+    }
+    fs::set_permissions(sandbox.root.path(), fs::Permissions::from_mode(0o755)).expect("chmod");
+    for dir in ["home", "cache", "project"] {
+        chown(sandbox.path(dir), Some(NOBODY), Some(NOBODY)).expect("chown");
+    }
+    let template = sandbox.command();
+    let mut command = Command::new("setpriv");
+    command
+        .args([
+            format!("--reuid={NOBODY}"),
+            format!("--regid={NOBODY}"),
+            "--clear-groups".to_owned(),
+            "--".to_owned(),
+        ])
+        .arg(template.get_program())
+        .args(args)
+        .current_dir(sandbox.path("project"));
+    for (key, value) in template.get_envs() {
+        match value {
+            Some(value) => command.env(key, value),
+            None => command.env_remove(key),
+        };
+    }
+    Some(run_bounded(command).0)
+}
+
+/// A layer with a mode of its own (`single` that echoes a marker), readable to begin with.
+fn layer_with_single(sandbox: &Sandbox) -> std::path::PathBuf {
+    sandbox.write(
+        "layer/config/host_base_single.yaml",
+        "description: the layer's own\nsteps:\n  mine:\n    docker: [run, layer-marker]\n",
+    );
+    sandbox.path("layer")
+}
+
+fn says_cannot_read(output: &Output, path: &std::path::Path) {
+    support::expect_code(output, CONFIG);
+    let stderr = support::stderr(output);
+    assert!(
+        stderr.contains(&format!("{} cannot be read", path.display())),
+        "{stderr}"
+    );
+}
+
+fn plan_with_layer(sandbox: &Sandbox, layer: &std::path::Path) -> Option<Output> {
+    let layer = layer.display().to_string();
+    as_nobody(
+        sandbox,
+        &[
+            "--config-dir",
+            &layer,
+            "--plan",
+            "--offline",
+            "python",
+            "minimal",
+            "single",
+        ],
+    )
+}
+
+#[test]
+fn a_config_dir_that_cannot_be_read_is_an_error_naming_it() {
+    let sandbox = Sandbox::new();
+    let layer = layer_with_single(&sandbox);
+    fs::set_permissions(&layer, fs::Permissions::from_mode(0o000)).expect("chmod");
+    if let Some(output) = plan_with_layer(&sandbox, &layer) {
+        says_cannot_read(&output, &layer);
+    }
+}
+
+#[test]
+fn a_directory_of_a_layer_that_cannot_be_read_is_an_error_naming_it() {
+    let sandbox = Sandbox::new();
+    let layer = layer_with_single(&sandbox);
+    let config = layer.join("config");
+    fs::set_permissions(&config, fs::Permissions::from_mode(0o000)).expect("chmod");
+    if let Some(output) = plan_with_layer(&sandbox, &layer) {
+        says_cannot_read(&output, &config);
+        assert!(!support::stdout(&output).contains("single.job"));
+    }
+}
+
+#[test]
+fn a_file_of_a_layer_that_cannot_be_read_is_an_error_naming_it() {
+    let sandbox = Sandbox::new();
+    let layer = layer_with_single(&sandbox);
+    let file = layer.join("config/host_base_single.yaml");
+    fs::set_permissions(&file, fs::Permissions::from_mode(0o000)).expect("chmod");
+    if let Some(output) = plan_with_layer(&sandbox, &layer) {
+        says_cannot_read(&output, &file);
+    }
+}
+
+/// The home layer is optional, but one that is there and cannot be read is not "absent".
+#[test]
+fn a_home_layer_that_cannot_be_read_is_an_error_naming_it() {
+    let sandbox = Sandbox::new();
+    sandbox.write(
+        "home/.docker_meta/host_container/config/host_base_single.yaml",
+        "steps:\n  mine:\n    docker: [run, layer-marker]\n",
+    );
+    let hidden = sandbox.path("home/.docker_meta");
+    fs::set_permissions(&hidden, fs::Permissions::from_mode(0o000)).expect("chmod");
+    let output = as_nobody(
+        &sandbox,
+        &["--plan", "--offline", "python", "minimal", "single"],
+    );
+    if let Some(output) = output {
+        says_cannot_read(&output, &hidden.join("host_container"));
+    }
+}
+
+/// The readable layer, as that user, is used: the checks above fail for the right reason.
+#[test]
+fn a_readable_layer_is_used_by_another_user() {
+    let sandbox = Sandbox::new();
+    let layer = layer_with_single(&sandbox);
+    if let Some(output) = plan_with_layer(&sandbox, &layer) {
+        support::expect_code(&output, 0);
+        assert!(
+            support::stdout(&output).contains("layer-marker"),
+            "{}",
+            support::stdout(&output)
+        );
+    }
+}
