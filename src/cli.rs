@@ -47,12 +47,15 @@ Environment:
                              (defaults: python:3.12-slim for python, node:22-slim for node)
   UPGRADE                    when set (not empty, 0, false, no or off), `upgrade` runs before
                              every mode that requires it
+  HOST_CONTAINER_ENGINE_TIMEOUT
+                             seconds the read-only docker calls host_container makes by
+                             itself may take (default 30); then it exits 68
   DOCKER_HOST, DOCKER_CONTEXT are passed on to docker
 
 Exit codes: the job's own code for single, exec, bash and test; otherwise 0 success,
 3 status/logs of a daemon that has no container,
 64 usage, 65 invalid configuration, 66 unknown language/variant/mode, 67 docker not installed,
-68 engine unreachable, 69 base image missing, 70 a step failed, 71 name or volume conflict,
+68 engine unreachable (or no answer within HOST_CONTAINER_ENGINE_TIMEOUT), 69 base image missing, 70 a step failed, 71 name or volume conflict,
 72 refused (not confirmed, or a backup/restore would lose data), 73 daemon not ready,
 74 host I/O error, 75 the engine cannot see this machine's files (exec, bind mounts),
 130 interrupted.";
