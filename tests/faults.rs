@@ -511,3 +511,27 @@ fn a_readable_layer_is_used_by_another_user() {
         );
     }
 }
+
+/// A daemon's readiness is asked with an inspect of its container; an engine that hangs there
+/// is 68 naming that call, not "the daemon exited" (73), which would also remove the daemon.
+#[test]
+fn hung_engine_during_a_readiness_check_exits_68() {
+    let sandbox = Sandbox::new();
+    let mut command = sandbox.fake_docker();
+    let script = fs::read_to_string(sandbox.path("bin/docker")).expect("fake docker");
+    let hang = "case \"$*\" in *.State.Status*) exec sleep 3600 ;; esac\n";
+    let script = script.replacen("\nif [", &format!("\n{hang}if ["), 1);
+    docker_script(&sandbox, &script);
+    command
+        .env("HOST_CONTAINER_ENGINE_TIMEOUT", "1")
+        .args(["python", "minimal", "daemon"]);
+    let (output, took) = run_bounded(command);
+    support::expect_code(&output, ENGINE_UNREACHABLE);
+    says_engine_hung(&output, "docker inspect --format");
+    assert!(took < Duration::from_secs(15), "took {took:?}");
+    let removed = sandbox
+        .docker_calls()
+        .into_iter()
+        .any(|call| call[1] == "rm");
+    assert!(!removed, "the daemon was removed as if it had crashed");
+}

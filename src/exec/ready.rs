@@ -40,9 +40,10 @@ pub fn wait(step: &Step, ready: &Ready, _pids: &Running) -> Result<(), Failure> 
             "{{.State.Status}} {{.RestartCount}}|{{.Image}}".into(),
             name.clone(),
         ]);
-        let answer = docker::query(&inspect)
-            .map(|c| c.stdout.trim().to_owned())
-            .unwrap_or_default();
+        let answer = match docker::query(&inspect) {
+            Ok(answered) => answered.stdout.trim().to_owned(),
+            Err(e) => return Err(unanswered(step, &e)),
+        };
         let (state, image) = answer.split_once('|').unwrap_or((&answer, ""));
         // A restart policy hides a crash behind "restarting"; any restart means it exited.
         if state != "running 0" {
@@ -74,6 +75,28 @@ pub fn wait(step: &Step, ready: &Ready, _pids: &Running) -> Result<(), Failure> 
     }
 }
 
+/// The failure of a readiness check that could not ask the engine: not "the daemon exited",
+/// which would have it removed and read as a crash of the daemon.
+fn unanswered(step: &Step, error: &anyhow::Error) -> Failure {
+    let kind = match crate::error::exit_code_of(error) {
+        code if code == Kind::DockerMissing.exit_code() => Kind::DockerMissing,
+        _ => Kind::EngineUnreachable,
+    };
+    let message = match error.downcast_ref::<crate::error::Error>() {
+        Some(own) => own.to_string(),
+        None => format!("{error:#}"),
+    };
+    failure(
+        kind,
+        None,
+        format!(
+            "step `{}`: its readiness could not be checked: {message}",
+            step.id
+        ),
+        Vec::new(),
+    )
+}
+
 /// The service a `service update` argv (after the docker head) updates: its last argument.
 fn update_target(args: &[String]) -> Option<String> {
     (args.first()? == "service" && args.get(1)? == "update")
@@ -89,6 +112,9 @@ fn service_ready(step: &Step, ready: &Ready, name: &str) -> Result<(), Failure> 
     let deadline = Instant::now() + timeout;
     loop {
         let state = crate::swarm::service_ready(&head, name);
+        if let Some(e) = docker::no_answer() {
+            return Err(unanswered(step, &e));
+        }
         let tcp_ok = ready
             .tcp
             .as_ref()
