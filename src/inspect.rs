@@ -259,6 +259,21 @@ mod tests {
     use super::*;
 
     #[test]
+    fn only_an_array_of_objects_is_an_answer() {
+        let argv: Vec<String> = ["docker", "inspect", "a"].map(String::from).to_vec();
+        assert!(objects_of(&argv, "[]\n").unwrap().is_empty());
+        assert_eq!(objects_of(&argv, r#"[{"Id":"x"}]"#).unwrap().len(), 1);
+        for garbled in ["", "[{\"Id\":", "{}", "[1]", "null", "[] trailing"] {
+            let error = objects_of(&argv, garbled).unwrap_err();
+            assert_eq!(crate::error::exit_code_of(&error), 68, "{garbled:?}");
+            assert!(
+                error.to_string().contains("`docker inspect`"),
+                "{garbled:?}"
+            );
+        }
+    }
+
+    #[test]
     fn image_names_normalize_like_repo_tags() {
         assert_eq!(normalize_image("python:3.12-slim"), "python:3.12-slim");
         assert_eq!(normalize_image("docker.io/library/python"), "python:latest");
