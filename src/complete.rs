@@ -109,10 +109,9 @@ fn variants(current: &OsStr) -> Vec<CompletionCandidate> {
     let Some(args) = typed() else {
         return Vec::new();
     };
-    let (Some(language), Ok(layers)) = (
-        &args.language,
-        crate::config::layers_of(&args.config_dirs, !args.no_project),
-    ) else {
+    let (Some(language), Ok(layers)) =
+        (&args.language, crate::config::layers_of(&args.config_dirs, !args.no_project))
+    else {
         return Vec::new();
     };
     matching(layers.variants(language), current)

@@ -61,7 +61,10 @@ pub fn ignore_rules(root: &Path, patterns: &[String], files: &[String]) -> anyho
 }
 
 /// `walk`, leaving out what `ignore` matches (an ignored directory is not entered).
-pub fn walk_ignoring(root: &Path, ignore: Option<&Ignore>) -> anyhow::Result<Vec<(PathBuf, Node)>> {
+pub fn walk_ignoring(
+    root: &Path,
+    ignore: Option<&Ignore>,
+) -> anyhow::Result<Vec<(PathBuf, Node)>> {
     use std::os::unix::fs::PermissionsExt;
     let mut found = Vec::new();
     let mut pending = vec![root.to_owned()];

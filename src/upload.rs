@@ -55,8 +55,8 @@ type Entry = (String, PathBuf, Node);
 /// symlinks are sent as symlinks, never followed (a link to `/` must not send the machine), and
 /// FIFOs, sockets and devices are refused with their path.
 fn entries_below(root: &Path, ignore: Option<&Ignore>) -> io::Result<Vec<Entry>> {
-    let walked =
-        crate::tree::walk_ignoring(root, ignore).map_err(|e| io::Error::other(format!("{e:#}")))?;
+    let walked = crate::tree::walk_ignoring(root, ignore)
+        .map_err(|e| io::Error::other(format!("{e:#}")))?;
     let mut found = Vec::with_capacity(walked.len());
     for (path, node) in walked {
         let inner = path.strip_prefix(root).unwrap_or(&path);

@@ -262,8 +262,7 @@ fn exercise(dir: &Path, input: &[u8]) {
     let Ok(args) = Arguments::try_parse_from(argv) else {
         return;
     };
-    let Ok(layers) = Layers::discover(&args.config_dirs, None, None, None, dir.join("cache"))
-    else {
+    let Ok(layers) = Layers::discover(&args.config_dirs, None, None, None, dir.join("cache")) else {
         return;
     };
     let Ok(invocation) =

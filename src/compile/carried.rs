@@ -72,10 +72,7 @@ pub(super) fn ca_bundle(
             Ok(metadata) if metadata.is_file() => Ok(Some(path)),
             Ok(_) => fail(
                 Kind::Config,
-                format!(
-                    "{CA_BUNDLE} {} (from {origin}) is not a file",
-                    path.display()
-                ),
+                format!("{CA_BUNDLE} {} (from {origin}) is not a file", path.display()),
             ),
             Err(e) => fail(
                 Kind::Config,
@@ -150,15 +147,9 @@ pub(super) fn project(invocation: &Invocation, layers: &Layers, project_dir: &st
     let target = mount_option("target", project_dir);
     let names = crate::names::Names::of(invocation);
     let mount = if sees {
-        format!(
-            "--mount=type=bind,{},{target}",
-            mount_option("source", &root)
-        )
+        format!("--mount=type=bind,{},{target}", mount_option("source", &root))
     } else {
-        format!(
-            "--mount=type=volume,source={}-project,{target}",
-            names.prefix
-        )
+        format!("--mount=type=volume,source={}-project,{target}", names.prefix)
     };
     let as_user = sees && invocation.uid != 0;
     let owner = if as_user {
@@ -235,14 +226,8 @@ mod tests {
                 .collect()
         };
         assert!(local_address(&env(&[])));
-        assert!(local_address(&env(&[(
-            "DOCKER_HOST",
-            "unix:///run/x.sock"
-        )])));
-        assert!(!local_address(&env(&[(
-            "DOCKER_HOST",
-            "tcp://10.0.0.1:2375"
-        )])));
+        assert!(local_address(&env(&[("DOCKER_HOST", "unix:///run/x.sock")])));
+        assert!(!local_address(&env(&[("DOCKER_HOST", "tcp://10.0.0.1:2375")])));
         assert!(!local_address(&env(&[("DOCKER_CONTEXT", "ci")])));
     }
 }
