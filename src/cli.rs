@@ -55,7 +55,8 @@ Environment:
 Exit codes: the job's own code for single, exec, bash and test; otherwise 0 success,
 3 status/logs of a daemon that has no container,
 64 usage, 65 invalid configuration, 66 unknown language/variant/mode, 67 docker not installed,
-68 engine unreachable (or no answer within HOST_CONTAINER_ENGINE_TIMEOUT), 69 base image missing, 70 a step failed, 71 name or volume conflict,
+68 engine unreachable (or no answer within HOST_CONTAINER_ENGINE_TIMEOUT),
+69 base image missing, 70 a step failed, 71 name or volume conflict,
 72 refused (not confirmed, or a backup/restore would lose data), 73 daemon not ready,
 74 host I/O error, 75 the engine cannot see this machine's files (exec, bind mounts),
 130 interrupted.";
@@ -88,8 +89,8 @@ pub struct Arguments {
     #[arg(long)]
     pub plan: bool,
     /// Run nothing; exit 0 when every step with a `done` condition is up to date, 1 when one
-    /// would run, 68 when the engine cannot tell (67 when docker is not installed). Prints the summary (the plan with --plan or
-    /// --format json).
+    /// would run, 68 when the engine cannot tell (67 when docker is not installed). Prints the
+    /// summary (the plan with --plan or --format json).
     #[arg(long, conflicts_with = "offline")]
     pub check: bool,
     /// The plan's format.

@@ -328,7 +328,10 @@ fn cannot_read(path: &Path, e: &std::io::Error, what: &str) -> anyhow::Error {
         Kind::Config,
         format!("{} cannot be read ({what}): {e}", path.display()),
     )
-    .note("make it readable for this user, or leave the layer out: an unreadable file would be skipped and another layer's used instead")
+    .note(
+        "make it readable for this user, or leave the layer out: an unreadable file would be \
+         skipped and another layer's used instead",
+    )
     .into()
 }
 

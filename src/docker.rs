@@ -215,10 +215,16 @@ pub fn unreadable(argv: &[String], stdout: &str, why: &str) -> anyhow::Error {
     };
     Error::new(
         Kind::EngineUnreachable,
-        format!("`{call}` answered with output that cannot be read ({why}), so the engine's state is unknown"),
+        format!(
+            "`{call}` answered with output that cannot be read ({why}), so the engine's state \
+             is unknown"
+        ),
     )
     .note(format!("it printed: {shown}"))
-    .note("check the engine and the docker CLI between (DOCKER_HOST, a proxy): does `docker info` answer?")
+    .note(
+        "check the engine and what is between (DOCKER_HOST, a proxy): does `docker info` \
+         answer?",
+    )
     .into()
 }
 
