@@ -94,7 +94,9 @@ impl EngineLock {
         let timeout = timeout_seconds();
         let mut announced = false;
         loop {
-            let created = engine::create_helper_container(head, &options)?;
+            // Not within the engine deadline: a lock created after its client was killed would
+            // stay behind for other hosts until HOST_CONTAINER_LOCK_TIMEOUT.
+            let created = engine::create_helper_container(head, &options, docker::capture)?;
             if created.success() {
                 // The id, so that release never removes a successor's lock of the same name.
                 let id = created.stdout.trim();

@@ -535,3 +535,22 @@ fn hung_engine_during_a_readiness_check_exits_68() {
         .any(|call| call[1] == "rm");
     assert!(!removed, "the daemon was removed as if it had crashed");
 }
+
+/// Whether the engine sees this machine's files is asked with a throw-away container; an engine
+/// that answers `info` and then hangs creating it is 68 naming the create.
+#[test]
+fn hung_engine_during_the_visibility_probe_exits_68() {
+    let sandbox = Sandbox::new();
+    let mut command = sandbox.fake_docker();
+    let script = fs::read_to_string(sandbox.path("bin/docker")).expect("fake docker");
+    let hang = "case \"$*\" in *host_container-probe-*) exec sleep 3600 ;; esac\n";
+    let script = script.replacen("\nif [", &format!("\n{hang}if ["), 1);
+    docker_script(&sandbox, &script);
+    command
+        .env("HOST_CONTAINER_ENGINE_TIMEOUT", "1")
+        .args(["python", "minimal", "exec", "ls"]);
+    let (output, took) = run_bounded(command);
+    support::expect_code(&output, ENGINE_UNREACHABLE);
+    says_engine_hung(&output, "docker container create");
+    assert!(took < Duration::from_secs(15), "took {took:?}");
+}
