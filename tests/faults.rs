@@ -121,6 +121,16 @@ fn hung_engine_in_a_project_names_docker_info_and_waits_once() {
     assert!(took < Duration::from_secs(6), "took {took:?}");
 }
 
+/// An instance whose name has a `-` is first looked for under its old names (`volume ls`), a
+/// question whose failure only means "not known": a hang there still ends the run, at once.
+#[test]
+fn hung_engine_at_the_old_names_look_exits_68_naming_volume_ls() {
+    let (output, took) = hung_engine(&["-x", "ci-1", "--plan", "python", "minimal", "single"]);
+    support::expect_code(&output, ENGINE_UNREACHABLE);
+    says_engine_hung(&output, "docker volume ls");
+    assert!(took < Duration::from_secs(15), "took {took:?}");
+}
+
 #[test]
 fn engine_timeout_that_is_not_a_number_is_a_usage_error() {
     for value in ["soon", "0", "-3", "1.5"] {
