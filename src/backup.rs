@@ -295,7 +295,7 @@ fn backup(
 fn volume_exists(head: &[String], volume: &str) -> anyhow::Result<()> {
     let mut inspect = head.to_vec();
     inspect.extend(["volume".into(), "inspect".into(), volume.to_owned()]);
-    let inspected = docker::capture(&inspect)?;
+    let inspected = docker::query(&inspect)?;
     if let Some(error) = docker::unreachable(&inspected) {
         return Err(error);
     }
@@ -467,9 +467,60 @@ impl<R: Read> Read for Hashing<R> {
     }
 }
 
+/// How large a manifest may be: a few stamps with their records (each label at most 3 KiB) take
+/// a few KiB, and a manifest that is a link to `/dev/zero` must not be read for ever.
+const MAX_MANIFEST_BYTES: u64 = 1 << 20;
+
+/// Opens a restore's input only if it is a regular file, checked on the opened descriptor (a
+/// path checked first could change before the open). Opened non-blocking, so a FIFO nobody
+/// writes cannot hang the open; reads of a regular file ignore the flag.
+fn open_input(what: &str, path: &Path) -> anyhow::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)
+        .map_err(|e| {
+            refused(format!(
+                "no usable {what} at {}: {e}; nothing was restored",
+                path.display()
+            ))
+        })?;
+    let metadata = file.metadata().map_err(|e| io_error("reading", path, e))?;
+    if !metadata.is_file() {
+        return Err(refused(format!(
+            "{what} {} is {}, not a regular file: a restore reads only regular files; nothing was restored",
+            path.display(),
+            crate::safe_fs::kind_of(&metadata)
+        )));
+    }
+    Ok(file)
+}
+
+/// The manifest's text, read from a regular file within `MAX_MANIFEST_BYTES`.
+fn read_manifest(path: &Path) -> anyhow::Result<String> {
+    let file = open_input("manifest", path)?;
+    let mut bytes = Vec::new();
+    file.take(MAX_MANIFEST_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| io_error("reading", path, e))?;
+    if bytes.len() as u64 > MAX_MANIFEST_BYTES {
+        return Err(refused(format!(
+            "manifest {} is larger than the {MAX_MANIFEST_BYTES} bytes a manifest may be; nothing was restored",
+            path.display()
+        )));
+    }
+    String::from_utf8(bytes).map_err(|e| {
+        refused(format!(
+            "manifest {} is corrupt ({e}); nothing was restored",
+            path.display()
+        ))
+    })
+}
+
 /// Reads the archive once: its size, its sha256, and why its entries may not be restored.
 fn read_archive(path: &Path) -> anyhow::Result<(u64, String, Option<String>)> {
-    let file = File::open(path).map_err(|e| io_error("reading", path, e))?;
+    let file = open_input("archive", path)?;
     let mut reader = Hashing {
         inner: file,
         hasher: Sha256::new(),
@@ -498,12 +549,7 @@ pub fn verify(
     (language, variant, instance): (&str, &str, &str),
 ) -> anyhow::Result<Manifest> {
     let manifest_path = Path::new(&plan.manifest);
-    let text = fs::read_to_string(manifest_path).map_err(|e| {
-        refused(format!(
-            "no usable manifest at {}: {e}; nothing was restored",
-            manifest_path.display()
-        ))
-    })?;
+    let text = read_manifest(manifest_path)?;
     let manifest: Manifest = serde_json::from_str(&text).map_err(|e| {
         refused(format!(
             "manifest {} is corrupt ({e}); nothing was restored",
@@ -843,7 +889,8 @@ fn finish_swap(
 
 /// Runs `argv` with the file at `path` on its stdin; returns the sha256 of what was sent.
 fn stream_in(argv: &[String], path: &Path) -> anyhow::Result<String> {
-    let file = File::open(path).map_err(|e| io_error("reading", path, e))?;
+    // Verified before, but opened again: what is there now must still be a file.
+    let file = open_input("archive", path)?;
     let mut child = std::process::Command::new(&argv[0])
         .args(&argv[1..])
         .stdin(Stdio::piped())

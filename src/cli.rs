@@ -47,12 +47,16 @@ Environment:
                              (defaults: python:3.12-slim for python, node:22-slim for node)
   UPGRADE                    when set (not empty, 0, false, no or off), `upgrade` runs before
                              every mode that requires it
+  HOST_CONTAINER_ENGINE_TIMEOUT
+                             seconds the read-only docker calls host_container makes by
+                             itself may take (default 30); then it exits 68
   DOCKER_HOST, DOCKER_CONTEXT are passed on to docker
 
 Exit codes: the job's own code for single, exec, bash and test; otherwise 0 success,
 3 status/logs of a daemon that has no container,
 64 usage, 65 invalid configuration, 66 unknown language/variant/mode, 67 docker not installed,
-68 engine unreachable, 69 base image missing, 70 a step failed, 71 name or volume conflict,
+68 engine unreachable (or no answer within HOST_CONTAINER_ENGINE_TIMEOUT),
+69 base image missing, 70 a step failed, 71 name or volume conflict,
 72 refused (not confirmed, or a backup/restore would lose data), 73 daemon not ready,
 74 host I/O error, 75 the engine cannot see this machine's files (exec, bind mounts),
 130 interrupted.";
@@ -85,8 +89,8 @@ pub struct Arguments {
     #[arg(long)]
     pub plan: bool,
     /// Run nothing; exit 0 when every step with a `done` condition is up to date, 1 when one
-    /// would run, 68 when the engine cannot tell. Prints the summary (the plan with --plan or
-    /// --format json).
+    /// would run, 68 when the engine cannot tell (67 when docker is not installed). Prints the
+    /// summary (the plan with --plan or --format json).
     #[arg(long, conflicts_with = "offline")]
     pub check: bool,
     /// The plan's format.
@@ -108,8 +112,14 @@ pub struct Arguments {
     /// A template variable; repeatable. `--set base_image=IMAGE` picks the base image.
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub sets: Vec<String>,
-    /// Run up to N independent steps at once.
-    #[arg(short = 'j', long, default_value_t = 1, value_name = "N")]
+    /// Run up to N independent steps at once (at least 1).
+    #[arg(
+        short = 'j',
+        long,
+        default_value_t = 1,
+        value_name = "N",
+        value_parser = at_least_one
+    )]
     pub jobs: usize,
     /// After a failure, keep running the steps that do not depend on it.
     #[arg(long)]
@@ -164,6 +174,15 @@ pub struct Arguments {
     /// Print the man page (roff).
     #[arg(long)]
     pub man: bool,
+}
+
+/// A count that must be at least 1 (`--jobs 0` would start nothing and wait for ever).
+fn at_least_one(value: &str) -> Result<usize, String> {
+    match value.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".to_owned()),
+        Ok(count) => Ok(count),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 /// Where the modes' services run; the shipped modes choose their steps by it.
@@ -333,10 +352,7 @@ impl Invocation {
             .cloned()
             .unwrap_or_else(|| uid.to_string());
         let home = env.get("HOME").cloned().unwrap_or_default();
-        let cwd = match std::env::current_dir() {
-            Ok(dir) => utf8_path("the current directory", dir)?,
-            Err(_) => "/".into(),
-        };
+        let cwd = utf8_path("the current directory", crate::config::current_dir()?)?;
         let backup_dir = args
             .backup_dir
             .clone()

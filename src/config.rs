@@ -8,6 +8,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
+use std::io::ErrorKind as IoKind;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
@@ -73,7 +74,7 @@ impl Layers {
         }];
         if let Some(prefix) = installdir {
             let root = prefix.join(LAYER_SUBDIR);
-            if root.is_dir() {
+            if layer_exists(&root)? {
                 layers.push(Layer {
                     name: "installdir".into(),
                     root,
@@ -82,7 +83,7 @@ impl Layers {
         }
         if let Some(home) = home {
             let root = home.join(".docker_meta/host_container");
-            if root.is_dir() {
+            if layer_exists(&root)? {
                 layers.push(Layer {
                     name: "home".into(),
                     root,
@@ -119,6 +120,10 @@ impl Layers {
                 name: format!("config-dir {}", index + 1),
                 root,
             });
+        }
+        // The builtin layer is ours, written just now.
+        for layer in &layers[1..] {
+            check_readable(layer)?;
         }
         Ok(Layers {
             layers,
@@ -267,6 +272,69 @@ impl Layers {
     }
 }
 
+/// Whether the optional layer at `root` exists. One that cannot even be looked at is an error,
+/// not an absent layer.
+fn layer_exists(root: &Path) -> anyhow::Result<bool> {
+    match fs::metadata(root) {
+        Ok(metadata) => Ok(metadata.is_dir()),
+        Err(e) if matches!(e.kind(), IoKind::NotFound | IoKind::NotADirectory) => Ok(false),
+        Err(e) => Err(cannot_read(root, &e, "the layer")),
+    }
+}
+
+/// Refuses a layer with a directory or file this process cannot read. Every lookup asks whether
+/// a path is there, and one that cannot be read answers "no": a mode file, a language's
+/// settings or a whole layer would be skipped in silence and a lower layer's used instead. So
+/// the layer is checked whole, once (directories listed, files asked with `faccessat`, nothing
+/// read; symlinks are not followed, as every walk of a layer does).
+fn check_readable(layer: &Layer) -> anyhow::Result<()> {
+    let what = format!("layer `{}`", layer.name);
+    let mut pending = vec![layer.root.clone()];
+    while let Some(dir) = pending.pop() {
+        accessible(&dir, libc::R_OK | libc::X_OK).map_err(|e| cannot_read(&dir, &e, &what))?;
+        let listed = fs::read_dir(&dir).map_err(|e| cannot_read(&dir, &e, &what))?;
+        for entry in listed {
+            let entry = entry.map_err(|e| cannot_read(&dir, &e, &what))?;
+            let path = entry.path();
+            let kind = entry
+                .file_type()
+                .map_err(|e| cannot_read(&path, &e, &what))?;
+            if kind.is_dir() {
+                pending.push(path);
+            } else if kind.is_file() {
+                accessible(&path, libc::R_OK).map_err(|e| cannot_read(&path, &e, &what))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `faccessat` with the effective ids, the ones an open is checked against.
+fn accessible(path: &Path, mode: libc::c_int) -> std::io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| std::io::Error::from(IoKind::InvalidInput))?;
+    // SAFETY: a valid NUL-terminated path; faccessat reads nothing else of ours.
+    let answer =
+        unsafe { libc::faccessat(libc::AT_FDCWD, c_path.as_ptr(), mode, libc::AT_EACCESS) };
+    match answer {
+        0 => Ok(()),
+        _ => Err(std::io::Error::last_os_error()),
+    }
+}
+
+fn cannot_read(path: &Path, e: &std::io::Error, what: &str) -> anyhow::Error {
+    crate::error::Error::new(
+        Kind::Config,
+        format!("{} cannot be read ({what}): {e}", path.display()),
+    )
+    .note(
+        "make it readable for this user, or leave the layer out: an unreadable file would be \
+         skipped and another layer's used instead",
+    )
+    .into()
+}
+
 /// Where mode files live inside a layer, the shared directory first, the most specific last.
 fn mode_dirs(language: &str, variant: &str) -> [PathBuf; 3] {
     let language_dir = Path::new(language).join("config");
@@ -298,6 +366,21 @@ pub fn environment() -> BTreeMap<String, String> {
         .collect()
 }
 
+/// The current directory, or a usage error (64) when it cannot be resolved (it was removed, or a
+/// parent lost its search permission). Never a guess: read as `/`, `exec` would bind-mount the
+/// host's root and `backup` write to `/host_container-backups`; read as "no project", the
+/// project's modes would silently give way to the builtin ones.
+pub fn current_dir() -> anyhow::Result<PathBuf> {
+    std::env::current_dir().map_err(|e| {
+        crate::error::Error::new(
+            Kind::Usage,
+            format!("the current directory cannot be resolved: {e}"),
+        )
+        .note("it was removed or cannot be reached any more: cd to a directory that exists")
+        .into()
+    })
+}
+
 /// Whether a project layer is looked for: not with `--no-project` (`use_project` false) nor
 /// with `$HOST_CONTAINER_NO_PROJECT` set to anything but empty, `0`, `false`, `no` or `off`.
 pub fn project_wanted(use_project: bool, env: &BTreeMap<String, String>) -> bool {
@@ -319,13 +402,10 @@ pub fn layers_of(config_dirs: &[PathBuf], use_project: bool) -> anyhow::Result<L
     let installdir = std::env::current_exe()
         .ok()
         .and_then(|exe| exe.parent()?.parent().map(PathBuf::from));
-    let project = project_wanted(use_project, &env)
-        .then(|| {
-            std::env::current_dir()
-                .ok()
-                .and_then(|cwd| find_project(&cwd))
-        })
-        .flatten();
+    let project = match project_wanted(use_project, &env) {
+        true => find_project(&current_dir()?),
+        false => None,
+    };
     Layers::discover(
         config_dirs,
         home.as_deref(),

@@ -33,19 +33,28 @@ fn no_such_image(answer: &Captured) -> bool {
     text.contains("no such image") || text.contains("unable to find image")
 }
 
+/// How a docker call is run: `docker::capture` (as long as it takes) or `docker::query` (within
+/// the engine deadline).
+pub type Run = fn(&[String]) -> anyhow::Result<Captured>;
+
 /// `docker container create …` of the helper image, loading the image first if the engine
-/// lacks it (one extra call, once per engine).
-pub fn create_helper_container(head: &[String], options: &[String]) -> anyhow::Result<Captured> {
+/// lacks it (one extra call, once per engine). `run` runs the create: the visibility probe's
+/// throw-away container is a question, asked within the engine deadline; the lock is not.
+pub fn create_helper_container(
+    head: &[String],
+    options: &[String],
+    run: Run,
+) -> anyhow::Result<Captured> {
     // Never pull: the helper image is loaded from an archive, and no registry may be reachable.
     let mut create = argv(head, &["container", "create", "--pull=never"]);
     create.extend(options.iter().cloned());
     create.extend([HELPER_IMAGE.to_owned(), "/none".to_owned()]);
-    let answer = docker::capture(&create)?;
+    let answer = run(&create)?;
     if answer.success() || !no_such_image(&answer) {
         return Ok(answer);
     }
     load_helper_image(head)?;
-    docker::capture(&create)
+    run(&create)
 }
 
 /// Loads the helper image from an archive made here. The archive is the same bytes on every
@@ -81,7 +90,7 @@ fn load_helper_image(head: &[String]) -> anyhow::Result<()> {
 /// The engine's architecture as images name it (`amd64`, `arm64`), which may not be this
 /// machine's; failing an answer, this machine's, as the engine most often runs here.
 fn engine_architecture(head: &[String]) -> String {
-    let asked = docker::capture(&argv(head, &["version", "--format", "{{.Server.Arch}}"]));
+    let asked = docker::query(&argv(head, &["version", "--format", "{{.Server.Arch}}"]));
     match asked {
         Ok(answer) if answer.success() && is_architecture(answer.stdout.trim()) => {
             answer.stdout.trim().to_owned()
@@ -163,7 +172,7 @@ fn prune_replaced_helper_images(head: &[String]) {
 
 /// The engine's own id (`docker info`), which names it in the cache whatever its address.
 fn engine_id(head: &[String]) -> anyhow::Result<String> {
-    let answer = docker::capture(&argv(head, &["info", "--format", "{{.ID}}"]))?;
+    let answer = docker::query(&argv(head, &["info", "--format", "{{.ID}}"]))?;
     if !answer.success() {
         return Err(Error::new(
             docker::classify(&answer.stderr).unwrap_or(Kind::EngineUnreachable),
@@ -220,7 +229,7 @@ fn probe_visibility(head: &[String]) -> anyhow::Result<bool> {
         "--mount=type=bind,{},target=/probe,readonly",
         crate::template::mount_option("source", &dir.path().display().to_string())
     );
-    let created = create_helper_container(head, &[format!("--name={name}"), mount])?;
+    let created = create_helper_container(head, &[format!("--name={name}"), mount], docker::query)?;
     if !created.success() {
         if let Some(kind @ (Kind::EngineUnreachable | Kind::DockerMissing)) =
             docker::classify(&created.stderr)
@@ -230,8 +239,8 @@ fn probe_visibility(head: &[String]) -> anyhow::Result<bool> {
         // The engine has no such directory: `--mount` refuses a missing bind source.
         return Ok(false);
     }
-    let copied = docker::capture(&argv(head, &["cp", &format!("{name}:/probe/marker"), "-"]));
-    let _ = docker::capture(&argv(head, &["rm", "--force", &name]));
+    let copied = docker::query(&argv(head, &["cp", &format!("{name}:/probe/marker"), "-"]));
+    let _ = docker::query(&argv(head, &["rm", "--force", &name]));
     let copied = copied?;
     // `docker cp … -` answers with a tar archive holding the file.
     Ok(copied.success() && copied.stdout.contains(&token))

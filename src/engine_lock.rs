@@ -94,7 +94,9 @@ impl EngineLock {
         let timeout = timeout_seconds();
         let mut announced = false;
         loop {
-            let created = engine::create_helper_container(head, &options)?;
+            // Not within the engine deadline: a lock created after its client was killed would
+            // stay behind for other hosts until HOST_CONTAINER_LOCK_TIMEOUT.
+            let created = engine::create_helper_container(head, &options, docker::capture)?;
             if created.success() {
                 // The id, so that release never removes a successor's lock of the same name.
                 let id = created.stdout.trim();
@@ -224,7 +226,7 @@ impl Drop for EngineLock {
 
 /// The holder of lock `name`, or None when there is no such container.
 fn holder(head: &[String], name: &str) -> anyhow::Result<Option<Holder>> {
-    let answer = docker::capture(&argv(
+    let answer = docker::query(&argv(
         head,
         &[
             "container",
@@ -238,7 +240,14 @@ fn holder(head: &[String], name: &str) -> anyhow::Result<Option<Holder>> {
         return Ok(None);
     }
     let (id, labels) = answer.stdout.trim().split_once(' ').unwrap_or(("", "{}"));
-    let labels: HashMap<String, String> = serde_json::from_str(labels).unwrap_or_default();
+    // Read as "no labels", garbled output would be a holder on no host, waited for an hour.
+    let labels: HashMap<String, String> = serde_json::from_str(labels).map_err(|e| {
+        docker::unreadable(
+            &argv(head, &["container", "inspect"]),
+            &answer.stdout,
+            &e.to_string(),
+        )
+    })?;
     let label = |key: &str| {
         labels
             .get(&format!("{LABEL_PREFIX}.lock.{key}"))

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use serde_json::Value as Json;
 
-use crate::docker::{capture, classify};
+use crate::docker::{classify, query};
 use crate::error::{Error, Kind};
 use crate::names::LABEL_PREFIX;
 
@@ -131,11 +131,11 @@ fn inspect_batch(head: &[String], names: &[String]) -> anyhow::Result<HashMap<St
     let mut argv = head.to_vec();
     argv.push("inspect".into());
     argv.extend(names.iter().cloned());
-    let captured = capture(&argv)?;
+    let captured = query(&argv)?;
     if !captured.success() {
         only_missing_objects(&captured.stderr)?;
     }
-    let objects: Vec<Json> = serde_json::from_str(captured.stdout.trim()).unwrap_or_default();
+    let objects = objects_of(&argv, &captured.stdout)?;
     let wanted_images: HashMap<String, &String> =
         names.iter().map(|n| (normalize_image(n), n)).collect();
     let mut found = HashMap::new();
@@ -151,6 +151,19 @@ fn inspect_batch(head: &[String], names: &[String]) -> anyhow::Result<HashMap<St
         }
     }
     Ok(found)
+}
+
+/// The objects of inspect's answer, a JSON array of objects. Anything else (cut short, garbled
+/// by a proxy, a CLI that printed something else) is an error: read as "nothing found", it
+/// would make a run redo what exists.
+fn objects_of(argv: &[String], stdout: &str) -> anyhow::Result<Vec<Json>> {
+    let parsed = serde_json::from_str::<Vec<Json>>(stdout.trim())
+        .map_err(|e| e.to_string())
+        .and_then(|objects| match objects.iter().all(Json::is_object) {
+            true => Ok(objects),
+            false => Err("an element of the array is not an object".to_owned()),
+        });
+    parsed.map_err(|why| crate::docker::unreadable(argv, stdout, &why))
 }
 
 /// Missing objects make inspect fail; anything else it says is a real problem.
@@ -244,6 +257,21 @@ fn read_other(object: &Json) -> Option<(String, Object)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_an_array_of_objects_is_an_answer() {
+        let argv: Vec<String> = ["docker", "inspect", "a"].map(String::from).to_vec();
+        assert!(objects_of(&argv, "[]\n").unwrap().is_empty());
+        assert_eq!(objects_of(&argv, r#"[{"Id":"x"}]"#).unwrap().len(), 1);
+        for garbled in ["", "[{\"Id\":", "{}", "[1]", "null", "[] trailing"] {
+            let error = objects_of(&argv, garbled).unwrap_err();
+            assert_eq!(crate::error::exit_code_of(&error), 68, "{garbled:?}");
+            assert!(
+                error.to_string().contains("`docker inspect`"),
+                "{garbled:?}"
+            );
+        }
+    }
 
     #[test]
     fn image_names_normalize_like_repo_tags() {

@@ -71,13 +71,7 @@ pub fn run(argv: impl IntoIterator<Item = std::ffi::OsString>) -> u8 {
     }
     let args = match Arguments::try_parse_from(argv) {
         Ok(args) => args,
-        Err(e) => {
-            let _ = e.print();
-            return match e.kind() {
-                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => 0,
-                _ => Kind::Usage.exit_code(),
-            };
-        }
+        Err(e) => return clap_answer(&e),
     };
     console::init(args.color);
     match run_arguments(&args) {
@@ -86,6 +80,28 @@ pub fn run(argv: impl IntoIterator<Item = std::ffi::OsString>) -> u8 {
             report(&error);
             error::exit_code_of(&error)
         }
+    }
+}
+
+/// Prints what clap answered: `--help` and `--version` on stdout (0, unless the text could not
+/// be written: a full disk is an error like any other output's), a usage error on stderr (64).
+fn clap_answer(e: &clap::Error) -> u8 {
+    use clap::error::ErrorKind as Clap;
+    let printed = e.print().and_then(|()| std::io::stdout().flush());
+    if !matches!(e.kind(), Clap::DisplayHelp | Clap::DisplayVersion) {
+        return Kind::Usage.exit_code();
+    }
+    match printed {
+        Err(error) if error.kind() != std::io::ErrorKind::BrokenPipe => {
+            let what = match e.kind() {
+                Clap::DisplayHelp => "the help",
+                _ => "the version",
+            };
+            let error = Error::new(Kind::Io, format!("writing {what} to stdout: {error}"));
+            report(&error.into());
+            Kind::Io.exit_code()
+        }
+        _ => 0,
     }
 }
 
@@ -157,16 +173,10 @@ fn run_arguments(args: &Arguments) -> anyhow::Result<u8> {
             "expected LANGUAGE VARIANT MODE (see --help, or --list for what exists)",
         );
     };
+    docker::set_engine_timeout(docker::engine_timeout_from_env()?);
     let mut invocation = Invocation::from_arguments(args, language, variant, mode)?;
     if !args.offline {
-        invocation.legacy_names = state::legacy_names_in_use(&invocation, args.context.as_deref());
-        if layers.project().is_some() {
-            // Whether the project is bind-mounted or copied; cached per engine. An engine that
-            // does not answer leaves it assumed, and a run stops at its first step anyway.
-            let head = docker::docker_head(args.context.as_deref());
-            invocation.engine_sees_client_files =
-                engine::sees_client_files(&head, layers.cache_dir()).ok();
-        }
+        ask_engine(args, &layers, &mut invocation)?;
     }
     let plan = compile::compile(&invocation, &layers, args.context.as_deref())?;
 
@@ -181,7 +191,7 @@ fn run_arguments(args: &Arguments) -> anyhow::Result<u8> {
     }
     drop(stdout);
     let options = exec::Options {
-        jobs: args.jobs.max(1),
+        jobs: args.jobs,
         keep_going: args.keep_going,
         collect_cases: args.junit.is_some(),
         yes: args.yes,
@@ -213,11 +223,32 @@ fn scaffold_new(
             "expected `new LANGUAGE VARIANT` (e.g. `new python mine`)",
         );
     };
-    let cwd = std::env::current_dir()
-        .map_err(|e| Error::new(Kind::Usage, format!("the current directory: {e}")))?;
+    let cwd = config::current_dir()?;
     let done = scaffold::new_variant(layers, &cwd, language, variant)?;
     write_out(&mut stdout, &scaffold::report(&done, language, variant))?;
     Ok(0)
+}
+
+/// What compiling needs to know of the engine: the names an existing instance lives under and,
+/// in a project, whether the engine sees this machine's files.
+fn ask_engine(
+    args: &Arguments,
+    layers: &config::Layers,
+    invocation: &mut Invocation,
+) -> anyhow::Result<()> {
+    invocation.legacy_names = state::legacy_names_in_use(invocation, args.context.as_deref());
+    if layers.project().is_some() {
+        // Whether the project is bind-mounted or copied; cached per engine. An engine that
+        // does not answer leaves it assumed, and a run stops at its first step anyway.
+        let head = docker::docker_head(args.context.as_deref());
+        invocation.engine_sees_client_files =
+            engine::sees_client_files(&head, layers.cache_dir()).ok();
+    }
+    // Not knowing is fine, waiting is not: an engine that let a question time out hangs.
+    if let Some(error) = docker::no_answer() {
+        return Err(error);
+    }
+    Ok(())
 }
 
 /// `--plan` and `--check`: learns the steps' state with read-only docker calls (none with
@@ -238,6 +269,8 @@ fn show_plan(
             Ok(observed) => {
                 let _ = state::apply(&mut plan, &observed);
             }
+            // A hung engine is no plan with an unknown state: every answer would be late.
+            Err(e) if docker::no_answer().is_some() => return Err(e),
             Err(e) => {
                 let why = match e.downcast_ref::<Error>() {
                     Some(own) => own.message.clone(),
@@ -272,9 +305,14 @@ fn show_plan(
         return Ok(0);
     }
     if let Some(e) = unreachable {
-        // The state cannot be known: whatever went wrong, CI gets the one documented code.
+        // The state cannot be known: whatever went wrong, CI gets the one documented code, but
+        // a missing docker is the same 67 a run gives.
         report(&e);
-        return Ok(Kind::EngineUnreachable.exit_code());
+        let missing = Kind::DockerMissing.exit_code();
+        return Ok(match error::exit_code_of(&e) {
+            code if code == missing => missing,
+            _ => Kind::EngineUnreachable.exit_code(),
+        });
     }
     Ok(if summary.to_run > 0 { 1 } else { 0 })
 }

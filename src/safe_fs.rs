@@ -119,11 +119,11 @@ pub fn open_regular(path: &Path) -> anyhow::Result<(File, Metadata)> {
     Ok((file, metadata))
 }
 
-/// The error for a FIFO, device, socket or directory where a file was expected.
-pub fn not_regular(path: &Path, metadata: &Metadata) -> Error {
+/// What a file that is not a regular file is, in words: "a FIFO", "a device", ….
+pub fn kind_of(metadata: &Metadata) -> &'static str {
     use std::os::unix::fs::FileTypeExt;
     let kind = metadata.file_type();
-    let what = if kind.is_fifo() {
+    if kind.is_fifo() {
         "a FIFO"
     } else if kind.is_char_device() || kind.is_block_device() {
         "a device"
@@ -133,7 +133,12 @@ pub fn not_regular(path: &Path, metadata: &Metadata) -> Error {
         "a directory"
     } else {
         "not a regular file"
-    };
+    }
+}
+
+/// The error for a FIFO, device, socket or directory where a file was expected.
+pub fn not_regular(path: &Path, metadata: &Metadata) -> Error {
+    let what = kind_of(metadata);
     Error::new(
         Kind::Config,
         format!(

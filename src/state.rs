@@ -205,7 +205,7 @@ pub fn stop_orphans(plan: &Plan, selected: &[bool]) -> anyhow::Result<()> {
     ps.push(format!(
         "--format={{{{.ID}}}} {{{{.Label \"{LABEL_PREFIX}.step\"}}}} {{{{.Names}}}}"
     ));
-    let listed = docker::capture(&ps)?;
+    let listed = docker::query(&ps)?;
     if !listed.success() {
         // Not knowing is no reason to stop: the steps run as before.
         return Ok(());
@@ -650,7 +650,7 @@ pub fn legacy_names_in_use(invocation: &Invocation, context: Option<&str>) -> bo
     for (key, value) in instance_labels(invocation) {
         argv.push(format!("--filter=label={key}={value}"));
     }
-    if let Ok(listed) = crate::docker::capture(&argv) {
+    if let Ok(listed) = crate::docker::query(&argv) {
         let names: Vec<&str> = listed.stdout.lines().map(str::trim).collect();
         if listed.success() && names.iter().any(|n| starts_legacy(n)) {
             return true;

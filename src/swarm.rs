@@ -357,7 +357,7 @@ pub fn wait_for_job(
     poll: std::time::Duration,
 ) -> anyhow::Result<JobEnd> {
     loop {
-        let listed = crate::docker::capture(&with_head(
+        let listed = crate::docker::query(&with_head(
             head,
             &["service", "ps", "--quiet", "--no-trunc", name],
         ))?;
@@ -375,7 +375,7 @@ pub fn wait_for_job(
                 ],
             );
             argv.extend(ids.iter().map(|id| (*id).to_owned()));
-            let states = crate::docker::capture(&argv)?;
+            let states = crate::docker::query(&argv)?;
             if let Some(end) = job_end(&states.stdout) {
                 return Ok(end);
             }
@@ -411,7 +411,7 @@ fn job_end(lines: &str) -> Option<JobEnd> {
 /// Whether the service `name` runs all the replicas it wants, none of them still starting and
 /// no rolling update under way; otherwise what it is waiting for.
 pub fn service_ready(head: &[String], name: &str) -> Result<(), String> {
-    let inspect = crate::docker::capture(&with_head(
+    let inspect = crate::docker::query(&with_head(
         head,
         &[
             "service",
@@ -430,7 +430,7 @@ pub fn service_ready(head: &[String], name: &str) -> Result<(), String> {
     if matches!(update, "updating" | "rollback_started") {
         return Err(format!("its rolling update is {update}"));
     }
-    let tasks = crate::docker::capture(&with_head(
+    let tasks = crate::docker::query(&with_head(
         head,
         &[
             "service",
@@ -492,7 +492,7 @@ pub fn clear_removed(
     for service in services {
         loop {
             let filter = format!("--filter=label=com.docker.swarm.service.name={service}");
-            let listed = crate::docker::capture(&with_head(
+            let listed = crate::docker::query(&with_head(
                 head,
                 &["ps", "--all", "--format={{.ID}} {{.State}}", &filter],
             ))?;

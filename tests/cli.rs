@@ -1365,3 +1365,68 @@ fn a_missing_helper_image_is_loaded_and_replaced_ones_pruned() {
         "{calls:#?}"
     );
 }
+
+/// `--jobs 0` would run nothing at once; it is refused before anything runs.
+#[test]
+fn jobs_zero_is_a_usage_error() {
+    let sandbox = Sandbox::new();
+    let output = sandbox
+        .fake_docker()
+        .args(["--jobs", "0", "python", "minimal", "single", "true"])
+        .output()
+        .expect("run");
+    expect_code(&output, 64);
+    assert!(stderr(&output).contains("--jobs"), "{}", stderr(&output));
+    assert!(sandbox.all_docker_calls().is_empty(), "docker was called");
+}
+
+/// Text written to a full disk is lost: `--help` and `--version` say so and fail, as `--plan`
+/// does, instead of exiting 0.
+#[test]
+fn help_and_version_on_a_full_disk_fail_with_a_message() {
+    let sandbox = Sandbox::new();
+    for option in ["--help", "--version", "-h", "-V"] {
+        let full = fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/full")
+            .expect("/dev/full");
+        let output = sandbox
+            .command()
+            .arg(option)
+            .stdout(full)
+            .output()
+            .expect("run");
+        assert_ne!(output.status.code(), Some(0), "{option}");
+        assert!(
+            stderr(&output).contains("No space left on device"),
+            "{option}: {}",
+            stderr(&output)
+        );
+    }
+}
+
+/// Without docker, `--check` and a run fail with one code: 67, docker is not installed.
+#[test]
+fn without_docker_check_and_run_give_the_same_code() {
+    let sandbox = Sandbox::new();
+    // An empty PATH but for a directory without docker.
+    let codes: Vec<Option<i32>> = [&["--check"][..], &[]]
+        .iter()
+        .map(|extra| {
+            let output = sandbox
+                .command()
+                .env("PATH", sandbox.path("bin"))
+                .args(*extra)
+                .args(["python", "minimal", "single", "true"])
+                .output()
+                .expect("run");
+            assert!(
+                stderr(&output).contains("is not installed"),
+                "{}",
+                stderr(&output)
+            );
+            output.status.code()
+        })
+        .collect();
+    assert_eq!(codes, [Some(67), Some(67)]);
+}

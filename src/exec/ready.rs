@@ -40,9 +40,10 @@ pub fn wait(step: &Step, ready: &Ready, _pids: &Running) -> Result<(), Failure> 
             "{{.State.Status}} {{.RestartCount}}|{{.Image}}".into(),
             name.clone(),
         ]);
-        let answer = docker::capture(&inspect)
-            .map(|c| c.stdout.trim().to_owned())
-            .unwrap_or_default();
+        let answer = match docker::query(&inspect) {
+            Ok(answered) => answered.stdout.trim().to_owned(),
+            Err(e) => return Err(unanswered(step, &e)),
+        };
         let (state, image) = answer.split_once('|').unwrap_or((&answer, ""));
         // A restart policy hides a crash behind "restarting"; any restart means it exited.
         if state != "running 0" {
@@ -74,6 +75,28 @@ pub fn wait(step: &Step, ready: &Ready, _pids: &Running) -> Result<(), Failure> 
     }
 }
 
+/// The failure of a readiness check that could not ask the engine: not "the daemon exited",
+/// which would have it removed and read as a crash of the daemon.
+fn unanswered(step: &Step, error: &anyhow::Error) -> Failure {
+    let kind = match crate::error::exit_code_of(error) {
+        code if code == Kind::DockerMissing.exit_code() => Kind::DockerMissing,
+        _ => Kind::EngineUnreachable,
+    };
+    let message = match error.downcast_ref::<crate::error::Error>() {
+        Some(own) => own.to_string(),
+        None => format!("{error:#}"),
+    };
+    failure(
+        kind,
+        None,
+        format!(
+            "step `{}`: its readiness could not be checked: {message}",
+            step.id
+        ),
+        Vec::new(),
+    )
+}
+
 /// The service a `service update` argv (after the docker head) updates: its last argument.
 fn update_target(args: &[String]) -> Option<String> {
     (args.first()? == "service" && args.get(1)? == "update")
@@ -89,6 +112,9 @@ fn service_ready(step: &Step, ready: &Ready, name: &str) -> Result<(), Failure> 
     let deadline = Instant::now() + timeout;
     loop {
         let state = crate::swarm::service_ready(&head, name);
+        if let Some(e) = docker::no_answer() {
+            return Err(unanswered(step, &e));
+        }
         let tcp_ok = ready
             .tcp
             .as_ref()
@@ -105,7 +131,7 @@ fn service_ready(step: &Step, ready: &Ready, name: &str) -> Result<(), Failure> 
                     .iter()
                     .map(|a| (*a).to_owned()),
             );
-            let tail = docker::capture(&ps)
+            let tail = docker::query(&ps)
                 .map(|c| last_lines(&c.stdout))
                 .unwrap_or_default();
             return Err(failure(
@@ -187,7 +213,7 @@ fn port_answers(address: &str) -> bool {
 fn not_ready(step: &Step, head: &[String], name: &str, why: &str) -> Failure {
     let mut logs = head.to_vec();
     logs.extend(["logs".into(), "--tail".into(), "20".into(), name.to_owned()]);
-    let tail = docker::capture(&logs)
+    let tail = docker::query(&logs)
         .map(|c| last_lines(&format!("{}{}", c.stdout, c.stderr)))
         .unwrap_or_default();
     // A daemon left running after a failed check would be "already running with the same

@@ -267,7 +267,7 @@ fn run_job(step: &Step, name: &str, pids: &Running, collect: bool) -> Result<Rep
 fn published(step: &Step, container: &str) -> String {
     let mut argv = step.argv[..docker_head_len(&step.argv)].to_vec();
     argv.extend(["port".to_owned(), container.to_owned()]);
-    let ports: Vec<String> = docker::capture(&argv)
+    let ports: Vec<String> = docker::query(&argv)
         .ok()
         .filter(|c| c.success())
         .map(|c| c.stdout.lines().map(|l| l.replace(" -> ", "->")).collect())

@@ -103,7 +103,7 @@ impl Sandbox {
 
     /// Installs a fake `docker` first on PATH that records every call to `docker.log`.
     ///
-    /// It answers `inspect` as if nothing existed (or with the JSON in the file
+    /// It answers `inspect` (after a `--context NAME`, too) as if nothing existed (or with the JSON in the file
     /// `$FAKE_DOCKER_INSPECT`, when set), like an unreachable engine when
     /// `$FAKE_DOCKER_UNREACHABLE` is set, fails with exit 42 on any call whose argv contains
     /// `$FAKE_DOCKER_FAIL` (when set; saying `$FAKE_DOCKER_MESSAGE` then, if set), takes two
@@ -115,6 +115,8 @@ impl Sandbox {
 log="$FAKE_DOCKER_LOG"
 for arg in "$@"; do printf '%s\0' "$arg" >> "$log"; done
 printf '\001\n' >> "$log"
+# Global options first, as docker takes them: what follows is the subcommand.
+if [ "$1" = --context ]; then shift 2; fi
 if [ -n "${FAKE_DOCKER_UNREACHABLE:-}" ]; then
   echo "Cannot connect to the Docker daemon at unix:///fake.sock. Is the docker daemon running?" >&2
   exit 1
