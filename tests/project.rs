@@ -76,13 +76,13 @@ fn jobs_run_in_the_project_bind_mounted_or_copied() {
         root.display()
     );
     assert!(local.contains(&mount), "{local}");
-    assert!(!local.contains("init.project:"), "{local}");
+    assert!(!local.contains("] init.project:"), "{local}");
 
     let mut remote = from(&sandbox, &root, "src");
     remote.env("DOCKER_HOST", "tcp://192.0.2.1:2375");
     let remote = plan_text(remote, &["python", "minimal", "single"]);
     assert!(remote.contains("copied into a volume"), "{remote}");
-    assert!(remote.contains("init.project: "), "{remote}");
+    assert!(remote.contains("] init.project: "), "{remote}");
     assert!(
         remote.contains(
             "--mount=type=volume,source=hc-python-minimal-default-project,target=/project"
@@ -121,7 +121,7 @@ fn the_projects_settings_choose_what_test_runs() {
         plan.contains("--env=HC_DEPENDENCY_GROUPS=tests, docs"),
         "{plan}"
     );
-    assert!(!plan.contains("test.checks:"), "{plan}");
+    assert!(!plan.contains("] test.checks:"), "{plan}");
 
     let junit = sandbox.path("report.xml");
     let plan = plan_text(
