@@ -38,6 +38,10 @@ Examples:
   host_container --list
   host_container --validate my_modes/config/host_base_lint.yaml
   echo 'python -V' | host_container python minimal bash
+  host_container new python mine   (a variant of your project's own, in .host_container/)
+
+Inside a project (a .host_container/ directory here or in a parent, found from any
+subdirectory): init installs the project, single/test/bash run in it, test runs its tests.
 
 Environment:
   HOST_CONTAINER_<LANGUAGE>_<KEY>
@@ -45,6 +49,10 @@ Environment:
                              HOST_CONTAINER_NODE_BASE_IMAGE (`--set KEY=VALUE` wins over it)
   HOST_CONTAINER_BASE_IMAGE  the base image of every language whose own one is unset
                              (defaults: python:3.12-slim for python, node:22-slim for node)
+  HOST_CONTAINER_CA_BUNDLE   a PEM file init and upgrade trust (a TLS-intercepting proxy)
+  HOST_CONTAINER_NO_PROJECT  when set (not empty, 0, false, no or off), like --no-project
+  PIP_*, npm_config_*, HTTP(S)_PROXY, NO_PROXY
+                             passed on to init and upgrade by name
   UPGRADE                    when set (not empty, 0, false, no or off), `upgrade` runs before
                              every mode that requires it
   HOST_CONTAINER_ENGINE_TIMEOUT
