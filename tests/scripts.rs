@@ -103,3 +103,50 @@ fn base_image_script_names_the_command_when_not_root() {
         stderr(&output)
     );
 }
+
+/// python's `install-project`, loaded as a module by the host's python3: a project without git
+/// history whose version comes from setuptools-scm gets a version instead of failing, and one
+/// with the client's own SETUPTOOLS_SCM_PRETEND_VERSION keeps it; dependency groups expand
+/// `include-group` and refuse a group that does not exist.
+#[test]
+fn install_project_gives_scm_a_version_and_expands_groups() {
+    let sandbox = Sandbox::new();
+    let script = support::repo_root()
+        .join("etc/docker_meta/host_container/python/hosts/minimal/install-project");
+    let probe = r#"
+import importlib.machinery, importlib.util, os, sys
+loader = importlib.machinery.SourceFileLoader("install_project", sys.argv[1])
+spec = importlib.util.spec_from_loader("install_project", loader)
+module = importlib.util.module_from_spec(spec)
+loader.exec_module(module)
+module.pretend_version(sys.argv[2], ["setuptools>=64", "setuptools_scm[toml]>=8"])
+print("version", os.environ.get("SETUPTOOLS_SCM_PRETEND_VERSION"))
+groups = {"Tests": [{"include-group": "lint"}, "pytest"], "lint": ["ruff"]}
+print("group", module.group_requirements("pyproject.toml", groups, "tests"))
+module.group_requirements("pyproject.toml", groups, "docs")
+"#;
+    let run = |pretend: Option<&str>| {
+        let mut command = Command::new("python3");
+        command
+            .args(["-c", probe])
+            .arg(&script)
+            .arg(sandbox.path("project"))
+            .env_remove("SETUPTOOLS_SCM_PRETEND_VERSION");
+        if let Some(version) = pretend {
+            command.env("SETUPTOOLS_SCM_PRETEND_VERSION", version);
+        }
+        command.output().expect("python3 runs")
+    };
+    let output = run(None);
+    let said = stdout(&output);
+    assert!(said.contains("version 0.0.0"), "{said}");
+    assert!(said.contains("group ['ruff', 'pytest']"), "{said}");
+    assert_eq!(output.status.code(), Some(1), "an unknown group fails");
+    assert!(
+        stderr(&output).contains("no dependency group `docs`"),
+        "{}",
+        stderr(&output)
+    );
+    let kept = run(Some("2.5.1"));
+    assert!(stdout(&kept).contains("version 2.5.1"), "{}", stdout(&kept));
+}

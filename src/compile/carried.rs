@@ -112,7 +112,10 @@ pub(super) fn dependency_env(env: &BTreeMap<String, String>, ca: bool) -> Vec<St
         .keys()
         .filter(|name| {
             let upper = name.to_ascii_uppercase();
-            let package = upper.starts_with("PIP_") || upper.starts_with("NPM_CONFIG_");
+            // setuptools-scm's version for a project whose copy has no git history.
+            let package = upper.starts_with("PIP_")
+                || upper.starts_with("NPM_CONFIG_")
+                || upper.starts_with("SETUPTOOLS_SCM_PRETEND_VERSION");
             (package && !CLIENT_FILE_SETTINGS.contains(&upper.as_str()))
                 || PROXIES.contains(&name.as_str())
         })

@@ -23,6 +23,7 @@ fn carried_setting(name: &str) -> bool {
         || upper.starts_with("NPM_CONFIG_")
         || upper.starts_with("HOST_CONTAINER_PYTHON_")
         || upper.starts_with("HOST_CONTAINER_NODE_")
+        || upper.starts_with("SETUPTOOLS_SCM_")
         || [
             "HTTP_PROXY",
             "HTTPS_PROXY",
