@@ -66,11 +66,31 @@ pub enum Document {
     Unfinished,
 }
 
-/// A test case a step reported in its output: a line `ok NAME` or `FAIL NAME: why`.
+/// A test case a step reported in its output: a line `ok NAME` or `FAIL NAME: why`, or TAP's
+/// `ok N - NAME` / `not ok N - NAME` (what node's test runner prints without a JUnit reporter).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Case {
     pub name: String,
     pub failure: Option<String>,
+}
+
+/// A TAP test point's name: without its number and ` - `, and without a `# SKIP`/`# TODO`
+/// directive's text.
+fn tap_name(rest: &str) -> String {
+    let rest = rest.trim();
+    let (number, unnumbered) = match rest.split_once(' ') {
+        Some((number, name)) if number.bytes().all(|b| b.is_ascii_digit()) => (number, name),
+        None if rest.bytes().all(|b| b.is_ascii_digit()) => (rest, ""),
+        _ => ("", rest),
+    };
+    let name = unnumbered.strip_prefix("- ").unwrap_or(unnumbered);
+    let name = if name.starts_with('#') { "" } else { name };
+    let name = name.split(" # ").next().unwrap_or(name).trim();
+    match (name.is_empty(), number.is_empty()) {
+        (false, _) => name.to_owned(),
+        (true, false) => format!("test {number}"),
+        (true, true) => rest.to_owned(),
+    }
 }
 
 /// The cases in a step's output lines (see `Case`).
@@ -80,8 +100,14 @@ pub fn parse_cases(lines: &[String]) -> Vec<Case> {
         .filter_map(|line| {
             if let Some(name) = line.strip_prefix("ok ") {
                 return Some(Case {
-                    name: name.trim().to_owned(),
+                    name: tap_name(name),
                     failure: None,
+                });
+            }
+            if let Some(name) = line.strip_prefix("not ok ") {
+                return Some(Case {
+                    name: tap_name(name),
+                    failure: Some("not ok".to_owned()),
                 });
             }
             let rest = line.strip_prefix("FAIL ")?;
@@ -92,4 +118,30 @@ pub fn parse_cases(lines: &[String]) -> Vec<Case> {
             })
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tap_test_points_are_cases_by_name() {
+        let lines: Vec<String> = [
+            "TAP version 13",
+            "# Subtest: greets by name",
+            "ok 1 - greets by name",
+            "not ok 2 - shouts",
+            "  ---",
+            "ok 3 # SKIP not today",
+            "ok imports",
+        ]
+        .iter()
+        .map(|line| line.to_string())
+        .collect();
+        let cases = parse_cases(&lines);
+        let names: Vec<&str> = cases.iter().map(|case| case.name.as_str()).collect();
+        assert_eq!(names, ["greets by name", "shouts", "test 3", "imports"]);
+        assert_eq!(cases[1].failure.as_deref(), Some("not ok"));
+        assert!(cases[0].failure.is_none());
+    }
 }

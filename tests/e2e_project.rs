@@ -375,8 +375,15 @@ fn a_node_project_is_installed_and_tested_in_place() {
     let project = Project::copy("node-greeter", "project-node");
     Docker::local().remove(&project.instance);
 
-    let tested = run(project.command("test"), &["node", "plain", "test"]);
+    let report = project.sandbox.path("report.xml");
+    let report_arg = report.display().to_string();
+    let tested = run(
+        project.command("test"),
+        &["--junit", &report_arg, "node", "plain", "test"],
+    );
     expect_code(&tested, 0);
+    // node 18's runner prints TAP: each test point is a case.
+    assert!(has_case(&cases(&report), "greets by name", "passed"));
     assert!(ran(&tested, "init.dependencies"), "{}", stderr(&tested));
     assert!(stdout(&tested).contains("# pass 1"), "{}", stdout(&tested));
     // npm ci installed the local dependency into the project's own node_modules.
@@ -386,8 +393,12 @@ fn a_node_project_is_installed_and_tested_in_place() {
         .is_file());
 
     project.edit("test/greet.test.js", "\"Hello, Ada!\"", "\"Hi, Ada!\"");
-    let failing = run(project.command(""), &["node", "plain", "test"]);
+    let failing = run(
+        project.command(""),
+        &["--junit", &report_arg, "node", "plain", "test"],
+    );
     expect_code(&failing, 1);
+    assert!(has_case(&cases(&report), "greets by name", "failure"));
     assert!(
         stdout(&failing).contains("# fail 1"),
         "{}",
