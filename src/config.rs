@@ -145,6 +145,18 @@ impl Layers {
             .map(|layer| layer.root.as_path())
     }
 
+    /// The layers for an error that says where it looked: each name, and the path of every
+    /// layer but the builtin one (`project (/home/me/proj/.host_container)`).
+    pub fn searched(&self) -> String {
+        let names: Vec<String> = (self.layers.iter())
+            .map(|layer| match layer.name.as_str() {
+                "builtin" => layer.name.clone(),
+                _ => format!("{} ({})", layer.name, layer.root.display()),
+            })
+            .collect();
+        format!("layers searched, lowest first: {}", names.join(", "))
+    }
+
     /// Where materialized layers and merged directories live.
     pub fn cache_dir(&self) -> &Path {
         &self.cache_dir

@@ -101,6 +101,7 @@ pub fn check_language_variant(
         }
         return Err(error
             .note(format!("languages: {}", languages.join(", ")))
+            .note(layers.searched())
             .into());
     }
     let variants = layers.variants(language);
@@ -114,6 +115,7 @@ pub fn check_language_variant(
         }
         return Err(error
             .note(format!("variants of {language}: {}", variants.join(", ")))
+            .note(layers.searched())
             .into());
     }
     Ok(())

@@ -124,7 +124,8 @@ impl Compiler<'_> {
             if let Some(s) = did_you_mean(&requested, modes.iter().map(String::as_str)) {
                 error = error.note(format!("did you mean `{s}`?"));
             }
-            return Err(error.note(format!("modes: {}", modes.join(", "))).into());
+            let error = error.note(format!("modes: {}", modes.join(", ")));
+            return Err(error.note(self.layers.searched()).into());
         }
         let mut order = Vec::new();
         let mut stack = Vec::new();
