@@ -109,7 +109,9 @@ pub(super) fn with_ca(layers: &Layers, dir: &Path, ca: &Path) -> anyhow::Result<
 /// and, with a CA bundle, the variables that make pip, requests, OpenSSL, node and npm trust it.
 pub(super) fn dependency_env(env: &BTreeMap<String, String>, ca: bool) -> Vec<String> {
     let mut options: Vec<String> = env
-        .keys()
+        .iter()
+        .filter(|(_, value)| !names_a_client_path(value))
+        .map(|(name, _)| name)
         .filter(|name| {
             let upper = name.to_ascii_uppercase();
             // setuptools-scm's version for a project whose copy has no git history.
@@ -134,6 +136,16 @@ pub(super) fn dependency_env(env: &BTreeMap<String, String>, ca: bool) -> Vec<St
         }
     }
     options
+}
+
+/// Whether a setting's value names a path of this machine (`/opt/wheels`, `file:///opt/x`,
+/// one of several separated by spaces) that exists here: the container would not find it.
+/// Paths below `/data` are the container's own (the hosts directory, e.g. a wheelhouse).
+fn names_a_client_path(value: &str) -> bool {
+    value.split_whitespace().any(|part| {
+        let path = part.strip_prefix("file://").unwrap_or(part);
+        path.starts_with('/') && !path.starts_with("/data/") && Path::new(path).exists()
+    })
 }
 
 /// `workspace`: none outside a project; inside one, where it is here (`root`) and in containers
@@ -250,6 +262,8 @@ mod tests {
             ("PIP_NO_INDEX", "1"),
             ("npm_config_registry", "https://registry"),
             ("npm_config_cafile", "/here/ca.pem"),
+            ("PIP_FIND_LINKS", "/"),
+            ("PIP_CONSTRAINT", "/data/constraints.txt"),
             ("HTTPS_PROXY", "http://proxy:3128"),
             ("PATH", "/usr/bin"),
         ]
@@ -260,6 +274,7 @@ mod tests {
             dependency_env(&env, false),
             [
                 "--env=HTTPS_PROXY",
+                "--env=PIP_CONSTRAINT",
                 "--env=PIP_INDEX_URL",
                 "--env=PIP_NO_INDEX",
                 "--env=npm_config_registry",
