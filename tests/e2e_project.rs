@@ -59,6 +59,16 @@ impl Project {
     }
 }
 
+/// Removes an instance's objects from an engine when dropped: a failed assertion must not
+/// leave them behind.
+struct Cleanup<'a>(&'a Docker, String);
+
+impl Drop for Cleanup<'_> {
+    fn drop(&mut self) {
+        self.0.remove(&self.1);
+    }
+}
+
 /// Copies a sample project, its symlinks as symlinks.
 fn copy_tree(from: &Path, to: &Path) {
     fs::create_dir_all(to).expect("mkdir");
@@ -124,7 +134,9 @@ fn a_python_project_is_found_scaffolded_installed_and_tested_on_the_local_engine
     }
     engine::ensure_base_image();
     let project = Project::copy("python-greeter", "project-local");
-    Docker::local().remove(&project.instance);
+    let local = Docker::local();
+    local.remove(&project.instance);
+    let _cleanup = Cleanup(&local, project.instance.clone());
 
     let listed = run(project.command("src/greeter"), &["--list"]);
     expect_code(&listed, 0);
@@ -294,6 +306,7 @@ fn a_python_project_is_copied_through_an_engine_that_cannot_see_it() {
     };
     let project = Project::copy("python-greeter", "project-remote");
     engine.docker.remove(&project.instance);
+    let _cleanup = Cleanup(&engine.docker, project.instance.clone());
     project.write(".git/HEAD", "ref: refs/heads/main\n");
     project.write("scratch/big.bin", "left out by .host_container/ignore\n");
     project.write("debug.log", "left out by .dockerignore\n");
@@ -373,7 +386,9 @@ fn a_node_project_is_installed_and_tested_in_place() {
     engine::ensure_base_image();
     engine::ensure_node_base_image();
     let project = Project::copy("node-greeter", "project-node");
-    Docker::local().remove(&project.instance);
+    let local = Docker::local();
+    local.remove(&project.instance);
+    let _cleanup = Cleanup(&local, project.instance.clone());
 
     let report = project.sandbox.path("report.xml");
     let report_arg = report.display().to_string();
@@ -469,7 +484,9 @@ fn a_project_installs_from_the_real_index_trusting_the_system_bundle() {
         "import uses_six\n\n\ndef test_text_type_is_str():\n    assert uses_six.text_type() is str\n",
     );
     let instance = format!("e2e-project-index-{}", std::process::id());
-    Docker::local().remove(&instance);
+    let local = Docker::local();
+    local.remove(&instance);
+    let _cleanup = Cleanup(&local, instance.clone());
     let report = sandbox.path("report.xml");
     let report_arg = report.display().to_string();
     let mut command = sandbox.command();
