@@ -366,6 +366,7 @@ impl Compiler<'_> {
                 tar,
                 ..written.clone()
             }),
+            dockerfile: None,
             forced: false,
             need_indexes: Vec::new(),
             raw_args: fields.raw_args,
