@@ -11,8 +11,9 @@
 #                          built when missing)
 #
 # Each run starts without the image and without its build cache: the image is removed after
-# every build (its untagged parent layers go with it), so every build runs every step. Three
-# builds are timed, in rotating order:
+# every build (its untagged parent layers go with it), so every build runs every step. Four
+# builds are timed, in an order shuffled for each run (seeded, so reruns repeat it; a rotation
+# would keep each build's neighbour the same in every run):
 #   plain    docker build --build-arg=BASE_IMAGE=… --tag=… CONTEXT
 #   init     host_container -x benchbuild --junit R python minimal init: the time of the
 #            `init.image` case (the step as host_container runs it, its image prune included)
@@ -141,10 +142,14 @@ STEPS_ARGV=$(steps)
 options >/dev/null
 STEPS_OPTIONS=$(steps)
 declare -A TIMES
-order=(plain init argv options)
+RANDOM=17
 for ((run = 0; run < RUNS; run++)); do
-    shift_by=$((run % ${#order[@]}))
-    for which in "${order[@]:shift_by}" "${order[@]:0:shift_by}"; do
+    order=(plain init argv options)
+    for ((i = ${#order[@]} - 1; i > 0; i--)); do
+        j=$((RANDOM % (i + 1)))
+        swap=${order[i]} && order[i]=${order[j]} && order[j]=$swap
+    done
+    for which in "${order[@]}"; do
         TIMES[$which]+="$($which) "
     done
     log "run $((run + 1))/$RUNS: plain ${TIMES[plain]}| init ${TIMES[init]}| argv ${TIMES[argv]}| options ${TIMES[options]}"
