@@ -6,7 +6,7 @@
 #
 # Private HOME and cache in a temporary directory; the instance `bench-project` of python
 # minimal is purged at the end (also on failure). Needs the engine and hc-test-base:bookworm
-# (scripts/debian-base-image.sh builds it). See BENCHMARKS.md §9 for the method and figures.
+# (scripts/debian-base-image.sh builds it). See BENCHMARKS.md §10 for the method and figures.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ROOT=$PWD

@@ -10,7 +10,8 @@
 #   BENCH_EXEC_RUNS=10     hyperfine runs of the 1,000-step executor benchmark
 #   BENCH_JOBS_RUNS=5      hyperfine runs of each -j benchmark
 #   BENCH_PAIRS=20         interleaved pairs of `single` vs raw `docker run`
-#   BENCH_SKIP_ENGINE=1    skip the part that needs a Docker engine (5)
+#   BENCH_SKIP_ENGINE=1    skip the parts that need a Docker engine (5, 6, 9)
+#   BENCH_BUILD_RUNS=5     runs of each build of part 9 (benches/build.sh)
 #   BENCH_KEEP_WORK=1      keep the temporary directory (printed) for inspection
 #
 # Every run uses a private HOME and HOST_CONTAINER_CACHE_DIR in a temporary directory. The
@@ -376,6 +377,15 @@ else
     REMOTE_RATIO=$(python3 "$HELPER" field "$WORK/pairs-remote.json" median_ratio)
     row "6. remote: median of paired ratios ($PAIRS)" "$REMOTE_RATIO" "<= 1.10" "$(verdict "$REMOTE_RATIO" '<=' 1.10)"
     purge_engine
+fi
+
+# --- 9: the first image build of init vs a plain docker build (benches/build.sh) -------------
+if [ -n "${BENCH_SKIP_ENGINE:-}" ] || ! engine >/dev/null; then
+    row "9. init.image vs plain docker build" "skipped" "<= 1.10" "no engine or BENCH_SKIP_ENGINE"
+else
+    log "9. the first init image step vs a plain docker build (benches/build.sh)"
+    HC_BIN=$HC bash "$ROOT/benches/build.sh" >"$WORK/build.txt"
+    cat "$WORK/build.txt" >>"$SUMMARY"
 fi
 
 log "summary"

@@ -275,8 +275,9 @@ pub fn no_such_service(output: &str) -> Option<&str> {
 }
 
 /// Lines of docker's output that say nothing about the user's build: the legacy builder's
-/// deprecation banner, and the LABEL steps that the `--label` options of our builds add (one
-/// step of four lines per label).
+/// deprecation banner, and the LABEL step that carries our labels (the instruction added to or
+/// merged into a build's Dockerfile, or one step per `--label` option where labels stay
+/// options; four lines each).
 #[derive(Debug, Default)]
 pub struct Noise {
     skipping: Option<Skipping>,

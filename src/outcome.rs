@@ -66,82 +66,127 @@ pub enum Document {
     Unfinished,
 }
 
-/// A test case a step reported in its output: a line `ok NAME` or `FAIL NAME: why`, or TAP's
-/// `ok N - NAME` / `not ok N - NAME` (what node's test runner prints without a JUnit reporter).
+/// A test case a step reported in its output: a line `ok NAME` or `FAIL NAME: why`, or a test
+/// line of TAP output (`ok 1 - name`, `not ok 2 - name`, `# SKIP`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Case {
     pub name: String,
-    pub failure: Option<String>,
+    pub end: CaseEnd,
 }
 
-/// A TAP test point's name: without its number and ` - `, and without a `# SKIP`/`# TODO`
-/// directive's text.
-fn tap_name(rest: &str) -> String {
-    let rest = rest.trim();
-    let (number, unnumbered) = match rest.split_once(' ') {
-        Some((number, name)) if number.bytes().all(|b| b.is_ascii_digit()) => (number, name),
-        None if rest.bytes().all(|b| b.is_ascii_digit()) => (rest, ""),
-        _ => ("", rest),
-    };
-    let name = unnumbered.strip_prefix("- ").unwrap_or(unnumbered);
-    let name = if name.starts_with('#') { "" } else { name };
-    let name = name.split(" # ").next().unwrap_or(name).trim();
-    match (name.is_empty(), number.is_empty()) {
-        (false, _) => name.to_owned(),
-        (true, false) => format!("test {number}"),
-        (true, true) => rest.to_owned(),
-    }
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CaseEnd {
+    Passed,
+    Failed(String),
+    Skipped(String),
 }
 
-/// The cases in a step's output lines (see `Case`).
+/// The cases in a step's output lines (see `Case`): TAP when the output says it is TAP (a
+/// `TAP version` line or a plan `1..N`), else `ok NAME` / `FAIL NAME: why` lines.
 pub fn parse_cases(lines: &[String]) -> Vec<Case> {
+    if lines.iter().any(|line| is_tap_header(line.trim())) {
+        return parse_tap(lines);
+    }
     lines
         .iter()
         .filter_map(|line| {
             if let Some(name) = line.strip_prefix("ok ") {
                 return Some(Case {
-                    name: tap_name(name),
-                    failure: None,
-                });
-            }
-            if let Some(name) = line.strip_prefix("not ok ") {
-                return Some(Case {
-                    name: tap_name(name),
-                    failure: Some("not ok".to_owned()),
+                    name: name.trim().to_owned(),
+                    end: CaseEnd::Passed,
                 });
             }
             let rest = line.strip_prefix("FAIL ")?;
             let (name, why) = rest.split_once(": ").unwrap_or((rest, "failed"));
             Some(Case {
                 name: name.trim().to_owned(),
-                failure: Some(why.trim().to_owned()),
+                end: CaseEnd::Failed(why.trim().to_owned()),
             })
         })
         .collect()
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn tap_test_points_are_cases_by_name() {
-        let lines: Vec<String> = [
-            "TAP version 13",
-            "# Subtest: greets by name",
-            "ok 1 - greets by name",
-            "not ok 2 - shouts",
-            "  ---",
-            "ok 3 # SKIP not today",
-            "ok imports",
-        ]
-        .iter()
-        .map(|line| line.to_string())
-        .collect();
-        let cases = parse_cases(&lines);
-        let names: Vec<&str> = cases.iter().map(|case| case.name.as_str()).collect();
-        assert_eq!(names, ["greets by name", "shouts", "test 3", "imports"]);
-        assert_eq!(cases[1].failure.as_deref(), Some("not ok"));
-        assert!(cases[0].failure.is_none());
+fn is_tap_header(line: &str) -> bool {
+    if line.starts_with("TAP version ") {
+        return true;
     }
+    let Some(rest) = line.strip_prefix("1..") else {
+        return false;
+    };
+    let count = rest
+        .split(|c: char| !c.is_ascii_digit())
+        .next()
+        .unwrap_or("");
+    // After the count: nothing, or a comment (`1..0 # SKIP no network`).
+    let after = rest[count.len()..].trim_start();
+    !count.is_empty() && (after.is_empty() || after.starts_with('#'))
+}
+
+/// The test lines of TAP output, subtests (indented) included. A failure's message is the
+/// `message:` of its YAML diagnostics when it has one.
+fn parse_tap(lines: &[String]) -> Vec<Case> {
+    let mut cases = Vec::new();
+    for (at, line) in lines.iter().enumerate() {
+        let line = line.trim();
+        let (passed, rest) = match (line.strip_prefix("not ok"), line.strip_prefix("ok")) {
+            (Some(rest), _) => (false, rest),
+            (None, Some(rest)) => (true, rest),
+            (None, None) => continue,
+        };
+        if !(rest.is_empty() || rest.starts_with(' ')) {
+            continue;
+        }
+        let (text, directive) = match rest.split_once(" # ") {
+            Some((text, directive)) => (text, Some(directive.trim())),
+            None => (rest, None),
+        };
+        let text = text.trim_start();
+        let number: String = text.chars().take_while(char::is_ascii_digit).collect();
+        let description = text[number.len()..].trim_start();
+        let description = description.strip_prefix("- ").unwrap_or(description).trim();
+        let name = match (description.is_empty(), number.is_empty()) {
+            (false, _) => description.to_owned(),
+            (true, false) => format!("test {number}"),
+            (true, true) => format!("test {}", cases.len() + 1),
+        };
+        let word = |d: &str, w: &str| d.get(..w.len()).is_some_and(|p| p.eq_ignore_ascii_case(w));
+        let reason = |d: &str, w: &str| d[w.len()..].trim().to_owned();
+        let end = match directive {
+            Some(d) if word(d, "SKIP") => CaseEnd::Skipped(non_empty(reason(d, "SKIP"), "skipped")),
+            // A failing TODO test is expected to fail: TAP does not count it as a failure.
+            Some(d) if word(d, "TODO") && !passed => {
+                CaseEnd::Skipped(non_empty(reason(d, "TODO"), "todo"))
+            }
+            _ if passed => CaseEnd::Passed,
+            _ => CaseEnd::Failed(tap_message(&lines[at + 1..]).unwrap_or_else(|| "not ok".into())),
+        };
+        cases.push(Case { name, end });
+    }
+    cases
+}
+
+fn non_empty(text: String, otherwise: &str) -> String {
+    if text.is_empty() {
+        otherwise.to_owned()
+    } else {
+        text
+    }
+}
+
+/// The `message:` of the YAML block right after a failed TAP test line.
+fn tap_message(after: &[String]) -> Option<String> {
+    let mut lines = after.iter().map(|l| l.trim());
+    if lines.next()? != "---" {
+        return None;
+    }
+    lines
+        .take_while(|line| *line != "...")
+        .find_map(|line| line.strip_prefix("message:"))
+        .map(|value| {
+            value
+                .trim()
+                .trim_matches(|c| c == '\'' || c == '"')
+                .to_owned()
+        })
+        .filter(|value| !value.is_empty())
 }

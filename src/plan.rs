@@ -105,6 +105,10 @@ pub struct Step {
     /// What the command reads on stdin, streamed from this machine.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stdin: Option<mode::StdinSpec>,
+    /// The Dockerfile a build reads on stdin (`--file=-`): its own with the labels in one
+    /// instruction, so that they add no build steps.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dockerfile: Option<Box<GeneratedDockerfile>>,
     /// Runs even when done (its mode was requested and is declared `force`).
     #[serde(skip)]
     pub forced: bool,
@@ -131,6 +135,18 @@ pub struct Step {
     /// stale (see `mode::StepSpec::propagates`).
     #[serde(skip)]
     pub propagates: bool,
+}
+
+/// A build's Dockerfile with the instance's and the step's labels in one `LABEL` instruction:
+/// merged into the last instruction when that is a `LABEL`, else one line appended.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct GeneratedDockerfile {
+    /// The Dockerfile it was made from.
+    pub source: String,
+    /// The labels the text adds, in its order.
+    pub labels: indexmap::IndexMap<String, String>,
+    /// What the build reads on stdin.
+    pub text: String,
 }
 
 impl Step {

@@ -152,9 +152,28 @@ fn text_commands(out: &mut String, step: &Step) {
         None => String::new(),
     };
     let _ = writeln!(out, "  $ {feed}{}{redirect}", command_line(&step.argv));
+    if let Some(file) = &step.dockerfile {
+        text_heredoc(out, &file.text);
+    }
     for after in &step.after {
         let _ = writeln!(out, "  after: {}", command_line(after));
     }
+}
+
+/// A generated Dockerfile as the heredoc the command above reads: `$ docker build --file=- …`
+/// stays copy-pasteable. The end word is one no line of the text is.
+fn text_heredoc(out: &mut String, text: &str) {
+    let mut end = "DOCKERFILE".to_owned();
+    while text.lines().any(|line| line == end) {
+        end.push('_');
+    }
+    // The command line above ends before the heredoc's start, which a shell takes from there.
+    out.pop();
+    let _ = writeln!(out, " <<'{end}'");
+    for line in text.lines() {
+        let _ = writeln!(out, "{}", visible(line));
+    }
+    let _ = writeln!(out, "{end}");
 }
 
 /// What `--check` prints: the steps with a `done` condition that would run, and why, then the

@@ -716,6 +716,7 @@ mod tests {
             confirm: None,
             inputs: Vec::new(),
             stdin: None,
+            dockerfile: None,
             forced: false,
             need_indexes: Vec::new(),
             raw_args: Vec::new(),

@@ -11,6 +11,10 @@ use crate::support::{expect_code, plan_json_of, shipped_modes, stdout, Sandbox};
 /// The labels a step puts on its `done` object: from its argv, or for a stamp from the command
 /// that records it.
 fn labels_of(step: &Value) -> serde_json::Map<String, Value> {
+    // A build's labels are in the Dockerfile it reads, and the plan lists them beside it.
+    if let Some(labels) = step["dockerfile"]["labels"].as_object() {
+        return labels.clone();
+    }
     let argv = if step["done"]["kind"] == "stamp" {
         step["after"]
             .as_array()

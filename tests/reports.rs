@@ -301,3 +301,24 @@ fn a_tls_verification_failure_says_how_to_give_a_ca_bundle() {
         stderr(&output)
     );
 }
+
+#[test]
+fn tap_output_becomes_cases_with_skips_and_failures() {
+    let tap = "TAP version 13\nok 1 - adds\nnot ok 2 - divides\n  ---\n  message: 'division by zero'\n  ...\nok 3 - later # SKIP not yet\n1..3\n";
+    let (sandbox, command) = runner(tap);
+    let (output, xml) = run_with_report(command, &sandbox, "runner");
+    expect_code(&output, 0);
+    // TAP is the job's own output: it stays on the terminal.
+    assert_eq!(stdout(&output), tap);
+    let cases = junit_cases(&xml);
+    assert_eq!(
+        cases,
+        [
+            ("runner.tests".to_owned(), None),
+            ("adds".to_owned(), None),
+            ("divides".to_owned(), Some("division by zero".to_owned())),
+            ("later".to_owned(), None),
+        ]
+    );
+    assert!(xml.contains("<skipped message=\"not yet\"/>"), "{xml}");
+}

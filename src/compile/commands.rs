@@ -1,11 +1,13 @@
 //! What a finished step runs besides its own docker command: labels inserted into what it
-//! creates (so the instance's objects are found and their fingerprints read), the stamp volume
+//! creates (so the instance's objects are found and their fingerprints read; a build's in its
+//! Dockerfile, see `dockerfile`), the stamp volume
 //! replaced around it, a job service's logs and removal, and the prune after an image rebuild.
 //! All of it is in the plan, so the printed plan stays the executed one.
 
+use super::dockerfile::{self, FileArgEdit};
 use crate::cli::Invocation;
 use crate::docker::docker_head_len;
-use crate::mode::DoneKind;
+use crate::mode::{DoneKind, Output};
 use crate::names::{instance_labels, LABEL_PREFIX, UNFINISHED_LABEL};
 use crate::plan::Step;
 
@@ -99,6 +101,28 @@ fn insert_labels(
                 .map(|(key, value)| format!("--container-label={key}={value}")),
         );
     }
+    let is_build = matches!(
+        &step.argv[head..at],
+        [build] | [_, build] if build == "build"
+    );
+    // A build's labels go into its Dockerfile when they can: as options, the legacy builder
+    // makes each a build step (see `dockerfile`). Its stdin must be free for the Dockerfile.
+    if is_build && step.stdin.is_none() && !step.interactive && step.output != Output::Raw {
+        let labels: Vec<(String, String)> = (instance.pairs.iter().chain(own)).cloned().collect();
+        if let Some((file, edit)) = dockerfile::generate(&step.argv[at..], &labels) {
+            step.dockerfile = Some(Box::new(file));
+            match edit {
+                FileArgEdit::Replace(index, arg) => step.argv[at + index] = arg,
+                FileArgEdit::Insert(arg) => splice(step, at, vec![arg]),
+            }
+            return;
+        }
+    }
+    splice(step, at, inserted);
+}
+
+/// Inserts `inserted` into the argv at `at`, keeping the positions of raw arguments.
+fn splice(step: &mut Step, at: usize, inserted: Vec<String>) {
     for (index, _) in &mut step.raw_args {
         if *index >= at {
             *index += inserted.len();

@@ -5,11 +5,13 @@
 //! executed one. The compiler runs in passes, one file each: `modes` loads the requested mode and
 //! walks `requires` (deciding each mode's `when`), `context` makes what templates see, `render`
 //! renders every step, `link` joins needs and modes into a DAG and seals it into one order, and
-//! `finish` fingerprints each step in that order, `commands` adding what surrounds its argv.
+//! `finish` fingerprints each step in that order, `commands` adding what surrounds its argv
+//! (and `dockerfile` a build's labels into its Dockerfile).
 
 mod carried;
 mod commands;
 mod context;
+mod dockerfile;
 mod finish;
 mod link;
 mod modes;

@@ -371,6 +371,7 @@ impl Compiler<'_> {
                 ignore: fields.stdin_ignore,
                 ..written.clone()
             }),
+            dockerfile: None,
             forced: false,
             need_indexes: Vec::new(),
             raw_args: fields.raw_args,

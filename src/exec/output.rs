@@ -238,7 +238,7 @@ impl Lines {
 }
 
 /// A step whose output is docker's business: each line prefixed with the step (or not shown,
-/// when quiet), its stdin a streamed directory or nothing.
+/// when quiet), its stdin a streamed directory, a generated Dockerfile or nothing.
 fn run_prefixed(
     step: &Step,
     command: duct::Expression,
@@ -256,9 +256,12 @@ fn run_prefixed(
         })?),
         None => None,
     };
-    let (command, upload_writer) = match upload {
-        Some(stream) => (command.stdin_file(stream.reader), Some(stream.writer)),
-        None => (command.stdin_null(), None),
+    let (command, upload_writer) = match (upload, &step.dockerfile) {
+        (Some(stream), _) => (command.stdin_file(stream.reader), Some(stream.writer)),
+        // duct writes it from a thread of its own, so a Dockerfile larger than the pipe's
+        // buffer cannot block us.
+        (None, Some(file)) => (command.stdin_bytes(file.text.as_bytes()), None),
+        (None, None) => (command.stdin_null(), None),
     };
     let reader = command
         .stderr_to_stdout()

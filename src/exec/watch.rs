@@ -11,7 +11,7 @@ use crate::outcome::{Document, JUNIT_BEGIN, JUNIT_END};
 pub(super) const MAX_DOCUMENT: usize = 64 * 1024 * 1024;
 
 /// A line longer than this is not a marker (the markers are about 30 bytes; the slack allows
-/// for indentation and a carriage return), so it is passed on without waiting for its end.
+/// for indentation and a carriage return).
 const MAX_MARKER_LINE: usize = 256;
 
 /// What OpenSSL, Python's ssl module, pip, requests, npm and curl print when a certificate does
@@ -35,7 +35,7 @@ pub(super) struct Watch {
     collect: bool,
     /// The start of the current line while it could still be a marker.
     line: Vec<u8>,
-    /// The current line is longer than a marker: the rest of it passes as it comes.
+    /// The current line is no marker: the rest of it passes as it comes.
     long_line: bool,
     /// Inside a document: what was kept of it so far, and whether it outgrew the limit.
     document: Option<(Vec<u8>, bool)>,
@@ -71,6 +71,7 @@ impl Watch {
 
     /// Takes a chunk of raw output and appends to `show` what the terminal should get.
     pub fn chunk(&mut self, mut chunk: &[u8], show: &mut Vec<u8>) {
+        let from = show.len();
         if !self.markers {
             self.scan_tls(chunk);
             show.extend_from_slice(chunk);
@@ -87,7 +88,8 @@ impl Watch {
                 if end.is_some() {
                     let line = std::mem::take(&mut self.line);
                     self.whole_line(&line, show);
-                } else if self.line.len() > MAX_MARKER_LINE {
+                } else if !could_be_marker(&self.line) {
+                    // A prompt or a progress bar is shown now, not when its line ends.
                     let start = std::mem::take(&mut self.line);
                     self.long_line = true;
                     self.pass(&start, show);
@@ -97,21 +99,26 @@ impl Watch {
                 self.long_line = false;
             }
         }
+        // Scanned once per chunk, not per line: raw output can be large.
+        self.scan_shown(show, from);
     }
 
     /// Takes one whole line (prefixed output is read line by line) and says whether to show it.
     pub fn line(&mut self, line: &[u8]) -> bool {
         let mut show = Vec::new();
         self.whole_line(line, &mut show);
+        self.scan_shown(&show, 0);
         !show.is_empty()
     }
 
     /// The end of the stream: a line left without its line break, a document without its end.
     pub fn finish(&mut self, show: &mut Vec<u8>) {
+        let from = show.len();
         let line = std::mem::take(&mut self.line);
         if !line.is_empty() {
             self.whole_line(&line, show);
         }
+        self.scan_shown(show, from);
         if self.document.take().is_some() && self.collect {
             self.documents.push(Document::Unfinished);
         }
@@ -148,31 +155,61 @@ impl Watch {
                     kept.extend_from_slice(bytes);
                 }
             }
-            None => {
-                // A test named after a TLS error inside a report is not a TLS failure.
-                self.scan_tls(bytes);
-                show.extend_from_slice(bytes);
-            }
+            // Only what is shown is scanned for TLS signs: a test named after a TLS error
+            // inside a report is not a TLS failure.
+            None => show.extend_from_slice(bytes),
         }
     }
 
+    fn scan_shown(&mut self, show: &[u8], from: usize) {
+        if let Some(shown) = show.get(from..) {
+            self.scan_tls(shown);
+        }
+    }
+
+    /// Looks for a sign in `bytes` and across its start (the end of what came before).
     fn scan_tls(&mut self, bytes: &[u8]) {
-        if self.tls_rejected {
+        if self.tls_rejected || bytes.is_empty() {
             return;
         }
-        let mut text = std::mem::take(&mut self.tls_tail);
-        text.extend_from_slice(bytes);
-        self.tls_rejected = TLS_SIGNS
-            .iter()
-            .any(|sign| text.windows(sign.len()).any(|w| w == sign.as_bytes()));
-        let keep = text.len().saturating_sub(TLS_OVERLAP);
-        self.tls_tail = text.split_off(keep);
+        let mut seam = std::mem::take(&mut self.tls_tail);
+        seam.extend_from_slice(&bytes[..bytes.len().min(TLS_OVERLAP)]);
+        self.tls_rejected = has_tls_sign(&seam) || has_tls_sign(bytes);
+        // The seam holds all of a short chunk; of a long one, keep its own end.
+        let mut tail = if bytes.len() >= TLS_OVERLAP {
+            bytes[bytes.len() - TLS_OVERLAP..].to_vec()
+        } else {
+            seam
+        };
+        let keep = tail.len().saturating_sub(TLS_OVERLAP);
+        self.tls_tail = tail.split_off(keep);
     }
+}
+
+/// Whether `bytes` hold one of the signs. Every sign has "cert" in it (in either case), and
+/// most output has none, so one cheap pass usually answers.
+fn has_tls_sign(bytes: &[u8]) -> bool {
+    bytes.windows(4).any(|w| w.eq_ignore_ascii_case(b"cert"))
+        && TLS_SIGNS
+            .iter()
+            .any(|sign| bytes.windows(sign.len()).any(|w| w == sign.as_bytes()))
+}
+
+/// Whether the start of a line may still turn out to be a marker line: blanks, then a prefix of
+/// a marker (or a whole one followed by blanks).
+fn could_be_marker(start: &[u8]) -> bool {
+    let text = start.trim_ascii_start();
+    start.len() <= MAX_MARKER_LINE
+        && [JUNIT_BEGIN, JUNIT_END].iter().any(|marker| {
+            let marker = marker.as_bytes();
+            let common = text.len().min(marker.len());
+            text[..common] == marker[..common] && text[common..].trim_ascii().is_empty()
+        })
 }
 
 /// Whether a finished command's whole output shows a TLS verification failure.
 pub(super) fn shows_tls_failure(text: &str) -> bool {
-    TLS_SIGNS.iter().any(|sign| text.contains(sign))
+    has_tls_sign(text.as_bytes())
 }
 
 #[cfg(test)]
@@ -224,6 +261,24 @@ mod tests {
             let mut watch = Watch::stdout(true);
             assert_eq!(shown(&mut watch, &chunks), input);
         }
+    }
+
+    #[test]
+    fn a_line_that_cannot_be_a_marker_is_shown_before_it_ends() {
+        let mut watch = Watch::stdout(true);
+        let mut show = Vec::new();
+        watch.chunk(b"Name? ", &mut show);
+        assert_eq!(show, b"Name? ");
+        watch.chunk(b"\r 45%", &mut show);
+        assert_eq!(show, b"Name? \r 45%");
+        show.clear();
+        watch.chunk(b"\n  ::host_container:ju", &mut show);
+        assert_eq!(
+            show, b"\n",
+            "a marker's start waits for the rest of its line"
+        );
+        watch.chunk(b"nit-begin:: \r\nhidden\n", &mut show);
+        assert_eq!(show, b"\n");
     }
 
     #[test]

@@ -10,7 +10,7 @@ use std::fs;
 use std::path::Path;
 
 use crate::error::{Error, Kind};
-use crate::outcome::{Document, Outcome, Reported, Run};
+use crate::outcome::{CaseEnd, Document, Outcome, Reported, Run};
 use crate::plan::Plan;
 
 fn escape(text: &str) -> String {
@@ -83,9 +83,10 @@ fn suites_of(plan: &Plan, outcomes: &[Outcome], total_seconds: f64) -> Vec<Suite
                 name: case.name.clone(),
                 classname: format!("{classname}.{}", step.id),
                 seconds: 0.0,
-                result: match &case.failure {
-                    None => CaseResult::Passed,
-                    Some(why) => CaseResult::Failed(Problem {
+                result: match &case.end {
+                    CaseEnd::Passed => CaseResult::Passed,
+                    CaseEnd::Skipped(why) => CaseResult::Skipped(why.clone()),
+                    CaseEnd::Failed(why) => CaseResult::Failed(Problem {
                         message: why.clone(),
                         kind: "reported".into(),
                         output: String::new(),
@@ -330,7 +331,50 @@ mod tests {
         .to_vec();
         let cases = parse_cases(&lines);
         assert_eq!(cases.len(), 3);
-        assert_eq!(cases[1].failure.as_deref(), Some("no module x"));
+        assert_eq!(cases[1].end, CaseEnd::Failed("no module x".into()));
         assert_eq!(cases[2].name, "bare");
+    }
+
+    #[test]
+    fn parses_tap_with_skips_todos_and_diagnostics() {
+        let lines: Vec<String> = [
+            "TAP version 13",
+            "# Subtest: math",
+            "    ok 1 - adds",
+            "    not ok 2 - divides",
+            "      ---",
+            "      duration_ms: 0.3",
+            "      message: 'Expected 1 to equal 2'",
+            "      ...",
+            "    ok 3 - later # SKIP not yet",
+            "    not ok 4 - someday # TODO",
+            "ok 5",
+            "not ok 6 - bare",
+            "okay then",
+            "1..6",
+        ]
+        .map(String::from)
+        .to_vec();
+        let ends: Vec<(String, CaseEnd)> = parse_cases(&lines)
+            .into_iter()
+            .map(|c| (c.name, c.end))
+            .collect();
+        assert_eq!(
+            ends,
+            [
+                ("adds".into(), CaseEnd::Passed),
+                (
+                    "divides".into(),
+                    CaseEnd::Failed("Expected 1 to equal 2".into())
+                ),
+                ("later".into(), CaseEnd::Skipped("not yet".into())),
+                ("someday".into(), CaseEnd::Skipped("todo".into())),
+                ("test 5".into(), CaseEnd::Passed),
+                ("bare".into(), CaseEnd::Failed("not ok".into())),
+            ]
+        );
+        // Without a TAP header, `ok NAME` lines keep their meaning.
+        let plain = parse_cases(&["ok 3 files".to_owned()]);
+        assert_eq!(plain[0].name, "3 files");
     }
 }

@@ -70,6 +70,12 @@ impl Sandbox {
             .env_remove("HOST_CONTAINER_NODE_BASE_IMAGE")
             .env_remove("HOST_CONTAINER_RUN_ID")
             .env_remove("HOST_CONTAINER_BACKUP_DIR")
+            // A CA bundle named by the machine's environment is carried into the build context
+            // and the hosts directory: plans would differ per machine.
+            .env_remove("HOST_CONTAINER_CA_BUNDLE")
+            .env_remove("PIP_CERT")
+            .env_remove("REQUESTS_CA_BUNDLE")
+            .env_remove("SSL_CERT_FILE")
             .current_dir(self.path("project"));
         for (name, _) in std::env::vars_os() {
             let name = name.to_string_lossy();
