@@ -1000,6 +1000,38 @@ fn closing_braces_in_an_expression_are_located() {
         .points_at("host_base_bad.yaml", 3, 11);
 }
 
+/// minijinja's `format` hands Rust's formatter a precision past 65,535 for a float, which
+/// panics ("Formatting argument out of range"): in a template, a `when` and a `splat`.
+#[test]
+fn a_panic_inside_format_is_a_located_error() {
+    let sandbox = Sandbox::new();
+    let cases = [
+        (
+            "    docker: [run, \"{{ '%.70000f'|format(1.0) }}\"]\n",
+            3,
+            19,
+        ),
+        (
+            "    when: \"'%.70000e'|format(1.0) != ''\"\n    docker: [run]\n",
+            3,
+            11,
+        ),
+        (
+            "    docker: [run, {splat: \"['%.99999g'|format(2.5)]\"}]\n",
+            3,
+            19,
+        ),
+    ];
+    for (step, line, col) in cases {
+        sandbox.mode_file("bad", format!("steps:\n  a:\n{step}"));
+        sandbox
+            .plan("bad", &[])
+            .fails_with(CONFIG)
+            .says("out of range")
+            .points_at("host_base_bad.yaml", line, col);
+    }
+}
+
 #[test]
 fn closing_braces_in_a_splat_and_a_mode_when_are_located() {
     let sandbox = Sandbox::new();

@@ -227,3 +227,188 @@ fn many_looping_templates_are_refused_together() {
     }
     plan(&text).refused_saying("1,000 loops", "steps in all");
 }
+
+/// Each kind of chain, tens of thousands long, as a `when`, a template, a `splat` and a `vars`
+/// value: minijinja recurses once per element of such a chain.
+fn long_chains() -> Vec<(&'static str, String)> {
+    let n = 30_000;
+    vec![
+        ("when", format!("when: \"{}true\"\n", "not ".repeat(n))),
+        (
+            "filters",
+            format!("vars:\n  x: \"{{{{ 'a'{} }}}}\"\n", "|lower".repeat(n)),
+        ),
+        (
+            "lookups",
+            format!("vars:\n  x: \"{{{{ names{} }}}}\"\n", ".b".repeat(n)),
+        ),
+        (
+            "plus",
+            format!("vars:\n  x: \"{{{{ 1{} }}}}\"\n", " + 1".repeat(n)),
+        ),
+        (
+            "concat",
+            format!("vars:\n  x: \"{{{{ 'a'{} }}}}\"\n", " ~ 'a'".repeat(n)),
+        ),
+        (
+            "subscripts",
+            format!("vars:\n  x: \"{{{{ command{} }}}}\"\n", "[0]".repeat(n)),
+        ),
+        (
+            "negation",
+            format!("vars:\n  x: \"{{{{ {}1 }}}}\"\n", "-".repeat(n)),
+        ),
+        (
+            "splat",
+            format!(
+                "steps:\n  s:\n    docker: [run, {{splat: \"{}command\"}}]\n",
+                "-".repeat(n)
+            ),
+        ),
+        (
+            "argument",
+            format!(
+                "steps:\n  s:\n    docker: [run, \"{{{{ x{} }}}}\"]\n",
+                "|lower".repeat(n)
+            ),
+        ),
+    ]
+}
+
+/// A layer where mode `big` requires mode `w`, whose file is `head` plus a step.
+fn chain_layer(head: &str) -> Sandbox {
+    let sandbox = Sandbox::new();
+    sandbox.write(
+        "config/host_base_big.yaml",
+        "requires: [w]\nsteps:\n  a:\n    docker: [run]\n",
+    );
+    let steps = if head.contains("steps:") {
+        ""
+    } else {
+        "steps:\n  b:\n    docker: [run]\n"
+    };
+    sandbox.write("config/host_base_w.yaml", &format!("{head}{steps}"));
+    sandbox
+}
+
+/// `host_container ARGS…` in `sandbox`, started by `sh` under `ulimit -s 8192`.
+fn under_ulimit(sandbox: &Sandbox, args: &[&str]) -> Run {
+    let inner = sandbox.command();
+    let mut command = Command::new("sh");
+    for (key, value) in inner.get_envs() {
+        match value {
+            Some(value) => command.env(key, value),
+            None => command.env_remove(key),
+        };
+    }
+    if let Some(dir) = inner.get_current_dir() {
+        command.current_dir(dir);
+    }
+    command
+        .args(["-c", "ulimit -s 8192 && exec \"$0\" \"$@\""])
+        .arg(inner.get_program())
+        .args(args);
+    run(command)
+}
+
+#[test]
+fn long_chains_are_refused_located_under_a_common_stack_limit() {
+    for (what, head) in long_chains() {
+        let sandbox = chain_layer(&head);
+        let root = sandbox.root.path().display().to_string();
+        let file = sandbox
+            .path("config/host_base_w.yaml")
+            .display()
+            .to_string();
+        let plan = [
+            "--plan",
+            "--offline",
+            "--config-dir",
+            &root,
+            "python",
+            "minimal",
+            "big",
+        ];
+        let validate = ["--config-dir", &root, "--validate", &file];
+        for args in [&plan[..], &validate[..]] {
+            let run = under_ulimit(&sandbox, args);
+            run.refused_saying(what, "at most 200");
+            assert!(
+                run.stderr.contains("host_base_w.yaml:"),
+                "{what}: not located\n{}",
+                run.stderr
+            );
+        }
+    }
+}
+
+/// The compile itself, in this process, on a thread of 1 MiB (half Rust's default): the bound
+/// on chains, not the size of the stack, is what stops them, and chains within it fit.
+#[test]
+fn long_chains_are_refused_on_a_small_stack_and_short_ones_fit() {
+    let at_bound = [
+        format!(
+            "when: \"{}true\"\n",
+            "not ".repeat(docker_meta::template::CHAIN)
+        ),
+        format!("vars:\n  x: \"{{{{ 'a'{} }}}}\"\n", "|lower".repeat(200)),
+        format!(
+            "vars:\n  x: \"{{{{ {}1{} }}}}\"\n",
+            "(".repeat(docker_meta::template::NESTING),
+            ")".repeat(docker_meta::template::NESTING)
+        ),
+    ];
+    let cases = long_chains()
+        .into_iter()
+        .map(|(what, head)| (what.to_owned(), head, false));
+    let cases = cases.chain(
+        at_bound
+            .into_iter()
+            .map(|head| ("at the bound".to_owned(), head, true)),
+    );
+    for (what, head, fits) in cases {
+        let sandbox = chain_layer(&head);
+        let root = sandbox.root.path().to_path_buf();
+        let outcome = std::thread::Builder::new()
+            .stack_size(1 << 20)
+            .spawn(move || compile_in_process(&root))
+            .expect("thread")
+            .join()
+            .expect("no overflow, no panic");
+        match (fits, outcome) {
+            (true, Ok(())) => {}
+            (false, Err(e)) if e.contains("at most 200") => {}
+            (_, outcome) => panic!("{what}: {outcome:?}"),
+        }
+    }
+}
+
+/// `--plan --offline python minimal big` of the layer at `root`, in this process.
+fn compile_in_process(root: &std::path::Path) -> Result<(), String> {
+    use clap::Parser;
+    use docker_meta::cli::{Arguments, Invocation};
+    let root_text = root.display().to_string();
+    let argv = [
+        "host_container",
+        "--config-dir",
+        &root_text,
+        "--plan",
+        "--offline",
+    ];
+    let argv = argv.iter().chain(&["python", "minimal", "big"]);
+    let args = Arguments::try_parse_from(argv).map_err(|e| e.to_string())?;
+    let layers = docker_meta::config::Layers::discover(
+        &args.config_dirs,
+        None,
+        None,
+        None,
+        root.join("cache"),
+    )
+    .map_err(|e| e.to_string())?;
+    let invocation =
+        Invocation::from_arguments(&args, "python".into(), "minimal".into(), "big".into())
+            .map_err(|e| e.to_string())?;
+    docker_meta::compile::compile(&invocation, &layers, None)
+        .map(|_| ())
+        .map_err(|e| format!("{e:#}"))
+}

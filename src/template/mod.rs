@@ -9,6 +9,11 @@ use std::sync::Arc;
 use minijinja::value::{Object, ObjectRepr, Value, ValueKind};
 use minijinja::{Environment, UndefinedBehavior};
 
+mod chains;
+mod guard;
+
+pub use chains::{check as check_chains, CHAIN, NESTING};
+
 /// Template loops are bounded so that a mode file cannot hang planning.
 pub const FUEL: u64 = 1_000_000;
 /// Template steps all the templates of one mode may take: fuel bounds each render, and this
@@ -149,6 +154,8 @@ impl Renderer {
         if !has_tag(source) {
             return Ok(source.to_owned());
         }
+        // Before any path, so that a template gets the same answer whichever renders it.
+        chains::check(source, false)?;
         // Substitution costs no more than a lookup in the memo, so only what minijinja renders
         // is kept there: 10,000 steps of unique templates would otherwise hold every result
         // twice until the mode is rendered.
@@ -160,7 +167,8 @@ impl Renderer {
             self.produce(done.len())?;
             return Ok(done.clone());
         }
-        let output = crate::memory::limited(source, || self.render_counted(source))?;
+        let output =
+            crate::memory::limited(source, || guard::no_panic(|| self.render_counted(source)))?;
         self.produce(output.len())?;
         self.rendered
             .borrow_mut()
@@ -236,8 +244,9 @@ impl Renderer {
 
     /// Evaluates an expression; an undefined result is an error, as in templates.
     fn eval(&self, expression: &str) -> Result<Value, minijinja::Error> {
+        chains::check(expression, true)?;
         let value = crate::memory::limited(expression, || {
-            compile_expression(&self.env, expression)?.eval(&self.context)
+            guard::no_panic(|| compile_expression(&self.env, expression)?.eval(&self.context))
         })?;
         if value.is_undefined() {
             return Err(undefined());
@@ -475,7 +484,10 @@ impl Renderer {
     /// A template error as one line that, for an undefined variable, names it (and suggests
     /// the closest defined one): minijinja's strict mode only says "undefined value".
     pub fn explain(&self, source: &str, is_expression: bool, error: &minijinja::Error) -> String {
-        if error.kind() != minijinja::ErrorKind::UndefinedError {
+        // A source past the bounds of `chains` is never handed to minijinja's parser.
+        if error.kind() != minijinja::ErrorKind::UndefinedError
+            || chains::check(source, is_expression).is_err()
+        {
             return describe(error);
         }
         let names = if is_expression {
@@ -820,5 +832,125 @@ mod tests {
             r.render("{{ 'x,y' | mount_option('target') }}").unwrap(),
             "\"target=x,y\""
         );
+    }
+}
+
+/// The longest chains and deepest nesting minijinja accepts, each shape at the bound, render on
+/// a stack of 1 MiB in an unoptimized build (half a thread's default), and more is an error, not an overflow: the bound in `chains` is what keeps the
+/// stack in reach.
+#[cfg(test)]
+mod stack {
+    use super::*;
+
+    const STACK: usize = 1 << 20;
+
+    /// Each shape at the bound (`n` elements), as a template or (`true`) an expression.
+    fn shapes(n: usize) -> Vec<(String, bool)> {
+        vec![
+            (format!("{}true", "not ".repeat(n)), true),
+            (format!("{}1", "-".repeat(n)), true),
+            (format!("{{{{ 'a'{} }}}}", "|lower".repeat(n)), false),
+            (format!("{{{{ 1{} }}}}", " + 1".repeat(n)), false),
+            (format!("{{{{ 'a'{} }}}}", " ~ 'a'".repeat(n)), false),
+            (format!("{{{{ env{} }}}}", ".b".repeat(n)), false),
+            (format!("{{{{ [[0]]{} }}}}", "[0]".repeat(n - 2)), false),
+            (
+                format!("{{{{ 1{} }}}}", " if x else 1".repeat(n / 2)),
+                false,
+            ),
+            // The bound on brackets, reached with a chain inside.
+            (
+                format!(
+                    "{{{{ {}{}1{} }}}}",
+                    "(".repeat(NESTING),
+                    "not ".repeat(n - NESTING),
+                    ")".repeat(NESTING)
+                ),
+                false,
+            ),
+            (
+                format!("{{{{ {}1{} }}}}", "[".repeat(NESTING), "]".repeat(NESTING)),
+                false,
+            ),
+            (
+                format!(
+                    "{{{{ {}1{} }}}}",
+                    "{'a': ".repeat(NESTING),
+                    "}".repeat(NESTING)
+                ),
+                false,
+            ),
+            (
+                format!(
+                    "{}x{}",
+                    "{% if true %}".repeat(NESTING),
+                    "{% endif %}".repeat(NESTING)
+                ),
+                false,
+            ),
+            // Both at once: the deepest expression inside the deepest blocks.
+            (
+                format!(
+                    "{}{{{{ {}{}1{} }}}}{}",
+                    "{% if true %}".repeat(NESTING),
+                    "(".repeat(NESTING),
+                    "not ".repeat(n - NESTING),
+                    ")".repeat(NESTING),
+                    "{% endif %}".repeat(NESTING)
+                ),
+                false,
+            ),
+        ]
+    }
+
+    fn on_small_stack(source: String, is_expression: bool) -> Result<(), String> {
+        let thread = std::thread::Builder::new()
+            .stack_size(STACK)
+            .spawn(move || {
+                let r = Renderer::new(Value::from_serialize(
+                    serde_json::json!({"env": {}, "x": true}),
+                ));
+                let result = match is_expression {
+                    true => r.truth(&source).map(|_| ()),
+                    false => r.render(&source).map(|_| ()),
+                };
+                // Naming an undefined variable walks the tree again.
+                let undefined = minijinja::Error::new(minijinja::ErrorKind::UndefinedError, "");
+                let _ = r.explain(&source, is_expression, &undefined);
+                result.map_err(|e| describe(&e))
+            });
+        thread
+            .expect("spawn")
+            .join()
+            .expect("no overflow, no panic")
+    }
+
+    #[test]
+    fn chains_at_the_bound_fit_a_small_stack_and_longer_ones_are_refused() {
+        for (source, is_expression) in shapes(CHAIN) {
+            let result = on_small_stack(source.clone(), is_expression);
+            if let Err(e) = result {
+                // `env.b…` is undefined: an answer, as good as a result here.
+                assert!(e.contains("undefined"), "{}: {e}", &source[..60]);
+            }
+        }
+        for (source, is_expression) in shapes(CHAIN + 30).into_iter().take(8) {
+            let error = on_small_stack(source, is_expression).unwrap_err();
+            assert!(error.contains("at most 200"), "{error}");
+        }
+        let deeper = format!(
+            "{{{{ {}1{} }}}}",
+            "(".repeat(NESTING + 1),
+            ")".repeat(NESTING + 1)
+        );
+        let error = on_small_stack(deeper, false).unwrap_err();
+        assert!(error.contains("brackets"), "{error}");
+        let blocks = format!(
+            "{}x{}",
+            "{% if true %}".repeat(148),
+            "{% endif %}".repeat(148)
+        );
+        let error = on_small_stack(blocks, false).unwrap_err();
+        assert!(error.contains("nests blocks"), "{error}");
     }
 }
