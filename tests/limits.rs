@@ -412,3 +412,66 @@ fn compile_in_process(root: &std::path::Path) -> Result<(), String> {
         .map(|_| ())
         .map_err(|e| format!("{e:#}"))
 }
+
+/// A layer of `modes` modes, each requiring the one before, of `steps` independent steps each.
+fn chained_modes(modes: usize, steps: usize) -> Sandbox {
+    let sandbox = Sandbox::new();
+    for m in 0..modes {
+        let mut text = match m {
+            0 => String::from("steps:\n"),
+            _ => format!("requires: [m{}]\nsteps:\n", m - 1),
+        };
+        for s in 0..steps {
+            text.push_str(&format!(
+                "  s{s}:\n    docker: [volume, create, \"{{{{ names.prefix }}}}-m{m}-s{s}\"]\n"
+            ));
+        }
+        sandbox.write(&format!("config/host_base_m{m}.yaml"), &text);
+    }
+    sandbox
+}
+
+/// The steps of the plan of the last mode of `chained_modes`, and how many needs they list.
+fn planned_steps_and_needs(sandbox: &Sandbox, last: usize) -> (usize, usize) {
+    let output = sandbox
+        .command()
+        .args(["--plan", "--offline", "--format", "json", "--config-dir"])
+        .arg(sandbox.root.path())
+        .args(["python", "minimal", &format!("m{last}")])
+        .output()
+        .expect("run");
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let plan: serde_json::Value = serde_json::from_slice(&output.stdout).expect("plan json");
+    let steps = plan["steps"].as_array().expect("steps");
+    let needs = (steps.iter())
+        .map(|s| s["needs"].as_array().map_or(0, Vec::len))
+        .sum();
+    (steps.len(), needs)
+}
+
+/// Modes wait for the modes they name, not for everything those require in turn (which the
+/// order implies): a chain of 2,000 modes lists 1,999 needs, not the 2 million of the whole
+/// closure that made planning it cubic. The count, not the clock, is what is asserted here;
+/// BENCHMARKS.md has the times.
+#[test]
+fn a_long_chain_of_modes_lists_one_need_per_link() {
+    let sandbox = chained_modes(2_000, 1);
+    assert_eq!(planned_steps_and_needs(&sandbox, 1_999), (2_000, 1_999));
+}
+
+/// Each mode's independent steps wait for every step of the mode before it, and only for those.
+#[test]
+fn wide_chained_modes_wait_for_the_mode_they_require_only() {
+    let (modes, steps) = (4, 150);
+    let sandbox = chained_modes(modes, steps);
+    let needs = (modes - 1) * steps * steps;
+    assert_eq!(
+        planned_steps_and_needs(&sandbox, modes - 1),
+        (modes * steps, needs)
+    );
+}

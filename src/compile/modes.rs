@@ -341,20 +341,3 @@ impl Compiler<'_> {
         Err(error.note(format!("modes: {}", modes.join(", "))).into())
     }
 }
-
-/// Every mode `name` requires, directly or not, that made it into the plan.
-pub(super) fn required_closure(loaded: &IndexMap<String, LoadedMode>, name: &str) -> Vec<String> {
-    let mut seen = Vec::new();
-    let mut pending = vec![name.to_owned()];
-    while let Some(current) = pending.pop() {
-        if let Some(mode) = loaded.get(&current) {
-            for required in &mode.document.value.requires {
-                if loaded.contains_key(required) && !seen.contains(required) {
-                    seen.push(required.clone());
-                    pending.push(required.clone());
-                }
-            }
-        }
-    }
-    seen
-}
