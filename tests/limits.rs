@@ -475,3 +475,33 @@ fn wide_chained_modes_wait_for_the_mode_they_require_only() {
         (modes * steps, needs)
     );
 }
+
+/// The bound on rendered text holds for the whole plan, not for each mode: 24 chained modes each
+/// rendering 20 MB (each under the bound) took 961 MiB together. The mode that crosses it is
+/// named, and its template located.
+#[test]
+fn rendered_text_is_bounded_for_the_whole_plan() {
+    let sandbox = Sandbox::new();
+    for m in 0..24 {
+        let requires = match m {
+            0 => String::new(),
+            _ => format!("requires: [m{}]\n", m - 1),
+        };
+        sandbox.write(
+            &format!("config/host_base_m{m}.yaml"),
+            &format!("{requires}steps:\n  s:\n    docker: [run, \"{{{{ 'a' * 20000000 }}}}\"]\n"),
+        );
+    }
+    let mut command = sandbox.command();
+    command
+        .args(["--plan", "--offline", "--format", "json", "--config-dir"])
+        .arg(sandbox.root.path())
+        .args(["python", "minimal", "m23"]);
+    let run = run(command);
+    run.refused_saying("24 modes of 20 MB", "mode `m3` crossed it");
+    assert!(
+        run.stderr.contains("host_base_m3.yaml:4:"),
+        "{}",
+        run.stderr
+    );
+}

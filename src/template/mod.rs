@@ -19,9 +19,38 @@ pub const FUEL: u64 = 1_000_000;
 /// Template steps all the templates of one mode may take: fuel bounds each render, and this
 /// bounds how many of them a file can fill (a thousand steps each looping 100,000 times).
 pub const TOTAL_FUEL: u64 = 10_000_000;
-/// What all the strings one renderer produces may add up to: a plan holds them all, and a
-/// template as short as `{{ 'a' * 1000000 }}` makes a megabyte.
+/// What all the strings the renderers of one plan produce may add up to: a plan holds them all,
+/// and a template as short as `{{ 'a' * 1000000 }}` makes a megabyte. Counted per renderer (one
+/// mode) and, during a compile (`PlanBudget`), for all the modes of the plan together: 24 modes
+/// each under the bound took 961 MiB together.
 pub const OUTPUT_BYTES: usize = 64 << 20;
+
+thread_local! {
+    /// Bytes the renderers of the plan being compiled on this thread produced, against
+    /// `OUTPUT_BYTES`; None outside a compile. A thread-local, as the compile is one thread
+    /// and each mode makes its renderer where its context is made.
+    static PLAN_PRODUCED: std::cell::Cell<Option<usize>> = const { std::cell::Cell::new(None) };
+}
+
+/// The plan-wide output budget, for as long as it lives: a compile holds one.
+pub struct PlanBudget {
+    was: Option<usize>,
+}
+
+impl PlanBudget {
+    pub fn start() -> PlanBudget {
+        let was = PLAN_PRODUCED
+            .try_with(|p| p.replace(Some(0)))
+            .unwrap_or(None);
+        PlanBudget { was }
+    }
+}
+
+impl Drop for PlanBudget {
+    fn drop(&mut self) {
+        let _ = PLAN_PRODUCED.try_with(|p| p.set(self.was));
+    }
+}
 
 /// Builtin variable names a `--set` or a mode's `vars` may not replace.
 pub const BUILTINS: &[&str] = &[
@@ -221,16 +250,30 @@ impl Renderer {
         Ok(output)
     }
 
-    /// Counts `bytes` more of output against `OUTPUT_BYTES`.
+    /// Counts `bytes` more of output against `OUTPUT_BYTES`, for this mode and for the plan.
     fn produce(&self, bytes: usize) -> Result<(), minijinja::Error> {
         let total = self.produced.get().saturating_add(bytes);
         self.produced.set(total);
+        let limit = OUTPUT_BYTES >> 20;
         if total > OUTPUT_BYTES {
             return Err(minijinja::Error::new(
                 minijinja::ErrorKind::InvalidOperation,
+                format!("the templates of this mode render to more than {limit} MiB in all"),
+            ));
+        }
+        let plan = (PLAN_PRODUCED.try_with(|p| {
+            let total = p.get()?.saturating_add(bytes);
+            p.set(Some(total));
+            Some(total)
+        }))
+        .unwrap_or(None);
+        if plan.is_some_and(|total| total > OUTPUT_BYTES) {
+            let mode = self.context.get_attr("mode").unwrap_or_default();
+            return Err(minijinja::Error::new(
+                minijinja::ErrorKind::InvalidOperation,
                 format!(
-                    "the templates of this mode render to more than {} MiB in all",
-                    OUTPUT_BYTES >> 20
+                    "the templates of this plan render to more than {limit} MiB in all; mode \
+                     `{mode}` crossed it"
                 ),
             ));
         }
