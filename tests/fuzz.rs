@@ -240,15 +240,18 @@ fn mutate(rng: &mut Rng, input: &mut Vec<u8>, corpus: &[(String, Vec<u8>)]) {
 /// minijinja's own nesting bound, and far past them.
 const LENGTHS: &[usize] = &[3, 19, 20, 21, 75, 150, 199, 200, 201, 1_000, 30_000];
 
-/// Numbers for a format spec's width and precision: Rust's formatter panics past 65,535; widths
-/// stay under what a template may hold (64 MiB), past which the process ends by design.
+/// Numbers for a format spec's width and precision: Rust's formatter panics past 65,535 (before
+/// it writes anything), which is caught. A width it takes stays at a megabyte: a width of ten
+/// million is 10 MB of padding, and a template that repeats it (a loop of the corpus) crosses
+/// what a template may hold (64 MiB), where the process ends by design (exit 65, naming the
+/// template), and the fuzzer with it.
 const SPEC_NUMBERS: &[&str] = &[
     "0",
     "5",
     "65535",
     "65536",
     "70000",
-    "9999999",
+    "1000000",
     "99999999999",
 ];
 
