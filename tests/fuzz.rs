@@ -240,12 +240,9 @@ fn mutate(rng: &mut Rng, input: &mut Vec<u8>, corpus: &[(String, Vec<u8>)]) {
 /// minijinja's own nesting bound, and far past them.
 const LENGTHS: &[usize] = &[3, 19, 20, 21, 75, 150, 199, 200, 201, 1_000, 30_000];
 
-/// Numbers for a format spec's width and precision: Rust's formatter panics past 65,535 (before
-/// it writes anything), which is caught. A width it takes stays at a megabyte: a width of ten
-/// million is 10 MB of padding, and a template that repeats it (a loop of the corpus) crosses
-/// what a template may hold (64 MiB), where the process ends by design (exit 65, naming the
-/// template), and the fuzzer with it.
-const SPEC_NUMBERS: &[&str] = &[
+/// Precisions for a format spec: Rust's formatter panics past 65,535 (before it writes
+/// anything), which is caught.
+const PRECISIONS: &[&str] = &[
     "0",
     "5",
     "65535",
@@ -255,11 +252,18 @@ const SPEC_NUMBERS: &[&str] = &[
     "99999999999",
 ];
 
+/// Widths for a format spec, which minijinja pads itself: they stay at a megabyte, since a width
+/// of 99,999,999,999 asks for that many spaces and a width of ten million in a loop of the
+/// corpus crosses what a template may hold (64 MiB), where the process ends by design (exit 65,
+/// naming the template), and the in-process fuzzer with it.
+const WIDTHS: &[&str] = &["0", "5", "65536", "1000000"];
+
 /// An expression that stresses the template engine: a long chain of one operator, deep
 /// brackets, or a format spec with large numbers. Quote-free, so it fits a YAML string.
 fn stressing_expression(rng: &mut Rng) -> String {
     let n = LENGTHS[rng.below(LENGTHS.len())];
-    let number = SPEC_NUMBERS[rng.below(SPEC_NUMBERS.len())];
+    let number = PRECISIONS[rng.below(PRECISIONS.len())];
+    let width = WIDTHS[rng.below(WIDTHS.len())];
     match rng.below(12) {
         0 => format!("{}true", "not ".repeat(n)),
         1 => format!("{}1", "-".repeat(n)),
@@ -273,7 +277,7 @@ fn stressing_expression(rng: &mut Rng) -> String {
         9 => format!("{}1{}", "[".repeat(n), "]".repeat(n)),
         10 => format!("'%.{number}f'|format(1.5)"),
         _ => match rng.below(3) {
-            0 => format!("'%{number}d'|format(1)"),
+            0 => format!("'%{width}d'|format(1)"),
             1 => format!("'%.{number}e'|format(2.5)"),
             _ => format!("'%.{number}g'|format(-0.5)"),
         },

@@ -1,9 +1,9 @@
 //! A bound on how long a chain one expression may hold, checked on the source text before
 //! minijinja reads it.
 //!
-//! minijinja bounds nesting (about 75 levels of brackets, 150 of blocks), not chains: `not not not …`,
-//! `a|lower|lower…`, `a.b.b…`, `1 + 1 + …`, `x[0][0]…` and `- - 1` each add one level to its
-//! syntax tree per element, and its parser (for unary operators), its code generator and the
+//! minijinja bounds nesting (about 75 levels of brackets, 150 of blocks), not chains:
+//! `not not not …`, `a|lower|lower…`, `a.b.b…`, `1 + 1 + …`, `x[0][0]…` and `- - 1` each add one
+//! level to its syntax tree per element, and its parser (for unary operators), its code generator and the
 //! tree's drop recurse once per level, so tens of thousands of them overflow the stack: a signal,
 //! not an error. Counting the operators of each expression is one pass over the bytes and bounds
 //! that depth whatever the operators are. The count errs high (`==` counts twice, a `(` of
@@ -11,13 +11,13 @@
 
 /// Operators, filters, tests, attribute lookups, subscripts, calls and keyword operators one
 /// expression (a `when`, a `splat`, one `{{ }}` or `{% %}` tag) may hold. Real mode files use a
-/// handful; at 200 the deepest tree minijinja can then build (with its own bound on nesting)
-/// renders in about 500 KiB of stack in an unoptimized build (a unit test holds it to 1 MiB).
+/// handful; at 200, with `NESTING`, the deepest tree minijinja can then build renders within
+/// 1 MiB of stack in an unoptimized build (a unit test renders each shape at the bounds so).
 pub const CHAIN: usize = 200;
 
 /// Brackets (`(`, `[`, `{`) one expression may nest, and blocks (`{% if %}`, `{% for %}`, …) one
 /// template may nest. minijinja's own bound (150 levels of its parser: about 75 brackets, 150
-/// blocks) lets one level take some 20 KiB of stack in an unoptimized build, 1.5 MiB and more in
+/// blocks) lets a level take some 20 KiB of stack in an unoptimized build, 1.5 MiB and more in
 /// all; mode files nest a few.
 pub const NESTING: usize = 20;
 
