@@ -505,3 +505,43 @@ fn rendered_text_is_bounded_for_the_whole_plan() {
         run.stderr
     );
 }
+
+/// Template steps are bounded for the whole plan too: modes that each loop under the bound of
+/// a mode (5 loops of 100,000) would otherwise add up without end along a chain of `requires`.
+#[test]
+fn template_steps_are_bounded_for_the_whole_plan() {
+    let sandbox = Sandbox::new();
+    for m in 0..40 {
+        let requires = match m {
+            0 => String::new(),
+            _ => format!("requires: [m{}]\n", m - 1),
+        };
+        let mut steps = String::from("steps:\n");
+        for s in 0..5 {
+            steps.push_str(&format!(
+                "  s{s}:\n    docker: [run, \"{{% for i in range(100000) %}}{{% endfor %}}{s}\"]\n"
+            ));
+        }
+        sandbox.write(
+            &format!("config/host_base_m{m}.yaml"),
+            &format!("{requires}{steps}"),
+        );
+    }
+    let mut command = sandbox.command();
+    command
+        .args(["--plan", "--offline", "--format", "json", "--config-dir"])
+        .arg(sandbox.root.path())
+        .args(["python", "minimal", "m39"]);
+    let run = run(command);
+    run.refused_saying("40 modes of 5 loops", "steps in all; mode `m");
+    // Not the first mode: each is under the bound of a mode; and the one named is located.
+    let named = run
+        .stderr
+        .split("mode `")
+        .nth(1)
+        .and_then(|rest| rest.split('`').next());
+    let named = named.expect("a mode named");
+    assert_ne!(named, "m0", "{}", run.stderr);
+    let located = format!("host_base_{named}.yaml:");
+    assert!(run.stderr.contains(&located), "{}", run.stderr);
+}

@@ -16,8 +16,9 @@ pub use chains::{check as check_chains, CHAIN, NESTING};
 
 /// Template loops are bounded so that a mode file cannot hang planning.
 pub const FUEL: u64 = 1_000_000;
-/// Template steps all the templates of one mode may take: fuel bounds each render, and this
-/// bounds how many of them a file can fill (a thousand steps each looping 100,000 times).
+/// Template steps all the templates of one mode, and of one plan, may take: fuel bounds each
+/// render, and this bounds how many of them files can fill (a thousand steps each looping
+/// 100,000 times, or a chain of modes each under the bound).
 pub const TOTAL_FUEL: u64 = 10_000_000;
 /// What all the strings the renderers of one plan produce may add up to: a plan holds them all,
 /// and a template as short as `{{ 'a' * 1000000 }}` makes a megabyte. Counted per renderer (one
@@ -27,20 +28,21 @@ pub const OUTPUT_BYTES: usize = 64 << 20;
 
 thread_local! {
     /// Bytes the renderers of the plan being compiled on this thread produced, against
-    /// `OUTPUT_BYTES`; None outside a compile. A thread-local, as the compile is one thread
-    /// and each mode makes its renderer where its context is made.
-    static PLAN_PRODUCED: std::cell::Cell<Option<usize>> = const { std::cell::Cell::new(None) };
+    /// `OUTPUT_BYTES`, and the fuel they spent, against `TOTAL_FUEL`; None outside a compile.
+    /// A thread-local, as the compile is one thread and each mode makes its renderer where its
+    /// context is made.
+    static PLAN_SPENT: std::cell::Cell<Option<(usize, u64)>> = const { std::cell::Cell::new(None) };
 }
 
-/// The plan-wide output budget, for as long as it lives: a compile holds one.
+/// The plan-wide budgets of output and fuel, for as long as it lives: a compile holds one.
 pub struct PlanBudget {
-    was: Option<usize>,
+    was: Option<(usize, u64)>,
 }
 
 impl PlanBudget {
     pub fn start() -> PlanBudget {
-        let was = PLAN_PRODUCED
-            .try_with(|p| p.replace(Some(0)))
+        let was = PLAN_SPENT
+            .try_with(|p| p.replace(Some((0, 0))))
             .unwrap_or(None);
         PlanBudget { was }
     }
@@ -48,8 +50,20 @@ impl PlanBudget {
 
 impl Drop for PlanBudget {
     fn drop(&mut self) {
-        let _ = PLAN_PRODUCED.try_with(|p| p.set(self.was));
+        let _ = PLAN_SPENT.try_with(|p| p.set(self.was));
     }
+}
+
+/// Adds `bytes` of output and `fuel` to the plan's budget; what it holds then (None outside a
+/// compile).
+fn spend_for_plan(bytes: usize, fuel: u64) -> Option<(usize, u64)> {
+    (PLAN_SPENT.try_with(|p| {
+        let (produced, spent) = p.get()?;
+        let now = (produced.saturating_add(bytes), spent.saturating_add(fuel));
+        p.set(Some(now));
+        Some(now)
+    }))
+    .unwrap_or(None)
 }
 
 /// Builtin variable names a `--set` or a mode's `vars` may not replace.
@@ -247,6 +261,17 @@ impl Renderer {
                 format!("the templates of this mode take more than {TOTAL_FUEL} steps in all"),
             ));
         }
+        // As for output: a chain of modes each under the bound would add up without end.
+        if spend_for_plan(0, consumed).is_some_and(|(_, plan)| plan > TOTAL_FUEL) {
+            return Err(minijinja::Error::new(
+                minijinja::ErrorKind::InvalidOperation,
+                format!(
+                    "the templates of this plan take more than {TOTAL_FUEL} steps in all; mode \
+                     `{}` crossed it",
+                    self.context.get_attr("mode").unwrap_or_default()
+                ),
+            ));
+        }
         Ok(output)
     }
 
@@ -261,13 +286,7 @@ impl Renderer {
                 format!("the templates of this mode render to more than {limit} MiB in all"),
             ));
         }
-        let plan = (PLAN_PRODUCED.try_with(|p| {
-            let total = p.get()?.saturating_add(bytes);
-            p.set(Some(total));
-            Some(total)
-        }))
-        .unwrap_or(None);
-        if plan.is_some_and(|total| total > OUTPUT_BYTES) {
+        if spend_for_plan(bytes, 0).is_some_and(|(total, _)| total > OUTPUT_BYTES) {
             let mode = self.context.get_attr("mode").unwrap_or_default();
             return Err(minijinja::Error::new(
                 minijinja::ErrorKind::InvalidOperation,
