@@ -545,3 +545,23 @@ fn template_steps_are_bounded_for_the_whole_plan() {
     let located = format!("host_base_{named}.yaml:");
     assert!(run.stderr.contains(&located), "{}", run.stderr);
 }
+
+/// `requires` is walked depth first, a frame of the stack per mode: a chain deeper than the
+/// documented 5,000 is refused where it crosses, before it could overflow the stack (20,000
+/// did, in an unoptimized build).
+#[test]
+fn a_requires_chain_deeper_than_the_bound_is_refused_located() {
+    let sandbox = chained_modes(5_001, 1);
+    let mut command = sandbox.command();
+    command
+        .args(["--plan", "--offline", "--config-dir"])
+        .arg(sandbox.root.path())
+        .args(["python", "minimal", "m5000"]);
+    let run = run(command);
+    run.refused_saying("5,001 modes", "at most 5000 are allowed");
+    assert!(
+        run.stderr.contains("host_base_m1.yaml:1:12"),
+        "{}",
+        run.stderr
+    );
+}
