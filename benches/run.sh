@@ -12,6 +12,8 @@
 #   BENCH_PAIRS=20         interleaved pairs of `single` vs raw `docker run`
 #   BENCH_SKIP_ENGINE=1    skip the parts that need a Docker engine (5, 6, 9)
 #   BENCH_BUILD_RUNS=5     runs of each build of part 9 (benches/build.sh)
+#   BENCH_SKIP_SCALE=1     skip the modes-at-scale shapes (7, benches/scale.py)
+#   BENCH_SCALE_RUNS=5     runs of each of those shapes
 #   BENCH_KEEP_WORK=1      keep the temporary directory (printed) for inspection
 #
 # Every run uses a private HOME and HOST_CONTAINER_CACHE_DIR in a temporary directory. The
@@ -377,6 +379,12 @@ else
     REMOTE_RATIO=$(python3 "$HELPER" field "$WORK/pairs-remote.json" median_ratio)
     row "6. remote: median of paired ratios ($PAIRS)" "$REMOTE_RATIO" "<= 1.10" "$(verdict "$REMOTE_RATIO" '<=' 1.10)"
     purge_engine
+fi
+
+# --- 7: modes at scale (issue 18): a requires chain of 2,000 modes, 4 chained modes of 1,500 --
+if [ -z "${BENCH_SKIP_SCALE:-}" ]; then
+    log "7. modes at scale: benches/scale.py"
+    python3 "$ROOT/benches/scale.py" "$HC" "${BENCH_SCALE_RUNS:-5}" | tee "$WORK/scale.md" >&2
 fi
 
 # --- 9: the first image build of init vs a plain docker build (benches/build.sh) -------------

@@ -146,18 +146,8 @@ fn run_arguments(args: &Arguments) -> anyhow::Result<u8> {
         return Ok(0);
     }
     if !args.validate.is_empty() {
-        let sets = cli::parse_sets(&args.sets)?;
         drop(stdout);
-        let in_layers = |file: &std::path::Path| validate_in_layers(args, file);
-        let compile: Option<&validate::CompileInLayers<'_>> = match (&args.language, &args.variant)
-        {
-            (Some(_), Some(_)) => Some(&in_layers),
-            _ => None,
-        };
-        let language_vars = language::all_names(&layers)?;
-        let report = validate::validate_files(&args.validate, &sets, &language_vars, compile)?;
-        write_out(&mut std::io::stdout().lock(), &report)?;
-        return Ok(0);
+        return validate_command(args, &layers);
     }
 
     if args.language.as_deref() == Some(NEW) {
@@ -317,13 +307,26 @@ fn show_plan(
     Ok(if summary.to_run > 0 { 1 } else { 0 })
 }
 
-/// Compiles the mode `file` defines (`host_base_<mode>.yaml`) for the language and variant
-/// given, with the file's own layer on top of the layers in effect, so that its `requires` and
-/// `needs` resolve as they will when it runs.
+/// `--validate FILE…`: each file checked on its own, then compiled as `--plan --offline` would
+/// compile it (see `validate_in_layers`).
+fn validate_command(args: &Arguments, layers: &config::Layers) -> anyhow::Result<u8> {
+    let sets = cli::parse_sets(&args.sets)?;
+    let in_layers = |file: &std::path::Path| validate_in_layers(args, file);
+    let language_vars = language::all_names(layers)?;
+    let report = validate::validate_files(&args.validate, &sets, &language_vars, Some(&in_layers))?;
+    write_out(&mut std::io::stdout().lock(), &report)?;
+    Ok(0)
+}
+
+/// Compiles the mode `file` defines (`host_base_<mode>.yaml`), with the file's own layer on top
+/// of the layers in effect, as `--plan --offline` does: every `requires`, `needs`, `vars`, `when`
+/// and template is resolved and evaluated with the default values, so a file `--validate`
+/// accepts also plans. For the language and variant given, otherwise for each one the file is in
+/// effect for: the one its path names (`<language>/config/<variant>/`), or every variant of
+/// every language for a file of a layer's `config/`. A file outside any layer is compiled only
+/// for a language and variant given (the layers would not find it otherwise).
 fn validate_in_layers(args: &Arguments, file: &std::path::Path) -> anyhow::Result<()> {
-    let (Some(language), Some(variant)) = (args.language.clone(), args.variant.clone()) else {
-        return Ok(());
-    };
+    let given = args.language.clone().zip(args.variant.clone());
     let name = file
         .file_name()
         .and_then(|n| n.to_str())
@@ -332,6 +335,10 @@ fn validate_in_layers(args: &Arguments, file: &std::path::Path) -> anyhow::Resul
         .strip_prefix("host_base_")
         .and_then(|rest| rest.strip_suffix(".yaml"))
     else {
+        if given.is_none() {
+            // Not a mode file by its name: checked on its own only.
+            return Ok(());
+        }
         return fail(
             Kind::Usage,
             format!(
@@ -349,18 +356,46 @@ fn validate_in_layers(args: &Arguments, file: &std::path::Path) -> anyhow::Resul
             .and_then(|p| p.file_name())
             .is_some_and(|n| n == name)
     };
-    let root = if is(0, "config") {
-        parents.get(1)
-    } else if is(1, "config") && is(0, &variant) && is(2, &language) {
-        parents.get(3)
+    let name_of = |index: usize| {
+        let name = parents.get(index).and_then(|p| p.file_name())?;
+        name.to_str().map(str::to_owned)
+    };
+    // A directory named after a language above `config/` makes it `<language>/config/`.
+    let known = config::layers_of(&args.config_dirs, !args.no_project)?.languages();
+    let language_wide = name_of(1).filter(|l| is(0, "config") && known.contains(l));
+    let (root, language, variant) = if let Some(language) = language_wide {
+        (parents.get(2), Some(language), None)
+    } else if is(0, "config") {
+        (parents.get(1), None, None)
+    } else if is(1, "config") {
+        (parents.get(3), name_of(2), name_of(0))
     } else {
-        None
+        (None, None, None)
     };
     let mut config_dirs = args.config_dirs.clone();
     config_dirs.extend(root.map(|r| r.to_path_buf()));
     let layers = config::layers_of(&config_dirs, !args.no_project)?;
-    let invocation = Invocation::from_arguments(args, language, variant, mode.to_owned())?;
-    compile::compile(&invocation, &layers, args.context.as_deref()).map(|_| ())
+    let targets: Vec<(String, String)> = match (given, root) {
+        (Some(given), _) => vec![given],
+        (None, None) => Vec::new(),
+        (None, Some(_)) => (layers.languages().into_iter())
+            .filter(|l| language.as_ref().is_none_or(|only| only == l))
+            .flat_map(|l| layers.variants(&l).into_iter().map(move |v| (l.clone(), v)))
+            .filter(|(_, v)| variant.as_ref().is_none_or(|only| only == v))
+            .collect(),
+    };
+    for (language, variant) in targets {
+        let compiled_as = format!("as `--plan --offline {language} {variant} {mode}` compiles it");
+        let invocation = Invocation::from_arguments(args, language, variant, mode.to_owned())?;
+        if let Err(e) = compile::compile(&invocation, &layers, args.context.as_deref()) {
+            // The same file may be fine for one variant and not for another: say which.
+            return Err(match e.downcast::<Error>() {
+                Ok(own) => own.note(compiled_as).into(),
+                Err(other) => other.context(compiled_as),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Writes to stdout; a closed pipe (`| head`) is not an error.

@@ -3,6 +3,23 @@
 
 use std::process::ExitCode;
 
+/// The stack the work runs on, whatever `ulimit -s` gives the main thread: templates are bounded
+/// to need well under 1 MiB (`template::CHAIN`), and this leaves the rest of the tool room.
+const STACK: usize = 16 << 20;
+
 fn main() -> ExitCode {
-    ExitCode::from(docker_meta::run(std::env::args_os()))
+    let args: Vec<_> = std::env::args_os().collect();
+    let worker = std::thread::Builder::new()
+        .name("main".into())
+        .stack_size(STACK)
+        .spawn({
+            let args = args.clone();
+            move || docker_meta::run(args)
+        });
+    // Without a thread (none could be made), the main thread's own stack has to do.
+    let code = match worker {
+        Ok(worker) => worker.join().unwrap_or(101),
+        Err(_) => docker_meta::run(args),
+    };
+    ExitCode::from(code)
 }

@@ -226,7 +226,7 @@ fn dot(plan: &Plan) -> String {
             let _ = writeln!(
                 out,
                 "  \"{}\" -> \"{}\";",
-                dot_escape(need),
+                dot_escape(need.as_ref()),
                 dot_escape(&step.id)
             );
         }

@@ -232,12 +232,15 @@ fn check_templates(
         let (line, col) = document.positions().value(&at_refs);
         let located =
             |message: String| Error::new(Kind::Config, message).at(file, &document.text, line, col);
-        let undeclared = if is_expression {
-            crate::template::compile_expression(&env, source).map(|e| e.undeclared_variables(false))
-        } else {
-            env.template_from_str(source)
-                .map(|t| t.undeclared_variables(false))
-        };
+        // The chain bound first: minijinja's parser would overflow the stack on a long one.
+        let checked = crate::template::check_chains(source, is_expression);
+        let undeclared = checked.and_then(|()| match is_expression {
+            true => crate::template::compile_expression(&env, source)
+                .map(|e| e.undeclared_variables(false)),
+            false => env
+                .template_from_str(source)
+                .map(|t| t.undeclared_variables(false)),
+        });
         let undeclared = match undeclared {
             Ok(undeclared) => undeclared,
             Err(e) => {

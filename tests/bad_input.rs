@@ -930,6 +930,44 @@ fn validate_good_file() {
     );
 }
 
+/// What `--plan --offline` refuses, `--validate` refuses too, at the same place: it compiles the
+/// file with the default values for every variant it is in effect for.
+#[test]
+fn validate_refuses_what_plan_refuses() {
+    let sandbox = Sandbox::new();
+    let cases = [
+        ("    docker: [run, {splat: \"{'a': 1}\"}]\n", "is a map", 3),
+        ("    docker: [run, {splat: \"[[1]]\"}]\n", "splat item 0", 3),
+        (
+            "    docker: [run, {splat: \"[{'a': 1}]\"}]\n",
+            "splat item 0",
+            3,
+        ),
+        (
+            "    docker: [run, \"{{ 'a' * 40000000 }}{{ 'b' * 40000000 }}\"]\n",
+            "64 MiB",
+            0,
+        ),
+    ];
+    let vars = "vars:\n  a: \"{{ 'x' * 20000000 }}\"\n  b: \"{{ a ~ a ~ a ~ a }}\"\n";
+    let vars_bomb = format!("{vars}steps:\n  a:\n    docker: [run, \"{{{{ b }}}}\"]\n");
+    for (step, says, line) in cases {
+        let file = sandbox.mode_file("bad", format!("steps:\n  a:\n{step}"));
+        let planned = sandbox.plan("bad", &[]);
+        planned.fails_with(CONFIG).says(says);
+        let validated = sandbox.run(&["--validate", &file.display().to_string()]);
+        validated.fails_with(CONFIG).says(says);
+        if line > 0 {
+            validated.points_at("host_base_bad.yaml", line, 19);
+        }
+    }
+    let file = sandbox.mode_file("bad", &vars_bomb);
+    sandbox.plan("bad", &[]).fails_with(CONFIG).says("MiB");
+    (sandbox.run(&["--validate", &file.display().to_string()]))
+        .fails_with(CONFIG)
+        .says("MiB");
+}
+
 #[test]
 fn validate_undefined_variable() {
     let sandbox = Sandbox::new();
@@ -998,6 +1036,38 @@ fn closing_braces_in_an_expression_are_located() {
         .run(&["--validate", &file.display().to_string()])
         .fails_with(CONFIG)
         .points_at("host_base_bad.yaml", 3, 11);
+}
+
+/// minijinja's `format` hands Rust's formatter a precision past 65,535 for a float, which
+/// panics ("Formatting argument out of range"): in a template, a `when` and a `splat`.
+#[test]
+fn a_panic_inside_format_is_a_located_error() {
+    let sandbox = Sandbox::new();
+    let cases = [
+        (
+            "    docker: [run, \"{{ '%.70000f'|format(1.0) }}\"]\n",
+            3,
+            19,
+        ),
+        (
+            "    when: \"'%.70000e'|format(1.0) != ''\"\n    docker: [run]\n",
+            3,
+            11,
+        ),
+        (
+            "    docker: [run, {splat: \"['%.99999g'|format(2.5)]\"}]\n",
+            3,
+            19,
+        ),
+    ];
+    for (step, line, col) in cases {
+        sandbox.mode_file("bad", format!("steps:\n  a:\n{step}"));
+        sandbox
+            .plan("bad", &[])
+            .fails_with(CONFIG)
+            .says("out of range")
+            .points_at("host_base_bad.yaml", line, col);
+    }
 }
 
 #[test]

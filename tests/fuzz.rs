@@ -182,7 +182,8 @@ fn line_range(rng: &mut Rng, bytes: &[u8]) -> (usize, usize) {
 fn mutate(rng: &mut Rng, input: &mut Vec<u8>, corpus: &[(String, Vec<u8>)]) {
     let len = input.len();
     let at = rng.below(len + 1);
-    match rng.below(9) {
+    match rng.below(12) {
+        9..=11 => splice_expression(rng, input),
         0 => {
             let end = (at + 1 + rng.below(16)).min(len);
             input.drain(at.min(end)..end);
@@ -233,6 +234,83 @@ fn mutate(rng: &mut Rng, input: &mut Vec<u8>, corpus: &[(String, Vec<u8>)]) {
             }
         }
     }
+}
+
+/// Lengths around the bounds on chains and nesting (`template::CHAIN`, `template::NESTING`), at
+/// minijinja's own nesting bound, and far past them.
+const LENGTHS: &[usize] = &[3, 19, 20, 21, 75, 150, 199, 200, 201, 1_000, 30_000];
+
+/// Precisions for a format spec: Rust's formatter panics past 65,535 (before it writes
+/// anything), which is caught.
+const PRECISIONS: &[&str] = &[
+    "0",
+    "5",
+    "65535",
+    "65536",
+    "70000",
+    "1000000",
+    "99999999999",
+];
+
+/// Widths for a format spec, which minijinja pads itself: they stay at a megabyte, since a width
+/// of 99,999,999,999 asks for that many spaces and a width of ten million in a loop of the
+/// corpus crosses what a template may hold (64 MiB), where the process ends by design (exit 65,
+/// naming the template), and the in-process fuzzer with it.
+const WIDTHS: &[&str] = &["0", "5", "65536", "1000000"];
+
+/// An expression that stresses the template engine: a long chain of one operator, deep
+/// brackets, or a format spec with large numbers. Quote-free, so it fits a YAML string.
+fn stressing_expression(rng: &mut Rng) -> String {
+    let n = LENGTHS[rng.below(LENGTHS.len())];
+    let number = PRECISIONS[rng.below(PRECISIONS.len())];
+    let width = WIDTHS[rng.below(WIDTHS.len())];
+    match rng.below(12) {
+        0 => format!("{}true", "not ".repeat(n)),
+        1 => format!("{}1", "-".repeat(n)),
+        2 => format!("'a'{}", "|lower".repeat(n)),
+        3 => format!("names{}", ".prefix".repeat(n)),
+        4 => format!("1{}", " + 1".repeat(n)),
+        5 => format!("'a'{}", " ~ 'a'".repeat(n)),
+        6 => format!("command{}", "[0]".repeat(n)),
+        7 => format!("1{}", " if true else 1".repeat(n)),
+        8 => format!("{}1{}", "(".repeat(n), ")".repeat(n)),
+        9 => format!("{}1{}", "[".repeat(n), "]".repeat(n)),
+        10 => format!("'%.{number}f'|format(1.5)"),
+        _ => match rng.below(3) {
+            0 => format!("'%{width}d'|format(1)"),
+            1 => format!("'%.{number}e'|format(2.5)"),
+            _ => format!("'%.{number}g'|format(-0.5)"),
+        },
+    }
+}
+
+/// Puts a stressing expression where one is read: into an existing `{{ … }}` (as `{{ X ~ … }}`),
+/// a `when:` (as `X and …`), or as a whole template of nested blocks around it.
+fn splice_expression(rng: &mut Rng, input: &mut Vec<u8>) {
+    let expression = stressing_expression(rng);
+    let text = String::from_utf8_lossy(input).into_owned();
+    let sites: Vec<(usize, String)> = (text.match_indices("{{").map(|(i, _)| (i + 2, " ~ ")))
+        .chain(
+            text.match_indices("when: \"")
+                .map(|(i, _)| (i + 7, " and ")),
+        )
+        .map(|(at, glue)| (at, format!(" {expression}{glue}")))
+        .collect();
+    let blocks = LENGTHS[rng.below(LENGTHS.len())];
+    let (at, piece) = match sites.len() {
+        0 => return,
+        count if rng.below(4) == 0 => {
+            let at = sites[rng.below(count)].0;
+            let piece = format!(
+                " 1 }}}}{}{{{{ {expression} }}}}{}{{{{ 1 ~ ",
+                "{% if true %}".repeat(blocks),
+                "{% endif %}".repeat(blocks)
+            );
+            (at, piece)
+        }
+        count => sites[rng.below(count)].clone(),
+    };
+    input.splice(at..at, piece.into_bytes());
 }
 
 /// Everything one input goes through; errors are fine, only panics and hangs are not.

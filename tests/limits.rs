@@ -227,3 +227,341 @@ fn many_looping_templates_are_refused_together() {
     }
     plan(&text).refused_saying("1,000 loops", "steps in all");
 }
+
+/// Each kind of chain, tens of thousands long, as a `when`, a template, a `splat` and a `vars`
+/// value: minijinja recurses once per element of such a chain.
+fn long_chains() -> Vec<(&'static str, String)> {
+    let n = 30_000;
+    vec![
+        ("when", format!("when: \"{}true\"\n", "not ".repeat(n))),
+        (
+            "filters",
+            format!("vars:\n  x: \"{{{{ 'a'{} }}}}\"\n", "|lower".repeat(n)),
+        ),
+        (
+            "lookups",
+            format!("vars:\n  x: \"{{{{ names{} }}}}\"\n", ".b".repeat(n)),
+        ),
+        (
+            "plus",
+            format!("vars:\n  x: \"{{{{ 1{} }}}}\"\n", " + 1".repeat(n)),
+        ),
+        (
+            "concat",
+            format!("vars:\n  x: \"{{{{ 'a'{} }}}}\"\n", " ~ 'a'".repeat(n)),
+        ),
+        (
+            "subscripts",
+            format!("vars:\n  x: \"{{{{ command{} }}}}\"\n", "[0]".repeat(n)),
+        ),
+        (
+            "negation",
+            format!("vars:\n  x: \"{{{{ {}1 }}}}\"\n", "-".repeat(n)),
+        ),
+        (
+            "splat",
+            format!(
+                "steps:\n  s:\n    docker: [run, {{splat: \"{}command\"}}]\n",
+                "-".repeat(n)
+            ),
+        ),
+        (
+            "argument",
+            format!(
+                "steps:\n  s:\n    docker: [run, \"{{{{ x{} }}}}\"]\n",
+                "|lower".repeat(n)
+            ),
+        ),
+    ]
+}
+
+/// A layer where mode `big` requires mode `w`, whose file is `head` plus a step.
+fn chain_layer(head: &str) -> Sandbox {
+    let sandbox = Sandbox::new();
+    sandbox.write(
+        "config/host_base_big.yaml",
+        "requires: [w]\nsteps:\n  a:\n    docker: [run]\n",
+    );
+    let steps = if head.contains("steps:") {
+        ""
+    } else {
+        "steps:\n  b:\n    docker: [run]\n"
+    };
+    sandbox.write("config/host_base_w.yaml", &format!("{head}{steps}"));
+    sandbox
+}
+
+/// `host_container ARGS…` in `sandbox`, started by `sh` under `ulimit -s 8192`.
+fn under_ulimit(sandbox: &Sandbox, args: &[&str]) -> Run {
+    let inner = sandbox.command();
+    let mut command = Command::new("sh");
+    for (key, value) in inner.get_envs() {
+        match value {
+            Some(value) => command.env(key, value),
+            None => command.env_remove(key),
+        };
+    }
+    if let Some(dir) = inner.get_current_dir() {
+        command.current_dir(dir);
+    }
+    command
+        .args(["-c", "ulimit -s 8192 && exec \"$0\" \"$@\""])
+        .arg(inner.get_program())
+        .args(args);
+    run(command)
+}
+
+#[test]
+fn long_chains_are_refused_located_under_a_common_stack_limit() {
+    for (what, head) in long_chains() {
+        let sandbox = chain_layer(&head);
+        let root = sandbox.root.path().display().to_string();
+        let file = sandbox
+            .path("config/host_base_w.yaml")
+            .display()
+            .to_string();
+        let plan = [
+            "--plan",
+            "--offline",
+            "--config-dir",
+            &root,
+            "python",
+            "minimal",
+            "big",
+        ];
+        let validate = ["--config-dir", &root, "--validate", &file];
+        for args in [&plan[..], &validate[..]] {
+            let run = under_ulimit(&sandbox, args);
+            run.refused_saying(what, "at most 200");
+            assert!(
+                run.stderr.contains("host_base_w.yaml:"),
+                "{what}: not located\n{}",
+                run.stderr
+            );
+        }
+    }
+}
+
+/// The compile itself, in this process, on a thread of 1 MiB (half Rust's default): the bound
+/// on chains, not the size of the stack, is what stops them, and chains within it fit.
+#[test]
+fn long_chains_are_refused_on_a_small_stack_and_short_ones_fit() {
+    let at_bound = [
+        format!(
+            "when: \"{}true\"\n",
+            "not ".repeat(docker_meta::template::CHAIN)
+        ),
+        format!("vars:\n  x: \"{{{{ 'a'{} }}}}\"\n", "|lower".repeat(200)),
+        format!(
+            "vars:\n  x: \"{{{{ {}1{} }}}}\"\n",
+            "(".repeat(docker_meta::template::NESTING),
+            ")".repeat(docker_meta::template::NESTING)
+        ),
+    ];
+    let cases = long_chains()
+        .into_iter()
+        .map(|(what, head)| (what.to_owned(), head, false));
+    let cases = cases.chain(
+        at_bound
+            .into_iter()
+            .map(|head| ("at the bound".to_owned(), head, true)),
+    );
+    for (what, head, fits) in cases {
+        let sandbox = chain_layer(&head);
+        let root = sandbox.root.path().to_path_buf();
+        let outcome = std::thread::Builder::new()
+            .stack_size(1 << 20)
+            .spawn(move || compile_in_process(&root))
+            .expect("thread")
+            .join()
+            .expect("no overflow, no panic");
+        match (fits, outcome) {
+            (true, Ok(())) => {}
+            (false, Err(e)) if e.contains("at most 200") => {}
+            (_, outcome) => panic!("{what}: {outcome:?}"),
+        }
+    }
+}
+
+/// `--plan --offline python minimal big` of the layer at `root`, in this process.
+fn compile_in_process(root: &std::path::Path) -> Result<(), String> {
+    use clap::Parser;
+    use docker_meta::cli::{Arguments, Invocation};
+    let root_text = root.display().to_string();
+    let argv = [
+        "host_container",
+        "--config-dir",
+        &root_text,
+        "--plan",
+        "--offline",
+    ];
+    let argv = argv.iter().chain(&["python", "minimal", "big"]);
+    let args = Arguments::try_parse_from(argv).map_err(|e| e.to_string())?;
+    let layers = docker_meta::config::Layers::discover(
+        &args.config_dirs,
+        None,
+        None,
+        None,
+        root.join("cache"),
+    )
+    .map_err(|e| e.to_string())?;
+    let invocation =
+        Invocation::from_arguments(&args, "python".into(), "minimal".into(), "big".into())
+            .map_err(|e| e.to_string())?;
+    docker_meta::compile::compile(&invocation, &layers, None)
+        .map(|_| ())
+        .map_err(|e| format!("{e:#}"))
+}
+
+/// A layer of `modes` modes, each requiring the one before, of `steps` independent steps each.
+fn chained_modes(modes: usize, steps: usize) -> Sandbox {
+    let sandbox = Sandbox::new();
+    for m in 0..modes {
+        let mut text = match m {
+            0 => String::from("steps:\n"),
+            _ => format!("requires: [m{}]\nsteps:\n", m - 1),
+        };
+        for s in 0..steps {
+            text.push_str(&format!(
+                "  s{s}:\n    docker: [volume, create, \"{{{{ names.prefix }}}}-m{m}-s{s}\"]\n"
+            ));
+        }
+        sandbox.write(&format!("config/host_base_m{m}.yaml"), &text);
+    }
+    sandbox
+}
+
+/// The steps of the plan of the last mode of `chained_modes`, and how many needs they list.
+fn planned_steps_and_needs(sandbox: &Sandbox, last: usize) -> (usize, usize) {
+    let output = sandbox
+        .command()
+        .args(["--plan", "--offline", "--format", "json", "--config-dir"])
+        .arg(sandbox.root.path())
+        .args(["python", "minimal", &format!("m{last}")])
+        .output()
+        .expect("run");
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let plan: serde_json::Value = serde_json::from_slice(&output.stdout).expect("plan json");
+    let steps = plan["steps"].as_array().expect("steps");
+    let needs = (steps.iter())
+        .map(|s| s["needs"].as_array().map_or(0, Vec::len))
+        .sum();
+    (steps.len(), needs)
+}
+
+/// Modes wait for the modes they name, not for everything those require in turn (which the
+/// order implies): a chain of 2,000 modes lists 1,999 needs, not the 2 million of the whole
+/// closure that made planning it cubic. The count, not the clock, is what is asserted here;
+/// BENCHMARKS.md has the times.
+#[test]
+fn a_long_chain_of_modes_lists_one_need_per_link() {
+    let sandbox = chained_modes(2_000, 1);
+    assert_eq!(planned_steps_and_needs(&sandbox, 1_999), (2_000, 1_999));
+}
+
+/// Each mode's independent steps wait for every step of the mode before it, and only for those.
+#[test]
+fn wide_chained_modes_wait_for_the_mode_they_require_only() {
+    let (modes, steps) = (4, 150);
+    let sandbox = chained_modes(modes, steps);
+    let needs = (modes - 1) * steps * steps;
+    assert_eq!(
+        planned_steps_and_needs(&sandbox, modes - 1),
+        (modes * steps, needs)
+    );
+}
+
+/// The bound on rendered text holds for the whole plan, not for each mode: 24 chained modes each
+/// rendering 20 MB (each under the bound) took 961 MiB together. The mode that crosses it is
+/// named, and its template located.
+#[test]
+fn rendered_text_is_bounded_for_the_whole_plan() {
+    let sandbox = Sandbox::new();
+    for m in 0..24 {
+        let requires = match m {
+            0 => String::new(),
+            _ => format!("requires: [m{}]\n", m - 1),
+        };
+        sandbox.write(
+            &format!("config/host_base_m{m}.yaml"),
+            &format!("{requires}steps:\n  s:\n    docker: [run, \"{{{{ 'a' * 20000000 }}}}\"]\n"),
+        );
+    }
+    let mut command = sandbox.command();
+    command
+        .args(["--plan", "--offline", "--format", "json", "--config-dir"])
+        .arg(sandbox.root.path())
+        .args(["python", "minimal", "m23"]);
+    let run = run(command);
+    run.refused_saying("24 modes of 20 MB", "mode `m3` crossed it");
+    assert!(
+        run.stderr.contains("host_base_m3.yaml:4:"),
+        "{}",
+        run.stderr
+    );
+}
+
+/// Template steps are bounded for the whole plan too: modes that each loop under the bound of
+/// a mode (5 loops of 100,000) would otherwise add up without end along a chain of `requires`.
+#[test]
+fn template_steps_are_bounded_for_the_whole_plan() {
+    let sandbox = Sandbox::new();
+    for m in 0..40 {
+        let requires = match m {
+            0 => String::new(),
+            _ => format!("requires: [m{}]\n", m - 1),
+        };
+        let mut steps = String::from("steps:\n");
+        for s in 0..5 {
+            steps.push_str(&format!(
+                "  s{s}:\n    docker: [run, \"{{% for i in range(100000) %}}{{% endfor %}}{s}\"]\n"
+            ));
+        }
+        sandbox.write(
+            &format!("config/host_base_m{m}.yaml"),
+            &format!("{requires}{steps}"),
+        );
+    }
+    let mut command = sandbox.command();
+    command
+        .args(["--plan", "--offline", "--format", "json", "--config-dir"])
+        .arg(sandbox.root.path())
+        .args(["python", "minimal", "m39"]);
+    let run = run(command);
+    run.refused_saying("40 modes of 5 loops", "steps in all; mode `m");
+    // Not the first mode: each is under the bound of a mode; and the one named is located.
+    let named = run
+        .stderr
+        .split("mode `")
+        .nth(1)
+        .and_then(|rest| rest.split('`').next());
+    let named = named.expect("a mode named");
+    assert_ne!(named, "m0", "{}", run.stderr);
+    let located = format!("host_base_{named}.yaml:");
+    assert!(run.stderr.contains(&located), "{}", run.stderr);
+}
+
+/// `requires` is walked depth first, a frame of the stack per mode: a chain deeper than the
+/// documented 5,000 is refused where it crosses, before it could overflow the stack (20,000
+/// did, in an unoptimized build).
+#[test]
+fn a_requires_chain_deeper_than_the_bound_is_refused_located() {
+    let sandbox = chained_modes(5_001, 1);
+    let mut command = sandbox.command();
+    command
+        .args(["--plan", "--offline", "--config-dir"])
+        .arg(sandbox.root.path())
+        .args(["python", "minimal", "m5000"]);
+    let run = run(command);
+    run.refused_saying("5,001 modes", "at most 5000 are allowed");
+    assert!(
+        run.stderr.contains("host_base_m1.yaml:1:12"),
+        "{}",
+        run.stderr
+    );
+}

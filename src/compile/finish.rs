@@ -41,6 +41,8 @@ impl Compiler<'_> {
         into_order(&mut steps, &sealed.order);
         let masks = self.varying_masks();
         let instance = super::commands::InstanceLabels::of(self.invocation);
+        // Each id once, shared by every step that needs it.
+        let mut ids: Vec<std::sync::Arc<str>> = Vec::with_capacity(steps.len());
         for (position, &index) in sealed.order.iter().enumerate() {
             let (placed, rest) = steps.split_at_mut(position);
             let step = &mut rest[0];
@@ -49,7 +51,8 @@ impl Compiler<'_> {
                 .collect();
             needs.sort_unstable();
             needs.dedup();
-            step.needs = needs.iter().map(|&n| placed[n].id.clone()).collect();
+            step.needs = needs.iter().map(|&n| ids[n].clone()).collect();
+            ids.push(step.id.as_str().into());
             step.need_indexes = needs;
             let input_error = |entry, message| self.input_error(&origins[index], entry, message);
             fingerprint(step, placed, &masks, input_error)?;

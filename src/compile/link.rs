@@ -4,16 +4,17 @@
 //! at the need that closes it.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, HashSet};
+use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet};
 
 use petgraph::graph::{DiGraph, NodeIndex};
 
-use super::modes::{required_closure, LoadedMode};
+use super::modes::LoadedMode;
 use super::render::{Origin, RenderedSteps};
 use super::Compiler;
 use crate::error::{did_you_mean, Kind};
 
-/// The steps while edges are added. Nodes are step indexes; edges point from a need to the step
+/// The steps while edges are added. Nodes are step indexes, then barriers (see
+/// `add_mode_edges`), numbered from the number of steps on; edges point from a need to the step
 /// that needs it, and an edge from `needs` carries (step index, index in its `needs`).
 struct StepGraph {
     graph: DiGraph<usize, Option<(usize, usize)>>,
@@ -40,8 +41,36 @@ impl StepGraph {
         StepGraph { graph, nodes }
     }
 
+    /// The step index of a node, or (past the steps) the number of a barrier.
     fn step_of(&self, node: NodeIndex) -> usize {
         self.graph[node]
+    }
+
+    fn is_step(&self, node: NodeIndex) -> bool {
+        self.graph[node] < self.nodes.len()
+    }
+
+    /// A node that stands for "every one of `before` has finished": the steps that wait for all
+    /// of them wait for it instead, so m steps waiting for n take m + n edges, not m·n.
+    fn add_barrier(&mut self, before: &[usize], after: &[usize]) {
+        let barrier = self.graph.add_node(self.graph.node_count());
+        for &step in before {
+            self.graph.add_edge(self.nodes[step], barrier, None);
+        }
+        for &step in after {
+            self.graph.add_edge(barrier, self.nodes[step], None);
+        }
+    }
+
+    /// The steps `node` waits for directly, a barrier standing for the steps before it.
+    fn needs_of(&self, node: NodeIndex) -> impl Iterator<Item = usize> + '_ {
+        (self.graph.neighbors_directed(node, petgraph::Incoming)).flat_map(move |n| {
+            let through: Box<dyn Iterator<Item = NodeIndex>> = match self.is_step(n) {
+                true => Box::new(std::iter::once(n)),
+                false => Box::new(self.graph.neighbors_directed(n, petgraph::Incoming)),
+            };
+            through.map(|n| self.step_of(n))
+        })
     }
 
     /// Orders the steps, or names a cycle. petgraph's `toposort` is not used: its order follows
@@ -49,65 +78,72 @@ impl StepGraph {
     /// cycle it names one node where the error names the whole cycle.
     fn seal(self) -> Result<Sealed, Cycle> {
         let order = self.stable_topological_order()?;
-        let mut needs_of: Vec<Vec<usize>> = vec![Vec::new(); self.nodes.len()];
-        for edge in self.graph.raw_edges() {
-            needs_of[self.step_of(edge.target())].push(self.step_of(edge.source()));
-        }
+        let needs_of = (self.nodes.iter())
+            .map(|&node| self.needs_of(node).collect())
+            .collect();
         Ok(Sealed { order, needs_of })
     }
 
-    /// Kahn's algorithm taking the lowest declaration index among ready nodes, so ties always
-    /// break the same way.
+    /// Kahn's algorithm taking the lowest declaration index among ready steps, so ties always
+    /// break the same way. A barrier is passed the moment it is ready, so the steps after it are
+    /// ready exactly when the last step before it is done, as with an edge from each.
     fn stable_topological_order(&self) -> Result<Vec<usize>, Cycle> {
-        let (graph, nodes) = (&self.graph, &self.nodes);
-        let mut in_degree: Vec<usize> = nodes
-            .iter()
-            .map(|&n| graph.neighbors_directed(n, petgraph::Incoming).count())
+        let graph = &self.graph;
+        let mut in_degree: Vec<usize> = (graph.node_indices())
+            .map(|n| graph.neighbors_directed(n, petgraph::Incoming).count())
             .collect();
-        let mut ready: BinaryHeap<Reverse<usize>> = in_degree
-            .iter()
-            .enumerate()
-            .filter(|(_, d)| **d == 0)
-            .map(|(i, _)| Reverse(i))
+        let mut ready: BinaryHeap<Reverse<usize>> = (0..self.nodes.len())
+            .filter(|&i| in_degree[i] == 0)
+            .map(Reverse)
             .collect();
-        let mut order = Vec::with_capacity(nodes.len());
+        let mut order = Vec::with_capacity(self.nodes.len());
+        let mut passed = Vec::new();
         while let Some(Reverse(index)) = ready.pop() {
             order.push(index);
-            for next in graph.neighbors(nodes[index]) {
-                let next = graph[next];
-                in_degree[next] -= 1;
-                if in_degree[next] == 0 {
-                    ready.push(Reverse(next));
+            passed.push(NodeIndex::new(index));
+            while let Some(node) = passed.pop() {
+                for next in graph.neighbors(node) {
+                    let next_index = graph[next];
+                    in_degree[next_index] -= 1;
+                    match (in_degree[next_index] == 0, self.is_step(next)) {
+                        (true, true) => ready.push(Reverse(next_index)),
+                        (true, false) => passed.push(next),
+                        (false, _) => {}
+                    }
                 }
             }
         }
-        if order.len() == nodes.len() {
+        if order.len() == self.nodes.len() {
             return Ok(order);
         }
-        let remaining: HashSet<usize> = (0..nodes.len()).filter(|i| in_degree[*i] > 0).collect();
+        let remaining: HashSet<usize> =
+            (0..in_degree.len()).filter(|i| in_degree[*i] > 0).collect();
         Err(self.cycle_among(&remaining))
     }
 
     /// Every node of `remaining` has an incoming edge from another one: walking backwards until
-    /// a node repeats closes a cycle.
+    /// a node repeats closes a cycle; the barriers on it are left out of the steps it names.
     fn cycle_among(&self, remaining: &HashSet<usize>) -> Cycle {
-        let (graph, nodes) = (&self.graph, &self.nodes);
+        let graph = &self.graph;
         let start = *remaining.iter().min().expect("a cycle leaves nodes");
         let mut walk = vec![start];
         let mut current = start;
         loop {
             let previous = graph
-                .neighbors_directed(nodes[current], petgraph::Incoming)
+                .neighbors_directed(NodeIndex::new(current), petgraph::Incoming)
                 .map(|n| graph[n])
                 .filter(|n| remaining.contains(n))
                 .min()
                 .expect("a remaining node has a remaining predecessor");
             if let Some(at) = walk.iter().position(|&n| n == previous) {
                 // The walk went from each step to one it needs, which is how the file reads.
-                let mut steps: Vec<usize> = walk[at..].to_vec();
+                let mut steps: Vec<usize> = (walk[at..].iter())
+                    .copied()
+                    .filter(|&n| n < self.nodes.len())
+                    .collect();
                 steps.push(steps[0]);
                 let closing_need = graph
-                    .edges_connecting(nodes[steps[1]], nodes[steps[0]])
+                    .edges_connecting(self.nodes[steps[1]], self.nodes[steps[0]])
                     .find_map(|e| *e.weight())
                     .map(|(_, need_index)| need_index);
                 return Cycle {
@@ -220,36 +256,64 @@ impl Compiler<'_> {
     }
 
     /// A mode's first steps (those without a need in their own mode) wait for every last step
-    /// (one no step of its own mode needs) of the modes it requires, directly or not.
+    /// (one no step of its own mode needs) of the nearest modes it requires that have steps: the
+    /// modes it names, or, for one that `when` left without steps, the modes that one names. A
+    /// required mode's own first steps wait for what it requires in turn, so the order is the
+    /// same as waiting for every mode required directly or not, with edges in proportion to the
+    /// modes named rather than to the whole closure: a chain of 2,000 modes made 2 million edges.
+    /// Through a barrier node, 1,500 first steps waiting for 1,500 last steps take 3,000 edges.
     fn add_mode_edges(&self, graph: &mut StepGraph, origins: &[Origin]) {
         let mut sinks_by_mode: HashMap<usize, Vec<usize>> = HashMap::new();
+        let mut firsts_by_mode: HashMap<usize, Vec<usize>> = HashMap::new();
         for (index, origin) in origins.iter().enumerate() {
-            let is_sink = (graph.graph.neighbors(graph.nodes[index]))
+            let node = graph.nodes[index];
+            let is_sink = (graph.graph.neighbors(node))
                 .all(|n| origins[graph.step_of(n)].mode != origin.mode);
             if is_sink {
                 sinks_by_mode.entry(origin.mode).or_default().push(index);
             }
-        }
-        let mut closures: HashMap<usize, Vec<usize>> = HashMap::new();
-        for (index, origin) in origins.iter().enumerate() {
             let has_local_need = (graph.graph)
-                .neighbors_directed(graph.nodes[index], petgraph::Incoming)
+                .neighbors_directed(node, petgraph::Incoming)
                 .any(|n| origins[graph.step_of(n)].mode == origin.mode);
-            if has_local_need {
-                continue;
+            if !has_local_need {
+                firsts_by_mode.entry(origin.mode).or_default().push(index);
             }
-            let required = closures.entry(origin.mode).or_insert_with(|| {
-                required_closure(&self.loaded, &self.loaded[origin.mode].name)
-                    .iter()
-                    .filter_map(|name| self.loaded.get_index_of(name))
-                    .collect()
-            });
-            for required_mode in required.iter() {
-                for &sink in sinks_by_mode.get(required_mode).into_iter().flatten() {
-                    (graph.graph).update_edge(graph.nodes[sink], graph.nodes[index], None);
+        }
+        // One barrier per required mode, after its last steps, that the first steps of every
+        // mode requiring it wait for.
+        let mut waiting: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+        for (&mode, firsts) in &firsts_by_mode {
+            for required in self.nearest_with_steps(mode, &sinks_by_mode) {
+                waiting.entry(required).or_default().extend(firsts);
+            }
+        }
+        for (required, mut firsts) in waiting {
+            firsts.sort_unstable();
+            graph.add_barrier(&sinks_by_mode[&required], &firsts);
+        }
+    }
+
+    /// The modes `mode` requires that have steps in the plan, looking through those that have
+    /// none to the modes they require (each mode once).
+    fn nearest_with_steps(&self, mode: usize, sinks: &HashMap<usize, Vec<usize>>) -> Vec<usize> {
+        let mut found = Vec::new();
+        let mut seen = HashSet::from([mode]);
+        let mut pending = vec![mode];
+        while let Some(current) = pending.pop() {
+            for required in &self.loaded[current].document.value.requires {
+                let Some(index) = self.loaded.get_index_of(required) else {
+                    continue;
+                };
+                if !seen.insert(index) {
+                    continue;
+                }
+                match sinks.contains_key(&index) {
+                    true => found.push(index),
+                    false => pending.push(index),
                 }
             }
         }
+        found
     }
 
     /// Steps that need each other, located at the first step's need that closes the cycle (or

@@ -45,6 +45,8 @@ pub fn compile(
     docker_context: Option<&str>,
 ) -> anyhow::Result<Plan> {
     check_language_variant(layers, &invocation.language, &invocation.variant)?;
+    // Every mode's renderer counts its output against one budget for the whole plan.
+    let _budget = crate::template::PlanBudget::start();
     let settings = crate::language::load(layers, &invocation.language, Some(&invocation.variant))?
         .with_env(&invocation.language, &invocation.env);
     let mut compiler = Compiler {

@@ -9,14 +9,62 @@ use std::sync::Arc;
 use minijinja::value::{Object, ObjectRepr, Value, ValueKind};
 use minijinja::{Environment, UndefinedBehavior};
 
+mod chains;
+mod guard;
+
+pub use chains::{check as check_chains, CHAIN, NESTING};
+
 /// Template loops are bounded so that a mode file cannot hang planning.
 pub const FUEL: u64 = 1_000_000;
-/// Template steps all the templates of one mode may take: fuel bounds each render, and this
-/// bounds how many of them a file can fill (a thousand steps each looping 100,000 times).
+/// Template steps all the templates of one mode, and of one plan, may take: fuel bounds each
+/// render, and this bounds how many of them files can fill (a thousand steps each looping
+/// 100,000 times, or a chain of modes each under the bound).
 pub const TOTAL_FUEL: u64 = 10_000_000;
-/// What all the strings one renderer produces may add up to: a plan holds them all, and a
-/// template as short as `{{ 'a' * 1000000 }}` makes a megabyte.
+/// What all the strings the renderers of one plan produce may add up to: a plan holds them all,
+/// and a template as short as `{{ 'a' * 1000000 }}` makes a megabyte. Counted per renderer (one
+/// mode) and, during a compile (`PlanBudget`), for all the modes of the plan together: 24 modes
+/// each under the bound took 961 MiB together.
 pub const OUTPUT_BYTES: usize = 64 << 20;
+
+thread_local! {
+    /// Bytes the renderers of the plan being compiled on this thread produced, against
+    /// `OUTPUT_BYTES`, and the fuel they spent, against `TOTAL_FUEL`; None outside a compile.
+    /// A thread-local, as the compile is one thread and each mode makes its renderer where its
+    /// context is made.
+    static PLAN_SPENT: std::cell::Cell<Option<(usize, u64)>> = const { std::cell::Cell::new(None) };
+}
+
+/// The plan-wide budgets of output and fuel, for as long as it lives: a compile holds one.
+pub struct PlanBudget {
+    was: Option<(usize, u64)>,
+}
+
+impl PlanBudget {
+    pub fn start() -> PlanBudget {
+        let was = PLAN_SPENT
+            .try_with(|p| p.replace(Some((0, 0))))
+            .unwrap_or(None);
+        PlanBudget { was }
+    }
+}
+
+impl Drop for PlanBudget {
+    fn drop(&mut self) {
+        let _ = PLAN_SPENT.try_with(|p| p.set(self.was));
+    }
+}
+
+/// Adds `bytes` of output and `fuel` to the plan's budget; what it holds then (None outside a
+/// compile).
+fn spend_for_plan(bytes: usize, fuel: u64) -> Option<(usize, u64)> {
+    (PLAN_SPENT.try_with(|p| {
+        let (produced, spent) = p.get()?;
+        let now = (produced.saturating_add(bytes), spent.saturating_add(fuel));
+        p.set(Some(now));
+        Some(now)
+    }))
+    .unwrap_or(None)
+}
 
 /// Builtin variable names a `--set` or a mode's `vars` may not replace.
 pub const BUILTINS: &[&str] = &[
@@ -149,6 +197,8 @@ impl Renderer {
         if !has_tag(source) {
             return Ok(source.to_owned());
         }
+        // Before any path, so that a template gets the same answer whichever renders it.
+        chains::check(source, false)?;
         // Substitution costs no more than a lookup in the memo, so only what minijinja renders
         // is kept there: 10,000 steps of unique templates would otherwise hold every result
         // twice until the mode is rendered.
@@ -160,7 +210,8 @@ impl Renderer {
             self.produce(done.len())?;
             return Ok(done.clone());
         }
-        let output = crate::memory::limited(source, || self.render_counted(source))?;
+        let output =
+            crate::memory::limited(source, || guard::no_panic(|| self.render_counted(source)))?;
         self.produce(output.len())?;
         self.rendered
             .borrow_mut()
@@ -210,19 +261,38 @@ impl Renderer {
                 format!("the templates of this mode take more than {TOTAL_FUEL} steps in all"),
             ));
         }
-        Ok(output)
-    }
-
-    /// Counts `bytes` more of output against `OUTPUT_BYTES`.
-    fn produce(&self, bytes: usize) -> Result<(), minijinja::Error> {
-        let total = self.produced.get().saturating_add(bytes);
-        self.produced.set(total);
-        if total > OUTPUT_BYTES {
+        // As for output: a chain of modes each under the bound would add up without end.
+        if spend_for_plan(0, consumed).is_some_and(|(_, plan)| plan > TOTAL_FUEL) {
             return Err(minijinja::Error::new(
                 minijinja::ErrorKind::InvalidOperation,
                 format!(
-                    "the templates of this mode render to more than {} MiB in all",
-                    OUTPUT_BYTES >> 20
+                    "the templates of this plan take more than {TOTAL_FUEL} steps in all; mode \
+                     `{}` crossed it",
+                    self.context.get_attr("mode").unwrap_or_default()
+                ),
+            ));
+        }
+        Ok(output)
+    }
+
+    /// Counts `bytes` more of output against `OUTPUT_BYTES`, for this mode and for the plan.
+    fn produce(&self, bytes: usize) -> Result<(), minijinja::Error> {
+        let total = self.produced.get().saturating_add(bytes);
+        self.produced.set(total);
+        let limit = OUTPUT_BYTES >> 20;
+        if total > OUTPUT_BYTES {
+            return Err(minijinja::Error::new(
+                minijinja::ErrorKind::InvalidOperation,
+                format!("the templates of this mode render to more than {limit} MiB in all"),
+            ));
+        }
+        if spend_for_plan(bytes, 0).is_some_and(|(total, _)| total > OUTPUT_BYTES) {
+            let mode = self.context.get_attr("mode").unwrap_or_default();
+            return Err(minijinja::Error::new(
+                minijinja::ErrorKind::InvalidOperation,
+                format!(
+                    "the templates of this plan render to more than {limit} MiB in all; mode \
+                     `{mode}` crossed it"
                 ),
             ));
         }
@@ -236,8 +306,9 @@ impl Renderer {
 
     /// Evaluates an expression; an undefined result is an error, as in templates.
     fn eval(&self, expression: &str) -> Result<Value, minijinja::Error> {
+        chains::check(expression, true)?;
         let value = crate::memory::limited(expression, || {
-            compile_expression(&self.env, expression)?.eval(&self.context)
+            guard::no_panic(|| compile_expression(&self.env, expression)?.eval(&self.context))
         })?;
         if value.is_undefined() {
             return Err(undefined());
@@ -475,7 +546,10 @@ impl Renderer {
     /// A template error as one line that, for an undefined variable, names it (and suggests
     /// the closest defined one): minijinja's strict mode only says "undefined value".
     pub fn explain(&self, source: &str, is_expression: bool, error: &minijinja::Error) -> String {
-        if error.kind() != minijinja::ErrorKind::UndefinedError {
+        // A source past the bounds of `chains` is never handed to minijinja's parser.
+        if error.kind() != minijinja::ErrorKind::UndefinedError
+            || chains::check(source, is_expression).is_err()
+        {
             return describe(error);
         }
         let names = if is_expression {
@@ -820,5 +894,125 @@ mod tests {
             r.render("{{ 'x,y' | mount_option('target') }}").unwrap(),
             "\"target=x,y\""
         );
+    }
+}
+
+/// The longest chains and deepest nesting minijinja accepts, each shape at the bound, render on
+/// a stack of 1 MiB in an unoptimized build (half a thread's default), and more is an error, not an overflow: the bound in `chains` is what keeps the
+/// stack in reach.
+#[cfg(test)]
+mod stack {
+    use super::*;
+
+    const STACK: usize = 1 << 20;
+
+    /// Each shape at the bound (`n` elements), as a template or (`true`) an expression.
+    fn shapes(n: usize) -> Vec<(String, bool)> {
+        vec![
+            (format!("{}true", "not ".repeat(n)), true),
+            (format!("{}1", "-".repeat(n)), true),
+            (format!("{{{{ 'a'{} }}}}", "|lower".repeat(n)), false),
+            (format!("{{{{ 1{} }}}}", " + 1".repeat(n)), false),
+            (format!("{{{{ 'a'{} }}}}", " ~ 'a'".repeat(n)), false),
+            (format!("{{{{ env{} }}}}", ".b".repeat(n)), false),
+            (format!("{{{{ [[0]]{} }}}}", "[0]".repeat(n - 2)), false),
+            (
+                format!("{{{{ 1{} }}}}", " if x else 1".repeat(n / 2)),
+                false,
+            ),
+            // The bound on brackets, reached with a chain inside.
+            (
+                format!(
+                    "{{{{ {}{}1{} }}}}",
+                    "(".repeat(NESTING),
+                    "not ".repeat(n - NESTING),
+                    ")".repeat(NESTING)
+                ),
+                false,
+            ),
+            (
+                format!("{{{{ {}1{} }}}}", "[".repeat(NESTING), "]".repeat(NESTING)),
+                false,
+            ),
+            (
+                format!(
+                    "{{{{ {}1{} }}}}",
+                    "{'a': ".repeat(NESTING),
+                    "}".repeat(NESTING)
+                ),
+                false,
+            ),
+            (
+                format!(
+                    "{}x{}",
+                    "{% if true %}".repeat(NESTING),
+                    "{% endif %}".repeat(NESTING)
+                ),
+                false,
+            ),
+            // Both at once: the deepest expression inside the deepest blocks.
+            (
+                format!(
+                    "{}{{{{ {}{}1{} }}}}{}",
+                    "{% if true %}".repeat(NESTING),
+                    "(".repeat(NESTING),
+                    "not ".repeat(n - NESTING),
+                    ")".repeat(NESTING),
+                    "{% endif %}".repeat(NESTING)
+                ),
+                false,
+            ),
+        ]
+    }
+
+    fn on_small_stack(source: String, is_expression: bool) -> Result<(), String> {
+        let thread = std::thread::Builder::new()
+            .stack_size(STACK)
+            .spawn(move || {
+                let r = Renderer::new(Value::from_serialize(
+                    serde_json::json!({"env": {}, "x": true}),
+                ));
+                let result = match is_expression {
+                    true => r.truth(&source).map(|_| ()),
+                    false => r.render(&source).map(|_| ()),
+                };
+                // Naming an undefined variable walks the tree again.
+                let undefined = minijinja::Error::new(minijinja::ErrorKind::UndefinedError, "");
+                let _ = r.explain(&source, is_expression, &undefined);
+                result.map_err(|e| describe(&e))
+            });
+        thread
+            .expect("spawn")
+            .join()
+            .expect("no overflow, no panic")
+    }
+
+    #[test]
+    fn chains_at_the_bound_fit_a_small_stack_and_longer_ones_are_refused() {
+        for (source, is_expression) in shapes(CHAIN) {
+            let result = on_small_stack(source.clone(), is_expression);
+            if let Err(e) = result {
+                // `env.b…` is undefined: an answer, as good as a result here.
+                assert!(e.contains("undefined"), "{}: {e}", &source[..60]);
+            }
+        }
+        for (source, is_expression) in shapes(CHAIN + 30).into_iter().take(8) {
+            let error = on_small_stack(source, is_expression).unwrap_err();
+            assert!(error.contains("at most 200"), "{error}");
+        }
+        let deeper = format!(
+            "{{{{ {}1{} }}}}",
+            "(".repeat(NESTING + 1),
+            ")".repeat(NESTING + 1)
+        );
+        let error = on_small_stack(deeper, false).unwrap_err();
+        assert!(error.contains("brackets"), "{error}");
+        let blocks = format!(
+            "{}x{}",
+            "{% if true %}".repeat(148),
+            "{% endif %}".repeat(148)
+        );
+        let error = on_small_stack(blocks, false).unwrap_err();
+        assert!(error.contains("nests blocks"), "{error}");
     }
 }
