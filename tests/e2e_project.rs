@@ -300,10 +300,16 @@ fn failing_tests_fail_with_the_runners_code(project: &Project) {
 }
 
 #[test]
-fn a_python_project_is_copied_through_an_engine_that_cannot_see_it() {
-    let Some(engine) = IsolatedEngine::start("remote-engine", None) else {
+fn python_and_node_projects_are_copied_through_an_engine_that_cannot_see_them() {
+    let images = [NODE_BASE_IMAGE];
+    let Some(engine) = IsolatedEngine::start_with("remote-engine", None, &images) else {
         return;
     };
+    python_project_on_a_remote_engine(&engine);
+    node_project_on_a_remote_engine(&engine);
+}
+
+fn python_project_on_a_remote_engine(engine: &IsolatedEngine) {
     let project = Project::copy("python-greeter", "project-remote");
     engine.docker.remove(&project.instance);
     let _cleanup = Cleanup(&engine.docker, project.instance.clone());
@@ -373,6 +379,45 @@ fn a_python_project_is_copied_through_an_engine_that_cannot_see_it() {
     assert!(ran(&edited, "init.project") && !ran(&edited, "init.virtualenv"));
 
     let purged = run(client(""), &["--yes", "python", "minimal", "purge"]);
+    expect_code(&purged, 0);
+    let left = engine.docker.objects(&project.instance);
+    assert!(left.is_empty(), "purge left {left:?}");
+}
+
+fn node_project_on_a_remote_engine(engine: &IsolatedEngine) {
+    let project = Project::copy("node-greeter", "project-node-remote");
+    engine.docker.remove(&project.instance);
+    let _cleanup = Cleanup(&engine.docker, project.instance.clone());
+    let client = |subdir: &str| {
+        let mut command = engine.client(&project.sandbox, &project.instance);
+        command
+            .current_dir(project.root.join(subdir))
+            .env("HOST_CONTAINER_NODE_BASE_IMAGE", NODE_BASE_IMAGE);
+        command
+    };
+    let report = project.sandbox.path("node-report.xml");
+    let report_arg = report.display().to_string();
+    let tested = run(
+        client("test"),
+        &["--junit", &report_arg, "node", "plain", "test"],
+    );
+    expect_code(&tested, 0);
+    assert!(ran(&tested, "init.project") && ran(&tested, "init.dependencies"));
+    assert!(has_case(&cases(&report), "greets by name", "passed"));
+    // npm ci ran in the copy: nothing was written here.
+    assert!(!project.root.join("node_modules").exists());
+
+    project.edit("test/greet.test.js", "\"Hello, Ada!\"", "\"Hi, Ada!\"");
+    let failing = run(
+        client(""),
+        &["--junit", &report_arg, "node", "plain", "test"],
+    );
+    expect_code(&failing, 1);
+    assert!(ran(&failing, "init.project") && !ran(&failing, "init.dependencies"));
+    // The new copy kept the copy's node_modules: the test ran, and failed on its assertion.
+    assert!(has_case(&cases(&report), "greets by name", "failure"));
+
+    let purged = run(client(""), &["--yes", "node", "plain", "purge"]);
     expect_code(&purged, 0);
     let left = engine.docker.objects(&project.instance);
     assert!(left.is_empty(), "purge left {left:?}");

@@ -27,6 +27,16 @@ impl IsolatedEngine {
     /// Starts the engine whose state lives in `state_dir` (the tool's default one when `None`),
     /// or says loudly why the `suite` tests cannot run (see `engine::skip`).
     pub fn start(suite: &str, state_dir: Option<&Path>) -> Option<IsolatedEngine> {
+        IsolatedEngine::start_with(suite, state_dir, &[])
+    }
+
+    /// `start`, with more images of the host's engine copied over besides the base image (node's
+    /// base image, built first if missing). The tool loads images only when it starts the engine.
+    pub fn start_with(
+        suite: &str,
+        state_dir: Option<&Path>,
+        more_images: &[&str],
+    ) -> Option<IsolatedEngine> {
         if !tool().is_file() {
             engine::skip(
                 suite,
@@ -39,11 +49,15 @@ impl IsolatedEngine {
             return None;
         }
         engine::ensure_base_image();
+        if more_images.contains(&engine::NODE_BASE_IMAGE) {
+            engine::ensure_node_base_image();
+        }
         let exclusive = File::create(lock_file(state_dir)).expect("lock file");
         exclusive.lock().expect("lock");
         let mut start = tool_command(state_dir);
         let output = start
             .args(["start", BASE_IMAGE])
+            .args(more_images)
             .stderr(Stdio::inherit())
             .output()
             .expect("bash runs");
