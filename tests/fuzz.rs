@@ -288,12 +288,9 @@ fn stressing_expression(rng: &mut Rng) -> String {
 /// a `when:` (as `X and …`), or as a whole template of nested blocks around it.
 fn splice_expression(rng: &mut Rng, input: &mut Vec<u8>) {
     let expression = stressing_expression(rng);
-    let text = String::from_utf8_lossy(input).into_owned();
-    let sites: Vec<(usize, String)> = (text.match_indices("{{").map(|(i, _)| (i + 2, " ~ ")))
-        .chain(
-            text.match_indices("when: \"")
-                .map(|(i, _)| (i + 7, " and ")),
-        )
+    // Positions in the bytes themselves: a lossy UTF-8 copy of a mutated input can be longer.
+    let sites: Vec<(usize, String)> = (byte_positions(input, b"{{").map(|i| (i + 2, " ~ ")))
+        .chain(byte_positions(input, b"when: \"").map(|i| (i + 7, " and ")))
         .map(|(at, glue)| (at, format!(" {expression}{glue}")))
         .collect();
     let blocks = LENGTHS[rng.below(LENGTHS.len())];
@@ -311,6 +308,13 @@ fn splice_expression(rng: &mut Rng, input: &mut Vec<u8>) {
         count => sites[rng.below(count)].clone(),
     };
     input.splice(at..at, piece.into_bytes());
+}
+
+/// Where `needle` starts in `haystack`.
+fn byte_positions<'a>(haystack: &'a [u8], needle: &'a [u8]) -> impl Iterator<Item = usize> + 'a {
+    (haystack.windows(needle.len()).enumerate())
+        .filter(move |(_, window)| *window == needle)
+        .map(|(at, _)| at)
 }
 
 /// Everything one input goes through; errors are fine, only panics and hangs are not.
