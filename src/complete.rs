@@ -100,7 +100,11 @@ fn languages(current: &OsStr) -> Vec<CompletionCandidate> {
         return Vec::new();
     };
     match crate::config::layers_of(&args.config_dirs, !args.no_project) {
-        Ok(layers) => matching(layers.languages(), current),
+        Ok(layers) => {
+            let mut names = layers.languages();
+            names.push(crate::scaffold::COMMAND.to_owned());
+            matching(names, current)
+        }
         Err(_) => Vec::new(),
     }
 }
@@ -115,6 +119,10 @@ fn variants(current: &OsStr) -> Vec<CompletionCandidate> {
     ) else {
         return Vec::new();
     };
+    // `new LANGUAGE VARIANT`: the second word is a language.
+    if language == crate::scaffold::COMMAND {
+        return matching(layers.languages(), current);
+    }
     matching(layers.variants(language), current)
 }
 
@@ -127,6 +135,10 @@ fn modes(current: &OsStr) -> Vec<CompletionCandidate> {
         &args.variant,
         crate::config::layers_of(&args.config_dirs, !args.no_project),
     ) else {
+        return Vec::new();
+    };
+    // `new LANGUAGE VARIANT`: the variant is a new name.
+    if language == crate::scaffold::COMMAND {
         return Vec::new();
     };
     matching(layers.modes(language, variant), current)

@@ -150,7 +150,7 @@ fn run_arguments(args: &Arguments) -> anyhow::Result<u8> {
         return validate_command(args, &layers);
     }
 
-    if args.language.as_deref() == Some(NEW) {
+    if args.language.as_deref() == Some(scaffold::COMMAND) {
         return scaffold_new(args, &layers, stdout);
     }
     let (Some(language), Some(variant), Some(mode)) = (
@@ -196,10 +196,6 @@ fn run_arguments(args: &Arguments) -> anyhow::Result<u8> {
     }
     exec::conclude(&run)
 }
-
-/// The first word that makes the command `new LANGUAGE VARIANT` (scaffolding) instead of
-/// `LANGUAGE VARIANT MODE`: no language can be called so.
-const NEW: &str = "new";
 
 fn scaffold_new(
     args: &Arguments,

@@ -12,6 +12,10 @@ use crate::config::{Layers, PROJECT_LAYER};
 use crate::error::{fail, Kind};
 use crate::tree::{self, Node};
 
+/// The first word that makes the command `new LANGUAGE VARIANT` instead of `LANGUAGE VARIANT
+/// MODE`: no language can be called so.
+pub const COMMAND: &str = "new";
+
 /// The label whose text `--list` shows as a variant's description.
 const DESCRIPTION_LABEL: &str = "org.opencontainers.image.description=";
 

@@ -144,3 +144,18 @@ fn man_page_is_roff_that_man_renders() {
         );
     }
 }
+
+#[test]
+fn completes_new_and_then_a_language() {
+    let (sandbox, _) = layered();
+    assert_eq!(complete(&sandbox, &["ne"]), ["new"]);
+    let offered = complete(&sandbox, &["new", ""]);
+    assert_eq!(offered[..3], ["node", "python", "ruby"], "{offered:?}");
+    let third = complete(&sandbox, &["new", "python", ""]);
+    assert!(
+        !third
+            .iter()
+            .any(|word| word == "minimal" || word == "single"),
+        "{third:?}"
+    );
+}
