@@ -307,7 +307,7 @@ fn show_plan(
 /// compile it (see `validate_in_layers`).
 fn validate_command(args: &Arguments, layers: &config::Layers) -> anyhow::Result<u8> {
     let sets = cli::parse_sets(&args.sets)?;
-    let in_layers = |file: &std::path::Path| validate_in_layers(args, file);
+    let in_layers = |file: &std::path::Path| validate_in_layers(args, layers, file);
     let language_vars = language::all_names(layers)?;
     let report = validate::validate_files(&args.validate, &sets, &language_vars, Some(&in_layers))?;
     write_out(&mut std::io::stdout().lock(), &report)?;
@@ -321,7 +321,11 @@ fn validate_command(args: &Arguments, layers: &config::Layers) -> anyhow::Result
 /// effect for: the one its path names (`<language>/config/<variant>/`), or every variant of
 /// every language for a file of a layer's `config/`. A file outside any layer is compiled only
 /// for a language and variant given (the layers would not find it otherwise).
-fn validate_in_layers(args: &Arguments, file: &std::path::Path) -> anyhow::Result<()> {
+fn validate_in_layers(
+    args: &Arguments,
+    in_effect: &config::Layers,
+    file: &std::path::Path,
+) -> anyhow::Result<()> {
     let given = args.language.clone().zip(args.variant.clone());
     let name = file
         .file_name()
@@ -357,7 +361,7 @@ fn validate_in_layers(args: &Arguments, file: &std::path::Path) -> anyhow::Resul
         name.to_str().map(str::to_owned)
     };
     // A directory named after a language above `config/` makes it `<language>/config/`.
-    let known = config::layers_of(&args.config_dirs, !args.no_project)?.languages();
+    let known = in_effect.languages();
     let language_wide = name_of(1).filter(|l| is(0, "config") && known.contains(l));
     let (root, language, variant) = if let Some(language) = language_wide {
         (parents.get(2), Some(language), None)

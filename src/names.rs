@@ -28,6 +28,11 @@ fn name_part(part: &str) -> String {
 }
 
 impl Names {
+    /// The volume that holds the project's copy, on an engine that cannot see this machine.
+    pub fn project_volume(&self) -> String {
+        format!("{}-project", self.prefix)
+    }
+
     pub fn of(invocation: &Invocation) -> Names {
         if invocation.legacy_names {
             return Names::legacy(invocation);

@@ -46,10 +46,8 @@ pub fn new_variant(
             format!("no language `{language}` to make a variant of (languages: {known})"),
         );
     };
-    let layer = match layers.project() {
-        Some(project) => project.join(PROJECT_LAYER),
-        None => cwd.join(PROJECT_LAYER),
-    };
+    let layer =
+        (layers.project_layer().map(Path::to_owned)).unwrap_or_else(|| cwd.join(PROJECT_LAYER));
     let mut done = Scaffolded {
         written: Vec::new(),
         kept: Vec::new(),

@@ -45,6 +45,15 @@ impl Project {
         command
     }
 
+    /// host_container as a client of the isolated `engine`, started in `subdir` of the project.
+    fn remote(&self, engine: &IsolatedEngine, subdir: &str) -> Command {
+        let mut command = engine.client(&self.sandbox, &self.instance);
+        command
+            .current_dir(self.root.join(subdir))
+            .env("HOST_CONTAINER_NODE_BASE_IMAGE", NODE_BASE_IMAGE);
+        command
+    }
+
     fn write(&self, relative: &str, text: &str) {
         let path = self.root.join(relative);
         fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
@@ -316,11 +325,7 @@ fn python_project_on_a_remote_engine(engine: &IsolatedEngine) {
     project.write(".git/HEAD", "ref: refs/heads/main\n");
     project.write("scratch/big.bin", "left out by .host_container/ignore\n");
     project.write("debug.log", "left out by .dockerignore\n");
-    let client = |subdir: &str| {
-        let mut command = engine.client(&project.sandbox, &project.instance);
-        command.current_dir(project.root.join(subdir));
-        command
-    };
+    let client = |subdir: &str| project.remote(engine, subdir);
 
     let report = project.sandbox.path("report.xml");
     let report_arg = report.display().to_string();
@@ -388,13 +393,7 @@ fn node_project_on_a_remote_engine(engine: &IsolatedEngine) {
     let project = Project::copy("node-greeter", "project-node-remote");
     engine.docker.remove(&project.instance);
     let _cleanup = Cleanup(&engine.docker, project.instance.clone());
-    let client = |subdir: &str| {
-        let mut command = engine.client(&project.sandbox, &project.instance);
-        command
-            .current_dir(project.root.join(subdir))
-            .env("HOST_CONTAINER_NODE_BASE_IMAGE", NODE_BASE_IMAGE);
-        command
-    };
+    let client = |subdir: &str| project.remote(engine, subdir);
     let report = project.sandbox.path("node-report.xml");
     let report_arg = report.display().to_string();
     let tested = run(

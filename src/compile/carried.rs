@@ -168,6 +168,7 @@ pub(super) fn project(
         Some(sees) => (sees, false),
         None => (local_address(&invocation.env), true),
     };
+    let dependency_files = dependency_files(root);
     let root = root.display().to_string();
     let target = mount_option("target", project_dir);
     let names = crate::names::Names::of(invocation);
@@ -178,8 +179,8 @@ pub(super) fn project(
         )
     } else {
         format!(
-            "--mount=type=volume,source={}-project,{target}",
-            names.prefix
+            "--mount=type=volume,source={},{target}",
+            names.project_volume()
         )
     };
     let as_user = sees && invocation.uid != 0;
@@ -201,7 +202,7 @@ pub(super) fn project(
     ];
     json!({
         "root": root,
-        "dependency_files": dependency_files(Path::new(&root)),
+        "dependency_files": dependency_files,
         "install_args": install_args,
         "dir": project_dir,
         "copied": !sees,

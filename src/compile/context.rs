@@ -105,7 +105,7 @@ fn builtins(
         json!({
             "data": format!("{}-data", names.prefix),
             "hosts": format!("{}-hosts", names.prefix),
-            "project": format!("{}-project", names.prefix),
+            "project": names.project_volume(),
         }),
     );
     put(
