@@ -55,6 +55,8 @@ Environment:
                              passed on to init and upgrade by name
   UPGRADE                    when set (not empty, 0, false, no or off), `upgrade` runs before
                              every mode that requires it
+  HOST_CONTAINER_WATCH_POLL  with --watch, poll for changes every SECONDS instead of using
+                             file events (file systems without them: NFS, some mounts)
   HOST_CONTAINER_ENGINE_TIMEOUT
                              seconds the read-only docker calls host_container makes by
                              itself may take (default 30); then it exits 68
@@ -96,6 +98,13 @@ pub struct Arguments {
     /// Print the plan and execute nothing.
     #[arg(long)]
     pub plan: bool,
+    /// Run, then run again whenever a file the plan depends on changes (the variant's files,
+    /// the project's, any layer's mode files), after a quiet period of 0.2 s; Ctrl-C stops.
+    /// For single, test, exec, daemon and modes of your own. Changes are seen through the
+    /// operating system's file events (inotify), or by polling every second where it gives
+    /// none (no watches left) or with HOST_CONTAINER_WATCH_POLL=SECONDS.
+    #[arg(long, conflicts_with_all = ["plan", "check", "offline"])]
+    pub watch: bool,
     /// Run nothing; exit 0 when every step with a `done` condition is up to date, 1 when one
     /// would run, 68 when the engine cannot tell (67 when docker is not installed). Prints the
     /// summary (the plan with --plan or --format json).

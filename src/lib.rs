@@ -39,6 +39,7 @@ pub mod outcome;
 pub mod plan;
 pub mod print;
 pub mod record;
+pub mod rerun;
 pub mod safe_fs;
 pub mod scaffold;
 pub mod state;
@@ -189,6 +190,9 @@ fn run_arguments(args: &Arguments) -> anyhow::Result<u8> {
     };
     if let Some(path) = &args.junit {
         junit::check_writable(path)?;
+    }
+    if args.watch {
+        return rerun::watch(args, &layers, &invocation, plan, &options);
     }
     let run = exec::execute(plan, &invocation, &options)?;
     if let Some(path) = &args.junit {
