@@ -233,11 +233,16 @@ impl Session<'_> {
         let mut line = format!("{} changed", self.names(changed));
         let mut again: Vec<String> = Vec::new();
         let mut re_created = false;
-        for step in plan.steps.iter().filter(|s| s.done.is_some()) {
-            if self.fingerprints.get(&step.id) == Some(&step.fingerprint) {
-                continue;
-            }
-            let what = if step.mode != plan.mode && step.propagates {
+        let stale: Vec<&Step> = (plan.steps.iter())
+            .filter(|s| s.done.is_some())
+            .filter(|s| self.fingerprints.get(&s.id) != Some(&s.fingerprint))
+            .collect();
+        for step in &stale {
+            // A prerequisite mode runs again as a whole when a step that makes others stale
+            // does; a copy alone (`propagates: false`) is named by itself.
+            let whole = step.mode != plan.mode
+                && (stale.iter()).any(|s| s.mode == step.mode && s.propagates);
+            let what = if whole {
                 step.mode.clone()
             } else {
                 step.id.clone()
