@@ -310,7 +310,7 @@ fn watched_daemon(root: &Path, command: Command, docker: &Docker, instance: &str
     );
 }
 
-fn scenarios(root: &Path, client: impl Fn() -> Command, docker: &Docker, instance: &str) {
+fn scenarios(root: &Path, client: &impl Fn() -> Command, docker: &Docker, instance: &str) {
     let mut single = client();
     single.args(["--watch", "python", "minimal", "single", "python", "app.py"]);
     watched_single(root, single, docker, instance);
@@ -350,7 +350,54 @@ fn watching_runs_again_on_the_local_engine() {
             .args(["-x", &instance]);
         command
     };
-    scenarios(&root, client, &local, &instance);
+    scenarios(&root, &client, &local, &instance);
+    polled(&root, &client);
+    refused(&client);
+}
+
+/// Where the file system gives no events: polling, as HOST_CONTAINER_WATCH_POLL asks.
+fn polled(root: &Path, client: impl Fn() -> Command) {
+    let mut command = client();
+    command
+        .env("HOST_CONTAINER_WATCH_POLL", "0.2")
+        .args(["--watch", "python", "minimal", "single", "python", "app.py"]);
+    let watcher = Watcher::start(command);
+    let lines = watcher.wait_for("==> watch: watching", 1);
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("watching") && l.contains("(polling;")),
+        "{}",
+        lines.join("\n")
+    );
+    write(root, "message.txt", "polled\n");
+    let lines = watcher.wait_for("says polled", 1);
+    assert!(
+        first_change(&lines).contains("message.txt changed"),
+        "{}",
+        lines.join("\n")
+    );
+    let (code, _) = watcher.interrupt();
+    assert_eq!(code, Some(130));
+}
+
+/// Modes that are not repeated, and a poll interval that is no number, are usage errors.
+fn refused(client: impl Fn() -> Command) {
+    let bash = client()
+        .args(["--watch", "python", "minimal", "bash"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("runs");
+    assert_eq!(bash.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&bash.stderr).contains("`bash` is not one to repeat"));
+    let poll = client()
+        .env("HOST_CONTAINER_WATCH_POLL", "soon")
+        .args(["--watch", "python", "minimal", "single"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("runs");
+    assert_eq!(poll.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&poll.stderr).contains("HOST_CONTAINER_WATCH_POLL=soon"));
 }
 
 #[test]
@@ -368,5 +415,5 @@ fn watching_runs_again_on_an_engine_that_cannot_see_our_files() {
         command.current_dir(&root);
         command
     };
-    scenarios(&root, client, &engine.docker, &instance);
+    scenarios(&root, &client, &engine.docker, &instance);
 }

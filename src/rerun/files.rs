@@ -172,7 +172,7 @@ fn project_ignore(plan: &Plan, project: &Path) -> Ignore {
             ignore_rules(project, &patterns, &files).ok()
         }
     };
-    rules.unwrap_or_else(|| Ignore::empty())
+    rules.unwrap_or_else(Ignore::empty)
 }
 
 /// The files added, changed or removed from `before` to `after` (directories only when they
