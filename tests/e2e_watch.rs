@@ -353,6 +353,42 @@ fn watching_runs_again_on_the_local_engine() {
     scenarios(&root, &client, &local, &instance);
     polled(&root, &client);
     refused(&client);
+    exec_writing_its_own_files(&root, &client);
+}
+
+/// `exec --watch` of a command that writes into the watched directory: once it is seen to
+/// write the same file again, that file no longer runs it again, and a real save runs it once.
+fn exec_writing_its_own_files(root: &Path, client: impl Fn() -> Command) {
+    write(
+        root,
+        "writer.py",
+        "print('sees', open('message.txt').read().strip())\nopen('out.txt', 'w').write('x')\n",
+    );
+    let mut command = client();
+    command.args([
+        "--watch",
+        "python",
+        "minimal",
+        "exec",
+        "python",
+        "writer.py",
+    ]);
+    let watcher = Watcher::start(command);
+    watcher.wait_for("changed again while it ran: the job writes it", 1);
+    watcher.wait_for("==> watch: watching", 1);
+    write(root, "message.txt", "exec\n");
+    let lines = watcher.wait_for("==> watch: watching", 2);
+    let run = after(&lines, "==> watch: watching", 1);
+    let opened: Vec<&String> = run.iter().filter(|l| opens_a_run(l)).collect();
+    assert_eq!(opened.len(), 1, "{}", lines.join("\n"));
+    assert!(
+        opened[0].contains("message.txt changed"),
+        "{}",
+        lines.join("\n")
+    );
+    assert_eq!(count(run, "sees exec"), 1, "{}", lines.join("\n"));
+    let (code, _) = watcher.interrupt();
+    assert_eq!(code, Some(130));
 }
 
 /// Where the file system gives no events: polling, as HOST_CONTAINER_WATCH_POLL asks.

@@ -22,6 +22,7 @@ use crate::console::announce;
 use crate::error::{exit_code_of, fail, Error, Kind};
 use crate::exec::{self, Options};
 use crate::mode::DoneKind;
+use crate::outcome::Run;
 use crate::plan::{Plan, Status, Step};
 use events::Events;
 use files::Watched;
@@ -43,6 +44,8 @@ struct Session<'a> {
     fingerprints: BTreeMap<String, String>,
     /// The files that changed while the previous run ran and so started this one.
     triggered_by: Vec<PathBuf>,
+    /// Files the job was seen to write itself: changes of them during a run are its own.
+    job_writes: Vec<PathBuf>,
     /// The plan starts a daemon.
     daemon: bool,
     /// The files as the last plan saw them.
@@ -77,6 +80,7 @@ pub fn watch(
         watched: Watched::of(&plan, layers, own_paths(args, invocation)),
         fingerprints: fingerprints(&plan),
         triggered_by: Vec::new(),
+        job_writes: Vec::new(),
         daemon: daemon_step(&plan).is_some(),
         baseline: files::Snapshot::new(),
     };
@@ -117,41 +121,49 @@ impl Session<'_> {
             }
         }
         let took = started.elapsed();
-        let ended = match &result {
+        let ended = match result {
+            Err(e) if exit_code_of(&e) == Kind::Interrupted.exit_code() => return Err(e),
             Ok(0) => "ok".to_owned(),
             Ok(code) => format!("exit {code}"),
             Err(e) => {
-                show(e);
-                format!("failed (exit {})", exit_code_of(e))
+                show(&e);
+                format!("failed (exit {})", exit_code_of(&e))
             }
         };
-        if let Err(e) = &result {
-            if exit_code_of(e) == Kind::Interrupted.exit_code() {
-                return Err(result.unwrap_err());
-            }
-        }
         announce("watch", &format!("{ended} in {}", seconds(took)));
+        Ok(self.changed_during(&before, ran.as_ref()))
+    }
+
+    /// What changed while a run ran (from `before`), and is not the job's own doing.
+    fn changed_during(&mut self, before: &files::Snapshot, ran: Option<&Run>) -> Vec<PathBuf> {
         self.baseline = self.watched.snapshot();
-        let during = files::changed(&before, &self.baseline);
+        let mut during = files::changed(before, &self.baseline);
+        during.retain(|p| !self.job_writes.contains(p));
         let writes = ran.is_none_or(|run| writes_watched_files(&run.plan, &self.watched));
         let again = std::mem::take(&mut self.triggered_by);
-        if during.is_empty() || !writes || !during.iter().any(|p| again.contains(p)) {
+        let repeated: Vec<PathBuf> = (during.iter())
+            .filter(|p| again.contains(p))
+            .cloned()
+            .collect();
+        if during.is_empty() || !writes || repeated.is_empty() {
             // A save while it ran runs it again (the job may have written the files itself
-            // where it sees the project: once more tells, see below).
+            // where it sees them: the run they start tells, see below).
             self.triggered_by.clone_from(&during);
-            return Ok(during);
+            return during;
         }
-        // The same files changed again during a run they started: the job writes them itself
-        // (a bind-mounted project), and running again would run for ever.
+        // The same files changed again during a run they started, in a tree a step mounts: the
+        // job writes them itself, and running again would run for ever. From now on they are
+        // no reason to run again when they change during a run.
         announce(
             "watch",
             &format!(
-                "{} changed again while it ran: the job writes it, so that is no reason to \
-                 run again (list it in .host_container/ignore)",
-                self.names(&during)
+                "{} changed again while it ran: the job writes it, so from now on that is no \
+                 reason to run again (in a project, .host_container/ignore leaves it out)",
+                self.names(&repeated)
             ),
         );
-        Ok(Vec::new())
+        self.job_writes.extend(repeated);
+        Vec::new()
     }
 
     /// Waits for a change (or takes the one `during` a run) and compiles the plan again; a
