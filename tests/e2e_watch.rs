@@ -351,9 +351,9 @@ fn watching_runs_again_on_the_local_engine() {
         command
     };
     scenarios(&root, &client, &local, &instance);
-    polled(&root, &client);
-    refused(&client);
-    exec_writing_its_own_files(&root, &client);
+    polled(&root, client);
+    refused(client);
+    exec_writing_its_own_files(&root, client);
 }
 
 /// `exec --watch` of a command that writes into the watched directory: once it is seen to
