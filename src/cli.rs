@@ -99,7 +99,7 @@ pub struct Arguments {
     #[arg(long)]
     pub plan: bool,
     /// Run, then run again whenever a file the plan depends on changes (the variant's files,
-    /// the project's, any layer's mode files), after a quiet period of 0.2 s; Ctrl-C stops.
+    /// the project's, any layer's mode files), after a quiet period of 0.1 s; Ctrl-C stops.
     /// For single, test, exec, daemon and modes of your own. Changes are seen through the
     /// operating system's file events (inotify), or by polling every second where it gives
     /// none (no watches left) or with HOST_CONTAINER_WATCH_POLL=SECONDS.
