@@ -139,6 +139,106 @@ pub fn job_name(args: &[String]) -> Option<String> {
     }
 }
 
+/// The name of the service a `service create` argv makes that runs its task once and never
+/// restarts it (`--restart-condition=none`, replicated): run as a job when its step has no
+/// `done`. Unlike a job-mode service, swarm removes its tasks' containers on every node with
+/// the service (it leaves those of `replicated-job` tasks behind on workers: moby#42789).
+pub fn run_once_name(args: &[String]) -> Option<String> {
+    let create = parse_create(args)?;
+    let value = |name: &str| {
+        (create.options.iter().rev())
+            .find(|(option, _)| *option == name)
+            .map(|(_, value)| value.unwrap_or_default())
+    };
+    let once = value("--restart-condition") == Some("none")
+        && matches!(value("--mode"), None | Some("replicated"));
+    once.then(|| service_name(args)).flatten()
+}
+
+/// The node-local volumes of `local` that a `service create` argv mounts (`--mount
+/// type=volume,source=NAME,…`; a mount without `type` is a volume too), unless its tasks are
+/// pinned to the manager (`--constraint=node.role==manager`).
+pub fn mounted_volumes<'a>(args: &[String], local: &'a [String]) -> Vec<&'a str> {
+    let Some(create) = parse_create(args) else {
+        return Vec::new();
+    };
+    // Pinned to the manager, the tasks find what init filled there.
+    let on_manager = (create.options.iter()).any(|(option, value)| {
+        *option == "--constraint"
+            && value.is_some_and(|v| v.replace(' ', "") == "node.role==manager")
+    });
+    if on_manager {
+        return Vec::new();
+    }
+    let sources: Vec<&str> = (create.options.iter())
+        .filter(|(option, _)| *option == "--mount")
+        .filter_map(|(_, value)| {
+            let fields: Vec<(&str, &str)> = (value.as_ref()?.split(','))
+                .filter_map(|field| field.split_once('='))
+                .collect();
+            let kind = fields.iter().find(|(key, _)| *key == "type");
+            if kind.is_some_and(|(_, kind)| *kind != "volume") {
+                return None;
+            }
+            (fields.iter())
+                .find(|(key, _)| matches!(*key, "source" | "src"))
+                .map(|(_, source)| *source)
+        })
+        .collect();
+    (local.iter())
+        .filter(|volume| sources.contains(&volume.as_str()))
+        .map(String::as_str)
+        .collect()
+}
+
+/// How many nodes the swarm of the engine at `head` has, when it is a swarm manager that says.
+pub fn node_count(head: &[String]) -> Option<u64> {
+    let info = crate::docker::query(&with_head(head, &["info", "--format", "{{.Swarm.Nodes}}"]));
+    info.ok()
+        .filter(|info| info.success())
+        .and_then(|info| info.stdout.trim().parse().ok())
+}
+
+/// A service or job that mounts the instance's dependency volumes on a swarm of several nodes
+/// would find them filled on the manager only (swarm makes empty ones elsewhere, and the tasks
+/// fail there): refused before anything runs, naming the way out.
+pub fn refuse_node_local_mounts(
+    steps: &[crate::plan::Step],
+    local: &[String],
+) -> anyhow::Result<()> {
+    let mounting = steps.iter().find_map(|step| {
+        let head = crate::docker::docker_head_len(&step.argv);
+        let volumes = mounted_volumes(&step.argv[head..], local);
+        (!volumes.is_empty()).then(|| (step, volumes))
+    });
+    let Some((step, volumes)) = mounting else {
+        return Ok(());
+    };
+    let head = &step.argv[..crate::docker::docker_head_len(&step.argv)];
+    let nodes = node_count(head).unwrap_or(1);
+    if nodes <= 1 {
+        return Ok(());
+    }
+    Err(crate::error::Error::new(
+        crate::error::Kind::Usage,
+        format!(
+            "the swarm has {nodes} nodes, and step `{}` mounts {}, which only the manager has \
+             filled: its tasks on the other nodes would start without the dependencies",
+            step.id,
+            volumes
+                .iter()
+                .map(|v| format!("`{v}`"))
+                .collect::<Vec<_>>()
+                .join(" and ")
+        ),
+    )
+    .note(
+        "give a registry every node can pull from, e.g. --set registry=HOST:PORT: init then \
+         bakes the dependencies into an image, pushes it, and the tasks run that image",
+    )
+    .into())
+}
+
 /// The key of a list entry by which `service update --…-rm` removes it, for the lists whose
 /// entries are removed when the new configuration lacks them.
 fn entry_key(option: &str, value: &str) -> Option<(&'static str, String)> {
