@@ -209,7 +209,7 @@ pub fn refuse_node_local_mounts(
     let mounting = steps.iter().find_map(|step| {
         let head = crate::docker::docker_head_len(&step.argv);
         let volumes = mounted_volumes(&step.argv[head..], local);
-        (!volumes.is_empty()).then(|| (step, volumes))
+        (!volumes.is_empty()).then_some((step, volumes))
     });
     let Some((step, volumes)) = mounting else {
         return Ok(());
@@ -636,6 +636,76 @@ mod tests {
 
     fn args(text: &[&str]) -> Vec<String> {
         text.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    #[test]
+    fn a_never_restarting_replicated_service_is_run_once_and_a_daemon_is_not() {
+        let once = args(&[
+            "service",
+            "create",
+            "--replicas=1",
+            "--restart-condition=none",
+            "--name=j",
+            "img",
+        ]);
+        assert_eq!(run_once_name(&once), Some("j".to_owned()));
+        let restarting = args(&[
+            "service",
+            "create",
+            "--restart-condition=any",
+            "--name=d",
+            "i",
+        ]);
+        assert_eq!(run_once_name(&restarting), None);
+        let global = args(&[
+            "service",
+            "create",
+            "--mode=global",
+            "--restart-condition=none",
+            "--name=g",
+            "i",
+        ]);
+        assert_eq!(run_once_name(&global), None);
+        // The last of a repeated option counts, as for docker.
+        let overridden = args(&[
+            "service",
+            "create",
+            "--restart-condition=none",
+            "--restart-condition",
+            "on-failure",
+            "--name=x",
+            "i",
+        ]);
+        assert_eq!(run_once_name(&overridden), None);
+    }
+
+    #[test]
+    fn node_local_mounts_are_found_unless_pinned_to_the_manager() {
+        let local = ["v-data".to_owned(), "v-hosts".to_owned()];
+        let mounting = args(&[
+            "service",
+            "create",
+            "--mount=type=volume,source=v-data,target=/virtualenv,readonly",
+            "--mount",
+            "src=v-hosts,dst=/data",
+            "--mount=type=bind,source=v-hosts,target=/x",
+            "--mount=type=volume,source=other,target=/y",
+            "img",
+        ]);
+        assert_eq!(mounted_volumes(&mounting, &local), ["v-data", "v-hosts"]);
+        let pinned = [
+            mounting.clone(),
+            args(&["--constraint", "node.role == manager"]),
+        ]
+        .concat();
+        // Options after the image are its command: the constraint must come before it.
+        assert_eq!(mounted_volumes(&pinned, &local).len(), 2);
+        let mut before_image = mounting.clone();
+        before_image.insert(2, "--constraint=node.role==manager".to_owned());
+        assert!(mounted_volumes(&before_image, &local).is_empty());
+        let baked = args(&["service", "create", "--name=d", "reg:5000/img"]);
+        assert!(mounted_volumes(&baked, &local).is_empty());
+        assert!(mounted_volumes(&args(&["run", "--volume=v-data:/x", "i"]), &local).is_empty());
     }
 
     #[test]

@@ -48,7 +48,10 @@ impl Cluster {
     fn start() -> Option<Cluster> {
         let suite = "three-node swarm";
         if !repo_root().join("../shared/tools/swarm-cluster").is_file() {
-            engine::skip(suite, "shared/tools/swarm-cluster is not beside the repository");
+            engine::skip(
+                suite,
+                "shared/tools/swarm-cluster is not beside the repository",
+            );
             return None;
         }
         // SAFETY: geteuid has no preconditions.
@@ -155,7 +158,11 @@ impl Cluster {
                 ["volume", "ls", "--quiet", "--filter", &filter],
             ] {
                 let listed = node.listed(&args);
-                found.extend(listed.iter().map(|id| format!("node{} {} {id}", index + 1, args[0])));
+                found.extend(
+                    listed
+                        .iter()
+                        .map(|id| format!("node{} {} {id}", index + 1, args[0])),
+                );
             }
         }
         let images = (self.manager).listed(&["image", "ls", "--quiet", "--filter", &filter]);
@@ -196,7 +203,10 @@ fn every_task_finds_its_dependencies_on_any_node() {
     let sandbox = Sandbox::new();
 
     // Several nodes and no registry: refused before anything runs, nothing created.
-    let refused = run(cluster.client(&sandbox), &["python", "minimal", "single", "true"]);
+    let refused = run(
+        cluster.client(&sandbox),
+        &["python", "minimal", "single", "true"],
+    );
     expect_code(&refused, 64);
     assert!(
         stderr(&refused).contains("the swarm has 3 nodes")
@@ -207,11 +217,21 @@ fn every_task_finds_its_dependencies_on_any_node() {
     assert_eq!(cluster.objects(), Vec::<String>::new());
 
     // init bakes and pushes; afterwards --check has nothing to do.
-    let init = run(cluster.with_registry(&sandbox), &["python", "minimal", "init"]);
+    let init = run(
+        cluster.with_registry(&sandbox),
+        &["python", "minimal", "init"],
+    );
     expect_code(&init, 0);
-    let pushes = |output: &Output| stderr(output).matches("The push refers to repository").count();
+    let pushes = |output: &Output| {
+        stderr(output)
+            .matches("The push refers to repository")
+            .count()
+    };
     assert_eq!(pushes(&init), 1, "{}", stderr(&init));
-    let check = run(cluster.with_registry(&sandbox), &["python", "minimal", "init", "--check"]);
+    let check = run(
+        cluster.with_registry(&sandbox),
+        &["python", "minimal", "init", "--check"],
+    );
     expect_code(&check, 0);
 
     // Three replicas, one working task on each node; nothing pushed again.
@@ -225,7 +245,10 @@ fn every_task_finds_its_dependencies_on_any_node() {
         tasks.len() == 3 && distinct_nodes(tasks) == 3
     });
     let serving = |node: &str| {
-        let logs = run(cluster.with_registry(&sandbox), &["python", "minimal", "logs"]);
+        let logs = run(
+            cluster.with_registry(&sandbox),
+            &["python", "minimal", "logs"],
+        );
         stdout(&logs)
             .lines()
             .any(|line| line.contains(&format!("@{node}")) && line.contains("serving on port"))
@@ -237,7 +260,10 @@ fn every_task_finds_its_dependencies_on_any_node() {
             std::thread::sleep(Duration::from_millis(500));
         }
     }
-    let status = run(cluster.with_registry(&sandbox), &["python", "minimal", "status"]);
+    let status = run(
+        cluster.with_registry(&sandbox),
+        &["python", "minimal", "status"],
+    );
     expect_code(&status, 0);
     for node in ["node1", "node2", "node3"] {
         assert!(stdout(&status).contains(node), "{}", stdout(&status));
@@ -268,12 +294,18 @@ fn every_task_finds_its_dependencies_on_any_node() {
     );
 
     // node2 is lost: its task is rescheduled, and works where it lands.
-    let down = tool_command().args(["down", "2"]).status().expect("bash runs");
+    let down = tool_command()
+        .args(["down", "2"])
+        .status()
+        .expect("bash runs");
     assert!(down.success());
     cluster.await_tasks("three tasks, none on the lost node", |tasks| {
         tasks.len() == 3 && tasks.iter().all(|(_, node)| node != "node2")
     });
-    let up = tool_command().args(["up", "2"]).status().expect("bash runs");
+    let up = tool_command()
+        .args(["up", "2"])
+        .status()
+        .expect("bash runs");
     assert!(up.success());
 
     // Tasks that cannot be placed (the rolling update stops at the first of them): status says
@@ -288,7 +320,10 @@ fn every_task_finds_its_dependencies_on_any_node() {
     assert!(unplaceable.status.success(), "{}", stderr(&unplaceable));
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let status = run(cluster.with_registry(&sandbox), &["python", "minimal", "status"]);
+        let status = run(
+            cluster.with_registry(&sandbox),
+            &["python", "minimal", "status"],
+        );
         if stdout(&status).contains("fewer tasks run than wanted: 2 of 3") {
             break;
         }
@@ -297,7 +332,10 @@ fn every_task_finds_its_dependencies_on_any_node() {
     }
 
     // purge: no service, and no container or volume of the instance on any node.
-    let purge = run(cluster.with_registry(&sandbox), &["--yes", "python", "minimal", "purge"]);
+    let purge = run(
+        cluster.with_registry(&sandbox),
+        &["--yes", "python", "minimal", "purge"],
+    );
     expect_code(&purge, 0);
     assert!(
         stdout(&purge).contains(&format!("left in the registry: {}/", cluster.registry)),

@@ -150,6 +150,8 @@ impl StepAt<'_> {
     fn render_fields(&self, docker_head: Vec<String>) -> anyhow::Result<Option<Fields>> {
         let mut fields = Fields {
             argv: docker_head,
+            // One entry per command, also for one whose arguments render to none.
+            then: vec![Vec::new(); self.spec.then.len()],
             ..Fields::default()
         };
         for field in self.spec.templates() {
@@ -340,7 +342,11 @@ impl Compiler<'_> {
                     Some(Box::new(commands.plan)),
                 )
             }
-            None => (Vec::new(), self.then_commands(at, head_len, &mut fields)?, None),
+            None => (
+                Vec::new(),
+                self.then_commands(at, head_len, &mut fields)?,
+                None,
+            ),
         };
         if fields.argv.len() == head_len {
             return Err(at.error(
@@ -401,7 +407,7 @@ impl Compiler<'_> {
         let head = &fields.argv[..head_len];
         let mut commands = Vec::new();
         for (index, args) in std::mem::take(&mut fields.then).into_iter().enumerate() {
-            let at_command = || at.key_at(&["then", &index.to_string()]);
+            let at_command = || at.value_at(&["then", &index.to_string()]);
             match args.first() {
                 None => {
                     return Err(at.error(
