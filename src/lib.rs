@@ -172,7 +172,7 @@ fn run_arguments(args: &Arguments) -> anyhow::Result<u8> {
     if !args.offline && invocation.orchestrator == cli::Orchestrator::Swarm {
         let names = names::Names::of(&invocation);
         let local = [names.data_volume(), names.hosts_volume()];
-        swarm::refuse_node_local_mounts(&plan.steps, &local)?;
+        swarm::refuse_node_local_mounts(&plan, &local)?;
     }
 
     if args.plan || args.check {

@@ -202,11 +202,8 @@ pub fn node_count(head: &[String]) -> Option<u64> {
 /// A service or job that mounts the instance's dependency volumes on a swarm of several nodes
 /// would find them filled on the manager only (swarm makes empty ones elsewhere, and the tasks
 /// fail there): refused before anything runs, naming the way out.
-pub fn refuse_node_local_mounts(
-    steps: &[crate::plan::Step],
-    local: &[String],
-) -> anyhow::Result<()> {
-    let mounting = steps.iter().find_map(|step| {
+pub fn refuse_node_local_mounts(plan: &crate::plan::Plan, local: &[String]) -> anyhow::Result<()> {
+    let mounting = plan.steps.iter().find_map(|step| {
         let head = crate::docker::docker_head_len(&step.argv);
         let volumes = mounted_volumes(&step.argv[head..], local);
         (!volumes.is_empty()).then_some((step, volumes))
@@ -219,7 +216,7 @@ pub fn refuse_node_local_mounts(
     if nodes <= 1 {
         return Ok(());
     }
-    Err(crate::error::Error::new(
+    let mut error = crate::error::Error::new(
         crate::error::Kind::Usage,
         format!(
             "the swarm has {nodes} nodes, and step `{}` mounts {}, which only the manager has \
@@ -233,10 +230,35 @@ pub fn refuse_node_local_mounts(
         ),
     )
     .note(
-        "give a registry every node can pull from, e.g. --set registry=HOST:PORT: init then \
-         bakes the dependencies into an image, pushes it, and the tasks run that image",
-    )
-    .into())
+        "give a registry every node can pull from, e.g. --set registry=HOST:PORT (or \
+         HOST_CONTAINER_REGISTRY): init then bakes the dependencies into an image, pushes it, \
+         and the tasks run that image",
+    );
+    if let Some(baked) = baked_image(head, plan) {
+        error = error.note(format!(
+            "init baked `{baked}` for this instance: give the same registry to every mode"
+        ));
+    }
+    Err(error.into())
+}
+
+/// The repository of the image `init.bake` made for the plan's instance, when the engine has
+/// one: the registry a user gave `init` and forgot on the next mode.
+fn baked_image(head: &[String], plan: &crate::plan::Plan) -> Option<String> {
+    let prefix = crate::names::LABEL_PREFIX;
+    let mut argv = with_head(head, &["image", "ls"]);
+    argv.push(format!("--filter=label={prefix}.step=init.bake"));
+    for (key, value) in [
+        ("language", &plan.language),
+        ("variant", &plan.variant),
+        ("instance", &plan.instance),
+    ] {
+        argv.push(format!("--filter=label={prefix}.{key}={value}"));
+    }
+    argv.push("--format={{.Repository}}:{{.Tag}}".to_owned());
+    let listed = crate::docker::query(&argv).ok().filter(|l| l.success())?;
+    let first = listed.stdout.lines().next()?.trim().to_owned();
+    (!first.is_empty()).then_some(first)
 }
 
 /// The key of a list entry by which `service update --…-rm` removes it, for the lists whose

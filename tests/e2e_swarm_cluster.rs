@@ -233,6 +233,18 @@ fn every_task_finds_its_dependencies_on_any_node() {
         &["python", "minimal", "init", "--check"],
     );
     expect_code(&check, 0);
+    // The registry forgotten on the next mode: refused, naming what init baked.
+    let forgot = run(cluster.client(&sandbox), &["python", "minimal", "daemon"]);
+    expect_code(&forgot, 64);
+    assert!(
+        stderr(&forgot).contains(&format!("init baked `{}/", cluster.registry)),
+        "{}",
+        stderr(&forgot)
+    );
+    // HOST_CONTAINER_REGISTRY gives it to every mode.
+    let mut from_env = cluster.client(&sandbox);
+    from_env.env("HOST_CONTAINER_REGISTRY", &cluster.registry);
+    expect_code(&run(from_env, &["python", "minimal", "init", "--check"]), 0);
 
     // Three replicas, one working task on each node; nothing pushed again.
     let daemon = run(
