@@ -16,6 +16,7 @@ mod e2e;
 mod e2e_project;
 mod e2e_remote;
 mod e2e_swarm;
+mod e2e_swarm_cluster;
 mod e2e_watch;
 mod faults;
 mod fuzz;
