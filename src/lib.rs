@@ -186,6 +186,16 @@ fn run_arguments(args: &Arguments) -> anyhow::Result<u8> {
         );
     }
     drop(stdout);
+    run_plan(args, &layers, &invocation, plan)
+}
+
+/// Runs the plan (with `--watch`, again after every change) and writes the JUnit report.
+fn run_plan(
+    args: &Arguments,
+    layers: &config::Layers,
+    invocation: &Invocation,
+    plan: plan::Plan,
+) -> anyhow::Result<u8> {
     let options = exec::Options {
         jobs: args.jobs,
         keep_going: args.keep_going,
@@ -197,9 +207,9 @@ fn run_arguments(args: &Arguments) -> anyhow::Result<u8> {
         junit::check_writable(path)?;
     }
     if args.watch {
-        return rerun::watch(args, &layers, &invocation, plan, &options);
+        return rerun::watch(args, layers, invocation, plan, &options);
     }
-    let run = exec::execute(plan, &invocation, &options)?;
+    let run = exec::execute(plan, invocation, &options)?;
     if let Some(path) = &args.junit {
         junit::write(path, &run)?;
     }
