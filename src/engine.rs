@@ -30,7 +30,10 @@ pub fn argv(head: &[String], rest: &[&str]) -> Vec<String> {
 /// Whether docker's answer says an image is missing.
 fn no_such_image(answer: &Captured) -> bool {
     let text = answer.stderr.to_ascii_lowercase();
-    text.contains("no such image") || text.contains("unable to find image")
+    // Podman: "IMAGE: image not known".
+    text.contains("no such image")
+        || text.contains("unable to find image")
+        || text.contains("image not known")
 }
 
 /// How a docker call is run: `docker::capture` (as long as it takes) or `docker::query` (within
@@ -170,23 +173,9 @@ fn prune_replaced_helper_images(head: &[String]) {
     let _ = docker::capture(&argv(head, &["image", "prune", "--force", &filter]));
 }
 
-/// The engine's own id (`docker info`), which names it in the cache whatever its address.
+/// The engine's own id (from `info`), which names it in the cache whatever its address.
 fn engine_id(head: &[String]) -> anyhow::Result<String> {
-    let answer = docker::query(&argv(head, &["info", "--format", "{{.ID}}"]))?;
-    if !answer.success() {
-        return Err(Error::new(
-            docker::classify(&answer.stderr).unwrap_or(Kind::EngineUnreachable),
-            format!("asking the engine who it is: {}", answer.stderr.trim()),
-        )
-        .into());
-    }
-    let id: String = answer
-        .stdout
-        .trim()
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
-        .collect();
-    Ok(id)
+    Ok(crate::engine_kind::identity(head)?.id)
 }
 
 /// Whether the engine sees this machine's files, asked once per engine and remembered in

@@ -47,6 +47,7 @@ fn text_header(out: &mut String, plan: &Plan) {
         plan.version, plan.language, plan.variant, plan.mode, plan.instance
     );
     let _ = writeln!(out, "# state: {}", visible(&plan.state));
+    let _ = writeln!(out, "# engine: {}", plan.engine);
     if let Some(project) = &plan.project {
         let _ = writeln!(out, "# project: {}", visible(&project.to_string()));
     }
