@@ -48,7 +48,8 @@ Environment:
                              a variable of that language's language.yaml, e.g.
                              HOST_CONTAINER_NODE_BASE_IMAGE (`--set KEY=VALUE` wins over it)
   HOST_CONTAINER_BASE_IMAGE  the base image of every language whose own one is unset
-                             (defaults: python:3.12-slim for python, node:22-slim for node)
+                             (defaults: docker.io/library/python:3.12-slim for python,
+                             docker.io/library/node:22-slim for node)
   HOST_CONTAINER_CA_BUNDLE   a PEM file init and upgrade trust (a TLS-intercepting proxy)
   HOST_CONTAINER_NO_PROJECT  when set (not empty, 0, false, no or off), like --no-project
   PIP_*, npm_config_*, HTTP(S)_PROXY, NO_PROXY

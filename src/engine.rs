@@ -3,7 +3,8 @@
 //! Whether the engine sees this machine's files is probed once (a marker written here, looked
 //! for through a bind mount) and remembered per engine; a small helper image, loaded from an
 //! archive made here rather than pulled, gives the probe and the engine-side lock a container to
-//! create.
+//! create. The engine's kind (Docker or Podman, rootful or rootless) is asked here too, and
+//! remembered the same way.
 
 use std::fs;
 use std::io::Write as _;
@@ -12,6 +13,7 @@ use std::path::Path;
 use sha2::{Digest as _, Sha256};
 
 use crate::docker::{self, Captured};
+use crate::engine_kind::{EngineKind, Identity};
 use crate::error::{Error, Kind};
 use crate::names::LABEL_PREFIX;
 
@@ -175,7 +177,58 @@ fn prune_replaced_helper_images(head: &[String]) {
 
 /// The engine's own id (from `info`), which names it in the cache whatever its address.
 fn engine_id(head: &[String]) -> anyhow::Result<String> {
-    Ok(crate::engine_kind::identity(head)?.id)
+    Ok(identity(head)?.id)
+}
+
+/// The engine's identity, asked with one `info`.
+pub fn identity(head: &[String]) -> anyhow::Result<Identity> {
+    let argv = argv(head, &["info", "--format", "{{json .}}"]);
+    let answer = docker::query(&argv)?;
+    if !answer.success() {
+        return Err(Error::new(
+            docker::classify(&answer.stderr).unwrap_or(Kind::EngineUnreachable),
+            format!("asking the engine who it is: {}", answer.stderr.trim()),
+        )
+        .into());
+    }
+    crate::engine_kind::identity_of(&answer.stdout)
+        .ok_or_else(|| docker::unreadable(&argv, &answer.stdout, "not the JSON of `info`"))
+}
+
+fn probe_docker_api(head: &[String]) -> anyhow::Result<EngineKind> {
+    let info = docker::query(&argv(head, &["info", "--format", "{{json .}}"]))?;
+    let version = docker::query(&argv(
+        head,
+        &["version", "--format", "{{json .Server.Components}}"],
+    ))?;
+    Ok(crate::engine_kind::kind_of_docker_api(
+        &info.stdout,
+        &version.stdout,
+    ))
+}
+
+/// The engine's kind, asked once per engine and remembered in `cache_dir`.
+pub fn probe_kind(head: &[String], cache_dir: &Path) -> anyhow::Result<(Identity, EngineKind)> {
+    let identity = identity(head)?;
+    if let Some(kind) = identity.kind {
+        return Ok((identity, kind));
+    }
+    let remembered = cache_dir
+        .join("engines")
+        .join(format!("{}.kind", identity.id));
+    if let Some(kind) = fs::read_to_string(&remembered)
+        .ok()
+        .and_then(|text| crate::engine_kind::read_remembered(&text))
+    {
+        return Ok((identity, kind));
+    }
+    let kind = probe_docker_api(head)?;
+    if let Some(dir) = remembered.parent() {
+        // Only a cache: failing to remember means asking again next time.
+        let _ = fs::create_dir_all(dir)
+            .and_then(|()| fs::write(&remembered, crate::engine_kind::remembered_text(kind)));
+    }
+    Ok((identity, kind))
 }
 
 /// Whether the engine sees this machine's files, asked once per engine and remembered in

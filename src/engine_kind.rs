@@ -1,16 +1,11 @@
 //! Which engine answers: Docker or Podman, rootful or rootless. It decides how a container runs
 //! as the caller (`--user`, `--userns=keep-id`, or root that is the caller), what the tool refuses
-//! (a swarm on Podman) and how errors name the engine. Probed from `info` once per engine and
-//! remembered in the cache directory, as the file-visibility probe is; `--offline` assumes.
-
-use std::fs;
-use std::path::Path;
+//! (a swarm on Podman) and how errors name the engine. What the engine's answers say is read
+//! here; `engine` asks (`info` once per engine, remembered in the cache directory as the
+//! file-visibility probe is), and `--offline` assumes.
 
 use serde::Serialize;
 use serde_json::Value;
-
-use crate::docker;
-use crate::error::{Error, Kind};
 
 /// The engine's product.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
@@ -92,17 +87,18 @@ impl std::fmt::Display for EngineKind {
     }
 }
 
-/// Whether `program` is the podman CLI (by its name), which takes no docker global options.
+/// Whether `program` is the podman CLI (by its name: `podman`, `/usr/bin/podman`,
+/// `podman-remote`), which reads some options differently and takes no `--context`.
 pub fn is_podman_cli(program: &str) -> bool {
-    product_of_program(program) == Product::Podman
-}
-
-fn product_of_program(program: &str) -> Product {
-    let name = Path::new(program)
+    let name = std::path::Path::new(program)
         .file_name()
         .and_then(|n| n.to_str())
         .unwrap_or(program);
-    if name.starts_with("podman") {
+    name.starts_with("podman")
+}
+
+fn product_of_program(program: &str) -> Product {
+    if is_podman_cli(program) {
         Product::Podman
     } else {
         Product::Docker
@@ -145,33 +141,10 @@ pub fn identity_of(info: &str) -> Option<Identity> {
     })
 }
 
-/// `head` + `rest`, as owned argv.
-fn argv(head: &[String], rest: &[&str]) -> Vec<String> {
-    head.iter()
-        .cloned()
-        .chain(rest.iter().map(|s| (*s).to_owned()))
-        .collect()
-}
-
 fn sanitize(id: &str) -> String {
     id.chars()
         .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
         .collect()
-}
-
-/// The engine's identity, asked with one `info`.
-pub fn identity(head: &[String]) -> anyhow::Result<Identity> {
-    let argv = argv(head, &["info", "--format", "{{json .}}"]);
-    let answer = docker::query(&argv)?;
-    if !answer.success() {
-        return Err(Error::new(
-            docker::classify(&answer.stderr).unwrap_or(Kind::EngineUnreachable),
-            format!("asking the engine who it is: {}", answer.stderr.trim()),
-        )
-        .into());
-    }
-    identity_of(&answer.stdout)
-        .ok_or_else(|| docker::unreadable(&argv, &answer.stdout, "not the JSON of `info`"))
 }
 
 /// The kind a Docker-API `info` and `version` show: Podman names its engine component
@@ -199,40 +172,7 @@ pub fn kind_of_docker_api(info: &str, components: &str) -> EngineKind {
     }
 }
 
-fn probe_docker_api(head: &[String]) -> anyhow::Result<EngineKind> {
-    let info = docker::query(&argv(head, &["info", "--format", "{{json .}}"]))?;
-    let version = docker::query(&argv(
-        head,
-        &["version", "--format", "{{json .Server.Components}}"],
-    ))?;
-    Ok(kind_of_docker_api(&info.stdout, &version.stdout))
-}
-
-/// The engine's kind, asked once per engine and remembered in `cache_dir`.
-pub fn probe(head: &[String], cache_dir: &Path) -> anyhow::Result<(Identity, EngineKind)> {
-    let identity = identity(head)?;
-    if let Some(kind) = identity.kind {
-        return Ok((identity, kind));
-    }
-    let remembered = cache_dir
-        .join("engines")
-        .join(format!("{}.kind", identity.id));
-    if let Some(kind) = fs::read_to_string(&remembered)
-        .ok()
-        .and_then(|text| read_remembered(&text))
-    {
-        return Ok((identity, kind));
-    }
-    let kind = probe_docker_api(head)?;
-    if let Some(dir) = remembered.parent() {
-        // Only a cache: failing to remember means asking again next time.
-        let _ =
-            fs::create_dir_all(dir).and_then(|()| fs::write(&remembered, remembered_text(kind)));
-    }
-    Ok((identity, kind))
-}
-
-fn remembered_text(kind: EngineKind) -> String {
+pub fn remembered_text(kind: EngineKind) -> String {
     format!(
         "{} {}\n",
         kind.product.name().to_ascii_lowercase(),
@@ -240,7 +180,7 @@ fn remembered_text(kind: EngineKind) -> String {
     )
 }
 
-fn read_remembered(text: &str) -> Option<EngineKind> {
+pub fn read_remembered(text: &str) -> Option<EngineKind> {
     let mut words = text.split_whitespace();
     let product = match words.next()? {
         "docker" => Product::Docker,
@@ -261,19 +201,24 @@ fn read_remembered(text: &str) -> Option<EngineKind> {
 
 /// What `status` of a daemon that is not there says on Podman: how to start it, and that Podman
 /// restarts containers after a reboot only through `podman-restart.service`.
-pub fn podman_restart_note(plan: &crate::plan::Plan) -> String {
-    let user = if plan.engine.rootless { " --user" } else { "" };
+pub fn podman_restart_note(
+    engine: EngineKind,
+    language: &str,
+    variant: &str,
+    instance: &str,
+) -> String {
+    let user = if engine.rootless { " --user" } else { "" };
     format!(
         "start it with `host_container{} {} {} daemon`; Podman has no daemon to restart it after \
          a reboot: `systemctl{user} enable podman-restart.service` does (it starts the \
          containers whose restart policy is `always` or `unless-stopped`)",
-        if plan.instance == "default" {
+        if instance == "default" {
             String::new()
         } else {
-            format!(" -x {}", plan.instance)
+            format!(" -x {instance}")
         },
-        plan.language,
-        plan.variant
+        language,
+        variant
     )
 }
 

@@ -1259,10 +1259,13 @@ fn each_language_has_its_own_base_image_overridden_by_env_and_set() {
     let sandbox = Sandbox::new();
     let node = ["node", "plain"];
     let python = ["python", "minimal"];
-    assert_eq!(planned_base_image(&sandbox, &[], &node), "node:22-slim");
+    assert_eq!(
+        planned_base_image(&sandbox, &[], &node),
+        "docker.io/library/node:22-slim"
+    );
     assert_eq!(
         planned_base_image(&sandbox, &[], &python),
-        "python:3.12-slim"
+        "docker.io/library/python:3.12-slim"
     );
     let shared = [("HOST_CONTAINER_BASE_IMAGE", "deb")];
     assert_eq!(planned_base_image(&sandbox, &shared, &node), "deb");

@@ -200,7 +200,12 @@ fn finish(plan: &Plan, outcomes: &[Outcome]) -> anyhow::Result<u8> {
         // from running would only be noise.
         let mut error = Error::new(failure.kind, failure.message.clone());
         if plan.engine.product == crate::engine_kind::Product::Podman {
-            error = error.note(crate::engine_kind::podman_restart_note(plan));
+            error = error.note(crate::engine_kind::podman_restart_note(
+                plan.engine,
+                &plan.language,
+                &plan.variant,
+                &plan.instance,
+            ));
         }
         return Err(error.into());
     }
