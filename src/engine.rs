@@ -191,8 +191,14 @@ pub fn identity(head: &[String]) -> anyhow::Result<Identity> {
         )
         .into());
     }
-    crate::engine_kind::identity_of(&answer.stdout)
-        .ok_or_else(|| docker::unreadable(&argv, &answer.stdout, "not the JSON of `info`"))
+    // An answer that is not `info`'s JSON still names an engine (by its text, as `{{.ID}}`
+    // did), whose kind is then asked through the Docker API.
+    Ok(
+        crate::engine_kind::identity_of(&answer.stdout).unwrap_or_else(|| Identity {
+            id: crate::engine_kind::sanitize(answer.stdout.trim()),
+            kind: None,
+        }),
+    )
 }
 
 fn probe_docker_api(head: &[String]) -> anyhow::Result<EngineKind> {

@@ -141,7 +141,7 @@ pub fn identity_of(info: &str) -> Option<Identity> {
     })
 }
 
-fn sanitize(id: &str) -> String {
+pub fn sanitize(id: &str) -> String {
     id.chars()
         .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
         .collect()
