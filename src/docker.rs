@@ -123,7 +123,8 @@ fn no_answer_error(first: &NoAnswer) -> anyhow::Error {
     let mut error = Error::new(
         Kind::EngineUnreachable,
         format!(
-            "the Docker engine did not answer `{}` within {} s",
+            "the {} engine did not answer `{}` within {} s",
+            engine_name(),
             first.call,
             first.waited.as_secs()
         ),
@@ -346,9 +347,12 @@ pub fn engine_answers(head: &[String]) -> bool {
 pub fn unreachable(captured: &Captured) -> Option<anyhow::Error> {
     (!captured.success() && classify(&captured.stderr) == Some(Kind::EngineUnreachable)).then(
         || {
-            Error::new(Kind::EngineUnreachable, "the Docker engine did not answer")
-                .note(captured.stderr.trim().to_owned())
-                .into()
+            Error::new(
+                Kind::EngineUnreachable,
+                format!("the {} engine did not answer", engine_name()),
+            )
+            .note(captured.stderr.trim().to_owned())
+            .into()
         },
     )
 }
@@ -363,6 +367,16 @@ static PROGRAM: OnceLock<String> = OnceLock::new();
 /// process).
 pub fn set_program(program: &str) {
     let _ = PROGRAM.set(program.to_owned());
+}
+
+/// The engine as messages name it: Podman when the client program is the podman CLI, else
+/// Docker (the kind probed shows on the plan and in a failed step's error).
+pub fn engine_name() -> &'static str {
+    if crate::engine_kind::is_podman_cli(program()) {
+        "Podman"
+    } else {
+        "Docker"
+    }
 }
 
 /// The client program: `docker` unless `--docker-path` or `HOST_CONTAINER_DOCKER_PATH` said

@@ -213,28 +213,65 @@ fn probe_docker_api(head: &[String]) -> anyhow::Result<EngineKind> {
     ))
 }
 
-/// The engine's kind, asked once per engine and remembered in `cache_dir`.
-pub fn probe_kind(head: &[String], cache_dir: &Path) -> anyhow::Result<(Identity, EngineKind)> {
+/// How long the kind remembered for an address is trusted without asking: `podman info` takes a
+/// third of a second (it is most of what `single` on Podman would add to a `podman run`), and
+/// an engine of another kind behind the same address within an hour is rare; after an hour
+/// the engine is asked again.
+const ADDRESS_TRUSTED: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// The variables that choose the engine a client program talks to.
+const ADDRESS_VARIABLES: &[&str] = &[
+    "DOCKER_HOST",
+    "DOCKER_CONTEXT",
+    "DOCKER_CONFIG",
+    "CONTAINER_HOST",
+    "CONTAINER_CONNECTION",
+    "CONTAINERS_CONF",
+];
+
+/// The engine's kind. Remembered per address (the client program, its options, the variables
+/// that choose the engine, the user) for `ADDRESS_TRUSTED`, so a run usually asks nothing;
+/// otherwise asked with `info` (and, on the Docker API, `version` once per engine id).
+pub fn probe_kind(head: &[String], cache_dir: &Path) -> anyhow::Result<EngineKind> {
+    let engines = cache_dir.join("engines");
+    let by_address = engines.join(format!("address-{}.kind", address_key(head)));
+    let fresh = fs::metadata(&by_address)
+        .and_then(|m| m.modified())
+        .is_ok_and(|t| t.elapsed().is_ok_and(|age| age < ADDRESS_TRUSTED));
+    let read = |path: &Path| {
+        fs::read_to_string(path)
+            .ok()
+            .and_then(|text| crate::engine_kind::read_remembered(&text))
+    };
+    if let Some(kind) = read(&by_address).filter(|_| fresh) {
+        return Ok(kind);
+    }
     let identity = identity(head)?;
-    if let Some(kind) = identity.kind {
-        return Ok((identity, kind));
+    let by_id = engines.join(format!("{}.kind", identity.id));
+    let kind = match identity.kind.or_else(|| read(&by_id)) {
+        Some(kind) => kind,
+        None => probe_docker_api(head)?,
+    };
+    // Only a cache: failing to remember means asking again next time.
+    let text = crate::engine_kind::remembered_text(kind);
+    let _ = fs::create_dir_all(&engines)
+        .and_then(|()| fs::write(&by_id, &text))
+        .and_then(|()| fs::write(&by_address, &text));
+    Ok(kind)
+}
+
+/// A digest naming the engine's address as this client sees it.
+fn address_key(head: &[String]) -> String {
+    let mut address = head.join("\0");
+    for name in ADDRESS_VARIABLES {
+        address.push_str(&format!(
+            "\0{name}={}",
+            std::env::var(name).unwrap_or_default()
+        ));
     }
-    let remembered = cache_dir
-        .join("engines")
-        .join(format!("{}.kind", identity.id));
-    if let Some(kind) = fs::read_to_string(&remembered)
-        .ok()
-        .and_then(|text| crate::engine_kind::read_remembered(&text))
-    {
-        return Ok((identity, kind));
-    }
-    let kind = probe_docker_api(head)?;
-    if let Some(dir) = remembered.parent() {
-        // Only a cache: failing to remember means asking again next time.
-        let _ = fs::create_dir_all(dir)
-            .and_then(|()| fs::write(&remembered, crate::engine_kind::remembered_text(kind)));
-    }
-    Ok((identity, kind))
+    // SAFETY: geteuid cannot fail.
+    address.push_str(&format!("\0uid={}", unsafe { libc::geteuid() }));
+    crate::tree::hex(&Sha256::digest(address.as_bytes()))[..24].to_owned()
 }
 
 /// Whether the engine sees this machine's files, asked once per engine and remembered in

@@ -171,11 +171,12 @@ fn objects_of(argv: &[String], stdout: &str) -> anyhow::Result<Vec<Json>> {
 /// Missing objects make inspect fail; anything else it says is a real problem.
 fn only_missing_objects(stderr: &str) -> anyhow::Result<()> {
     if classify(stderr) == Some(Kind::EngineUnreachable) {
-        return Err(
-            Error::new(Kind::EngineUnreachable, "the Docker engine did not answer")
-                .note(stderr.trim().to_owned())
-                .into(),
-        );
+        return Err(Error::new(
+            Kind::EngineUnreachable,
+            format!("the {} engine did not answer", crate::docker::engine_name()),
+        )
+        .note(stderr.trim().to_owned())
+        .into());
     }
     let unexpected: Vec<&str> = stderr
         .lines()

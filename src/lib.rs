@@ -228,7 +228,7 @@ fn ask_engine(
     invocation.legacy_names = state::legacy_names_in_use(invocation, args.context.as_deref());
     let head = docker::docker_head(args.context.as_deref());
     // Not knowing the kind leaves it assumed; a run stops at its first step anyway.
-    if let Ok((_, kind)) = engine::probe_kind(&head, layers.cache_dir()) {
+    if let Ok(kind) = engine::probe_kind(&head, layers.cache_dir()) {
         invocation.engine = kind;
     }
     if layers.project().is_some() {

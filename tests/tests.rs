@@ -21,6 +21,7 @@ mod faults;
 mod fuzz;
 mod limits;
 mod output;
+mod podman;
 mod project;
 mod reports;
 mod schemas;
