@@ -8,7 +8,7 @@
 #
 # Private HOME and cache in a temporary directory; the instance `bench-watch` is removed from
 # both engines at the end (also on failure). Needs hc-test-base:bookworm
-# (scripts/debian-base-image.sh builds it). BENCHMARKS.md §12 has the method and figures.
+# (scripts/debian-base-image.sh builds it). BENCHMARKS.md §14 has the method and figures.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ROOT=$PWD

@@ -80,7 +80,7 @@ fn run_in(
 ) -> Vec<String> {
     let mut argv = head.to_vec();
     argv.push("run".into());
-    argv.extend(labels.iter().map(|(k, v)| format!("--label={k}={v}")));
+    argv.extend(labels.iter().map(|(k, v)| crate::docker::label_arg(k, v)));
     argv.extend(["--rm", "--network=none"].map(String::from));
     argv.push(format!("--name={name}"));
     argv.extend(mounts.iter().map(|m| format!("--volume={m}")));
@@ -142,7 +142,7 @@ fn restore_commands(
     let create = |volume: &str| {
         let mut argv = head.to_vec();
         argv.extend(["volume", "create"].map(String::from));
-        argv.extend(labels.iter().map(|(k, v)| format!("--label={k}={v}")));
+        argv.extend(labels.iter().map(|(k, v)| crate::docker::label_arg(k, v)));
         argv.push(volume.to_owned());
         argv
     };

@@ -116,7 +116,7 @@ fn io_error(what: &str, path: &Path, e: std::io::Error) -> anyhow::Error {
 /// Runs a docker command with captured output; fails with its output when it fails.
 fn checked(argv: &[String]) -> anyhow::Result<String> {
     let captured = docker::capture(argv)?;
-    if captured.success() {
+    if captured.success() || docker::volume_existed(argv, &captured.stderr) {
         return Ok(captured.stdout);
     }
     let kind = docker::classify(&captured.stderr).unwrap_or(Kind::StepFailed);
@@ -838,7 +838,12 @@ fn write_stamps(head: &[String], manifest: &Manifest) -> anyhow::Result<()> {
         remove_volumes(head, &[&stamp.name]);
         let mut create = head.to_vec();
         create.extend(["volume", "create"].map(String::from));
-        create.extend(stamp.labels.iter().map(|(k, v)| format!("--label={k}={v}")));
+        create.extend(
+            stamp
+                .labels
+                .iter()
+                .map(|(k, v)| crate::docker::label_arg(k, v)),
+        );
         create.push(stamp.name.clone());
         checked(&create)?;
     }

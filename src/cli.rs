@@ -48,7 +48,8 @@ Environment:
                              a variable of that language's language.yaml, e.g.
                              HOST_CONTAINER_NODE_BASE_IMAGE (`--set KEY=VALUE` wins over it)
   HOST_CONTAINER_BASE_IMAGE  the base image of every language whose own one is unset
-                             (defaults: python:3.12-slim for python, node:22-slim for node)
+                             (defaults: python:3.12-slim for python,
+                             node:22-slim for node)
   HOST_CONTAINER_CA_BUNDLE   a PEM file init and upgrade trust (a TLS-intercepting proxy)
   HOST_CONTAINER_NO_PROJECT  when set (not empty, 0, false, no or off), like --no-project
   PIP_*, npm_config_*, HTTP(S)_PROXY, NO_PROXY
@@ -60,7 +61,8 @@ Environment:
   HOST_CONTAINER_ENGINE_TIMEOUT
                              seconds the read-only docker calls host_container makes by
                              itself may take (default 30); then it exits 68
-  DOCKER_HOST, DOCKER_CONTEXT are passed on to docker
+  HOST_CONTAINER_DOCKER_PATH the client program, like --docker-path (`podman` works)
+  DOCKER_HOST, DOCKER_CONTEXT, CONTAINER_HOST are passed on to docker (or podman)
 
 Exit codes: the job's own code for single, exec, bash and test; otherwise 0 success,
 3 status/logs of a daemon that has no container,
@@ -141,6 +143,15 @@ pub struct Arguments {
     /// After a failure, keep running the steps that do not depend on it.
     #[arg(long)]
     pub keep_going: bool,
+    /// The client program: `docker` (the default), `podman`, or a path to either.
+    #[arg(
+        long,
+        env = "HOST_CONTAINER_DOCKER_PATH",
+        default_value = "docker",
+        value_name = "PATH",
+        value_hint = ValueHint::CommandName
+    )]
+    pub docker_path: String,
     /// The docker context to use (passed to docker as `--context`).
     #[arg(long, value_name = "NAME")]
     pub context: Option<String>,
@@ -251,6 +262,8 @@ pub struct Invocation {
     /// Whether the engine sees this machine's files, when it was asked (not with `--offline`,
     /// and only inside a project, whose files reach containers by a bind mount or a copy).
     pub engine_sees_client_files: Option<bool>,
+    /// Docker or Podman, rootful or rootless: probed, or assumed with `--offline`.
+    pub engine: crate::engine_kind::EngineKind,
 }
 
 /// Names become parts of docker object names, which allow only these characters (and image
@@ -413,6 +426,7 @@ impl Invocation {
             orchestrator: args.orchestrator,
             junit: args.junit.is_some(),
             engine_sees_client_files: None,
+            engine: crate::engine_kind::EngineKind::assumed(&args.docker_path),
         })
     }
 }

@@ -123,7 +123,8 @@ fn no_answer_error(first: &NoAnswer) -> anyhow::Error {
     let mut error = Error::new(
         Kind::EngineUnreachable,
         format!(
-            "the Docker engine did not answer `{}` within {} s",
+            "the {} engine did not answer `{}` within {} s",
+            engine_name(),
             first.call,
             first.waited.as_secs()
         ),
@@ -235,7 +236,10 @@ pub fn spawn_error(program: &str, error: std::io::Error) -> anyhow::Error {
             Kind::DockerMissing,
             format!("`{program}` is not installed (or not on PATH)"),
         )
-        .note("install Docker: https://docs.docker.com/engine/install/")
+        .note(format!(
+            "install Docker (https://docs.docker.com/engine/install/) or Podman, or name the \
+             client program with --docker-path PATH or {PROGRAM_VARIABLE}"
+        ))
         .into()
     } else {
         Error::new(Kind::Io, format!("starting `{program}`: {error}")).into()
@@ -248,6 +252,8 @@ pub fn classify(stderr: &str) -> Option<Kind> {
     if text.contains("cannot connect to the docker daemon")
         || text.contains("error during connect")
         || text.contains("is the docker daemon running")
+        || text.contains("unable to connect to podman")
+        || text.contains("cannot connect to podman")
     {
         Some(Kind::EngineUnreachable)
     } else if text.contains("is already in use by container")
@@ -260,10 +266,20 @@ pub fn classify(stderr: &str) -> Option<Kind> {
     }
 }
 
-/// The container docker's output says does not exist.
+/// The container docker's output says does not exist (Podman: "no such container NAME").
 pub fn no_such_container(output: &str) -> Option<&str> {
-    let (_, rest) = output.split_once("No such container: ")?;
+    let (_, rest) = output
+        .split_once("No such container: ")
+        .or_else(|| output.split_once("no such container "))?;
     rest.split_whitespace().next()
+}
+
+/// Whether a failed `volume create` only found the volume there: docker's succeeds then, and
+/// Podman's (without `--ignore`, which Podman 4.3 lacks) says "volume already exists".
+pub fn volume_existed(argv: &[String], stderr: &str) -> bool {
+    let rest = &argv[docker_head_len(argv)..];
+    rest.starts_with(&["volume".to_owned(), "create".to_owned()])
+        && stderr.contains("volume already exists")
 }
 
 /// The swarm service docker's output says does not exist (`service inspect`, `service logs`).
@@ -331,16 +347,59 @@ pub fn engine_answers(head: &[String]) -> bool {
 pub fn unreachable(captured: &Captured) -> Option<anyhow::Error> {
     (!captured.success() && classify(&captured.stderr) == Some(Kind::EngineUnreachable)).then(
         || {
-            Error::new(Kind::EngineUnreachable, "the Docker engine did not answer")
-                .note(captured.stderr.trim().to_owned())
-                .into()
+            Error::new(
+                Kind::EngineUnreachable,
+                format!("the {} engine did not answer", engine_name()),
+            )
+            .note(captured.stderr.trim().to_owned())
+            .into()
         },
     )
 }
 
+/// The variable that names the client program (`--docker-path` wins over it).
+pub const PROGRAM_VARIABLE: &str = "HOST_CONTAINER_DOCKER_PATH";
+
+/// The client program every argv starts with; set once from the checked invocation.
+static PROGRAM: OnceLock<String> = OnceLock::new();
+
+/// Sets the client program (`docker`, `podman`, a path); the first call wins (one invocation per
+/// process).
+pub fn set_program(program: &str) {
+    let _ = PROGRAM.set(program.to_owned());
+}
+
+/// The engine as messages name it: Podman when the client program is the podman CLI, else
+/// Docker (the kind probed shows on the plan and in a failed step's error).
+pub fn engine_name() -> &'static str {
+    if crate::engine_kind::is_podman_cli(program()) {
+        "Podman"
+    } else {
+        "Docker"
+    }
+}
+
+/// The client program: `docker` unless `--docker-path` or `HOST_CONTAINER_DOCKER_PATH` said
+/// otherwise.
+pub fn program() -> &'static str {
+    PROGRAM.get().map_or("docker", String::as_str)
+}
+
+/// `--label=KEY=VALUE` as the client program reads it. The podman CLI reads `--label` values as
+/// CSV records, so one holding `,` or `"` (a step's record, JSON) is quoted as one field; the
+/// docker CLI takes the value as it is.
+pub fn label_arg(key: &str, value: &str) -> String {
+    let pair = format!("{key}={value}");
+    if crate::engine_kind::is_podman_cli(program()) && pair.contains([',', '"']) {
+        format!("--label=\"{}\"", pair.replace('"', "\"\""))
+    } else {
+        format!("--label={pair}")
+    }
+}
+
 /// The docker program and its global options, the head of every argv.
 pub fn docker_head(context: Option<&str>) -> Vec<String> {
-    let mut head = vec!["docker".to_owned()];
+    let mut head = vec![program().to_owned()];
     if let Some(context) = context {
         head.push("--context".into());
         head.push(context.into());

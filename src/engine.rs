@@ -3,7 +3,8 @@
 //! Whether the engine sees this machine's files is probed once (a marker written here, looked
 //! for through a bind mount) and remembered per engine; a small helper image, loaded from an
 //! archive made here rather than pulled, gives the probe and the engine-side lock a container to
-//! create.
+//! create. The engine's kind (Docker or Podman, rootful or rootless) is asked here too, and
+//! remembered the same way.
 
 use std::fs;
 use std::io::Write as _;
@@ -12,6 +13,7 @@ use std::path::Path;
 use sha2::{Digest as _, Sha256};
 
 use crate::docker::{self, Captured};
+use crate::engine_kind::{EngineKind, Identity};
 use crate::error::{Error, Kind};
 use crate::names::LABEL_PREFIX;
 
@@ -30,7 +32,10 @@ pub fn argv(head: &[String], rest: &[&str]) -> Vec<String> {
 /// Whether docker's answer says an image is missing.
 fn no_such_image(answer: &Captured) -> bool {
     let text = answer.stderr.to_ascii_lowercase();
-    text.contains("no such image") || text.contains("unable to find image")
+    // Podman: "IMAGE: image not known".
+    text.contains("no such image")
+        || text.contains("unable to find image")
+        || text.contains("image not known")
 }
 
 /// How a docker call is run: `docker::capture` (as long as it takes) or `docker::query` (within
@@ -170,9 +175,15 @@ fn prune_replaced_helper_images(head: &[String]) {
     let _ = docker::capture(&argv(head, &["image", "prune", "--force", &filter]));
 }
 
-/// The engine's own id (`docker info`), which names it in the cache whatever its address.
+/// The engine's own id (from `info`), which names it in the cache whatever its address.
 fn engine_id(head: &[String]) -> anyhow::Result<String> {
-    let answer = docker::query(&argv(head, &["info", "--format", "{{.ID}}"]))?;
+    Ok(identity(head)?.id)
+}
+
+/// The engine's identity, asked with one `info`.
+pub fn identity(head: &[String]) -> anyhow::Result<Identity> {
+    let argv = argv(head, &["info", "--format", "{{json .}}"]);
+    let answer = docker::query(&argv)?;
     if !answer.success() {
         return Err(Error::new(
             docker::classify(&answer.stderr).unwrap_or(Kind::EngineUnreachable),
@@ -180,13 +191,87 @@ fn engine_id(head: &[String]) -> anyhow::Result<String> {
         )
         .into());
     }
-    let id: String = answer
-        .stdout
-        .trim()
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
-        .collect();
-    Ok(id)
+    // An answer that is not `info`'s JSON still names an engine (by its text, as `{{.ID}}`
+    // did), whose kind is then asked through the Docker API.
+    Ok(
+        crate::engine_kind::identity_of(&answer.stdout).unwrap_or_else(|| Identity {
+            id: crate::engine_kind::sanitize(answer.stdout.trim()),
+            kind: None,
+        }),
+    )
+}
+
+fn probe_docker_api(head: &[String]) -> anyhow::Result<EngineKind> {
+    let info = docker::query(&argv(head, &["info", "--format", "{{json .}}"]))?;
+    let version = docker::query(&argv(
+        head,
+        &["version", "--format", "{{json .Server.Components}}"],
+    ))?;
+    Ok(crate::engine_kind::kind_of_docker_api(
+        &info.stdout,
+        &version.stdout,
+    ))
+}
+
+/// How long the kind remembered for an address is trusted without asking: `podman info` takes a
+/// third of a second (it is most of what `single` on Podman would add to a `podman run`), and
+/// an engine of another kind behind the same address within an hour is rare; after an hour
+/// the engine is asked again.
+const ADDRESS_TRUSTED: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// The variables that choose the engine a client program talks to.
+const ADDRESS_VARIABLES: &[&str] = &[
+    "DOCKER_HOST",
+    "DOCKER_CONTEXT",
+    "DOCKER_CONFIG",
+    "CONTAINER_HOST",
+    "CONTAINER_CONNECTION",
+    "CONTAINERS_CONF",
+];
+
+/// The engine's kind. Remembered per address (the client program, its options, the variables
+/// that choose the engine, the user) for `ADDRESS_TRUSTED`, so a run usually asks nothing;
+/// otherwise asked with `info` (and, on the Docker API, `version` once per engine id).
+pub fn probe_kind(head: &[String], cache_dir: &Path) -> anyhow::Result<EngineKind> {
+    let engines = cache_dir.join("engines");
+    let by_address = engines.join(format!("address-{}.kind", address_key(head)));
+    let fresh = fs::metadata(&by_address)
+        .and_then(|m| m.modified())
+        .is_ok_and(|t| t.elapsed().is_ok_and(|age| age < ADDRESS_TRUSTED));
+    let read = |path: &Path| {
+        fs::read_to_string(path)
+            .ok()
+            .and_then(|text| crate::engine_kind::read_remembered(&text))
+    };
+    if let Some(kind) = read(&by_address).filter(|_| fresh) {
+        return Ok(kind);
+    }
+    let identity = identity(head)?;
+    let by_id = engines.join(format!("{}.kind", identity.id));
+    let kind = match identity.kind.or_else(|| read(&by_id)) {
+        Some(kind) => kind,
+        None => probe_docker_api(head)?,
+    };
+    // Only a cache: failing to remember means asking again next time.
+    let text = crate::engine_kind::remembered_text(kind);
+    let _ = fs::create_dir_all(&engines)
+        .and_then(|()| fs::write(&by_id, &text))
+        .and_then(|()| fs::write(&by_address, &text));
+    Ok(kind)
+}
+
+/// A digest naming the engine's address as this client sees it.
+fn address_key(head: &[String]) -> String {
+    let mut address = head.join("\0");
+    for name in ADDRESS_VARIABLES {
+        address.push_str(&format!(
+            "\0{name}={}",
+            std::env::var(name).unwrap_or_default()
+        ));
+    }
+    // SAFETY: geteuid cannot fail.
+    address.push_str(&format!("\0uid={}", unsafe { libc::geteuid() }));
+    crate::tree::hex(&Sha256::digest(address.as_bytes()))[..24].to_owned()
 }
 
 /// Whether the engine sees this machine's files, asked once per engine and remembered in

@@ -162,7 +162,7 @@ fn lock_options(name: &str, labels: &[(String, String)]) -> Vec<String> {
                 .iter()
                 .cloned()
                 .chain(holder)
-                .map(|(key, value)| format!("--label={key}={value}")),
+                .map(|(key, value)| crate::docker::label_arg(&key, &value)),
         )
         .collect()
 }

@@ -75,11 +75,13 @@ impl Object {
 /// Objects found by a probe, by the name asked for.
 pub type Observed = HashMap<String, Object>;
 
-/// `name` as docker lists it among an image's RepoTags.
+/// `name` as docker lists it among an image's RepoTags. Podman lists the images it built or
+/// loaded as `localhost/NAME`, and pulled ones with their registry in front.
 fn normalize_image(name: &str) -> String {
     let name = name
         .strip_prefix("docker.io/library/")
         .or_else(|| name.strip_prefix("docker.io/"))
+        .or_else(|| name.strip_prefix("localhost/"))
         .unwrap_or(name);
     let last = name.rsplit('/').next().unwrap_or(name);
     if last.contains(':') || name.contains('@') {
@@ -169,22 +171,28 @@ fn objects_of(argv: &[String], stdout: &str) -> anyhow::Result<Vec<Json>> {
 /// Missing objects make inspect fail; anything else it says is a real problem.
 fn only_missing_objects(stderr: &str) -> anyhow::Result<()> {
     if classify(stderr) == Some(Kind::EngineUnreachable) {
-        return Err(
-            Error::new(Kind::EngineUnreachable, "the Docker engine did not answer")
-                .note(stderr.trim().to_owned())
-                .into(),
-        );
+        return Err(Error::new(
+            Kind::EngineUnreachable,
+            format!("the {} engine did not answer", crate::docker::engine_name()),
+        )
+        .note(stderr.trim().to_owned())
+        .into());
     }
     let unexpected: Vec<&str> = stderr
         .lines()
-        .filter(|l| !l.trim().is_empty() && !l.contains("No such object"))
+        // Podman says it in lower case, and once more on a last `Error:` line.
+        .filter(|l| !l.trim().is_empty() && !l.to_ascii_lowercase().contains("no such object"))
         .collect();
     if unexpected.is_empty() {
         Ok(())
     } else {
         Err(Error::new(
             Kind::EngineUnreachable,
-            format!("docker inspect failed: {}", unexpected.join("; ")),
+            format!(
+                "{} inspect failed: {}",
+                crate::docker::program(),
+                unexpected.join("; ")
+            ),
         )
         .into())
     }
@@ -209,6 +217,7 @@ fn read_image(
     keys.map(|key| {
         let asked = wanted_images
             .get(key)
+            .or_else(|| wanted_images.get(&normalize_image(key)))
             .map_or_else(|| key.to_owned(), |s| (*s).clone());
         let image = Object {
             id: id.to_owned(),
@@ -278,5 +287,9 @@ mod tests {
         assert_eq!(normalize_image("python:3.12-slim"), "python:3.12-slim");
         assert_eq!(normalize_image("docker.io/library/python"), "python:latest");
         assert_eq!(normalize_image("host:5000/a/b"), "host:5000/a/b:latest");
+        assert_eq!(
+            normalize_image("localhost/host_container/python-minimal:default"),
+            "host_container/python-minimal:default"
+        );
     }
 }

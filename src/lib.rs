@@ -23,6 +23,7 @@ pub mod config;
 pub mod console;
 pub mod docker;
 pub mod engine;
+pub mod engine_kind;
 pub mod engine_lock;
 pub mod error;
 pub mod exec;
@@ -165,10 +166,12 @@ fn run_arguments(args: &Arguments) -> anyhow::Result<u8> {
         );
     };
     docker::set_engine_timeout(docker::engine_timeout_from_env()?);
+    docker::set_program(&args.docker_path);
     let mut invocation = Invocation::from_arguments(args, language, variant, mode)?;
     if !args.offline {
         ask_engine(args, &layers, &mut invocation)?;
     }
+    refuse_what_the_engine_lacks(args, &invocation)?;
     let plan = compile::compile(&invocation, &layers, args.context.as_deref())?;
     if !args.offline && invocation.orchestrator == cli::Orchestrator::Swarm {
         let names = names::Names::of(&invocation);
@@ -242,6 +245,11 @@ fn ask_engine(
     invocation: &mut Invocation,
 ) -> anyhow::Result<()> {
     invocation.legacy_names = state::legacy_names_in_use(invocation, args.context.as_deref());
+    let head = docker::docker_head(args.context.as_deref());
+    // Not knowing the kind leaves it assumed; a run stops at its first step anyway.
+    if let Ok(kind) = engine::probe_kind(&head, layers.cache_dir()) {
+        invocation.engine = kind;
+    }
     if layers.project().is_some() {
         // Whether the project is bind-mounted or copied; cached per engine. An engine that
         // does not answer leaves it assumed, and a run stops at its first step anyway.
@@ -252,6 +260,43 @@ fn ask_engine(
     // Not knowing is fine, waiting is not: an engine that let a question time out hangs.
     if let Some(error) = docker::no_answer() {
         return Err(error);
+    }
+    Ok(())
+}
+
+/// What Podman has no counterpart of is refused before anything is planned: a swarm, and the
+/// podman CLI given a global `--context` (it has `--connection` and `CONTAINER_HOST`). By the kind
+/// probed, or with `--offline` the kind the program's name suggests.
+fn refuse_what_the_engine_lacks(args: &Arguments, invocation: &Invocation) -> anyhow::Result<()> {
+    if args.context.is_some() && engine_kind::is_podman_cli(docker::program()) {
+        return Err(Error::new(
+            Kind::Usage,
+            format!(
+                "--context: the podman CLI (`{}`) has no global --context",
+                docker::program()
+            ),
+        )
+        .note(
+            "name the engine with CONTAINER_HOST (or `podman system connection default NAME`), \
+             or use the docker CLI with DOCKER_HOST on Podman's socket",
+        )
+        .into());
+    }
+    if invocation.engine.product != engine_kind::Product::Podman {
+        return Ok(());
+    }
+    let found = if invocation.engine.assumed {
+        format!("`{}` is taken to be Podman", docker::program())
+    } else {
+        format!("the engine is {}", invocation.engine)
+    };
+    if invocation.orchestrator == cli::Orchestrator::Swarm {
+        return Err(Error::new(
+            Kind::Usage,
+            format!("--orchestrator swarm: Podman has no swarm ({found})"),
+        )
+        .note("use --orchestrator engine (the default), or a Docker engine that is a swarm manager")
+        .into());
     }
     Ok(())
 }

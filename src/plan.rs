@@ -209,6 +209,8 @@ pub struct Plan {
     /// Inside a project: where it is and how it reaches the containers.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub project: Option<ProjectNote>,
+    /// Docker or Podman, rootful or rootless, as probed (or assumed with `--offline`).
+    pub engine: crate::engine_kind::EngineKind,
     /// How many steps run, are up to date, or are unknown.
     pub summary: Summary,
 }

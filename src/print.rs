@@ -47,6 +47,12 @@ fn text_header(out: &mut String, plan: &Plan) {
         plan.version, plan.language, plan.variant, plan.mode, plan.instance
     );
     let _ = writeln!(out, "# state: {}", visible(&plan.state));
+    let _ = writeln!(
+        out,
+        "# engine: {}; what writes your files runs as you: {}",
+        plan.engine,
+        plan.engine.as_caller(0, 0).1
+    );
     if let Some(project) = &plan.project {
         let _ = writeln!(out, "# project: {}", visible(&project.to_string()));
     }

@@ -740,6 +740,7 @@ mod tests {
             steps,
             excluded_steps: Vec::new(),
             project: None,
+            engine: crate::engine_kind::EngineKind::assumed("docker"),
             summary: Summary::default(),
         }
     }

@@ -83,7 +83,7 @@ fn says_engine_hung(output: &Output, call: &str) {
 fn hung_engine_plan_exits_68_naming_the_call() {
     let (output, took) = hung_engine(&["--plan", "python", "minimal", "single"]);
     support::expect_code(&output, ENGINE_UNREACHABLE);
-    says_engine_hung(&output, "docker inspect");
+    says_engine_hung(&output, "docker info");
     assert!(took < Duration::from_secs(15), "took {took:?}");
 }
 
@@ -91,7 +91,7 @@ fn hung_engine_plan_exits_68_naming_the_call() {
 fn hung_engine_check_exits_68_naming_the_call() {
     let (output, took) = hung_engine(&["--check", "python", "minimal", "init"]);
     support::expect_code(&output, ENGINE_UNREACHABLE);
-    says_engine_hung(&output, "docker inspect");
+    says_engine_hung(&output, "docker info");
     assert!(took < Duration::from_secs(15), "took {took:?}");
 }
 
@@ -99,12 +99,12 @@ fn hung_engine_check_exits_68_naming_the_call() {
 fn hung_engine_run_exits_68_naming_the_call() {
     let (output, took) = hung_engine(&["python", "minimal", "single", "true"]);
     support::expect_code(&output, ENGINE_UNREACHABLE);
-    says_engine_hung(&output, "docker inspect");
+    says_engine_hung(&output, "docker info");
     assert!(took < Duration::from_secs(15), "took {took:?}");
 }
 
-/// In a project the first question is `docker info` (whether the engine sees this machine's
-/// files); it times out once, and nothing after it waits again.
+/// The first question is `docker info` (who and what the engine is; in a project, also whether
+/// it sees this machine's files); it times out once, and nothing after it waits again.
 #[test]
 fn hung_engine_in_a_project_names_docker_info_and_waits_once() {
     let sandbox = Sandbox::new();

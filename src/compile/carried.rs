@@ -184,14 +184,17 @@ pub(super) fn project(
         )
     };
     let as_user = sees && invocation.uid != 0;
-    let owner = if as_user {
+    // On a rootless engine the container's root is the caller already: what init writes as
+    // root belongs to them, and a chown to their UID would reach a subordinate ID instead.
+    let owner = if as_user && !invocation.engine.rootless {
         format!("{}:{}", invocation.uid, invocation.gid)
     } else {
         String::new()
     };
     let mut args = vec![mount.clone(), format!("--workdir={project_dir}")];
-    if as_user {
-        args.push(format!("--user={owner}"));
+    let (as_caller, _) = (invocation.engine).as_caller(invocation.uid, invocation.gid);
+    if as_user && !as_caller.is_empty() {
+        args.extend(as_caller);
         args.push("--env=HOME=/tmp".to_owned());
     }
     let install_args = [

@@ -203,6 +203,6 @@ fn creating_subcommand(args: &[String]) -> Option<usize> {
 fn label_args(labels: &[(String, String)]) -> Vec<String> {
     labels
         .iter()
-        .map(|(key, value)| format!("--label={key}={value}"))
+        .map(|(key, value)| crate::docker::label_arg(key, value))
         .collect()
 }

@@ -98,6 +98,12 @@ fn builtins(
     put("junit", json!(invocation.junit));
     put("run_id", json!(invocation.run_id));
     put("orchestrator", json!(invocation.orchestrator.name()));
+    put(
+        "engine",
+        invocation
+            .engine
+            .template_value(invocation.uid, invocation.gid),
+    );
     put("image", json!(names.image));
     put("names", json!({"prefix": names.prefix}));
     put(

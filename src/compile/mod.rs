@@ -153,6 +153,7 @@ impl Compiler<'_> {
             steps,
             excluded_steps: excluded,
             project: project_note(self.base_context.get("workspace")),
+            engine: invocation.engine,
         }
     }
 }

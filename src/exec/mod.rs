@@ -198,7 +198,16 @@ fn finish(plan: &Plan, outcomes: &[Outcome]) -> anyhow::Result<u8> {
     if failure.kind == Kind::NotRunning {
         // A plain answer, as `systemctl is-active` gives: the command and the steps it kept
         // from running would only be noise.
-        return Err(Error::new(failure.kind, failure.message.clone()).into());
+        let mut error = Error::new(failure.kind, failure.message.clone());
+        if plan.engine.product == crate::engine_kind::Product::Podman {
+            error = error.note(crate::engine_kind::podman_restart_note(
+                plan.engine,
+                &plan.language,
+                &plan.variant,
+                &plan.instance,
+            ));
+        }
+        return Err(error.into());
     }
     let mut error = Error::new(failure.kind, failure.message.clone())
         .note(format!("command: {}", command_line(&step.argv)));
@@ -210,6 +219,13 @@ fn finish(plan: &Plan, outcomes: &[Outcome]) -> anyhow::Result<u8> {
     }
     if failure.tls_rejected {
         error = error.note(tls_note(plan));
+    }
+    if plan.engine.product == crate::engine_kind::Product::Podman {
+        error = error.note(format!("the engine is {}", plan.engine));
+        let output = failure.tail.join("\n");
+        if let Some(hint) = crate::engine_kind::podman_hint(&output) {
+            error = error.note(hint);
+        }
     }
     if failure.kind == Kind::BaseImageMissing {
         let language = &plan.language;

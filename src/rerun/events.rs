@@ -16,7 +16,7 @@ use super::files::Watched;
 /// How long a path must be quiet before its events are handed on (the debouncer's timeout).
 /// An editor's save (write, rename, chmod) and a save-all of ten files take a few
 /// milliseconds; watchexec's default is 50 ms too. Every millisecond here is added to the
-/// time from a save to the job's first line (BENCHMARKS.md §12).
+/// time from a save to the job's first line (BENCHMARKS.md §14).
 const DEBOUNCE: Duration = Duration::from_millis(50);
 /// After the first change, how long nothing else may change before the run starts: an editor
 /// saving ten files, or a `git checkout`, is one re-run.

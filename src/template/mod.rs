@@ -86,6 +86,7 @@ pub const BUILTINS: &[&str] = &[
     "dependency_env",
     "run_id",
     "orchestrator",
+    "engine",
     "image",
     "names",
     "volumes",

@@ -133,6 +133,15 @@ if [ "$1" = inspect ] && [ -n "${FAKE_DOCKER_INSPECT:-}" ]; then
   cat "$FAKE_DOCKER_INSPECT"
   exit 0
 fi
+# The engine's kind: a rootful Docker.
+if [ "$1" = info ] && [ "$3" = '{{json .}}' ]; then
+  printf '{"ID":"FAKE:ENGINE","SecurityOptions":["name=seccomp,profile=default"]}\n'
+  exit 0
+fi
+if [ "$1" = version ] && [ "$3" = '{{json .Server.Components}}' ]; then
+  printf '[{"Name":"Engine","Version":"20.10.24"}]\n'
+  exit 0
+fi
 if [ "$1" = inspect ]; then
   printf '[]\n'
   shift
@@ -176,7 +185,7 @@ exit 0
     pub fn docker_calls(&self) -> Vec<Vec<String>> {
         self.all_docker_calls()
             .into_iter()
-            .filter(|call| !is_lock_call(call))
+            .filter(|call| !is_lock_call(call) && !is_engine_question(call))
             .collect()
     }
 
@@ -225,6 +234,16 @@ exit 0
 }
 
 /// Whether a docker call takes or releases the engine-side instance lock.
+/// Whether `call` asks the engine who and what it is (`info`, and `version` for its kind): asked
+/// before any plan, not a plan's step.
+pub fn is_engine_question(call: &[String]) -> bool {
+    let rest: Vec<&str> = call.iter().skip(1).map(String::as_str).collect();
+    matches!(
+        rest.as_slice(),
+        ["info", "--format", "{{json .}}"] | ["version", "--format", "{{json .Server.Components}}"]
+    )
+}
+
 pub fn is_lock_call(call: &[String]) -> bool {
     let names_lock = |arg: &String| arg.ends_with("-lock");
     (call.get(1).is_some_and(|c| c == "container") && call.iter().any(names_lock))
