@@ -1264,10 +1264,7 @@ fn each_language_has_its_own_base_image_overridden_by_env_and_set() {
     let sandbox = Sandbox::new();
     let node = ["node", "plain"];
     let python = ["python", "minimal"];
-    assert_eq!(
-        planned_base_image(&sandbox, &[], &node),
-        "node:22-slim"
-    );
+    assert_eq!(planned_base_image(&sandbox, &[], &node), "node:22-slim");
     assert_eq!(
         planned_base_image(&sandbox, &[], &python),
         "python:3.12-slim"

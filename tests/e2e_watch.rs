@@ -301,6 +301,42 @@ fn watched_daemon(root: &Path, command: Command, docker: &Docker, instance: &str
     );
     assert!(count(run, "==> watch: ok in") == 1, "{}", run.join("\n"));
     assert_ne!(started(docker), before, "the daemon was not restarted");
+
+    // A changed configuration (a mode file of the project's own, restart policy `no`):
+    // re-created by the plan, not restarted.
+    let shipped = crate::support::repo_root()
+        .join("etc/docker_meta/host_container/config/host_base_daemon.yaml");
+    let text = fs::read_to_string(shipped).expect("shipped daemon mode");
+    assert!(text.contains("restart: unless-stopped"));
+    write(
+        root,
+        ".host_container/config/host_base_daemon.yaml",
+        &text.replace("restart: unless-stopped", "restart: \"no\""),
+    );
+    let lines = watcher.wait_for("==> watch: watching", 3);
+    let run = after(&lines, "==> watch: watching", 2);
+    // On the remote engine the project's copy (which holds .host_container/) runs again too.
+    let opening = first_change(run);
+    assert!(
+        opening.contains("host_base_daemon.yaml changed: re-planned; ")
+            && opening.contains("daemon.container")
+            && opening.ends_with(" again; the daemon is re-created"),
+        "{}",
+        run.join("\n")
+    );
+    assert_eq!(
+        count(run, "restarting, then waiting"),
+        0,
+        "{}",
+        run.join("\n")
+    );
+    let policy = docker.listed(&[
+        "inspect",
+        "--format",
+        "{{.HostConfig.RestartPolicy.Name}}",
+        &name,
+    ]);
+    assert_eq!(policy, ["no"], "{}", run.join("\n"));
     let (code, lines) = watcher.interrupt();
     assert_eq!(code, Some(130), "{}", lines.join("\n"));
     assert!(
