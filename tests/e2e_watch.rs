@@ -340,10 +340,19 @@ fn watched_daemon(root: &Path, command: Command, docker: &Docker, instance: &str
     let (code, lines) = watcher.interrupt();
     assert_eq!(code, Some(130), "{}", lines.join("\n"));
     assert!(
-        count(&lines, "the daemon keeps running") == 1,
+        count(&lines, "the daemon was stopped") == 1,
         "{}",
         lines.join("\n")
     );
+    // Ctrl-C leaves nothing running: the daemon's container is gone.
+    let left = docker.listed(&[
+        "ps",
+        "--all",
+        "--quiet",
+        "--filter",
+        &format!("name=^{name}$"),
+    ]);
+    assert!(left.is_empty(), "{left:?}: {}", lines.join("\n"));
 }
 
 fn scenarios(root: &Path, client: &impl Fn() -> Command, docker: &Docker, instance: &str) {

@@ -46,8 +46,9 @@ struct Session<'a> {
     triggered_by: Vec<PathBuf>,
     /// Files the job was seen to write itself: changes of them during a run are its own.
     job_writes: Vec<PathBuf>,
-    /// The plan starts a daemon.
-    daemon: bool,
+    /// The plan starts a daemon: the command that removes it when the session ends, so that
+    /// Ctrl-C leaves nothing running, as `compose up --watch` does.
+    daemon: Option<Vec<String>>,
     /// The files as the last plan saw them.
     baseline: files::Snapshot,
 }
@@ -81,7 +82,7 @@ pub fn watch(
         fingerprints: fingerprints(&plan),
         triggered_by: Vec::new(),
         job_writes: Vec::new(),
-        daemon: daemon_step(&plan).is_some(),
+        daemon: daemon_step(&plan).and_then(removal),
         baseline: files::Snapshot::new(),
     };
     session.baseline = session.watched.snapshot();
@@ -103,7 +104,10 @@ impl Session<'_> {
         let before = std::mem::take(&mut self.baseline);
         let started = Instant::now();
         let (result, ran) = match exec::execute(plan, self.invocation, self.options) {
-            Ok(run) if run.interrupted_by.is_some() => return exec::conclude(&run).map(|_| vec![]),
+            Ok(run) if run.interrupted_by.is_some() => {
+                self.stop_daemon();
+                return exec::conclude(&run).map(|_| vec![]);
+            }
             Ok(run) => (exec::conclude(&run), Some(run)),
             // The engine refused or could not be asked: said, and the watch goes on.
             Err(e) => (Err(e), None),
@@ -122,7 +126,10 @@ impl Session<'_> {
         }
         let took = started.elapsed();
         let ended = match result {
-            Err(e) if exit_code_of(&e) == Kind::Interrupted.exit_code() => return Err(e),
+            Err(e) if exit_code_of(&e) == Kind::Interrupted.exit_code() => {
+                self.stop_daemon();
+                return Err(e);
+            }
             Ok(0) => "ok".to_owned(),
             Ok(code) => format!("exit {code}"),
             Err(e) => {
@@ -326,7 +333,7 @@ impl Session<'_> {
     }
 
     /// Ctrl-C or SIGTERM while waiting: the end of the session (130). Nothing runs then but a
-    /// daemon, which is one: it keeps running.
+    /// daemon, which is removed.
     fn stopped<T>(&self, signal: i32) -> anyhow::Result<T> {
         let name = if signal == libc::SIGTERM {
             "SIGTERM"
@@ -337,14 +344,21 @@ impl Session<'_> {
             Kind::Interrupted,
             format!("interrupted by {name}: stopped watching"),
         );
-        if self.daemon {
-            let i = self.invocation;
-            error = error.note(format!(
-                "the daemon keeps running; `host_container -x {} {} {} stop` stops it",
-                i.instance, i.language, i.variant
-            ));
+        if self.stop_daemon() {
+            error = error.note("the daemon was stopped: --watch leaves nothing running");
         }
         Err(error.into())
+    }
+
+    /// Removes the daemon the session started, if any; whether there was one to remove.
+    fn stop_daemon(&self) -> bool {
+        let Some(remove) = &self.daemon else {
+            return false;
+        };
+        if let Err(e) = crate::docker::capture(remove) {
+            show(&e);
+        }
+        true
     }
 
     /// Up to three changed paths, shown relative to the current directory where they are in it.
@@ -369,6 +383,19 @@ impl Session<'_> {
             n => format!("{} and {} more", shown.join(", "), n - 3),
         }
     }
+}
+
+/// The command that removes the daemon `step` starts: `rm --force` of its container, or
+/// `service rm` of its service.
+fn removal(step: &Step) -> Option<Vec<String>> {
+    let done = step.done.as_ref()?;
+    let mut argv = step.argv[..crate::docker::docker_head_len(&step.argv)].to_vec();
+    match done.kind {
+        DoneKind::Service => argv.extend(["service", "rm"].map(String::from)),
+        _ => argv.extend(["rm", "--force"].map(String::from)),
+    }
+    argv.push(done.name.clone());
+    Some(argv)
 }
 
 /// The requested mode's step that starts a daemon: a `done` container or service with a
