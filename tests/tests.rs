@@ -13,6 +13,7 @@ mod bad_input;
 mod check;
 mod cli;
 mod e2e;
+mod e2e_lock;
 mod e2e_project;
 mod e2e_remote;
 mod e2e_swarm;

@@ -93,6 +93,8 @@ pub(super) struct Ended {
     pub stdout: Vec<String>,
     /// Test runners' JUnit documents, when they were collected.
     pub documents: Vec<Document>,
+    /// The whole stdout of a step that writes a lock (shown nowhere).
+    pub captured: Vec<u8>,
     pub tls_rejected: bool,
 }
 
@@ -159,6 +161,7 @@ fn run_raw(
         stdout,
         tls_rejected: watch.tls_rejected || stdout_watch.tls_rejected,
         documents: stdout_watch.documents,
+        captured: Vec::new(),
     })
 }
 
@@ -263,6 +266,15 @@ fn run_prefixed(
         (None, Some(file)) => (command.stdin_bytes(file.text.as_bytes()), None),
         (None, None) => (command.stdin_null(), None),
     };
+    let (command, captured) = match step.writes_lock {
+        Some(_) => {
+            let (reader, writer) = os_pipe::pipe().map_err(io_failure)?;
+            let kept = std::thread::spawn(move || read_bounded(reader));
+            (command.stdout_file(writer), Some(kept))
+        }
+        None => (command, None),
+    };
+    // With a captured stdout, only stderr reaches the reader (the redirect inside wins).
     let reader = command
         .stderr_to_stdout()
         .reader()
@@ -291,11 +303,25 @@ fn run_prefixed(
         stdout: Vec::new(),
         tls_rejected: watch.tls_rejected,
         documents: watch.documents,
+        captured: captured
+            .and_then(|kept| kept.join().ok())
+            .unwrap_or_default(),
     };
     match upload_writer {
         Some(writer) => upload_ended(step, writer, ended),
         None => Ok(ended),
     }
+}
+
+/// A captured stdout, up to what a lock file may hold (the rest is read and dropped, so the
+/// command never blocks on a full pipe).
+fn read_bounded(reader: os_pipe::PipeReader) -> Vec<u8> {
+    const MAX_CAPTURED: u64 = 16 << 20;
+    let mut kept = Vec::new();
+    let mut reader = reader;
+    let _ = (&mut reader).take(MAX_CAPTURED).read_to_end(&mut kept);
+    let _ = std::io::copy(&mut reader, &mut std::io::sink());
+    kept
 }
 
 /// The end of a step whose stdin was streamed: a failure to send counts only when docker

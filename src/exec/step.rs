@@ -37,6 +37,12 @@ pub(super) fn run_step(
     if ended.code != Some(0) {
         return exited(step, ended);
     }
+    if let Some(target) = &step.writes_lock {
+        let head = &step.argv[..docker_head_len(&step.argv)];
+        crate::lock::write(target, head, &String::from_utf8_lossy(&ended.captured))
+            .map_err(|e| own_failure(step, &e))?;
+        crate::console::announce(&step.id, &format!("wrote {}", target.file.display()));
+    }
     let reported = Reported {
         cases: parse_cases(&ended.stdout),
         documents: ended.documents,
@@ -59,6 +65,23 @@ pub(super) fn run_step(
     Ok(reported)
 }
 
+/// A failure of host_container's own work inside a step, with its kind kept.
+fn own_failure(step: &Step, e: &anyhow::Error) -> Failure {
+    let kind = (e.chain())
+        .find_map(|c| c.downcast_ref::<Error>())
+        .map_or(Kind::StepFailed, |own| own.kind);
+    let text = match e.downcast_ref::<Error>() {
+        Some(own) => format!("{own}"),
+        None => format!("{e:#}"),
+    };
+    failure(
+        kind,
+        None,
+        format!("step `{}`: {text}", step.id),
+        Vec::new(),
+    )
+}
+
 /// A backup or restore, run in-process; its own error kind (a refused restore, say) is kept.
 fn run_archive(
     step: &Step,
@@ -67,22 +90,7 @@ fn run_archive(
 ) -> Result<Reported, Failure> {
     crate::backup::run(step, archive, plan_names)
         .map(|()| Reported::default())
-        .map_err(|e| {
-            let kind = e
-                .chain()
-                .find_map(|c| c.downcast_ref::<Error>())
-                .map_or(Kind::StepFailed, |own| own.kind);
-            let text = match e.downcast_ref::<Error>() {
-                Some(own) => format!("{own}"),
-                None => format!("{e:#}"),
-            };
-            failure(
-                kind,
-                None,
-                format!("step `{}`: {text}", step.id),
-                Vec::new(),
-            )
-        })
+        .map_err(|e| own_failure(step, &e))
 }
 
 /// What a step's argv that did not exit with 0 means: mostly a failure, but a service removed
@@ -94,6 +102,7 @@ fn exited(step: &Step, ended: Ended) -> Result<Reported, Failure> {
         stdout,
         documents,
         tls_rejected,
+        ..
     } = ended;
     let reported = Reported {
         cases: parse_cases(&stdout),
