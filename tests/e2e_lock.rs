@@ -14,6 +14,8 @@ use crate::support::{expect_code, stderr, stdout, Sandbox};
 struct Instance {
     sandbox: Sandbox,
     name: String,
+    /// A second instance of the same variant, to compare with.
+    second: String,
     base_image: String,
 }
 
@@ -26,9 +28,11 @@ impl Instance {
         let instance = Instance {
             sandbox: Sandbox::new(),
             name: format!("e2e-{test}-{}", std::process::id()),
+            second: format!("e2e-{test}-{}-b", std::process::id()),
             base_image: BASE_IMAGE.to_owned(),
         };
         Docker::local().remove(&instance.name);
+        Docker::local().remove(&instance.second);
         std::fs::create_dir_all(instance.sandbox.path("layer")).expect("layer");
         Some(instance)
     }
@@ -49,8 +53,8 @@ impl Instance {
         self.command(&self.name).args(args).output().expect("runs")
     }
 
-    fn finish(self, others: &[&str]) {
-        for name in std::iter::once(self.name.as_str()).chain(others.iter().copied()) {
+    fn finish(self) {
+        for name in [&self.name, &self.second] {
             Docker::local().remove(name);
             let left = Docker::local().objects(name);
             assert!(left.is_empty(), "left behind in the engine: {left:?}");
@@ -61,6 +65,7 @@ impl Instance {
 impl Drop for Instance {
     fn drop(&mut self) {
         Docker::local().remove(&self.name);
+        Docker::local().remove(&self.second);
     }
 }
 
@@ -225,6 +230,29 @@ fn lock_pins_versions_a_locked_init_installs_them_and_locked_refuses_a_missing_o
         stdout(&plan)
     );
 
+    // A second instance of the locked variant installs the same tree, byte for byte, and
+    // `status` shows its digest.
+    let second = (instance.command(&instance.second))
+        .args(["--locked", "python", "minimal", "init"])
+        .output()
+        .expect("runs");
+    expect_code(&second, 0);
+    let tree = |name: &str| {
+        let status = (instance.command(name))
+            .args(["python", "minimal", "status"])
+            .output()
+            .expect("runs");
+        expect_code(&status, 3);
+        let shown = stdout(&status);
+        let line = shown
+            .lines()
+            .find(|l| l.starts_with("installed tree: sha256:"));
+        line.map(str::to_owned)
+    };
+    let (first_tree, second_tree) = (tree(&instance.name), tree(&instance.second));
+    assert!(first_tree.is_some(), "no installed tree in status");
+    assert_eq!(first_tree, second_tree);
+
     // upgrade would move the pins.
     let upgrade = instance.run(&["python", "minimal", "upgrade"]);
     expect_code(&upgrade, 72);
@@ -260,7 +288,7 @@ fn lock_pins_versions_a_locked_init_installs_them_and_locked_refuses_a_missing_o
     let resolved = instance.run(&args);
     expect_code(&resolved, 0);
     assert_eq!(stdout(&resolved), "1.1\n", "{}", stderr(&resolved));
-    instance.finish(&[]);
+    instance.finish();
 }
 
 #[test]
@@ -298,5 +326,5 @@ fn check_reports_a_base_image_tag_that_moved() {
         "{}",
         stdout(&moved)
     );
-    instance.finish(&[]);
+    instance.finish();
 }

@@ -60,9 +60,24 @@ pub(super) fn run_step(
         crate::console::announce(&step.id, &format!("started {}{ports}", done.name));
     }
     for after in &step.after {
-        run_captured(step, after, pids)?;
+        run_captured(step, &with_tree(after, ended.tree.as_deref()), pids)?;
     }
     Ok(reported)
+}
+
+/// The stamp's `volume create` with the installed tree's digest as one more label, when the
+/// step reported one; every other command as it is.
+fn with_tree(argv: &[String], tree: Option<&str>) -> Vec<String> {
+    let stamp = format!("--label={}.stamp=1", crate::names::LABEL_PREFIX);
+    let head = docker_head_len(argv);
+    let creates_stamp = argv[head..].starts_with(&["volume".to_owned(), "create".to_owned()])
+        && argv.contains(&stamp);
+    let mut argv = argv.to_vec();
+    if let (Some(tree), true) = (tree, creates_stamp) {
+        let name = argv.len() - 1;
+        argv.insert(name, format!("--label={}={tree}", crate::names::TREE_LABEL));
+    }
+    argv
 }
 
 /// A failure of host_container's own work inside a step, with its kind kept.
