@@ -52,6 +52,9 @@ pub enum State {
     Stale(String),
     /// Up to date; for a lock of ours, the base image pinned by digest.
     Fresh { pinned_base: Option<String> },
+    /// A file of that name that `lock` did not write (no header): not installed, never
+    /// overwritten.
+    Foreign,
 }
 
 /// What `lock` needs to write the file, carried by its step.
@@ -146,8 +149,32 @@ impl Lock {
                 self.command()
             ),
             State::Stale(why) => format!("--locked: {shown}: {why}: run `{}`", self.command()),
+            State::Foreign => format!("--locked: {shown}: {}", self.foreign_note()),
         };
         Err(Error::new(Kind::Config, message).into())
+    }
+
+    /// `lock` never replaces a file it did not write.
+    pub fn check_writable(&self) -> anyhow::Result<()> {
+        if self.state != State::Foreign {
+            return Ok(());
+        }
+        let shown = self.found.as_ref().unwrap_or(&self.target.file).display();
+        Err(Error::new(Kind::Refused, format!("{shown}: {}", self.foreign_note())).into())
+    }
+
+    /// Whether the variant has a lock of host_container's own, fresh or stale.
+    pub fn is_ours(&self) -> bool {
+        self.found.is_some() && self.state != State::Foreign && !self.name.ends_with(".json")
+    }
+
+    fn foreign_note(&self) -> String {
+        format!(
+            "not a lock made by `{}` (no `# base-image:` header), so it is neither installed nor \
+             replaced: move it away (or set `{LOCK_FILE}` to another name), then run `{}`",
+            self.command(),
+            self.command()
+        )
     }
 
     /// The `--env` option that tells init to install the lock (only a fresh lock of ours).
@@ -260,6 +287,9 @@ fn own_state(
     made_from: &[(String, String)],
 ) -> anyhow::Result<State> {
     let text = read(path)?;
+    if !text.lines().any(|line| line.starts_with("# base-image: ")) {
+        return Ok(State::Foreign);
+    }
     let header = parse_header(path, &text)?;
     if header.base_image != base_image {
         return Ok(State::Stale(format!(
@@ -446,6 +476,9 @@ pub fn write(target: &Target, head: &[String], packages: &str) -> anyhow::Result
 /// node: `package-lock.json` is fresh when its root package asks for what `package.json` asks.
 fn npm_state(lock: &Path, hosts: &Path) -> anyhow::Result<State> {
     let manifest = hosts.join("package.json");
+    if !manifest.is_file() {
+        return Ok(State::Stale("there is no package.json beside it".into()));
+    }
     let parse = |path: &Path| -> anyhow::Result<Value> {
         let text = read(path)?;
         serde_json::from_str(&text).map_err(|e| {
@@ -525,6 +558,31 @@ mod tests {
             ["requirements-dev.txt", "requirements.txt"]
         );
         assert!(changed_files(&header.made_from, &header.made_from).is_empty());
+    }
+
+    #[test]
+    fn a_file_lock_did_not_write_is_foreign_and_one_it_did_is_read() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("requirements.lock");
+        std::fs::write(&path, "# made by pip-compile\ndemo==1.0\n").expect("write");
+        let made_from = vec![("requirements.txt".to_owned(), "ab".to_owned())];
+        assert_eq!(
+            own_state(&path, "base:1", &made_from).unwrap(),
+            State::Foreign
+        );
+        let target = Target {
+            file: path.clone(),
+            base_image: "base:1".into(),
+            made_from: made_from.clone(),
+            made_by: "host_container python web lock".into(),
+        };
+        std::fs::write(&path, render(&target, "sha256:cd", "demo==1.0\n")).expect("write");
+        let fresh = State::Fresh {
+            pinned_base: Some("sha256:cd".into()),
+        };
+        assert_eq!(own_state(&path, "base:1", &made_from).unwrap(), fresh);
+        let moved_name = own_state(&path, "base:2", &made_from).unwrap();
+        assert!(matches!(moved_name, State::Stale(why) if why.contains("`base:1`")));
     }
 
     #[test]

@@ -20,6 +20,7 @@ mod e2e_swarm;
 mod faults;
 mod fuzz;
 mod limits;
+mod locks;
 mod output;
 mod project;
 mod reports;

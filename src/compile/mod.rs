@@ -53,7 +53,9 @@ pub fn compile(
         .with_env(&invocation.language, &invocation.env);
     let mut base_context = context::base_context(invocation, layers, &settings.vars)?;
     let lock = context::apply_lock(invocation, layers, &mut base_context)?;
-    if invocation.locked && invocation.mode != crate::lock::LOCK_MODE {
+    if invocation.mode == crate::lock::LOCK_MODE {
+        lock.as_ref().map_or(Ok(()), |l| l.check_writable())?;
+    } else if invocation.locked {
         require_lock(invocation, lock.as_ref())?;
     }
     let mut compiler = Compiler {
@@ -166,10 +168,10 @@ impl Compiler<'_> {
 
     /// A locked variant installs its lock; `upgrade` would move what it pins.
     fn refuse_locked_upgrade(&self, steps: &[Step]) -> anyhow::Result<()> {
-        let Some(lock) = self.lock.as_ref().filter(|l| l.found.is_some()) else {
+        let Some(lock) = self.lock.as_ref().filter(|l| l.is_ours()) else {
             return Ok(());
         };
-        if lock.name.ends_with(".json") || !steps.iter().any(|s| s.mode == "upgrade") {
+        if !steps.iter().any(|s| s.mode == "upgrade") {
             return Ok(());
         }
         let file = lock.found.as_deref().unwrap_or(&lock.target.file);
