@@ -171,6 +171,11 @@ fn run_arguments(args: &Arguments) -> anyhow::Result<u8> {
         ask_engine(args, &layers, &mut invocation)?;
     }
     let plan = compile::compile(&invocation, &layers, args.context.as_deref())?;
+    if !args.offline && invocation.orchestrator == cli::Orchestrator::Swarm {
+        let names = names::Names::of(&invocation);
+        let local = [names.data_volume(), names.hosts_volume()];
+        swarm::refuse_node_local_mounts(&plan, &local)?;
+    }
 
     if args.plan || args.check {
         return show_plan(args, plan, stdout);

@@ -54,6 +54,11 @@ pub struct StepSpec {
     /// the list EXPR evaluates to as its own argument. Required unless `archive` is given.
     #[serde(default)]
     pub docker: Vec<Arg>,
+    /// Docker commands run one after the other once `docker` succeeded, as part of the step
+    /// (each an argv after `docker`, templated like it): a step that makes a container and then
+    /// commits and removes it is one step with one `done`. A failing command fails the step.
+    #[serde(default)]
+    pub then: Vec<Vec<Arg>>,
     /// A built-in backup or restore of one volume; its docker commands are generated and shown
     /// in the plan.
     #[serde(default)]
@@ -224,6 +229,8 @@ pub struct TemplateField<'a> {
 pub struct FieldPath {
     keys: &'static [&'static str],
     index: Option<usize>,
+    /// The item within the list item (`then: [[…]]`: the command, then its argument).
+    sub_index: Option<usize>,
 }
 
 impl FieldPath {
@@ -231,6 +238,7 @@ impl FieldPath {
     pub fn parts(&self) -> Vec<String> {
         let keys = self.keys.iter().map(|key| (*key).to_owned());
         keys.chain(self.index.map(|index| index.to_string()))
+            .chain(self.sub_index.map(|index| index.to_string()))
             .collect()
     }
 }
@@ -241,6 +249,8 @@ impl FieldPath {
 pub enum Slot {
     When,
     Docker,
+    /// An argument of command N of `then`.
+    Then(usize),
     /// An entry of `inputs`, by its index (a splat may render to several inputs).
     Input(usize),
     Done,
@@ -274,6 +284,17 @@ impl StepSpec {
         }
         for (index, arg) in self.docker.iter().enumerate() {
             fields.push(F::arg(&["docker"], index, arg, Slot::Docker));
+        }
+        for (command, args) in self.then.iter().enumerate() {
+            for (index, arg) in args.iter().enumerate() {
+                fields.push(F::command_arg(
+                    &["then"],
+                    command,
+                    index,
+                    arg,
+                    Slot::Then(command),
+                ));
+            }
         }
         for (index, arg) in self.inputs.iter().enumerate() {
             fields.push(F::arg(&["inputs"], index, arg, Slot::Input(index)));
@@ -336,7 +357,11 @@ impl<'a> TemplateField<'a> {
     /// The template at `keys` below the step.
     fn at(keys: &'static [&'static str], source: &'a str, slot: Slot) -> TemplateField<'a> {
         TemplateField {
-            path: FieldPath { keys, index: None },
+            path: FieldPath {
+                keys,
+                index: None,
+                sub_index: None,
+            },
             source,
             is_expression: false,
             slot,
@@ -349,8 +374,27 @@ impl<'a> TemplateField<'a> {
             path: FieldPath {
                 keys,
                 index: Some(index),
+                sub_index: None,
             },
             ..TemplateField::at(keys, source, slot)
+        }
+    }
+
+    /// Argument `index` of command `command` of the list of commands at `keys`.
+    fn command_arg(
+        keys: &'static [&'static str],
+        command: usize,
+        index: usize,
+        arg: &'a Arg,
+        slot: Slot,
+    ) -> Self {
+        let field = TemplateField::arg(keys, command, arg, slot);
+        TemplateField {
+            path: FieldPath {
+                sub_index: Some(index),
+                ..field.path
+            },
+            ..field
         }
     }
 
@@ -683,6 +727,15 @@ fn check_needs(path: &Path, document: &Document<ModeFile>) -> anyhow::Result<()>
             return Err(Error::new(
                 Kind::Config,
                 format!("step `{id}` needs exactly one of `docker` (an argv) and `archive`"),
+            )
+            .at(path, &document.text, line, col)
+            .into());
+        }
+        if step.archive.is_some() && !step.then.is_empty() {
+            let (line, col) = document.positions().key(&["steps", id.as_str(), "then"]);
+            return Err(Error::new(
+                Kind::Config,
+                format!("step `{id}`: `then` goes with `docker`, not with `archive`"),
             )
             .at(path, &document.text, line, col)
             .into());

@@ -32,6 +32,16 @@ fn name_part(part: &str) -> String {
 
 impl Names {
     /// The volume that holds the project's copy, on an engine that cannot see this machine.
+    /// The volume of the installed dependencies (`volumes.data`).
+    pub fn data_volume(&self) -> String {
+        format!("{}-data", self.prefix)
+    }
+
+    /// The volume of the variant's hosts files (`volumes.hosts`).
+    pub fn hosts_volume(&self) -> String {
+        format!("{}-hosts", self.prefix)
+    }
+
     pub fn project_volume(&self) -> String {
         format!("{}-project", self.prefix)
     }

@@ -105,6 +105,10 @@ pub struct Step {
     /// into the `service update` of an existing service, and a later probe starts from this.
     #[serde(skip)]
     pub create_argv: Vec<String>,
+    /// The swarm service the step runs as a job (created, waited for, its logs shown, its
+    /// exit code passed on, removed), set by the compiler.
+    #[serde(skip)]
+    pub job_service: Option<String>,
     /// A question asked before the step runs (answered by `--yes`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub confirm: Option<String>,

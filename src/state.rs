@@ -714,6 +714,7 @@ mod tests {
             archive: None,
             planned_before: Vec::new(),
             create_argv: Vec::new(),
+            job_service: None,
             confirm: None,
             inputs: Vec::new(),
             stdin: None,

@@ -139,6 +139,128 @@ pub fn job_name(args: &[String]) -> Option<String> {
     }
 }
 
+/// The name of the service a `service create` argv makes that runs its task once and never
+/// restarts it (`--restart-condition=none`, replicated): run as a job when its step has no
+/// `done`. Unlike a job-mode service, swarm removes its tasks' containers on every node with
+/// the service (it leaves those of `replicated-job` tasks behind on workers: moby#42789).
+pub fn run_once_name(args: &[String]) -> Option<String> {
+    let create = parse_create(args)?;
+    let value = |name: &str| {
+        (create.options.iter().rev())
+            .find(|(option, _)| *option == name)
+            .map(|(_, value)| value.unwrap_or_default())
+    };
+    let once = value("--restart-condition") == Some("none")
+        && matches!(value("--mode"), None | Some("replicated"));
+    once.then(|| service_name(args)).flatten()
+}
+
+/// The node-local volumes of `local` that a `service create` argv mounts (`--mount
+/// type=volume,source=NAME,…`; a mount without `type` is a volume too), unless its tasks are
+/// pinned to the manager (`--constraint=node.role==manager`).
+pub fn mounted_volumes<'a>(args: &[String], local: &'a [String]) -> Vec<&'a str> {
+    let Some(create) = parse_create(args) else {
+        return Vec::new();
+    };
+    // Pinned to the manager, the tasks find what init filled there.
+    let on_manager = (create.options.iter()).any(|(option, value)| {
+        *option == "--constraint"
+            && value.is_some_and(|v| v.replace(' ', "") == "node.role==manager")
+    });
+    if on_manager {
+        return Vec::new();
+    }
+    let sources: Vec<&str> = (create.options.iter())
+        .filter(|(option, _)| *option == "--mount")
+        .filter_map(|(_, value)| {
+            let fields: Vec<(&str, &str)> = (value.as_ref()?.split(','))
+                .filter_map(|field| field.split_once('='))
+                .collect();
+            let kind = fields.iter().find(|(key, _)| *key == "type");
+            if kind.is_some_and(|(_, kind)| *kind != "volume") {
+                return None;
+            }
+            (fields.iter())
+                .find(|(key, _)| matches!(*key, "source" | "src"))
+                .map(|(_, source)| *source)
+        })
+        .collect();
+    (local.iter())
+        .filter(|volume| sources.contains(&volume.as_str()))
+        .map(String::as_str)
+        .collect()
+}
+
+/// How many nodes the swarm of the engine at `head` has, when it is a swarm manager that says.
+pub fn node_count(head: &[String]) -> Option<u64> {
+    let info = crate::docker::query(&with_head(head, &["info", "--format", "{{.Swarm.Nodes}}"]));
+    info.ok()
+        .filter(|info| info.success())
+        .and_then(|info| info.stdout.trim().parse().ok())
+}
+
+/// A service or job that mounts the instance's dependency volumes on a swarm of several nodes
+/// would find them filled on the manager only (swarm makes empty ones elsewhere, and the tasks
+/// fail there): refused before anything runs, naming the way out.
+pub fn refuse_node_local_mounts(plan: &crate::plan::Plan, local: &[String]) -> anyhow::Result<()> {
+    let mounting = plan.steps.iter().find_map(|step| {
+        let head = crate::docker::docker_head_len(&step.argv);
+        let volumes = mounted_volumes(&step.argv[head..], local);
+        (!volumes.is_empty()).then_some((step, volumes))
+    });
+    let Some((step, volumes)) = mounting else {
+        return Ok(());
+    };
+    let head = &step.argv[..crate::docker::docker_head_len(&step.argv)];
+    let nodes = node_count(head).unwrap_or(1);
+    if nodes <= 1 {
+        return Ok(());
+    }
+    let mut error = crate::error::Error::new(
+        crate::error::Kind::Usage,
+        format!(
+            "the swarm has {nodes} nodes, and step `{}` mounts {}, which only the manager has \
+             filled: its tasks on the other nodes would start without the dependencies",
+            step.id,
+            volumes
+                .iter()
+                .map(|v| format!("`{v}`"))
+                .collect::<Vec<_>>()
+                .join(" and ")
+        ),
+    )
+    .note(
+        "give a registry every node can pull from, e.g. --set registry=HOST:PORT (or \
+         HOST_CONTAINER_REGISTRY): init then bakes the dependencies into an image, pushes it, \
+         and the tasks run that image",
+    );
+    if let Some(baked) = baked_image(head, plan) {
+        error = error.note(format!(
+            "init baked `{baked}` for this instance: give the same registry to every mode"
+        ));
+    }
+    Err(error.into())
+}
+
+/// The repository of the image `init.bake` made for the plan's instance, when the engine has
+/// one: the registry a user gave `init` and forgot on the next mode.
+fn baked_image(head: &[String], plan: &crate::plan::Plan) -> Option<String> {
+    let prefix = crate::names::LABEL_PREFIX;
+    let mut argv = with_head(head, &["image", "ls"]);
+    argv.push(format!("--filter=label={prefix}.step=init.bake"));
+    for (key, value) in [
+        ("language", &plan.language),
+        ("variant", &plan.variant),
+        ("instance", &plan.instance),
+    ] {
+        argv.push(format!("--filter=label={prefix}.{key}={value}"));
+    }
+    argv.push("--format={{.Repository}}:{{.Tag}}".to_owned());
+    let listed = crate::docker::query(&argv).ok().filter(|l| l.success())?;
+    let first = listed.stdout.lines().next()?.trim().to_owned();
+    (!first.is_empty()).then_some(first)
+}
+
 /// The key of a list entry by which `service update --…-rm` removes it, for the lists whose
 /// entries are removed when the new configuration lacks them.
 fn entry_key(option: &str, value: &str) -> Option<(&'static str, String)> {
@@ -536,6 +658,76 @@ mod tests {
 
     fn args(text: &[&str]) -> Vec<String> {
         text.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    #[test]
+    fn a_never_restarting_replicated_service_is_run_once_and_a_daemon_is_not() {
+        let once = args(&[
+            "service",
+            "create",
+            "--replicas=1",
+            "--restart-condition=none",
+            "--name=j",
+            "img",
+        ]);
+        assert_eq!(run_once_name(&once), Some("j".to_owned()));
+        let restarting = args(&[
+            "service",
+            "create",
+            "--restart-condition=any",
+            "--name=d",
+            "i",
+        ]);
+        assert_eq!(run_once_name(&restarting), None);
+        let global = args(&[
+            "service",
+            "create",
+            "--mode=global",
+            "--restart-condition=none",
+            "--name=g",
+            "i",
+        ]);
+        assert_eq!(run_once_name(&global), None);
+        // The last of a repeated option counts, as for docker.
+        let overridden = args(&[
+            "service",
+            "create",
+            "--restart-condition=none",
+            "--restart-condition",
+            "on-failure",
+            "--name=x",
+            "i",
+        ]);
+        assert_eq!(run_once_name(&overridden), None);
+    }
+
+    #[test]
+    fn node_local_mounts_are_found_unless_pinned_to_the_manager() {
+        let local = ["v-data".to_owned(), "v-hosts".to_owned()];
+        let mounting = args(&[
+            "service",
+            "create",
+            "--mount=type=volume,source=v-data,target=/virtualenv,readonly",
+            "--mount",
+            "src=v-hosts,dst=/data",
+            "--mount=type=bind,source=v-hosts,target=/x",
+            "--mount=type=volume,source=other,target=/y",
+            "img",
+        ]);
+        assert_eq!(mounted_volumes(&mounting, &local), ["v-data", "v-hosts"]);
+        let pinned = [
+            mounting.clone(),
+            args(&["--constraint", "node.role == manager"]),
+        ]
+        .concat();
+        // Options after the image are its command: the constraint must come before it.
+        assert_eq!(mounted_volumes(&pinned, &local).len(), 2);
+        let mut before_image = mounting.clone();
+        before_image.insert(2, "--constraint=node.role==manager".to_owned());
+        assert!(mounted_volumes(&before_image, &local).is_empty());
+        let baked = args(&["service", "create", "--name=d", "reg:5000/img"]);
+        assert!(mounted_volumes(&baked, &local).is_empty());
+        assert!(mounted_volumes(&args(&["run", "--volume=v-data:/x", "i"]), &local).is_empty());
     }
 
     #[test]

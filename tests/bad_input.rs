@@ -303,6 +303,48 @@ fn yaml_syntax_error() {
 }
 
 #[test]
+fn a_then_command_that_is_empty_or_starts_with_an_option_is_located() {
+    let sandbox = Sandbox::new();
+    sandbox.mode_file(
+        "bad",
+        "steps:\n  a:\n    docker: [run, img]\n    then:\n      - [commit, c, i]\n      - []\n",
+    );
+    sandbox
+        .plan("bad", &[])
+        .fails_with(CONFIG)
+        .says("command 1 of `then` is empty")
+        .points_at("host_base_bad.yaml", 6, 9);
+    sandbox.mode_file(
+        "bad",
+        "steps:\n  a:\n    docker: [run, img]\n    then:\n      - [\"{{ '--x' }}\", c]\n",
+    );
+    sandbox
+        .plan("bad", &[])
+        .fails_with(CONFIG)
+        .says("starts with \"--x\"")
+        .points_at("host_base_bad.yaml", 5, 9);
+    sandbox.mode_file(
+        "bad",
+        "steps:\n  a:\n    archive: {action: backup, volume: v, dir: /d, image: i}\n    then: [[rm, x]]\n",
+    );
+    sandbox
+        .plan("bad", &[])
+        .fails_with(CONFIG)
+        .says("`then` goes with `docker`, not with `archive`")
+        .points_at("host_base_bad.yaml", 4, 5);
+    // An undefined variable in a `then` argument is located at the argument.
+    sandbox.mode_file(
+        "bad",
+        "steps:\n  a:\n    docker: [run, img]\n    then:\n      - [commit, \"{{ nope }}\"]\n",
+    );
+    sandbox
+        .plan("bad", &[])
+        .fails_with(CONFIG)
+        .says("nope")
+        .points_at("host_base_bad.yaml", 5, 22);
+}
+
+#[test]
 fn yaml_unexpected_character() {
     let sandbox = Sandbox::new();
     sandbox.mode_file("bad", "steps:\n  a:\n    docker: @info\n");

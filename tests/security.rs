@@ -374,9 +374,10 @@ fn destructive_modes_refuse_objects_of_another_instance() {
         .output()
         .expect("run");
     expect_code(&output, 0);
+    // The container, the volumes, stopped leftovers of failed runs, the images.
     assert_eq!(
         removing_calls(&sandbox).len(),
-        3,
+        4,
         "{:?}",
         sandbox.docker_calls()
     );

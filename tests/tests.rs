@@ -17,6 +17,7 @@ mod e2e_lock;
 mod e2e_project;
 mod e2e_remote;
 mod e2e_swarm;
+mod e2e_swarm_cluster;
 mod faults;
 mod fuzz;
 mod limits;

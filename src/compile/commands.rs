@@ -50,13 +50,20 @@ pub(super) fn add(step: &mut Step, instance: &InstanceLabels) {
     let head = docker_head_len(&step.argv);
     let service = crate::swarm::is_service_create(&step.argv[head..]);
     insert_labels(step, instance, &labels, service);
+    label_commits(step, instance, &labels);
     if kind == Some(DoneKind::Stamp) {
         add_stamp(step, [instance.pairs.clone(), labels].concat());
     }
     if service && kind == Some(DoneKind::Service) {
         step.create_argv = step.argv.clone();
     }
-    if let Some(job) = crate::swarm::job_name(&step.argv[head..]) {
+    let job = crate::swarm::job_name(&step.argv[head..]).or_else(|| {
+        kind.is_none()
+            .then(|| crate::swarm::run_once_name(&step.argv[head..]))
+            .flatten()
+    });
+    step.job_service = job.clone();
+    if let Some(job) = job {
         // A finished job service is shown, then removed; the executor waits for it in between.
         let docker: Vec<String> = step.argv[..head].to_vec();
         let mut logs = docker.clone();
@@ -119,6 +126,24 @@ fn insert_labels(
         }
     }
     splice(step, at, inserted);
+}
+
+/// A `then` command that commits a container makes an image: it gets the labels as a
+/// `--change=LABEL …`, so that its fingerprint is read like a build's and `purge` finds it.
+fn label_commits(step: &mut Step, instance: &InstanceLabels, own: &[(String, String)]) {
+    let labels: Vec<(String, String)> = (instance.pairs.iter().chain(own)).cloned().collect();
+    let Some(change) = dockerfile::label_instruction(&labels) else {
+        return;
+    };
+    for command in &mut step.after {
+        let head = docker_head_len(command);
+        let len = match (command.get(head).map(String::as_str), command.get(head + 1)) {
+            (Some("commit"), _) => 1,
+            (Some("container"), Some(second)) if second == "commit" => 2,
+            _ => continue,
+        };
+        command.insert(head + len, format!("--change={change}"));
+    }
 }
 
 /// Inserts `inserted` into the argv at `at`, keeping the positions of raw arguments.

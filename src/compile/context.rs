@@ -132,8 +132,8 @@ fn builtins(
     put(
         "volumes",
         json!({
-            "data": format!("{}-data", names.prefix),
-            "hosts": format!("{}-hosts", names.prefix),
+            "data": names.data_volume(),
+            "hosts": names.hosts_volume(),
             "project": names.project_volume(),
         }),
     );

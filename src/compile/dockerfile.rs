@@ -141,6 +141,16 @@ pub(super) fn with_labels(text: &str, labels: &[(String, String)]) -> Option<Str
     Some(out)
 }
 
+/// `labels` as the one `LABEL` instruction of `docker commit --change=…`, which knows no
+/// escape directive; `None` when a label cannot be written.
+pub(super) fn label_instruction(labels: &[(String, String)]) -> Option<String> {
+    let pairs: Vec<String> = labels
+        .iter()
+        .map(|(key, value)| Some(format!("{}={}", safe_key(key)?, quoted(value, '\\')?)))
+        .collect::<Option<_>>()?;
+    Some(format!("LABEL {}", pairs.join(" ")))
+}
+
 /// The Dockerfile's escape character: `\`, or what a `# escape=` parser directive at the top
 /// says.
 fn escape_char(text: &str) -> char {

@@ -127,6 +127,16 @@ fn fingerprint(
     for arg in &step.argv {
         feed(masked(arg).as_bytes());
     }
+    // The step's `then` commands are part of its work (an archive's are generated from the
+    // fields already fed).
+    if step.archive.is_none() {
+        for command in &step.after {
+            feed(b"then");
+            for arg in command {
+                feed(masked(arg).as_bytes());
+            }
+        }
+    }
     if let Some(done) = &step.done {
         feed(done.kind.as_str().as_bytes());
         feed(done.name.as_bytes());

@@ -65,6 +65,8 @@ struct Fields {
     confirm: Option<String>,
     stdin_tar: Option<String>,
     stdin_ignore: Vec<String>,
+    /// The commands of `then`, each without the docker head.
+    then: Vec<Vec<String>>,
 }
 
 impl Fields {
@@ -82,6 +84,12 @@ impl Fields {
         // The slots of a single value are those of templates, which render to exactly one.
         match slot {
             Slot::When | Slot::Docker => {}
+            Slot::Then(command) => {
+                if self.then.len() <= command {
+                    self.then.resize(command + 1, Vec::new());
+                }
+                self.then[command].extend(texts);
+            }
             Slot::Input(entry) => {
                 self.inputs.extend(texts);
                 self.input_entries.resize(self.inputs.len(), entry);
@@ -142,6 +150,8 @@ impl StepAt<'_> {
     fn render_fields(&self, docker_head: Vec<String>) -> anyhow::Result<Option<Fields>> {
         let mut fields = Fields {
             argv: docker_head,
+            // One entry per command, also for one whose arguments render to none.
+            then: vec![Vec::new(); self.spec.then.len()],
             ..Fields::default()
         };
         for field in self.spec.templates() {
@@ -332,7 +342,11 @@ impl Compiler<'_> {
                     Some(Box::new(commands.plan)),
                 )
             }
-            None => (Vec::new(), Vec::new(), None),
+            None => (
+                Vec::new(),
+                self.then_commands(at, head_len, &mut fields)?,
+                None,
+            ),
         };
         if fields.argv.len() == head_len {
             return Err(at.error(
@@ -361,6 +375,7 @@ impl Compiler<'_> {
             archive,
             planned_before,
             create_argv: Vec::new(),
+            job_service: None,
             interactive: spec.interactive,
             output: spec.output,
             uses_images: fields.uses_images,
@@ -402,6 +417,41 @@ impl Compiler<'_> {
                 at.key_at(&["writes_lock"]),
             )),
         }
+    }
+
+    /// The step's `then` commands, each with the docker head; every one names a subcommand.
+    fn then_commands(
+        &self,
+        at: &StepAt,
+        head_len: usize,
+        fields: &mut Fields,
+    ) -> anyhow::Result<Vec<Vec<String>>> {
+        let head = &fields.argv[..head_len];
+        let mut commands = Vec::new();
+        for (index, args) in std::mem::take(&mut fields.then).into_iter().enumerate() {
+            let at_command = || at.value_at(&["then", &index.to_string()]);
+            match args.first() {
+                None => {
+                    return Err(at.error(
+                        format!("step `{}`: command {index} of `then` is empty", at.name),
+                        at_command(),
+                    ))
+                }
+                Some(first) if first.is_empty() || first.starts_with('-') => {
+                    return Err(at.error(
+                        format!(
+                            "step `{}`: command {index} of `then` starts with {first:?}, not a \
+                             subcommand such as `commit`",
+                            at.name
+                        ),
+                        at_command(),
+                    ))
+                }
+                Some(_) => {}
+            }
+            commands.push([head, &args].concat());
+        }
+        Ok(commands)
     }
 
     fn archive_commands(

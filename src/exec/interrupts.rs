@@ -26,10 +26,9 @@ pub(super) fn stop_running(plan: &Plan, running: &[(usize, Running)], events: &R
             remove.extend(["rm".to_owned(), "--force".to_owned(), name]);
             let _ = docker::capture(&remove);
         }
-        let head = docker_head_len(&step.argv);
-        if let Some(job) = crate::swarm::job_name(&step.argv[head..]) {
-            let mut remove = step.argv[..head].to_vec();
-            remove.extend(["service".to_owned(), "rm".to_owned(), job]);
+        if let Some(job) = &step.job_service {
+            let mut remove = step.argv[..docker_head_len(&step.argv)].to_vec();
+            remove.extend(["service".to_owned(), "rm".to_owned(), job.clone()]);
             let _ = docker::capture(&remove);
         }
         signal_all(pids, libc::SIGTERM);

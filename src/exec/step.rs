@@ -29,9 +29,8 @@ pub(super) fn run_step(
     for before in &step.before {
         run_captured(step, before, pids)?;
     }
-    let head = docker_head_len(&step.argv);
-    if let Some(job) = crate::swarm::job_name(&step.argv[head..]) {
-        return run_job(step, &job, pids, collect);
+    if let Some(job) = &step.job_service {
+        return run_job(step, job, pids, collect);
     }
     let ended = run_main(step, pids, collect)?;
     if ended.code != Some(0) {

@@ -32,6 +32,7 @@ fn carried_setting(name: &str) -> bool {
             "SSL_CERT_FILE",
             "HOST_CONTAINER_CA_BUNDLE",
             "HOST_CONTAINER_NO_PROJECT",
+            "HOST_CONTAINER_REGISTRY",
         ]
         .contains(&upper.as_str())
 }
