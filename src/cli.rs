@@ -52,6 +52,7 @@ Environment:
                              node:22-slim for node)
   HOST_CONTAINER_CA_BUNDLE   a PEM file init and upgrade trust (a TLS-intercepting proxy)
   HOST_CONTAINER_NO_PROJECT  when set (not empty, 0, false, no or off), like --no-project
+  HOST_CONTAINER_LOCKED      when set (not empty, 0, false, no or off), like --locked
   PIP_*, npm_config_*, HTTP(S)_PROXY, NO_PROXY
                              passed on to init and upgrade by name
   UPGRADE                    when set (not empty, 0, false, no or off), `upgrade` runs before
@@ -125,6 +126,10 @@ pub struct Arguments {
     /// parent); also $HOST_CONTAINER_NO_PROJECT.
     #[arg(long)]
     pub no_project: bool,
+    /// Fail before anything runs unless the variant's lock file exists and is up to date with
+    /// its dependency files; also $HOST_CONTAINER_LOCKED.
+    #[arg(long)]
+    pub locked: bool,
     /// Keeps independent instances of one language and variant apart.
     #[arg(short = 'x', long, default_value = "default", value_name = "NAME")]
     pub instance: String,
@@ -264,6 +269,8 @@ pub struct Invocation {
     pub engine_sees_client_files: Option<bool>,
     /// Docker or Podman, rootful or rootless: probed, or assumed with `--offline`.
     pub engine: crate::engine_kind::EngineKind,
+    /// `--locked` or $HOST_CONTAINER_LOCKED: the variant's lock must exist and be fresh.
+    pub locked: bool,
 }
 
 /// Names become parts of docker object names, which allow only these characters (and image
@@ -405,6 +412,12 @@ impl Invocation {
             }
             None => fresh_run_id(),
         };
+        // $HOST_CONTAINER_LOCKED set, and not empty, 0, false, no or off.
+        let locked = args.locked
+            || env.get("HOST_CONTAINER_LOCKED").is_some_and(|value| {
+                !value.is_empty()
+                    && !crate::template::OFF.contains(&value.to_ascii_lowercase().as_str())
+            });
         Ok(Invocation {
             language,
             variant,
@@ -427,6 +440,7 @@ impl Invocation {
             junit: args.junit.is_some(),
             engine_sees_client_files: None,
             engine: crate::engine_kind::EngineKind::assumed(&args.docker_path),
+            locked,
         })
     }
 }

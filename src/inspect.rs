@@ -43,6 +43,9 @@ pub struct Object {
     pub started_at: String,
     /// A swarm service's current spec, as far as an update in place needs it.
     pub service: Option<crate::swarm::ServiceSpec>,
+    /// An image's layers (`RootFS.Layers`), oldest first: an image built on a base image
+    /// starts with the base's layers (see `moved`).
+    pub layers: Vec<String>,
 }
 
 impl Object {
@@ -56,6 +59,7 @@ impl Object {
             paused: false,
             started_at: String::new(),
             service: None,
+            layers: Vec::new(),
         }
     }
 
@@ -210,6 +214,13 @@ fn read_image(
 ) -> Vec<(String, Object)> {
     let labels = labels(object.pointer("/Config/Labels"));
     let id = text(object, "Id");
+    let layers: Vec<String> = (object.pointer("/RootFS/Layers").and_then(Json::as_array))
+        .map(|all| {
+            all.iter()
+                .filter_map(|l| Some(l.as_str()?.to_owned()))
+                .collect()
+        })
+        .unwrap_or_default();
     let keys = tags
         .iter()
         .filter_map(Json::as_str)
@@ -222,6 +233,7 @@ fn read_image(
         let image = Object {
             id: id.to_owned(),
             labels: labels.clone(),
+            layers: layers.clone(),
             ..Object::of(ObjectKind::Image)
         };
         (asked, image)

@@ -31,10 +31,12 @@ pub mod inspect;
 pub mod interrupt;
 pub mod junit;
 pub mod language;
+pub mod lock;
 pub mod memory;
 pub mod mode;
 #[cfg(test)]
 mod module_graph;
+pub mod moved;
 pub mod names;
 pub mod outcome;
 pub mod plan;

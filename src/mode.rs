@@ -100,6 +100,11 @@ pub struct StepSpec {
     /// installed from them stays.
     #[serde(default = "propagates_by_default")]
     pub propagates: bool,
+    /// The step prints the variant's locked packages on stdout (not shown; stderr is): once
+    /// it succeeds, host_container writes the lock file from them, with the base image's digest
+    /// and the digests of the dependency files it was made from (the `lock` mode).
+    #[serde(default)]
+    pub writes_lock: bool,
 }
 
 fn propagates_by_default() -> bool {

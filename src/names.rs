@@ -7,6 +7,9 @@ use crate::cli::Invocation;
 /// Every label host_container puts on docker objects starts with this.
 pub const LABEL_PREFIX: &str = "org.docker-meta.host_container";
 
+/// On a stamp whose step reported the digest of the tree it installed (`status` shows it).
+pub const TREE_LABEL: &str = "org.docker-meta.host_container.tree";
+
 /// On a stamp whose step started and has not finished (failed, or was killed).
 pub const UNFINISHED_LABEL: &str = "org.docker-meta.host_container.unfinished";
 

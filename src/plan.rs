@@ -121,6 +121,9 @@ pub struct Step {
     /// instruction, so that they add no build steps.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dockerfile: Option<Box<GeneratedDockerfile>>,
+    /// The lock file the step's output becomes (`writes_lock`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub writes_lock: Option<Box<crate::lock::Target>>,
     /// Runs even when done (its mode was requested and is declared `force`).
     #[serde(skip)]
     pub forced: bool,

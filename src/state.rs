@@ -356,7 +356,8 @@ fn decide(plan: &Plan, index: usize, observed: &Observed, conflicts: &mut Vec<Er
     let any = observed.get(&done.name);
     let found = any.filter(|o| o.kind == probed_as(done.kind));
     let (status, reason, before) = match done.kind {
-        DoneKind::Image => decide_image(step, done, found),
+        DoneKind::Image => crate::moved::decide(step, found, observed)
+            .unwrap_or_else(|| decide_image(step, done, found)),
         DoneKind::Volume => decide_volume(done, found),
         DoneKind::Stamp => decide_stamp(step, done, found),
         DoneKind::Service => decide_service(step, found, conflicts),
@@ -718,6 +719,7 @@ mod tests {
             inputs: Vec::new(),
             stdin: None,
             dockerfile: None,
+            writes_lock: None,
             forced: false,
             need_indexes: Vec::new(),
             raw_args: Vec::new(),

@@ -14,6 +14,7 @@ use super::Compiler;
 use crate::cli::Invocation;
 use crate::config::Layers;
 use crate::error::{fail, Kind};
+use crate::lock::Lock;
 use crate::names::Names;
 use crate::template::{self, Renderer, BUILTINS};
 
@@ -60,6 +61,34 @@ pub(super) fn base_context(
         context.insert(key.clone(), json!(value));
     }
     Ok(context)
+}
+
+/// The variant's lock, when its language has locks. A fresh one pins `base_image` to the digest
+/// it records and tells init to install it (`HC_LOCK` in `dependency_env`), except in `lock`
+/// itself, which resolves anew on the base image as named.
+pub(super) fn apply_lock(
+    invocation: &Invocation,
+    layers: &Layers,
+    context: &mut Map<String, Value>,
+) -> anyhow::Result<Option<Lock>> {
+    let hosts = (context.get("paths"))
+        .and_then(|paths| paths.get("hosts"))
+        .and_then(Value::as_str)
+        .map(std::path::PathBuf::from);
+    let setting = |key: &str| context.get(key).and_then(Value::as_str).map(str::to_owned);
+    let (language, variant) = (&invocation.language, &invocation.variant);
+    let Some(lock) = Lock::of(layers, language, variant, hosts.as_deref(), &setting)? else {
+        return Ok(None);
+    };
+    if invocation.mode != crate::lock::LOCK_MODE {
+        if let (Some(base), Some(env)) = (lock.pinned_base(), lock.install_env()) {
+            context.insert(crate::language::BASE_IMAGE.into(), json!(base));
+            if let Some(Value::Array(list)) = context.get_mut("dependency_env") {
+                list.push(json!(env));
+            }
+        }
+    }
+    Ok(Some(lock))
 }
 
 /// The built-in variables, named in `template::BUILTINS`.

@@ -37,6 +37,8 @@ pub struct Compiler<'a> {
     /// After `resolve_modes`: the modes in the plan, prerequisites first.
     loaded: IndexMap<String, LoadedMode>,
     decisions: Vec<ModeDecision>,
+    /// The variant's lock, when its language has locks (`lock_file`).
+    lock: Option<crate::lock::Lock>,
 }
 
 pub fn compile(
@@ -49,22 +51,47 @@ pub fn compile(
     let _budget = crate::template::PlanBudget::start();
     let settings = crate::language::load(layers, &invocation.language, Some(&invocation.variant))?
         .with_env(&invocation.language, &invocation.env);
+    let mut base_context = context::base_context(invocation, layers, &settings.vars)?;
+    let lock = context::apply_lock(invocation, layers, &mut base_context)?;
+    if invocation.mode == crate::lock::LOCK_MODE {
+        lock.as_ref().map_or(Ok(()), |l| l.check_writable())?;
+    } else if invocation.locked {
+        require_lock(invocation, lock.as_ref())?;
+    }
     let mut compiler = Compiler {
         invocation,
         layers,
         docker_context,
-        base_context: context::base_context(invocation, layers, &settings.vars)?,
+        base_context,
         language_vars: settings.vars,
         loaded: IndexMap::new(),
         decisions: Vec::new(),
+        lock,
     };
     compiler.resolve_modes()?;
     let mut rendered = compiler.render_steps()?;
     compiler.check_variant(&rendered.steps)?;
+    compiler.refuse_locked_upgrade(&rendered.steps)?;
     let sealed = compiler.link(&mut rendered)?;
     let excluded = rendered.excluded;
     let steps = compiler.finish_steps(rendered.steps, &rendered.origins, &sealed)?;
     Ok(compiler.into_plan(steps, excluded))
+}
+
+/// `--locked`: the lock must be there and fresh before anything runs.
+fn require_lock(invocation: &Invocation, lock: Option<&crate::lock::Lock>) -> anyhow::Result<()> {
+    match lock {
+        Some(lock) => lock.require(),
+        None => Err(Error::new(
+            Kind::Config,
+            format!(
+                "--locked: {} has no lock file (`{}` is not set in its language.yaml)",
+                invocation.language,
+                crate::lock::LOCK_FILE
+            ),
+        )
+        .into()),
+    }
 }
 
 /// The plan's note of the `workspace` built-in, when there is a project.
@@ -137,6 +164,31 @@ impl Compiler<'_> {
             .map(|arg| arg.to_string_lossy().into_owned())
             .collect();
         crate::variant::check(steps, paths, self.layers, language, variant, &command)
+    }
+
+    /// A locked variant installs its lock; `upgrade` would move what it pins.
+    fn refuse_locked_upgrade(&self, steps: &[Step]) -> anyhow::Result<()> {
+        let Some(lock) = self.lock.as_ref().filter(|l| l.is_ours()) else {
+            return Ok(());
+        };
+        if !steps.iter().any(|s| s.mode == "upgrade") {
+            return Ok(());
+        }
+        let file = lock.found.as_deref().unwrap_or(&lock.target.file);
+        Err(Error::new(
+            Kind::Refused,
+            format!(
+                "{} {} is locked ({}): upgrade would install other versions than the lock's",
+                lock.language,
+                lock.variant,
+                file.display()
+            ),
+        )
+        .note(format!(
+            "to move the pins, run `{}` again, then init",
+            lock.command()
+        ))
+        .into())
     }
 
     fn into_plan(self, steps: Vec<Step>, excluded: Vec<ExcludedStep>) -> Plan {

@@ -357,6 +357,7 @@ impl Compiler<'_> {
         let done = at.done(fields.done)?;
         let ready = at.ready(fields.ready_command, fields.ready_tcp)?;
         at.check_stdin()?;
+        let writes_lock = self.lock_target(at)?;
         let spec = at.spec;
         Ok(Step {
             id,
@@ -387,6 +388,7 @@ impl Compiler<'_> {
                 ..written.clone()
             }),
             dockerfile: None,
+            writes_lock,
             forced: false,
             need_indexes: Vec::new(),
             raw_args: fields.raw_args,
@@ -395,6 +397,26 @@ impl Compiler<'_> {
             invalidates: true,
             propagates: spec.propagates,
         })
+    }
+
+    /// Where a `writes_lock` step's lock goes: the variant's lock, which its language must have.
+    fn lock_target(&self, at: &StepAt) -> anyhow::Result<Option<Box<crate::lock::Target>>> {
+        if !at.spec.writes_lock {
+            return Ok(None);
+        }
+        match &self.lock {
+            Some(lock) if !lock.name.ends_with(".json") => Ok(Some(Box::new(lock.target.clone()))),
+            _ => Err(at.error(
+                format!(
+                    "step `{}` has `writes_lock`, but {} has no lock of host_container's own \
+                     (`{}` in its language.yaml, not npm's package-lock.json)",
+                    at.name,
+                    self.invocation.language,
+                    crate::lock::LOCK_FILE
+                ),
+                at.key_at(&["writes_lock"]),
+            )),
+        }
     }
 
     /// The step's `then` commands, each with the docker head; every one names a subcommand.

@@ -93,6 +93,10 @@ pub(super) struct Ended {
     pub stdout: Vec<String>,
     /// Test runners' JUnit documents, when they were collected.
     pub documents: Vec<Document>,
+    /// The whole stdout of a step that writes a lock (shown nowhere).
+    pub captured: Vec<u8>,
+    /// The digest of the installed tree an init script reported (`TREE_MARKER`).
+    pub tree: Option<String>,
     pub tls_rejected: bool,
 }
 
@@ -159,6 +163,8 @@ fn run_raw(
         stdout,
         tls_rejected: watch.tls_rejected || stdout_watch.tls_rejected,
         documents: stdout_watch.documents,
+        captured: Vec::new(),
+        tree: None,
     })
 }
 
@@ -263,6 +269,15 @@ fn run_prefixed(
         (None, Some(file)) => (command.stdin_bytes(file.text.as_bytes()), None),
         (None, None) => (command.stdin_null(), None),
     };
+    let (command, captured) = match step.writes_lock {
+        Some(_) => {
+            let (reader, writer) = os_pipe::pipe().map_err(io_failure)?;
+            let kept = std::thread::spawn(move || read_bounded(reader));
+            (command.stdout_file(writer), Some(kept))
+        }
+        None => (command, None),
+    };
+    // With a captured stdout, only stderr reaches the reader (the redirect inside wins).
     let reader = command
         .stderr_to_stdout()
         .reader()
@@ -275,7 +290,9 @@ fn run_prefixed(
     let quiet = step.output == Output::Quiet;
     let mut watch = Watch::stdout(collect);
     let noise = Some(docker::Noise::default());
+    let mut tree = None;
     let tail = copy_lines(&reader, noise, &mut watch, |line| {
+        tree = tree.take().or_else(|| installed_tree(line));
         if !quiet {
             crate::console::step_line(&prefix, line);
         }
@@ -291,11 +308,39 @@ fn run_prefixed(
         stdout: Vec::new(),
         tls_rejected: watch.tls_rejected,
         documents: watch.documents,
+        captured: captured
+            .and_then(|kept| kept.join().ok())
+            .unwrap_or_default(),
+        tree,
     };
     match upload_writer {
         Some(writer) => upload_ended(step, writer, ended),
         None => Ok(ended),
     }
+}
+
+/// The line an init script prints with the digest of the tree it installed (the shipped
+/// python `initialize` does), recorded on the step's stamp and shown by `status`.
+const TREE_MARKER: &str = "::host_container:installed-tree ";
+
+/// The `sha256:HEX` of a `TREE_MARKER` line.
+fn installed_tree(line: &[u8]) -> Option<String> {
+    let line = std::str::from_utf8(line).ok()?.trim();
+    let digest = line.strip_prefix(TREE_MARKER)?.strip_suffix("::")?;
+    let hex = digest.strip_prefix("sha256:")?;
+    let valid = hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit());
+    valid.then(|| digest.to_owned())
+}
+
+/// A captured stdout, up to what a lock file may hold (the rest is read and dropped, so the
+/// command never blocks on a full pipe).
+fn read_bounded(reader: os_pipe::PipeReader) -> Vec<u8> {
+    const MAX_CAPTURED: u64 = 16 << 20;
+    let mut kept = Vec::new();
+    let mut reader = reader;
+    let _ = (&mut reader).take(MAX_CAPTURED).read_to_end(&mut kept);
+    let _ = std::io::copy(&mut reader, &mut std::io::sink());
+    kept
 }
 
 /// The end of a step whose stdin was streamed: a failure to send counts only when docker
@@ -360,6 +405,21 @@ fn copy_lines(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_installed_tree_is_read_from_its_marker_line_only() {
+        let hex = "ab".repeat(32);
+        let line = format!("{TREE_MARKER}sha256:{hex}::\n");
+        assert_eq!(
+            installed_tree(line.as_bytes()),
+            Some(format!("sha256:{hex}"))
+        );
+        assert_eq!(
+            installed_tree(b"::host_container:installed-tree sha256:zz::\n"),
+            None
+        );
+        assert_eq!(installed_tree(format!("x {line}").as_bytes()), None);
+    }
 
     #[test]
     fn keeps_only_the_tail() {

@@ -36,6 +36,12 @@ pub(super) fn run_step(
     if ended.code != Some(0) {
         return exited(step, ended);
     }
+    if let Some(target) = &step.writes_lock {
+        let head = &step.argv[..docker_head_len(&step.argv)];
+        crate::lock::write(target, head, &String::from_utf8_lossy(&ended.captured))
+            .map_err(|e| own_failure(step, &e))?;
+        crate::console::announce(&step.id, &format!("wrote {}", target.file.display()));
+    }
     let reported = Reported {
         cases: parse_cases(&ended.stdout),
         documents: ended.documents,
@@ -53,9 +59,41 @@ pub(super) fn run_step(
         crate::console::announce(&step.id, &format!("started {}{ports}", done.name));
     }
     for after in &step.after {
-        run_captured(step, after, pids)?;
+        run_captured(step, &with_tree(after, ended.tree.as_deref()), pids)?;
     }
     Ok(reported)
+}
+
+/// The stamp's `volume create` with the installed tree's digest as one more label, when the
+/// step reported one; every other command as it is.
+fn with_tree(argv: &[String], tree: Option<&str>) -> Vec<String> {
+    let stamp = format!("--label={}.stamp=1", crate::names::LABEL_PREFIX);
+    let head = docker_head_len(argv);
+    let creates_stamp = argv[head..].starts_with(&["volume".to_owned(), "create".to_owned()])
+        && argv.contains(&stamp);
+    let mut argv = argv.to_vec();
+    if let (Some(tree), true) = (tree, creates_stamp) {
+        let name = argv.len() - 1;
+        argv.insert(name, format!("--label={}={tree}", crate::names::TREE_LABEL));
+    }
+    argv
+}
+
+/// A failure of host_container's own work inside a step, with its kind kept.
+fn own_failure(step: &Step, e: &anyhow::Error) -> Failure {
+    let kind = (e.chain())
+        .find_map(|c| c.downcast_ref::<Error>())
+        .map_or(Kind::StepFailed, |own| own.kind);
+    let text = match e.downcast_ref::<Error>() {
+        Some(own) => format!("{own}"),
+        None => format!("{e:#}"),
+    };
+    failure(
+        kind,
+        None,
+        format!("step `{}`: {text}", step.id),
+        Vec::new(),
+    )
 }
 
 /// A backup or restore, run in-process; its own error kind (a refused restore, say) is kept.
@@ -66,22 +104,7 @@ fn run_archive(
 ) -> Result<Reported, Failure> {
     crate::backup::run(step, archive, plan_names)
         .map(|()| Reported::default())
-        .map_err(|e| {
-            let kind = e
-                .chain()
-                .find_map(|c| c.downcast_ref::<Error>())
-                .map_or(Kind::StepFailed, |own| own.kind);
-            let text = match e.downcast_ref::<Error>() {
-                Some(own) => format!("{own}"),
-                None => format!("{e:#}"),
-            };
-            failure(
-                kind,
-                None,
-                format!("step `{}`: {text}", step.id),
-                Vec::new(),
-            )
-        })
+        .map_err(|e| own_failure(step, &e))
 }
 
 /// What a step's argv that did not exit with 0 means: mostly a failure, but a service removed
@@ -93,6 +116,7 @@ fn exited(step: &Step, ended: Ended) -> Result<Reported, Failure> {
         stdout,
         documents,
         tls_rejected,
+        ..
     } = ended;
     let reported = Reported {
         cases: parse_cases(&stdout),
