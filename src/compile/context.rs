@@ -127,12 +127,12 @@ fn builtins(
     put("junit", json!(invocation.junit));
     put("run_id", json!(invocation.run_id));
     put("orchestrator", json!(invocation.orchestrator.name()));
-    put(
-        "engine",
-        invocation
-            .engine
-            .template_value(invocation.uid, invocation.gid),
-    );
+    let mut engine = (invocation.engine).template_value(invocation.uid, invocation.gid);
+    // Which client formats `--format` templates: the podman CLI's objects differ from the
+    // docker CLI's, also when the docker CLI talks to Podman.
+    let podman_cli = crate::engine_kind::is_podman_cli(crate::docker::program());
+    engine["cli"] = json!(if podman_cli { "podman" } else { "docker" });
+    put("engine", engine);
     put("image", json!(names.image));
     put("names", json!({"prefix": names.prefix}));
     put(
