@@ -298,6 +298,23 @@ fn levenshtein(a: &str, b: &str) -> usize {
     d[a.len()][b.len()]
 }
 
+/// Writes `error` to stderr as the process reports it: our own errors render themselves
+/// (position, caret, notes); others show their whole chain.
+pub fn report(error: &anyhow::Error) {
+    use std::io::Write;
+    let head = crate::console::error_head();
+    let mut stderr = std::io::stderr().lock();
+    match error.downcast_ref::<Error>() {
+        Some(own) => {
+            let _ = writeln!(stderr, "{head} {own}");
+        }
+        None => {
+            let text = format!("{error:#}");
+            let _ = writeln!(stderr, "{head} {}", crate::text::visible_lines(&text));
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -81,7 +81,7 @@ pub fn run(argv: impl IntoIterator<Item = std::ffi::OsString>) -> u8 {
     match run_arguments(&args) {
         Ok(code) => code,
         Err(error) => {
-            report(&error);
+            error::report(&error);
             error::exit_code_of(&error)
         }
     }
@@ -102,25 +102,10 @@ fn clap_answer(e: &clap::Error) -> u8 {
                 _ => "the version",
             };
             let error = Error::new(Kind::Io, format!("writing {what} to stdout: {error}"));
-            report(&error.into());
+            error::report(&error.into());
             Kind::Io.exit_code()
         }
         _ => 0,
-    }
-}
-
-fn report(error: &anyhow::Error) {
-    let head = console::error_head();
-    let mut stderr = std::io::stderr().lock();
-    // Our own errors render themselves (position, caret, notes); others show their whole chain.
-    match error.downcast_ref::<Error>() {
-        Some(own) => {
-            let _ = writeln!(stderr, "{head} {own}");
-        }
-        None => {
-            let text = format!("{error:#}");
-            let _ = writeln!(stderr, "{head} {}", text::visible_lines(&text));
-        }
     }
 }
 
@@ -359,7 +344,7 @@ fn show_plan(
     if let Some(e) = unreachable {
         // The state cannot be known: whatever went wrong, CI gets the one documented code, but
         // a missing docker is the same 67 a run gives.
-        report(&e);
+        error::report(&e);
         let missing = Kind::DockerMissing.exit_code();
         return Ok(match error::exit_code_of(&e) {
             code if code == missing => missing,

@@ -173,16 +173,11 @@ pub fn mounted_volumes<'a>(args: &[String], local: &'a [String]) -> Vec<&'a str>
     let sources: Vec<&str> = (create.options.iter())
         .filter(|(option, _)| *option == "--mount")
         .filter_map(|(_, value)| {
-            let fields: Vec<(&str, &str)> = (value.as_ref()?.split(','))
-                .filter_map(|field| field.split_once('='))
-                .collect();
-            let kind = fields.iter().find(|(key, _)| *key == "type");
-            if kind.is_some_and(|(_, kind)| *kind != "volume") {
-                return None;
-            }
-            (fields.iter())
-                .find(|(key, _)| matches!(*key, "source" | "src"))
-                .map(|(_, source)| *source)
+            let value = (*value)?;
+            let is_volume = mount_field(value, &["type"]).is_none_or(|kind| kind == "volume");
+            is_volume
+                .then(|| mount_field(value, &["source", "src"]))
+                .flatten()
         })
         .collect();
     (local.iter())
@@ -278,9 +273,14 @@ fn entry_key(option: &str, value: &str) -> Option<(&'static str, String)> {
 
 /// The target of a `--mount` value (`type=volume,source=x,target=/y`).
 fn mount_target(value: &str) -> Option<String> {
+    mount_field(value, &["target", "dst", "destination"]).map(str::to_owned)
+}
+
+/// The field of a `--mount` value named by one of `keys`.
+fn mount_field<'a>(value: &'a str, keys: &[&str]) -> Option<&'a str> {
     value.split(',').find_map(|field| {
-        let (key, target) = field.split_once('=')?;
-        matches!(key.trim(), "target" | "dst" | "destination").then(|| target.trim().to_owned())
+        let (key, found) = field.split_once('=')?;
+        keys.contains(&key.trim()).then(|| found.trim())
     })
 }
 

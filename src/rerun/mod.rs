@@ -12,7 +12,6 @@ mod events;
 mod files;
 
 use std::collections::BTreeMap;
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -115,7 +114,7 @@ impl Session<'_> {
         let mut result = result;
         if let (Some(path), Some(run)) = (&self.args.junit, &ran) {
             if let Err(e) = crate::junit::write(path, run) {
-                show(&e);
+                crate::error::report(&e);
             }
         }
         let daemon = ran.as_ref().and_then(|run| daemon_step(&run.plan));
@@ -133,7 +132,7 @@ impl Session<'_> {
             Ok(0) => "ok".to_owned(),
             Ok(code) => format!("exit {code}"),
             Err(e) => {
-                show(&e);
+                crate::error::report(&e);
                 format!("failed (exit {})", exit_code_of(&e))
             }
         };
@@ -194,7 +193,7 @@ impl Session<'_> {
             Ok(compiled) => compiled,
             Err(e) => {
                 announce("watch", &format!("{} changed", self.names(&changed)));
-                show(&e);
+                crate::error::report(&e);
                 announce(
                     "watch",
                     "the plan does not compile (above); fix it and save, still watching",
@@ -356,7 +355,7 @@ impl Session<'_> {
             return false;
         };
         if let Err(e) = crate::docker::capture(remove) {
-            show(&e);
+            crate::error::report(&e);
         }
         true
     }
@@ -475,19 +474,4 @@ fn poll_interval(invocation: &Invocation) -> anyhow::Result<Option<Duration>> {
 
 fn seconds(took: Duration) -> String {
     format!("{:.1} s", took.as_secs_f64())
-}
-
-/// An error of one run, shown as the process would show it, and the watch goes on.
-fn show(error: &anyhow::Error) {
-    let head = crate::console::error_head();
-    let mut stderr = std::io::stderr().lock();
-    match error.downcast_ref::<Error>() {
-        Some(own) => {
-            let _ = writeln!(stderr, "{head} {own}");
-        }
-        None => {
-            let text = format!("{error:#}");
-            let _ = writeln!(stderr, "{head} {}", crate::text::visible_lines(&text));
-        }
-    }
 }
