@@ -8,7 +8,6 @@ use std::path::Path;
 use schemars::JsonSchema;
 use serde::Serialize;
 
-use crate::docker::docker_head_len;
 use crate::mode::ArchiveAction;
 
 /// An archive step, rendered.
@@ -117,7 +116,7 @@ pub fn commands(
                 &["sh", "-c", WATCHED_TAR],
             );
             // Its stdout is the archive: docker must not keep a second copy in its log.
-            let at = docker_head_len(head) + 2;
+            let at = head.len() + 2;
             argv.splice(
                 at..at,
                 ["--interactive", "--log-driver=none"].map(String::from),
@@ -162,7 +161,7 @@ fn restore_commands(
         ],
     );
     // The archive arrives on stdin.
-    extract.insert(docker_head_len(head) + 2, "--interactive".into());
+    extract.insert(head.len() + 2, "--interactive".into());
     let target = format!("{}:/target", plan.volume);
     let helper = |suffix: &str, mounts: &[String], command: &[&str]| {
         run_in(

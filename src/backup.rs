@@ -17,7 +17,6 @@ use sha2::{Digest, Sha256};
 
 use crate::archive::ArchivePlan;
 use crate::docker;
-use crate::docker::docker_head_len;
 use crate::error::{Error, Kind};
 use crate::mode::ArchiveAction;
 use crate::names::LABEL_PREFIX;
@@ -164,12 +163,16 @@ fn container_command(head: &[String], verb: &str, ids: &[String]) -> Vec<String>
     argv
 }
 
-/// Runs an archive step. `announce` prints what it does.
-pub fn run(step: &Step, plan: &ArchivePlan, language: (&str, &str, &str)) -> anyhow::Result<()> {
-    let head = step.argv[..docker_head_len(&step.argv)].to_vec();
+/// Runs an archive step (`head`: the plan's docker head).
+pub fn run(
+    head: &[String],
+    step: &Step,
+    plan: &ArchivePlan,
+    language: (&str, &str, &str),
+) -> anyhow::Result<()> {
     match plan.action {
-        ArchiveAction::Backup => backup(step, plan, &head, language),
-        ArchiveAction::Restore => restore(step, plan, &head, language),
+        ArchiveAction::Backup => backup(step, plan, head, language),
+        ArchiveAction::Restore => restore(step, plan, head, language),
     }
 }
 
@@ -264,7 +267,9 @@ fn backup(
     let partial = Scratch(Some(partial_path(plan)));
     let partial_path = partial.0.clone().unwrap_or_default();
     let paused = pause_users(step, plan, head)?;
-    let streamed = stream_out(&step.argv, &partial_path);
+    let remove = (step.facts.container.as_deref())
+        .map(|name| container_command(head, "rm", &["--force".to_owned(), name.to_owned()]));
+    let streamed = stream_out(&step.argv, remove.as_deref(), &partial_path);
     drop(paused);
     let (bytes, sha256) = streamed?;
     let manifest = manifest_of(plan, head, owner, bytes, sha256)?;
@@ -364,8 +369,13 @@ fn write_synced(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
 }
 
 /// Runs `argv` with its stdout going to `path`, hashing what passes. Returns size and sha256.
-/// If the host side fails (a full disk), the helper container is removed before returning.
-fn stream_out(argv: &[String], path: &Path) -> anyhow::Result<(u64, String)> {
+/// If the host side fails (a full disk), the helper container is removed (by `remove`) before
+/// returning.
+fn stream_out(
+    argv: &[String],
+    remove: Option<&[String]>,
+    path: &Path,
+) -> anyhow::Result<(u64, String)> {
     let mut file = fs::OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -399,10 +409,8 @@ fn stream_out(argv: &[String], path: &Path) -> anyhow::Result<(u64, String)> {
     drop(stdin);
     if copied.is_err() {
         let _ = child.kill();
-        if let Some(name) = argv.iter().find_map(|a| a.strip_prefix("--name=")) {
-            let mut remove = argv[..docker_head_len(argv)].to_vec();
-            remove.extend(["rm".into(), "--force".into(), name.to_owned()]);
-            let _ = docker::capture(&remove);
+        if let Some(remove) = remove {
+            let _ = docker::capture(remove);
         }
     }
     let status = child.wait()?;

@@ -408,7 +408,7 @@ pub fn docker_head(context: Option<&str>) -> Vec<String> {
 }
 
 /// How many leading elements of an argv are the docker program and its global options.
-pub fn docker_head_len(argv: &[String]) -> usize {
+fn docker_head_len(argv: &[String]) -> usize {
     if argv.get(1).is_some_and(|a| a == "--context") {
         argv.len().min(3)
     } else {

@@ -292,20 +292,20 @@ fn refuse_what_the_engine_lacks(args: &Arguments, invocation: &Invocation) -> an
 /// `--offline`), prints, and for `--check` turns the state into the exit code.
 fn show_plan(
     args: &Arguments,
-    mut plan: plan::Plan,
+    plan: plan::Plan,
     mut stdout: std::io::StdoutLock,
 ) -> anyhow::Result<u8> {
-    if args.check {
-        plan::unforce(&mut plan);
-    }
+    let force = if args.check {
+        state::Force::Ignored
+    } else {
+        state::Force::Honoured
+    };
     let mut unreachable = None;
-    if args.offline {
-        plan::mark_offline(&mut plan, "offline");
+    let assessment = if args.offline {
+        state::unprobed(&plan, plan::StateSource::Offline, force)
     } else {
         match state::probe(&plan) {
-            Ok(observed) => {
-                let _ = state::apply(&mut plan, &observed);
-            }
+            Ok(observed) => state::assess(&plan, &observed, force).0,
             // A hung engine is no plan with an unknown state: every answer would be late.
             Err(e) if docker::no_answer().is_some() => return Err(e),
             Err(e) => {
@@ -313,16 +313,15 @@ fn show_plan(
                     Some(own) => own.message.clone(),
                     None => e.to_string(),
                 };
-                plan::mark_offline(&mut plan, "engine not reachable");
-                plan.state = format!("unknown: {why}");
                 unreachable = Some(e);
+                state::unprobed(&plan, plan::StateSource::Unknown(why), force)
             }
         }
-    }
+    };
     if args.format == cli::Format::Json {
         // Streamed: the JSON of a large plan is megabytes, no need to hold it twice.
         let mut out = std::io::BufWriter::new(stdout);
-        let written = serde_json::to_writer_pretty(&mut out, &plan)
+        let written = serde_json::to_writer_pretty(&mut out, &plan::json::Plan::of(&plan, &assessment))
             .map_err(std::io::Error::from)
             .and_then(|()| out.write_all(b"\n"))
             .and_then(|()| out.flush());
@@ -331,11 +330,11 @@ fn show_plan(
             _ => {}
         }
     } else if args.plan {
-        write_out(&mut stdout, &print::render(&plan, args.format))?;
+        write_out(&mut stdout, &print::render(&plan, &assessment, args.format))?;
     } else {
-        write_out(&mut stdout, &print::check(&plan))?;
+        write_out(&mut stdout, &print::check(&plan, &assessment))?;
     }
-    let summary = plan.summary;
+    let summary = assessment.summary;
     // The process ends next; freeing every step of a large plan would only cost time.
     std::mem::forget(plan);
     if !args.check {

@@ -5,18 +5,18 @@
 //! an image built on a base starts with the base's layers. (A locked variant names its base by
 //! digest, which cannot move.)
 
-use crate::docker::docker_head_len;
 use crate::inspect::{Object, Observed};
 use crate::mode::DoneKind;
-use crate::plan::{Status, Step};
+use crate::plan::Step;
 
-/// For an image step whose image is up to date by its fingerprint: a run, and why, when a base
+/// For an image step whose image is up to date by its fingerprint: why it runs, when a base
 /// image it builds on (the first of `uses_images`) now has layers the image does not start with.
+/// (`head`: the plan's docker head.)
 pub fn decide(
+    head: &[String],
     step: &Step,
-    found: Option<&Object>,
-    observed: &Observed,
-) -> Option<(Status, String, Vec<Vec<String>>)> {
+    (found, observed): (Option<&Object>, &Observed),
+) -> Option<String> {
     let done = step.done.as_ref().filter(|d| d.kind == DoneKind::Image)?;
     let image = found.filter(|i| i.fingerprint() == Some(done.fingerprint.as_str()))?;
     if image.layers.is_empty() {
@@ -28,13 +28,8 @@ pub fn decide(
     if now.layers.is_empty() || image.layers.starts_with(&now.layers) {
         return None;
     }
-    let head = &step.argv[..docker_head_len(&step.argv)];
     let before = built_on(head, &done.name, step).unwrap_or_else(|| "another image".into());
-    Some((
-        Status::Run,
-        format!("base image {base} moved: {before} → {}", now.id),
-        Vec::new(),
-    ))
+    Some(format!("base image {base} moved: {before} → {}", now.id))
 }
 
 /// The id of the image `image` was built on, from its history: the entry just older than the

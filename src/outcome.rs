@@ -4,17 +4,20 @@
 //! printed and read only by the writer.
 
 use crate::error::Kind;
-use crate::plan::Plan;
+use std::sync::Arc;
+
+use crate::plan::{Assessment, Plan};
 
 /// The line a step prints before a test runner's JUnit XML, and the one after it: what is
 /// between them is the report's, not the terminal's.
 pub const JUNIT_BEGIN: &str = "::host_container:junit-begin::";
 pub const JUNIT_END: &str = "::host_container:junit-end::";
 
-/// A finished run: the plan it ran, one outcome per step (in the plan's order), how long it
-/// took, and the signal that stopped it, if one did.
+/// A finished run: the plan it ran and the state it found, one outcome per step (in the plan's
+/// order), how long it took, and the signal that stopped it, if one did.
 pub struct Run {
-    pub plan: Plan,
+    pub plan: Arc<Plan>,
+    pub assessment: Arc<Assessment>,
     pub outcomes: Vec<Outcome>,
     pub seconds: f64,
     pub interrupted_by: Option<i32>,

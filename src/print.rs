@@ -6,16 +6,18 @@ use std::fmt::Write as _;
 use crate::archive::ArchivePlan;
 use crate::cli::Format;
 use crate::mode::ArchiveAction;
-use crate::plan::{Plan, Status, Step};
+use crate::plan::{Assessment, Plan, Status, Step, StepState};
 use crate::text::{command_line, shell_quote, visible};
 
-pub fn render(plan: &Plan, format: Format) -> String {
+/// `plan` in the state `assessment` found, in `format`.
+pub fn render(plan: &Plan, assessment: &Assessment, format: Format) -> String {
     match format {
-        Format::Text => text(plan),
+        Format::Text => text(plan, assessment),
         Format::Json => {
-            serde_json::to_string_pretty(plan).expect("a plan always serializes") + "\n"
+            let document = crate::plan::json::Plan::of(plan, assessment);
+            serde_json::to_string_pretty(&document).expect("a plan always serializes") + "\n"
         }
-        Format::Dot => dot(plan),
+        Format::Dot => dot(plan, assessment),
     }
 }
 
@@ -27,26 +29,30 @@ fn status_word(status: Status) -> &'static str {
     }
 }
 
-fn text(plan: &Plan) -> String {
+fn text(plan: &Plan, assessment: &Assessment) -> String {
     let mut out = String::new();
-    text_header(&mut out, plan);
+    text_header(&mut out, plan, assessment);
     let total = plan.steps.len();
-    for (index, step) in plan.steps.iter().enumerate() {
+    for (index, (step, state)) in plan.steps.iter().zip(&assessment.steps).enumerate() {
         out.push('\n');
-        text_step(&mut out, step, index, total);
+        text_step(&mut out, (step, state), index, total);
     }
-    let _ = writeln!(out, "\n{}", plan.summary);
+    let _ = writeln!(out, "\n{}", assessment.summary);
     out
 }
 
 /// The plan's `#` lines: what was asked, the state, which modes and steps are in or out.
-fn text_header(out: &mut String, plan: &Plan) {
+fn text_header(out: &mut String, plan: &Plan, assessment: &Assessment) {
     let _ = writeln!(
         out,
         "# plan v{}: {} {} {} (instance {})",
         plan.version, plan.language, plan.variant, plan.mode, plan.instance
     );
-    let _ = writeln!(out, "# state: {}", visible(&plan.state));
+    let _ = writeln!(
+        out,
+        "# state: {}",
+        visible(&assessment.source.to_string())
+    );
     let _ = writeln!(
         out,
         "# engine: {}; what writes your files runs as you: {}",
@@ -86,14 +92,14 @@ fn text_header(out: &mut String, plan: &Plan) {
 
 /// One step: its status and why, where it comes from, what it needs, when it is done, and
 /// its commands as a shell would take them.
-fn text_step(out: &mut String, step: &Step, index: usize, total: usize) {
+fn text_step(out: &mut String, (step, state): (&Step, &StepState), index: usize, total: usize) {
     let _ = writeln!(
         out,
         "[{}/{total}] {}: {} ({})",
         index + 1,
         visible(&step.id),
-        status_word(step.status),
-        visible(&step.reason)
+        status_word(state.status),
+        visible(&state.reason)
     );
     if !step.description.is_empty() {
         let _ = writeln!(out, "  {}", visible(step.description.trim()));
@@ -123,7 +129,7 @@ fn text_step(out: &mut String, step: &Step, index: usize, total: usize) {
     if let Some(archive) = &step.archive {
         text_archive(out, archive);
     }
-    text_commands(out, step);
+    text_commands(out, step, state);
 }
 
 fn text_archive(out: &mut String, archive: &ArchivePlan) {
@@ -144,8 +150,8 @@ fn text_archive(out: &mut String, archive: &ArchivePlan) {
 }
 
 /// Copy-pasteable: the step's commands, with what it streams to or from them as a shell would.
-fn text_commands(out: &mut String, step: &Step) {
-    for before in &step.before {
+fn text_commands(out: &mut String, step: &Step, state: &StepState) {
+    for before in step.before_in(state) {
         let _ = writeln!(out, "  before: {}", command_line(before));
     }
     let redirect = match step.archive.as_ref().map(|a| (a.action, &a.archive)) {
@@ -157,7 +163,11 @@ fn text_commands(out: &mut String, step: &Step) {
         Some(stdin) => format!("tar --create --directory={} . | ", shell_quote(&stdin.tar)),
         None => String::new(),
     };
-    let _ = writeln!(out, "  $ {feed}{}{redirect}", command_line(&step.argv));
+    let _ = writeln!(
+        out,
+        "  $ {feed}{}{redirect}",
+        command_line(step.run_argv(state))
+    );
     if let Some(file) = &step.dockerfile {
         text_heredoc(out, &file.text);
     }
@@ -184,20 +194,20 @@ fn text_heredoc(out: &mut String, text: &str) {
 
 /// What `--check` prints: the steps with a `done` condition that would run, and why, then the
 /// summary line.
-pub fn check(plan: &Plan) -> String {
+pub fn check(plan: &Plan, assessment: &Assessment) -> String {
     let mut out = String::new();
-    for step in &plan.steps {
-        if step.done.is_some() && step.status != Status::Skip {
+    for (step, state) in plan.steps.iter().zip(&assessment.steps) {
+        if step.done.is_some() && state.status != Status::Skip {
             let _ = writeln!(
                 out,
                 "{}: {} ({})",
                 step.id,
-                status_word(step.status),
-                step.reason
+                status_word(state.status),
+                state.reason
             );
         }
     }
-    let _ = writeln!(out, "{}", plan.summary);
+    let _ = writeln!(out, "{}", assessment.summary);
     out
 }
 
@@ -205,7 +215,7 @@ fn dot_escape(text: &str) -> String {
     visible(text).replace('\\', "\\\\").replace('"', "\\\"")
 }
 
-fn dot(plan: &Plan) -> String {
+fn dot(plan: &Plan, assessment: &Assessment) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -213,8 +223,8 @@ fn dot(plan: &Plan) -> String {
         dot_escape(&format!("{} {} {}", plan.language, plan.variant, plan.mode))
     );
     out.push_str("  rankdir=LR;\n  node [shape=box, fontname=\"monospace\"];\n");
-    for step in &plan.steps {
-        let style = match step.status {
+    for (step, state) in plan.steps.iter().zip(&assessment.steps) {
+        let style = match state.status {
             Status::Run => "solid",
             Status::Skip => "dashed",
             Status::Unknown => "dotted",
@@ -224,7 +234,7 @@ fn dot(plan: &Plan) -> String {
             "  \"{}\" [label=\"{}\\n{}\", style={style}];",
             dot_escape(&step.id),
             dot_escape(&step.id),
-            status_word(step.status)
+            status_word(state.status)
         );
     }
     for step in &plan.steps {

@@ -8,12 +8,12 @@
 use std::fs;
 
 use crate::cli::Invocation;
-use crate::docker::{self, docker_head, docker_head_len};
+use crate::docker::{self, docker_head};
 use crate::error::{Error, Kind};
 use crate::inspect::{self, Object, ObjectKind};
 use crate::mode::DoneKind;
 use crate::names::{instance_labels, Names, LABEL_PREFIX, UNFINISHED_LABEL};
-use crate::plan::{DoneObject, Plan, Status, Step};
+use crate::plan::{Assessment, DoneObject, Plan, StateSource, Status, Step, StepState, Summary};
 use crate::record;
 
 pub use crate::inspect::Observed;
@@ -46,18 +46,7 @@ pub fn probe_names(plan: &Plan) -> Vec<String> {
 /// `rmi`, and the volume a restore replaces. They are probed with everything else, so that a
 /// destructive step never removes an object of another instance that happens to have the name.
 pub fn removal_targets(step: &Step) -> Vec<&String> {
-    let args = &step.argv[docker_head_len(&step.argv)..];
-    let words: Vec<&str> = args.iter().take(2).map(String::as_str).collect();
-    let skip = match words.as_slice() {
-        ["rm" | "rmi", ..] => 1,
-        ["container" | "volume" | "image" | "service", "rm"] => 2,
-        _ => args.len(),
-    };
-    let mut targets: Vec<&String> = args
-        .iter()
-        .skip(skip)
-        .filter(|a| !a.starts_with('-'))
-        .collect();
+    let mut targets: Vec<&String> = step.facts.removes.iter().collect();
     if let Some(archive) = step
         .archive
         .as_ref()
@@ -143,11 +132,7 @@ fn interrupted_restores(plan: &Plan, observed: &Observed) -> Vec<Error> {
         .iter()
         .find_map(|s| s.done.as_ref().filter(|d| d.kind == DoneKind::Image))
         .map_or("IMAGE", |d| d.name.as_str());
-    let docker = plan
-        .steps
-        .first()
-        .map(|s| s.argv[..docker_head_len(&s.argv)].join(" "))
-        .unwrap_or_else(|| "docker".into());
+    let docker = plan.docker_head.join(" ");
     volumes(plan)
         .filter(|v| observed.contains_key(&crate::archive::swap_marker(v)) && !restoring(v))
         .map(|volume| {
@@ -174,25 +159,27 @@ fn interrupted_restores(plan: &Plan, observed: &Observed) -> Vec<Error> {
 /// Removes containers that a killed run of one of the `selected` steps left running (a
 /// `docker run` outlives its killed client): under the instance lock no live invocation runs
 /// those steps, and a second copy must not work on the same volume at the same time.
-pub fn stop_orphans(plan: &Plan, selected: &[bool]) -> anyhow::Result<()> {
-    let steps: Vec<&str> = plan
-        .steps
-        .iter()
+pub fn stop_orphans(
+    plan: &Plan,
+    assessment: &Assessment,
+    selected: &[bool],
+) -> anyhow::Result<()> {
+    let steps: Vec<&str> = (plan.steps.iter().zip(&assessment.steps))
         .zip(selected)
-        .filter(|(s, selected)| {
+        .filter(|((s, state), selected)| {
             **selected
-                && s.status == Status::Run
+                && state.status == Status::Run
                 // A service's task containers are swarm's: an update replaces them in turn.
                 && s.done
                     .as_ref()
                     .is_none_or(|d| d.kind != DoneKind::Container && d.kind != DoneKind::Service)
         })
-        .map(|(s, _)| s.id.as_str())
+        .map(|((s, _), _)| s.id.as_str())
         .collect();
-    let Some(first) = plan.steps.first().filter(|_| !steps.is_empty()) else {
+    if steps.is_empty() {
         return Ok(());
-    };
-    let head = first.argv[..docker_head_len(&first.argv)].to_vec();
+    }
+    let head = plan.docker_head.clone();
     let mut ps = head.clone();
     ps.push("ps".into());
     for (key, value) in [
@@ -242,58 +229,107 @@ pub fn stop_orphans(plan: &Plan, selected: &[bool]) -> anyhow::Result<()> {
 
 /// Probes the engine for the plan's objects (one docker call for any ordinary plan).
 pub fn probe(plan: &Plan) -> anyhow::Result<Observed> {
-    let head = plan
-        .steps
-        .first()
-        .map(|s| s.argv[..docker_head_len(&s.argv)].to_vec())
-        .unwrap_or_else(|| vec!["docker".into()]);
-    inspect::inspect(&head, &probe_names(plan))
+    inspect::inspect(&plan.docker_head, &probe_names(plan))
 }
 
-/// Decides every step's status from what was observed. A container name held by something
+/// Whether steps of a `force` mode run even when done. A run honours it; `--check init` asks
+/// whether init is up to date, not whether a requested init would run again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Force {
+    Honoured,
+    Ignored,
+}
+
+/// Decides every step's state from what was observed. A container name held by something
 /// host_container did not create is a conflict: the plan says so, and executing it fails.
-pub fn apply(plan: &mut Plan, observed: &Observed) -> Vec<Error> {
-    plan.state = "probed".into();
+pub fn assess(plan: &Plan, observed: &Observed, force: Force) -> (Assessment, Vec<Error>) {
     let mut conflicts = interrupted_restores(plan, observed);
-    for index in 0..plan.steps.len() {
-        let (status, reason, before, invalidates) = decide(plan, index, observed, &mut conflicts);
-        let foreign: Vec<Error> = removal_targets(&plan.steps[index])
+    let mut states: Vec<StepState> = Vec::with_capacity(plan.steps.len());
+    for (index, step) in plan.steps.iter().enumerate() {
+        let forced = step.forced && force == Force::Honoured;
+        let decision = decide(plan, (index, forced), (observed, &states), &mut conflicts);
+        let foreign: Vec<Error> = removal_targets(step)
             .into_iter()
             .filter_map(|name| Some((name, observed.get(name)?)))
             .filter(|(_, object)| !belongs_to(object, plan))
-            .map(|(name, object)| foreign_removal(plan, &plan.steps[index], name, object))
+            .map(|(name, object)| foreign_removal(plan, step, name, object))
             .collect();
-        let argv = service_argv(plan, index, observed, status);
-        let step = &mut plan.steps[index];
-        if let Some(argv) = argv {
-            // Non-UTF-8 COMMAND bytes sit at positions of the create argv only.
-            step.raw_args.clear();
-            step.argv = argv;
-        }
-        step.status = status;
-        step.invalidates = invalidates && step.propagates;
-        step.reason = reason;
-        step.before = step.planned_before.clone();
-        step.before.extend(before);
-        let missing: Vec<&String> = step
-            .uses_images
-            .iter()
+        let missing_images: Vec<String> = (step.uses_images.iter())
             .filter(|image| !observed.contains_key(*image))
+            .cloned()
             .collect();
-        if step.status == Status::Run && !missing.is_empty() {
-            let list: Vec<&str> = missing.iter().map(|s| s.as_str()).collect();
-            step.reason.push_str(&format!(
+        let mut reason = decision.reason;
+        if decision.status == Status::Run && !missing_images.is_empty() {
+            reason.push_str(&format!(
                 "; {} not present locally: docker will try to pull it",
-                list.join(", ")
+                missing_images.join(", ")
             ));
         }
         if let Some(first) = foreign.first() {
-            step.reason = format!("CONFLICT: {}", first.message);
+            reason = format!("CONFLICT: {}", first.message);
         }
         conflicts.extend(foreign);
+        states.push(StepState {
+            update: service_update(plan, step, observed, decision.status),
+            status: decision.status,
+            reason,
+            missing_images: if decision.status == Status::Run {
+                missing_images
+            } else {
+                Vec::new()
+            },
+            removals: decision.removals,
+            invalidates: decision.invalidates && step.propagates,
+            forced,
+        });
     }
-    plan.summary = crate::plan::Summary::of(&plan.steps);
-    conflicts
+    let summary = Summary::of(&plan.steps, &states);
+    let source = StateSource::Probed;
+    (Assessment { source, steps: states, summary }, conflicts)
+}
+
+/// Each step's state from what is known without the engine: `source` says why it was not
+/// asked (`--offline`) or did not answer.
+pub fn unprobed(plan: &Plan, source: StateSource, force: Force) -> Assessment {
+    let why = match source {
+        StateSource::Unknown(_) => "engine not reachable",
+        _ => "offline",
+    };
+    let states: Vec<StepState> = (plan.steps.iter())
+        .map(|step| {
+            let forced = step.forced && force == Force::Honoured;
+            let (status, reason) = if forced {
+                (Status::Run, requested(step))
+            } else if let Some(done) = &step.done {
+                (
+                    Status::Unknown,
+                    format!(
+                        "{why}: whether {} `{}` is up to date is not known",
+                        done.kind, done.name
+                    ),
+                )
+            } else {
+                (Status::Run, ALWAYS_RUNS.to_owned())
+            };
+            StepState {
+                status,
+                reason,
+                missing_images: Vec::new(),
+                removals: Vec::new(),
+                update: None,
+                invalidates: step.propagates,
+                forced,
+            }
+        })
+        .collect();
+    let summary = Summary::of(&plan.steps, &states);
+    Assessment { source, steps: states, summary }
+}
+
+const ALWAYS_RUNS: &str = "no `done` condition: always runs";
+
+fn requested(step: &Step) -> String {
+    format!("mode `{}` was requested: runs even when done", step.mode)
 }
 
 /// What changed since `object` was made, in words: from the record it carries, or else the
@@ -318,12 +354,59 @@ fn what_changed(step: &Step, object: &Object) -> String {
     }
 }
 
-/// A step's status, why, the commands to run before it, and whether the steps that need it
-/// must run too when it runs.
-type Decision = (Status, String, Vec<Vec<String>>, bool);
+/// What the rules decide for one step.
+#[derive(Debug)]
+struct Decision {
+    status: Status,
+    reason: String,
+    /// Commands to run before the step's own: removing what it replaces.
+    removals: Vec<Vec<String>>,
+    /// When it runs, whether the steps that need it must run too.
+    invalidates: bool,
+}
 
-/// A done object's status, why, and the commands to run before the step.
-type Verdict = (Status, String, Vec<Vec<String>>);
+/// What the rules decide for a done object: run or skip, why, and what to remove first.
+#[derive(Debug)]
+struct Verdict {
+    status: Status,
+    reason: String,
+    removals: Vec<Vec<String>>,
+}
+
+impl Verdict {
+    fn run(reason: String) -> Verdict {
+        Verdict {
+            status: Status::Run,
+            reason,
+            removals: Vec::new(),
+        }
+    }
+
+    fn skip(reason: String) -> Verdict {
+        Verdict {
+            status: Status::Skip,
+            reason,
+            removals: Vec::new(),
+        }
+    }
+
+    fn replacing(reason: String, removal: Vec<String>) -> Verdict {
+        Verdict {
+            status: Status::Run,
+            reason,
+            removals: vec![removal],
+        }
+    }
+
+    fn decided(self, invalidates: bool) -> Decision {
+        Decision {
+            status: self.status,
+            reason: self.reason,
+            removals: self.removals,
+            invalidates,
+        }
+    }
+}
 
 /// The kind of object the engine holds for a done object of `kind`.
 fn probed_as(kind: DoneKind) -> ObjectKind {
@@ -335,32 +418,30 @@ fn probed_as(kind: DoneKind) -> ObjectKind {
     }
 }
 
-fn decide(plan: &Plan, index: usize, observed: &Observed, conflicts: &mut Vec<Error>) -> Decision {
+/// The decision for the step at `index` (`forced`: whether it runs even when done), from what
+/// the engine holds and the states of the steps before it.
+fn decide(
+    plan: &Plan,
+    (index, forced): (usize, bool),
+    (observed, earlier): (&Observed, &[StepState]),
+    conflicts: &mut Vec<Error>,
+) -> Decision {
     let step = &plan.steps[index];
-    if step.forced {
-        return (
-            Status::Run,
-            format!("mode `{}` was requested: runs even when done", step.mode),
-            Vec::new(),
-            true,
-        );
+    if forced {
+        return Verdict::run(requested(step)).decided(true);
     }
     let Some(done) = &step.done else {
-        return (
-            Status::Run,
-            "no `done` condition: always runs".into(),
-            Vec::new(),
-            true,
-        );
+        return Verdict::run(ALWAYS_RUNS.into()).decided(true);
     };
     let any = observed.get(&done.name);
     let found = any.filter(|o| o.kind == probed_as(done.kind));
-    let (status, reason, before) = match done.kind {
-        DoneKind::Image => crate::moved::decide(step, found, observed)
-            .unwrap_or_else(|| decide_image(step, done, found)),
+    let head = &plan.docker_head;
+    let verdict = match done.kind {
+        DoneKind::Image => crate::moved::decide(head, step, (found, observed))
+            .map_or_else(|| decide_image(step, done, found), Verdict::run),
         DoneKind::Volume => decide_volume(done, found),
         DoneKind::Stamp => decide_stamp(step, done, found),
-        DoneKind::Service => decide_service(step, found, conflicts),
+        DoneKind::Service => decide_service(step, done, found, conflicts),
         DoneKind::Container => decide_container(plan, step, done, found, conflicts),
     };
     // A step that runs only because its object is missing makes it again from unchanged
@@ -368,36 +449,30 @@ fn decide(plan: &Plan, index: usize, observed: &Observed, conflicts: &mut Vec<Er
     // itself fills it from its inputs.
     let remade = done.kind != DoneKind::Volume || !step.inputs.is_empty();
     let missing = any.is_none() && remade;
-    let invalidates = status == Status::Run && !missing;
-    if status == Status::Skip {
-        if let Some(verdict) = rerun_for_needs(plan, step, done) {
-            let (status, reason, before) = verdict;
-            return (status, reason, before, true);
+    let invalidates = verdict.status == Status::Run && !missing;
+    if verdict.status == Status::Skip {
+        if let Some(verdict) = rerun_for_needs(plan, step, done, earlier) {
+            return verdict.decided(true);
         }
     }
-    (status, reason, before, invalidates)
+    verdict.decided(invalidates)
 }
 
 /// A done step runs again when a step it needs runs and invalidates what it made.
-fn rerun_for_needs(plan: &Plan, step: &Step, done: &DoneObject) -> Option<Verdict> {
-    let &need = step
-        .need_indexes
-        .iter()
-        .find(|&&n| plan.steps[n].status == Status::Run && plan.steps[n].invalidates)?;
-    let before = if done.kind == DoneKind::Container {
-        vec![remove_container(head_of(step), &done.name)]
+fn rerun_for_needs(
+    plan: &Plan,
+    step: &Step,
+    done: &DoneObject,
+    earlier: &[StepState],
+) -> Option<Verdict> {
+    let &need = (step.need_indexes.iter())
+        .find(|&&n| earlier[n].status == Status::Run && earlier[n].invalidates)?;
+    let reason = format!("needs `{}`, which runs", plan.steps[need].id);
+    Some(if done.kind == DoneKind::Container {
+        Verdict::replacing(reason, remove_container(plan, &done.name))
     } else {
-        Vec::new()
-    };
-    Some((
-        Status::Run,
-        format!("needs `{}`, which runs", plan.steps[need].id),
-        before,
-    ))
-}
-
-fn head_of(step: &Step) -> &[String] {
-    &step.argv[..docker_head_len(&step.argv)]
+        Verdict::run(reason)
+    })
 }
 
 /// The same fingerprint means the same inputs; a stale object says what changed.
@@ -411,54 +486,30 @@ fn up_to_date(step: &Step, object: &Object) -> Result<(), String> {
 
 fn decide_image(step: &Step, done: &DoneObject, found: Option<&Object>) -> Verdict {
     match found.map(|o| up_to_date(step, o)) {
-        None => (
-            Status::Run,
-            format!("image `{}` does not exist", done.name),
-            vec![],
-        ),
-        Some(Err(changed)) => (Status::Run, changed, vec![]),
-        Some(Ok(())) => (
-            Status::Skip,
-            format!("image `{}` is up to date", done.name),
-            vec![],
-        ),
+        None => Verdict::run(format!("image `{}` does not exist", done.name)),
+        Some(Err(changed)) => Verdict::run(changed),
+        Some(Ok(())) => Verdict::skip(format!("image `{}` is up to date", done.name)),
     }
 }
 
 /// Volumes hold data: one that exists is done, whatever its labels say.
 fn decide_volume(done: &DoneObject, found: Option<&Object>) -> Verdict {
     match found {
-        None => (
-            Status::Run,
-            format!("volume `{}` does not exist", done.name),
-            vec![],
-        ),
-        Some(_) => (
-            Status::Skip,
-            format!("volume `{}` exists", done.name),
-            vec![],
-        ),
+        None => Verdict::run(format!("volume `{}` does not exist", done.name)),
+        Some(_) => Verdict::skip(format!("volume `{}` exists", done.name)),
     }
 }
 
 fn decide_stamp(step: &Step, done: &DoneObject, found: Option<&Object>) -> Verdict {
     let Some(stamp) = found else {
-        return (
-            Status::Run,
-            format!("not done yet: no stamp `{}`", done.name),
-            vec![],
-        );
+        return Verdict::run(format!("not done yet: no stamp `{}`", done.name));
     };
     if stamp.labels.contains_key(UNFINISHED_LABEL) {
-        return (Status::Run, "the last run did not finish".into(), vec![]);
+        return Verdict::run("the last run did not finish".into());
     }
     match up_to_date(step, stamp) {
-        Err(changed) => (Status::Run, changed, vec![]),
-        Ok(()) => (
-            Status::Skip,
-            format!("done and up to date: stamp `{}`", done.name),
-            vec![],
-        ),
+        Err(changed) => Verdict::run(changed),
+        Ok(()) => Verdict::skip(format!("done and up to date: stamp `{}`", done.name)),
     }
 }
 
@@ -472,11 +523,7 @@ fn decide_container(
     conflicts: &mut Vec<Error>,
 ) -> Verdict {
     let Some(container) = found else {
-        return (
-            Status::Run,
-            format!("container `{}` does not exist", done.name),
-            vec![],
-        );
+        return Verdict::run(format!("container `{}` does not exist", done.name));
     };
     if !belongs_to(container, plan) {
         conflicts.push(
@@ -490,16 +537,13 @@ fn decide_container(
             )
             .note("remove or rename that container, or pick another --instance"),
         );
-        return (
-            Status::Run,
-            format!("CONFLICT: `{}` belongs to {}", done.name, owner(container)),
-            vec![],
-        );
+        return Verdict::run(format!(
+            "CONFLICT: `{}` belongs to {}",
+            done.name,
+            owner(container)
+        ));
     }
-    let recreated = |reason: String| {
-        let remove = remove_container(head_of(step), &done.name);
-        (Status::Run, reason, vec![remove])
-    };
+    let recreated = |reason: String| Verdict::replacing(reason, remove_container(plan, &done.name));
     if let Err(changed) = up_to_date(step, container) {
         recreated(format!(
             "{changed}: container `{}` is re-created",
@@ -516,34 +560,24 @@ fn decide_container(
             done.name
         ))
     } else {
-        (
-            Status::Skip,
-            format!(
-                "container `{}` is already running with the same configuration, since {}",
-                done.name, container.started_at
-            ),
-            vec![],
-        )
+        Verdict::skip(format!(
+            "container `{}` is already running with the same configuration, since {}",
+            done.name, container.started_at
+        ))
     }
 }
 
 /// A service step: created when missing, left alone when it runs this configuration, and
-/// otherwise updated in place (its argv then becomes a `service update`, see `service_argv`).
+/// otherwise updated in place (it then runs a `service update`, see `service_update`).
 fn decide_service(
-    step: &crate::plan::Step,
+    step: &Step,
+    done: &DoneObject,
     found: Option<&Object>,
     conflicts: &mut Vec<Error>,
-) -> (Status, String, Vec<Vec<String>>) {
-    let Some(done) = &step.done else {
-        return (Status::Run, String::new(), vec![]);
-    };
+) -> Verdict {
     let version = |o: &Object| o.service.as_ref().map_or(0, |s| s.version);
     match found {
-        None => (
-            Status::Run,
-            format!("service `{}` does not exist", done.name),
-            vec![],
-        ),
+        None => Verdict::run(format!("service `{}` does not exist", done.name)),
         Some(o) if !o.is_ours() => {
             conflicts.push(
                 Error::new(
@@ -555,76 +589,53 @@ fn decide_service(
                 )
                 .note("remove or rename that service, or pick another --instance"),
             );
-            (
-                Status::Run,
-                format!(
-                    "CONFLICT: `{}` exists and was not created by host_container",
-                    done.name
-                ),
-                vec![],
-            )
+            Verdict::run(format!(
+                "CONFLICT: `{}` exists and was not created by host_container",
+                done.name
+            ))
         }
-        Some(o) if o.fingerprint() != Some(step.fingerprint.as_str()) => (
-            Status::Run,
-            format!(
-                "service `{}` (version {}) runs an older configuration (fingerprint {} differs \
-                 from the recorded {}): updated in place",
-                done.name,
-                version(o),
-                step.fingerprint,
-                o.fingerprint().unwrap_or("(none)")
-            ),
-            vec![],
-        ),
-        Some(o) => (
-            Status::Skip,
-            format!(
-                "service `{}` already runs the same configuration (version {})",
-                done.name,
-                version(o)
-            ),
-            vec![],
-        ),
+        Some(o) if o.fingerprint() != Some(step.fingerprint.as_str()) => Verdict::run(format!(
+            "service `{}` (version {}) runs an older configuration (fingerprint {} differs \
+             from the recorded {}): updated in place",
+            done.name,
+            version(o),
+            step.fingerprint,
+            o.fingerprint().unwrap_or("(none)")
+        )),
+        Some(o) => Verdict::skip(format!(
+            "service `{}` already runs the same configuration (version {})",
+            done.name,
+            version(o)
+        )),
     }
 }
 
-/// The argv a service step runs: its `service create` when the service is missing, else the
-/// `service update` that brings the existing one to this configuration (forced when only a
-/// needed step runs, so that its tasks restart on what that step rebuilt). None for other steps.
-fn service_argv(
+/// The `service update` a service step runs instead of its `service create` when the service
+/// exists (forced when only a needed step runs, so that its tasks restart on what that step
+/// rebuilt). None for other steps, and when the service is missing.
+fn service_update(
     plan: &Plan,
-    index: usize,
+    step: &Step,
     observed: &Observed,
     status: Status,
 ) -> Option<Vec<String>> {
-    let step = &plan.steps[index];
     let done = step.done.as_ref().filter(|d| d.kind == DoneKind::Service)?;
-    if step.create_argv.is_empty() {
-        return None;
-    }
-    let spec = observed
+    step.facts.service.as_ref()?;
+    let object = observed
         .get(&done.name)
         .filter(|o| o.kind == ObjectKind::Service && o.is_ours())
-        .and_then(|o| o.service.as_ref());
-    let Some(spec) = spec.filter(|_| status == Status::Run) else {
-        return Some(step.create_argv.clone());
-    };
-    let head = docker_head_len(&step.create_argv);
-    let same = observed
-        .get(&done.name)
-        .and_then(Object::fingerprint)
-        .is_some_and(|f| f == step.fingerprint);
-    let update = crate::swarm::update_args(&step.create_argv[head..], spec, same)?;
-    let mut argv = step.create_argv[..head].to_vec();
+        .filter(|_| status == Status::Run)?;
+    let spec = object.service.as_ref()?;
+    let same = object.fingerprint() == Some(step.fingerprint.as_str());
+    let update = crate::swarm::update_args(plan.args_of(&step.argv), spec, same)?;
+    let mut argv = plan.docker_head.clone();
     argv.extend(update);
     Some(argv)
 }
 
 /// `docker rm --force NAME`: how a stale or stopped container makes way for its replacement.
-fn remove_container(head: &[String], name: &str) -> Vec<String> {
-    let mut argv = head.to_vec();
-    argv.extend(["rm", "--force", name].map(String::from));
-    argv
+fn remove_container(plan: &Plan, name: &str) -> Vec<String> {
+    plan.command(&["rm", "--force", name])
 }
 
 /// Whether this instance was made under the legacy names and must keep them: the engine holds a
@@ -683,7 +694,7 @@ pub fn legacy_names_in_use(invocation: &Invocation, context: Option<&str>) -> bo
 mod tests {
     use super::*;
     use crate::mode::Output;
-    use crate::plan::{Source, Summary};
+    use crate::plan::Source;
 
     fn step(kind: DoneKind) -> Step {
         Step {
@@ -692,8 +703,6 @@ mod tests {
             description: String::new(),
             needs: Vec::new(),
             argv: vec!["docker".into(), "run".into()],
-            status: Status::Run,
-            reason: String::new(),
             source: Source {
                 file: "f".into(),
                 layer: "builtin".into(),
@@ -712,9 +721,7 @@ mod tests {
             uses_images: Vec::new(),
             ready: None,
             archive: None,
-            planned_before: Vec::new(),
-            create_argv: Vec::new(),
-            job_service: None,
+            facts: Default::default(),
             confirm: None,
             inputs: Vec::new(),
             stdin: None,
@@ -725,7 +732,6 @@ mod tests {
             raw_args: Vec::new(),
             record: record::Record::default(),
             record_masks: Vec::new(),
-            invalidates: false,
             propagates: true,
         }
     }
@@ -737,13 +743,12 @@ mod tests {
             variant: "minimal".into(),
             mode: "m".into(),
             instance: "default".into(),
-            state: String::new(),
             modes: Vec::new(),
             steps,
             excluded_steps: Vec::new(),
             project: None,
+            docker_head: vec!["docker".into()],
             engine: crate::engine_kind::EngineKind::assumed("docker"),
-            summary: Summary::default(),
         }
     }
 
@@ -799,11 +804,15 @@ mod tests {
                 observed.insert("obj".into(), object(seen));
             }
             let mut conflicts = Vec::new();
-            let decision = decide(&plan, 0, &observed, &mut conflicts);
+            let decision = decide(&plan, (0, false), (&observed, &[]), &mut conflicts);
             let row = format!("{kind} with {:?}", seen.as_ref().map(|s| s.kind));
-            assert_eq!(decision.0, status, "{row}: {}", decision.1);
-            assert!(decision.1.contains(reason), "{row}: {}", decision.1);
-            assert_eq!(decision.2.len(), before, "{row}");
+            assert_eq!(decision.status, status, "{row}: {}", decision.reason);
+            assert!(
+                decision.reason.contains(reason),
+                "{row}: {}",
+                decision.reason
+            );
+            assert_eq!(decision.removals.len(), before, "{row}");
             assert_eq!(conflicts.len(), usize::from(reason == "CONFLICT"), "{row}");
         }
     }
@@ -961,9 +970,7 @@ mod tests {
 
     #[test]
     fn a_done_step_runs_again_when_a_need_invalidates_it() {
-        let mut image = step(DoneKind::Image);
-        image.status = Status::Run;
-        image.invalidates = true;
+        let image = step(DoneKind::Image);
         let mut container = step(DoneKind::Container);
         container.need_indexes = vec![0];
         let plan = plan_of(vec![image, container]);
@@ -975,11 +982,20 @@ mod tests {
                 ..FRESH
             }),
         );
-        let (status, reason, before, invalidates) = decide(&plan, 1, &observed, &mut Vec::new());
-        assert_eq!(status, Status::Run);
-        assert_eq!(reason, "needs `s`, which runs");
-        assert_eq!(before.len(), 1, "the running container is removed first");
-        assert!(invalidates);
+        let image_runs = unprobed(&plan, StateSource::Offline, Force::Honoured).steps[0].clone();
+        let image_runs = StepState {
+            status: Status::Run,
+            ..image_runs
+        };
+        let decision = decide(&plan, (1, false), (&observed, &[image_runs]), &mut Vec::new());
+        assert_eq!(decision.status, Status::Run);
+        assert_eq!(decision.reason, "needs `s`, which runs");
+        assert_eq!(
+            decision.removals,
+            [["docker", "rm", "--force", "obj"]],
+            "the running container is removed first"
+        );
+        assert!(decision.invalidates);
     }
 
     #[test]
@@ -990,11 +1006,17 @@ mod tests {
         always.done = None;
         let plan = plan_of(vec![forced, always]);
         let observed = Observed::new();
-        assert!(decide(&plan, 0, &observed, &mut Vec::new())
-            .1
-            .contains("was requested"));
-        assert!(decide(&plan, 1, &observed, &mut Vec::new())
-            .1
-            .contains("always runs"));
+        let (assessment, _) = assess(&plan, &observed, Force::Honoured);
+        assert_eq!(
+            assessment.steps[0].reason,
+            "mode `m` was requested: runs even when done"
+        );
+        assert!(assessment.steps[0].forced);
+        assert_eq!(assessment.steps[1].reason, ALWAYS_RUNS);
+        assert_eq!(assessment.summary.to_run, 1);
+        // `--check` asks whether it is up to date instead.
+        let (checked, _) = assess(&plan, &observed, Force::Ignored);
+        assert_eq!(checked.steps[0].reason, "image `obj` does not exist");
+        assert!(!checked.steps[0].forced);
     }
 }

@@ -155,10 +155,10 @@ pub fn run_once_name(args: &[String]) -> Option<String> {
     once.then(|| service_name(args)).flatten()
 }
 
-/// The node-local volumes of `local` that a `service create` argv mounts (`--mount
-/// type=volume,source=NAME,…`; a mount without `type` is a volume too), unless its tasks are
-/// pinned to the manager (`--constraint=node.role==manager`).
-pub fn mounted_volumes<'a>(args: &[String], local: &'a [String]) -> Vec<&'a str> {
+/// The named volumes a `service create` argv mounts (`--mount type=volume,source=NAME,…`; a
+/// mount without `type` is a volume too), unless its tasks are pinned to the manager
+/// (`--constraint=node.role==manager`).
+pub fn mounted_volumes(args: &[String]) -> Vec<String> {
     let Some(create) = parse_create(args) else {
         return Vec::new();
     };
@@ -170,7 +170,7 @@ pub fn mounted_volumes<'a>(args: &[String], local: &'a [String]) -> Vec<&'a str>
     if on_manager {
         return Vec::new();
     }
-    let sources: Vec<&str> = (create.options.iter())
+    (create.options.iter())
         .filter(|(option, _)| *option == "--mount")
         .filter_map(|(_, value)| {
             let value = (*value)?;
@@ -179,10 +179,7 @@ pub fn mounted_volumes<'a>(args: &[String], local: &'a [String]) -> Vec<&'a str>
                 .then(|| mount_field(value, &["source", "src"]))
                 .flatten()
         })
-        .collect();
-    (local.iter())
-        .filter(|volume| sources.contains(&volume.as_str()))
-        .map(String::as_str)
+        .map(str::to_owned)
         .collect()
 }
 
@@ -199,14 +196,16 @@ pub fn node_count(head: &[String]) -> Option<u64> {
 /// fail there): refused before anything runs, naming the way out.
 pub fn refuse_node_local_mounts(plan: &crate::plan::Plan, local: &[String]) -> anyhow::Result<()> {
     let mounting = plan.steps.iter().find_map(|step| {
-        let head = crate::docker::docker_head_len(&step.argv);
-        let volumes = mounted_volumes(&step.argv[head..], local);
+        let volumes: Vec<&str> = (local.iter())
+            .filter(|volume| step.facts.service_volumes.contains(volume))
+            .map(String::as_str)
+            .collect();
         (!volumes.is_empty()).then_some((step, volumes))
     });
     let Some((step, volumes)) = mounting else {
         return Ok(());
     };
-    let head = &step.argv[..crate::docker::docker_head_len(&step.argv)];
+    let head = &plan.docker_head;
     let nodes = node_count(head).unwrap_or(1);
     if nodes <= 1 {
         return Ok(());
@@ -704,6 +703,13 @@ mod tests {
     #[test]
     fn node_local_mounts_are_found_unless_pinned_to_the_manager() {
         let local = ["v-data".to_owned(), "v-hosts".to_owned()];
+        let mounted_volumes = |args: &[String], local: &[String]| {
+            let found = mounted_volumes(args);
+            (local.iter())
+                .filter(|volume| found.contains(volume))
+                .cloned()
+                .collect::<Vec<_>>()
+        };
         let mounting = args(&[
             "service",
             "create",

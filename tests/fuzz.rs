@@ -353,10 +353,13 @@ fn exercise(dir: &Path, input: &[u8]) {
     else {
         return;
     };
-    if let Ok(mut plan) = docker_meta::compile::compile(&invocation, &layers, None) {
-        docker_meta::plan::mark_offline(&mut plan, "offline");
-        let _ = serde_json::to_vec(&plan);
-        let _ = docker_meta::print::render(&plan, docker_meta::cli::Format::Text);
+    if let Ok(plan) = docker_meta::compile::compile(&invocation, &layers, None) {
+        let offline = docker_meta::plan::StateSource::Offline;
+        let force = docker_meta::state::Force::Honoured;
+        let assessment = docker_meta::state::unprobed(&plan, offline, force);
+        let document = docker_meta::plan::json::Plan::of(&plan, &assessment);
+        let _ = serde_json::to_vec(&document);
+        let _ = docker_meta::print::render(&plan, &assessment, docker_meta::cli::Format::Text);
     }
 }
 

@@ -6,7 +6,6 @@
 
 use super::dockerfile::{self, FileArgEdit};
 use crate::cli::Invocation;
-use crate::docker::docker_head_len;
 use crate::mode::{DoneKind, Output};
 use crate::names::{instance_labels, LABEL_PREFIX, UNFINISHED_LABEL};
 use crate::plan::Step;
@@ -30,8 +29,9 @@ impl InstanceLabels {
     }
 }
 
-/// Labels what the fingerprinted step creates and adds the commands around it.
-pub(super) fn add(step: &mut Step, instance: &InstanceLabels) {
+/// Labels what the fingerprinted step creates, adds the commands around it, and records what
+/// its command names (`head`: how many words of each argv are the docker head).
+pub(super) fn add(step: &mut Step, instance: &InstanceLabels, head: usize) {
     let kind = step.done.as_ref().map(|d| d.kind);
     // The step's own labels; the instance's come first wherever labels are written.
     let mut labels = vec![
@@ -47,22 +47,20 @@ pub(super) fn add(step: &mut Step, instance: &InstanceLabels) {
     if kind.is_some_and(|kind| kind != DoneKind::Volume) {
         labels.push((format!("{LABEL_PREFIX}.record"), step.record.to_label()));
     }
-    let head = docker_head_len(&step.argv);
     let service = crate::swarm::is_service_create(&step.argv[head..]);
-    insert_labels(step, instance, &labels, service);
-    label_commits(step, instance, &labels);
-    if kind == Some(DoneKind::Stamp) {
-        add_stamp(step, [instance.pairs.clone(), labels].concat());
-    }
-    if service && kind == Some(DoneKind::Service) {
-        step.create_argv = step.argv.clone();
-    }
+    insert_labels(step, instance, &labels, (head, service));
+    label_commits(step, instance, &labels, head);
+    let stamp_record = (kind == Some(DoneKind::Stamp))
+        .then(|| add_stamp(step, [instance.pairs.clone(), labels].concat(), head))
+        .flatten();
     let job = crate::swarm::job_name(&step.argv[head..]).or_else(|| {
         kind.is_none()
             .then(|| crate::swarm::run_once_name(&step.argv[head..]))
             .flatten()
     });
-    step.job_service = job.clone();
+    step.facts = super::facts::of(&step.argv[head..]);
+    step.facts.job_service = job.clone();
+    step.facts.stamp_record = stamp_record;
     if let Some(job) = job {
         // A finished job service is shown, then removed; the executor waits for it in between.
         let docker: Vec<String> = step.argv[..head].to_vec();
@@ -93,9 +91,8 @@ fn insert_labels(
     step: &mut Step,
     instance: &InstanceLabels,
     own: &[(String, String)],
-    service: bool,
+    (head, service): (usize, bool),
 ) {
-    let head = docker_head_len(&step.argv);
     let Some(len) = creating_subcommand(&step.argv[head..]) else {
         return;
     };
@@ -130,13 +127,12 @@ fn insert_labels(
 
 /// A `then` command that commits a container makes an image: it gets the labels as a
 /// `--change=LABEL …`, so that its fingerprint is read like a build's and `purge` finds it.
-fn label_commits(step: &mut Step, instance: &InstanceLabels, own: &[(String, String)]) {
+fn label_commits(step: &mut Step, instance: &InstanceLabels, own: &[(String, String)], head: usize) {
     let labels: Vec<(String, String)> = (instance.pairs.iter().chain(own)).cloned().collect();
     let Some(change) = dockerfile::label_instruction(&labels) else {
         return;
     };
     for command in &mut step.after {
-        let head = docker_head_len(command);
         let len = match (command.get(head).map(String::as_str), command.get(head + 1)) {
             (Some("commit"), _) => 1,
             (Some("container"), Some(second)) if second == "commit" => 2,
@@ -160,12 +156,10 @@ fn splice(step: &mut Step, at: usize, inserted: Vec<String>) {
 
 /// A stamp that says "done" must never outlive a re-run that fails or is killed: before the
 /// step runs, its stamp is replaced by one that says the run has not finished; after it, by one
-/// with the step's labels.
-fn add_stamp(step: &mut Step, mut labels: Vec<(String, String)>) {
-    let Some(name) = step.done.as_ref().map(|d| d.name.clone()) else {
-        return;
-    };
-    let docker: Vec<String> = step.argv[..docker_head_len(&step.argv)].to_vec();
+/// with the step's labels. Returns where in `after` that last `volume create` is.
+fn add_stamp(step: &mut Step, mut labels: Vec<(String, String)>, head: usize) -> Option<usize> {
+    let name = step.done.as_ref().map(|d| d.name.clone())?;
+    let docker: Vec<String> = step.argv[..head].to_vec();
     let mut remove = docker.clone();
     remove.extend(["volume", "rm", "--force"].map(String::from));
     remove.push(name.clone());
@@ -179,11 +173,10 @@ fn add_stamp(step: &mut Step, mut labels: Vec<(String, String)>) {
     let mut unfinished = labels[..INSTANCE_AND_MODE_LABELS].to_vec();
     unfinished.push((format!("{LABEL_PREFIX}.stamp"), "1".into()));
     unfinished.push((UNFINISHED_LABEL.to_owned(), step.fingerprint.clone()));
-    let mark = [remove.clone(), create(&unfinished)];
-    step.planned_before.extend(mark.iter().cloned());
-    step.before.extend(mark);
+    step.before.extend([remove.clone(), create(&unfinished)]);
     labels.push((format!("{LABEL_PREFIX}.stamp"), "1".into()));
     step.after.extend([remove, create(&labels)]);
+    Some(step.after.len() - 1)
 }
 
 /// How many leading elements of an argv (after the docker head) name a subcommand that creates

@@ -13,7 +13,6 @@ use sha2::{Digest, Sha256};
 use super::link::Sealed;
 use super::render::Origin;
 use super::Compiler;
-use crate::docker::docker_head_len;
 use crate::error::Kind;
 use crate::names::Names;
 use crate::plan::Step;
@@ -41,6 +40,7 @@ impl Compiler<'_> {
         into_order(&mut steps, &sealed.order);
         let masks = self.varying_masks();
         let instance = super::commands::InstanceLabels::of(self.invocation);
+        let head_len = crate::docker::docker_head(self.docker_context).len();
         // Each id once, shared by every step that needs it.
         let mut ids: Vec<std::sync::Arc<str>> = Vec::with_capacity(steps.len());
         for (position, &index) in sealed.order.iter().enumerate() {
@@ -55,8 +55,8 @@ impl Compiler<'_> {
             ids.push(step.id.as_str().into());
             step.need_indexes = needs;
             let input_error = |entry, message| self.input_error(&origins[index], entry, message);
-            fingerprint(step, placed, &masks, input_error)?;
-            super::commands::add(step, &instance);
+            fingerprint(step, placed, (&masks, head_len), input_error)?;
+            super::commands::add(step, &instance, head_len);
         }
         Ok(steps)
     }
@@ -105,10 +105,11 @@ fn into_order<T>(items: &mut [T], order: &[usize]) {
 }
 
 /// Fingerprints the step and, when it has `done`, fills the record of what it was made from.
+/// (`head_len`: how many words of each argv are the docker head.)
 fn fingerprint(
     step: &mut Step,
     earlier: &[Step],
-    masks: &[(String, &str)],
+    (masks, head_len): (&[(String, &str)], usize),
     input_error: impl Fn(usize, String) -> anyhow::Error,
 ) -> anyhow::Result<()> {
     // Input paths vary with the layers (content-addressed merged directories) while their
@@ -170,7 +171,7 @@ fn fingerprint(
         done.fingerprint = step.fingerprint.clone();
     }
     if step.done.is_some() {
-        record_state(step, earlier, &files, &masked);
+        record_state(step, earlier, (&files, head_len), &masked);
     }
     Ok(())
 }
@@ -231,7 +232,7 @@ fn record_masks(step: &Step, earlier: &[Step]) -> Vec<(String, String)> {
 fn record_state(
     step: &mut Step,
     earlier: &[Step],
-    files: &BTreeMap<String, String>,
+    (files, head_len): (&BTreeMap<String, String>, usize),
     masked: &dyn for<'t> Fn(&'t str) -> Cow<'t, str>,
 ) {
     step.record.add_inputs(&step.id, files);
@@ -247,8 +248,7 @@ fn record_state(
             .needs
             .insert(need.id.clone(), need.fingerprint.clone());
     }
-    let head = docker_head_len(&step.argv);
-    step.record.argv = (step.argv[head..].iter())
+    step.record.argv = (step.argv[head_len..].iter())
         .map(|arg| masked(arg).into_owned())
         .collect();
 }

@@ -10,6 +10,7 @@
 
 mod carried;
 mod commands;
+mod facts;
 mod context;
 mod dockerfile;
 mod finish;
@@ -22,7 +23,7 @@ use indexmap::IndexMap;
 use crate::cli::Invocation;
 use crate::config::Layers;
 use crate::error::{did_you_mean, Error, Kind};
-use crate::plan::{ExcludedStep, ModeDecision, Plan, Step, Summary, PLAN_VERSION};
+use crate::plan::{ExcludedStep, ModeDecision, Plan, Step, PLAN_VERSION};
 
 use modes::LoadedMode;
 
@@ -194,17 +195,16 @@ impl Compiler<'_> {
     fn into_plan(self, steps: Vec<Step>, excluded: Vec<ExcludedStep>) -> Plan {
         let invocation = self.invocation;
         Plan {
-            summary: Summary::of(&steps),
             version: PLAN_VERSION,
             language: invocation.language.clone(),
             variant: invocation.variant.clone(),
             mode: invocation.mode.clone(),
             instance: invocation.instance.clone(),
-            state: "offline".into(),
             modes: self.decisions,
             steps,
             excluded_steps: excluded,
             project: project_note(self.base_context.get("workspace")),
+            docker_head: crate::docker::docker_head(self.docker_context),
             engine: invocation.engine,
         }
     }

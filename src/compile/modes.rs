@@ -247,7 +247,7 @@ impl Compiler<'_> {
                 .expect("visit is called on loaded modes");
             mode.document.value.requires.clone()
         };
-        let Some(reason) = self.decide_when(name, required_by)? else {
+        let Some((reason, condition)) = self.decide_when(name, required_by)? else {
             return Ok(());
         };
         stack.push(name.to_owned());
@@ -262,25 +262,27 @@ impl Compiler<'_> {
             name: name.to_owned(),
             included: true,
             reason,
+            condition,
             source,
         });
         Ok(())
     }
 
-    /// Why the mode is in the plan, or None (and a recorded decision) when its `when` leaves it
-    /// out. The requested mode's own `when` is not asked: asking for a mode is reason enough.
+    /// Why the mode is in the plan and the `when` that holds, in words, or None (and a
+    /// recorded decision) when its `when` leaves it out. The requested mode's own `when` is not
+    /// asked: asking for a mode is reason enough.
     fn decide_when(
         &mut self,
         name: &str,
         required_by: Option<&str>,
-    ) -> anyhow::Result<Option<String>> {
+    ) -> anyhow::Result<Option<(String, Option<String>)>> {
         let Some(by) = required_by else {
-            return Ok(Some("requested".to_owned()));
+            return Ok(Some(("requested".to_owned(), None)));
         };
         let reason = format!("required by {by}");
         let mode = &self.loaded[name];
         let Some(when) = &mode.document.value.when else {
-            return Ok(Some(reason));
+            return Ok(Some((reason, None)));
         };
         let renderer = self.renderer_for(mode)?;
         let keep = renderer.truth(when).map_err(|e| {
@@ -291,10 +293,8 @@ impl Compiler<'_> {
             )
         })?;
         if keep {
-            return Ok(Some(format!(
-                "{reason}, and {}",
-                template::condition(when, true)
-            )));
+            let condition = template::condition(when, true);
+            return Ok(Some((format!("{reason}, and {condition}"), Some(condition))));
         }
         let decision = ModeDecision {
             name: name.to_owned(),
@@ -303,6 +303,7 @@ impl Compiler<'_> {
                 "{reason}, but left out: {}",
                 template::condition(when, false)
             ),
+            condition: None,
             source: Some(mode.source(None)),
         };
         self.decisions.push(decision);

@@ -16,7 +16,7 @@ use crate::docker::docker_head;
 use crate::error::Kind;
 use crate::mode::{ArchiveSpec, Output, Ready, Slot, StdinSpec, StepSpec, TemplateField};
 use crate::names::{instance_labels, Names, LABEL_PREFIX};
-use crate::plan::{DoneObject, ExcludedStep, Status, Step};
+use crate::plan::{DoneObject, ExcludedStep, Step};
 use crate::template::Renderer;
 
 /// Where a rendered step comes from: its mode (an index into the loaded modes), its name, its
@@ -332,7 +332,7 @@ impl Compiler<'_> {
     fn step(&self, at: &StepAt, id: String, mut fields: Fields) -> anyhow::Result<Step> {
         let head_len = docker_head(self.docker_context).len();
         at.check_subcommand(head_len, &fields.argv)?;
-        let (planned_before, after, archive) = match &at.spec.archive {
+        let (before, after, archive) = match &at.spec.archive {
             Some(spec) => {
                 let commands = self.archive_commands(at, &id, spec, &mut fields);
                 fields.argv = commands.argv;
@@ -365,17 +365,13 @@ impl Compiler<'_> {
             description: spec.description.clone(),
             needs: Vec::new(),
             argv: fields.argv,
-            status: Status::Run,
-            reason: String::new(),
             source: at.mode.source(Some(at.name)),
             done,
             fingerprint: String::new(),
-            before: planned_before.clone(),
+            before,
             after,
             archive,
-            planned_before,
-            create_argv: Vec::new(),
-            job_service: None,
+            facts: Default::default(),
             interactive: spec.interactive,
             output: spec.output,
             uses_images: fields.uses_images,
@@ -394,7 +390,6 @@ impl Compiler<'_> {
             raw_args: fields.raw_args,
             record: crate::record::Record::default(),
             record_masks: Vec::new(),
-            invalidates: true,
             propagates: spec.propagates,
         })
     }

@@ -13,7 +13,7 @@ use super::Options;
 use crate::error::Kind;
 use crate::mode::Output;
 use crate::outcome::{Failure, Outcome, Reported};
-use crate::plan::{Plan, Step};
+use crate::plan::{Assessment, Plan, Step};
 
 /// What the run loop waits for.
 pub(super) enum Event {
@@ -33,7 +33,7 @@ pub(super) enum Stop {
 /// Runs the `selected` steps of the plan, carrying out the schedule's decisions as they come
 /// and answering the steps' ends and signals.
 pub(super) fn run_steps(
-    plan: &Plan,
+    (plan, assessment): (&Arc<Plan>, &Arc<Assessment>),
     selected: &[bool],
     outcomes: &mut [Option<Outcome>],
     options: &Options,
@@ -56,7 +56,9 @@ pub(super) fn run_steps(
             .iter()
             .map(|s| s.need_indexes.as_slice())
             .collect(),
-        plan.steps.iter().map(lane_of).collect(),
+        (plan.steps.iter().zip(&assessment.steps))
+            .map(|(step, state)| lane_of(step, state))
+            .collect(),
         (selected, &settled),
         options.jobs,
         options.keep_going,
@@ -64,7 +66,8 @@ pub(super) fn run_steps(
     let mut running: Vec<(usize, Running)> = Vec::new();
     loop {
         while let Some(action) = schedule.next() {
-            if let Some(started) = carry_out(plan, action, outcomes, options, sender) {
+            let steps = (plan, assessment);
+            if let Some(started) = carry_out(steps, action, outcomes, options, sender) {
                 running.push(started);
             }
         }
@@ -101,7 +104,7 @@ pub(super) fn run_steps(
 
 /// Does what the schedule decided; a started step is returned with its process ids.
 fn carry_out(
-    plan: &Plan,
+    (plan, assessment): (&Arc<Plan>, &Arc<Assessment>),
     action: Action,
     outcomes: &mut [Option<Outcome>],
     options: &Options,
@@ -111,7 +114,7 @@ fn carry_out(
         Action::Start(index) => {
             let pids: Running = Arc::default();
             spawn_step(
-                plan,
+                (plan, assessment),
                 index,
                 pids.clone(),
                 sender.clone(),
@@ -124,7 +127,8 @@ fn carry_out(
             // The requested mode's own skipped steps are news ("already running"); skipped
             // prerequisites are not, or every `single` would start with noise.
             if step.mode == plan.mode {
-                crate::console::announce(&step.id, &format!("{}: nothing to do", step.reason));
+                let reason = &assessment.steps[index].reason;
+                crate::console::announce(&step.id, &format!("{reason}: nothing to do"));
             }
             outcomes[index] = Some(Outcome::Skipped);
         }
@@ -137,22 +141,26 @@ fn carry_out(
 }
 
 /// Starts a step on its own thread; `collect` keeps a raw step's stdout for its test cases.
-fn spawn_step(plan: &Plan, index: usize, pids: Running, sender: Sender<Event>, collect: bool) {
-    let step = plan.steps[index].clone();
-    let names = (
-        plan.language.clone(),
-        plan.variant.clone(),
-        plan.instance.clone(),
-    );
+fn spawn_step(
+    (plan, assessment): (&Arc<Plan>, &Arc<Assessment>),
+    index: usize,
+    pids: Running,
+    sender: Sender<Event>,
+    collect: bool,
+) {
+    let step = &plan.steps[index];
+    let state = &assessment.steps[index];
     let raw = step.output == Output::Raw || step.interactive;
     if !raw {
-        crate::console::announce(&step.id, &announcement(plan, &step));
+        crate::console::announce(&step.id, &announcement(plan, step, &state.reason));
     }
     crate::console::started(&step.id, raw);
+    let (plan, assessment) = (Arc::clone(plan), Arc::clone(assessment));
     std::thread::spawn(move || {
+        let step = &plan.steps[index];
         let started = Instant::now();
         let result = guarded(&step.id, || {
-            run_step(&step, &pids, (&names.0, &names.1, &names.2), collect)
+            run_step(&plan, (step, &assessment.steps[index]), &pids, collect)
         })
         .map(|reported| (started.elapsed().as_secs_f64(), reported));
         let result = result.map_err(|mut failure| {
@@ -188,9 +196,9 @@ fn guarded(
 /// What the console says as a step starts: why it runs, when that is about its state; otherwise
 /// (a step without `done` always runs, and saying so tells nobody anything) what it does, and
 /// the condition that brought its mode in.
-fn announcement(plan: &Plan, step: &Step) -> String {
+fn announcement(plan: &Plan, step: &Step, reason: &str) -> String {
     if step.done.is_some() {
-        return step.reason.clone();
+        return reason.to_owned();
     }
     // The first clause is enough for a console line; the rest is in `--plan`.
     let description = step
@@ -212,8 +220,7 @@ fn announcement(plan: &Plan, step: &Step) -> String {
         .modes
         .iter()
         .find(|m| m.name == step.mode)
-        .and_then(|m| m.reason.split_once(", and "))
-        .map(|(_, condition)| condition);
+        .and_then(|m| m.condition.as_deref());
     if let Some(condition) = condition {
         text = format!("{text}: {condition}");
     }

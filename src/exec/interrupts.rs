@@ -5,10 +5,8 @@ use std::sync::mpsc::{Receiver, Sender};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::container_name;
 use super::dispatch::{Event, Running};
 use crate::docker;
-use crate::docker::docker_head_len;
 use crate::error::Kind;
 use crate::plan::Plan;
 
@@ -21,15 +19,11 @@ pub(super) fn stop_running(plan: &Plan, running: &[(usize, Running)], events: &R
     crate::interrupt::stop();
     for (index, pids) in running {
         let step = &plan.steps[*index];
-        if let Some(name) = container_name(&step.argv) {
-            let mut remove = step.argv[..docker_head_len(&step.argv)].to_vec();
-            remove.extend(["rm".to_owned(), "--force".to_owned(), name]);
-            let _ = docker::capture(&remove);
+        if let Some(name) = &step.facts.container {
+            let _ = docker::capture(&plan.command(&["rm", "--force", name]));
         }
-        if let Some(job) = &step.job_service {
-            let mut remove = step.argv[..docker_head_len(&step.argv)].to_vec();
-            remove.extend(["service".to_owned(), "rm".to_owned(), job.clone()]);
-            let _ = docker::capture(&remove);
+        if let Some(job) = &step.facts.job_service {
+            let _ = docker::capture(&plan.command(&["service", "rm", job]));
         }
         signal_all(pids, libc::SIGTERM);
     }

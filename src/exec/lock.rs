@@ -10,7 +10,6 @@ use sha2::{Digest, Sha256};
 use super::dispatch::Event;
 use super::interrupts::Interrupts;
 use crate::cli::Invocation;
-use crate::docker::docker_head_len;
 use crate::engine_lock::EngineLock;
 use crate::error::{Error, Kind};
 use crate::names::Names;
@@ -47,14 +46,10 @@ impl InstanceLock {
         // the process at once: the engine-lock wait and the run loop answer it and release.
         signals.forward();
         // The host lock orders the waiters of this machine; the engine's lock orders machines.
-        let head = plan
-            .steps
-            .first()
-            .map(|s| s.argv[..docker_head_len(&s.argv)].to_vec())
-            .unwrap_or_else(|| vec!["docker".to_owned()]);
+        let head = &plan.docker_head;
         let what = format!("{} {} ({})", plan.language, plan.variant, plan.instance);
         let engine = EngineLock::acquire(
-            &head,
+            head,
             &format!("{}-lock", Names::of(invocation).prefix),
             &crate::names::instance_labels(invocation),
             &what,
@@ -81,11 +76,7 @@ fn host_lock_path(plan: &Plan, invocation: &Invocation) -> anyhow::Result<PathBu
             .get("DOCKER_CONTEXT")
             .map(String::as_str)
             .unwrap_or(""),
-        &plan
-            .steps
-            .first()
-            .map(|s| s.argv[..docker_head_len(&s.argv)].join(" "))
-            .unwrap_or_default(),
+        &plan.docker_head.join(" "),
         &plan.language,
         &plan.variant,
         &plan.instance,

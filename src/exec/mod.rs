@@ -20,16 +20,15 @@ mod step;
 mod walk;
 mod watch;
 
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc};
 use std::time::Instant;
 
 use crate::cli::Invocation;
-use crate::docker::docker_head_len;
 use crate::error::{Error, Kind};
 use crate::mode::Output;
 use crate::outcome::{Outcome, Run};
-use crate::plan::{Plan, Status};
-use crate::state;
+use crate::plan::{Assessment, Plan, Status};
+use crate::state::{self, Force};
 use crate::text::command_line;
 use dispatch::{run_steps, Stop};
 use interrupts::Interrupts;
@@ -46,43 +45,39 @@ pub struct Options {
 }
 
 /// Runs the plan: probes, asks, locks, runs the steps, and returns how each ended.
-pub fn execute(mut plan: Plan, invocation: &Invocation, options: &Options) -> anyhow::Result<Run> {
+pub fn execute(plan: Plan, invocation: &Invocation, options: &Options) -> anyhow::Result<Run> {
     let (sender, events) = mpsc::channel();
     let signals = Interrupts::listen(sender.clone())?;
 
-    let observed = state::probe(&plan)?;
-    if let Some(conflict) = state::apply(&mut plan, &observed).into_iter().next() {
-        return Err(conflict.into());
-    }
-    check_client_mounts(&plan, invocation)?;
-    confirm(&plan, options)?;
+    let plan = Arc::new(plan);
+    let mut assessment = Arc::new(assess(&plan)?);
+    check_client_mounts(&plan, &assessment, invocation)?;
+    confirm(&plan, &assessment, options)?;
     let mut outcomes: Vec<Option<Outcome>> = vec![None; plan.steps.len()];
     let started = Instant::now();
 
-    let stateful = stateful_closure(&plan);
+    let stateful = stateful_closure(&plan, &assessment);
     let result = if stateful.iter().any(|s| *s) {
         let lock = InstanceLock::acquire(&plan, invocation, &events, &signals)?;
         // Another invocation may have done the work while we waited: ask the engine again.
-        let observed = state::probe(&plan)?;
-        if let Some(conflict) = state::apply(&mut plan, &observed).into_iter().next() {
-            return Err(conflict.into());
-        }
-        let stateful = stateful_closure(&plan);
+        assessment = Arc::new(assess(&plan)?);
+        let stateful = stateful_closure(&plan, &assessment);
         signals.forward();
-        state::stop_orphans(&plan, &stateful)?;
-        let first = run_steps(&plan, &stateful, &mut outcomes, options, (&sender, &events));
+        state::stop_orphans(&plan, &assessment, &stateful)?;
+        let steps = (&plan, &assessment);
+        let first = run_steps(steps, &stateful, &mut outcomes, options, (&sender, &events));
         drop(lock);
         match first {
             Ok(()) => {
                 let rest: Vec<bool> = outcomes.iter().map(Option::is_none).collect();
-                run_steps(&plan, &rest, &mut outcomes, options, (&sender, &events))
+                run_steps(steps, &rest, &mut outcomes, options, (&sender, &events))
             }
             Err(stop) => Err(stop),
         }
     } else {
         let all = vec![true; plan.steps.len()];
         signals.forward();
-        run_steps(&plan, &all, &mut outcomes, options, (&sender, &events))
+        run_steps((&plan, &assessment), &all, &mut outcomes, options, (&sender, &events))
     };
     signals.close();
 
@@ -92,6 +87,7 @@ pub fn execute(mut plan: Plan, invocation: &Invocation, options: &Options) -> an
         .collect();
     Ok(Run {
         plan,
+        assessment,
         outcomes,
         seconds: started.elapsed().as_secs_f64(),
         interrupted_by: match result {
@@ -118,32 +114,49 @@ pub fn conclude(run: &Run) -> anyhow::Result<u8> {
         )
         .into());
     }
-    finish(&run.plan, &run.outcomes)
+    finish(&run.plan, &run.assessment, &run.outcomes)
+}
+
+/// The state of the plan's steps in the engine; a name taken by someone else stops the run.
+fn assess(plan: &Plan) -> anyhow::Result<Assessment> {
+    let observed = state::probe(plan)?;
+    let (assessment, conflicts) = state::assess(plan, &observed, Force::Honoured);
+    match conflicts.into_iter().next() {
+        Some(conflict) => Err(conflict.into()),
+        None => Ok(assessment),
+    }
 }
 
 /// Asks the questions of steps that will run and declare `confirm`, unless `--yes` answered.
 /// A step that bind-mounts a path of this machine runs only on an engine that sees this
 /// machine's files; elsewhere it would run on an empty directory, so the run stops first.
-fn check_client_mounts(plan: &Plan, invocation: &Invocation) -> anyhow::Result<()> {
-    let mounting = plan.steps.iter().find_map(|step| {
-        let paths = crate::engine::client_paths(&step.argv);
-        (step.status == Status::Run && !paths.is_empty()).then_some((step, paths))
+fn check_client_mounts(
+    plan: &Plan,
+    assessment: &Assessment,
+    invocation: &Invocation,
+) -> anyhow::Result<()> {
+    let mounting = (plan.steps.iter().zip(&assessment.steps)).find(|(step, state)| {
+        state.status == Status::Run && !step.facts.client_paths.is_empty()
     });
-    let Some((step, paths)) = mounting else {
+    let Some((step, _)) = mounting else {
         return Ok(());
     };
-    let head = &step.argv[..docker_head_len(&step.argv)];
+    let paths = &step.facts.client_paths;
+    let head = &plan.docker_head;
     // SAFETY: getuid cannot fail and touches no memory of ours.
     let cache = crate::cache::cache_dir(&invocation.env, unsafe { libc::getuid() });
     if crate::engine::sees_client_files(head, &cache)? {
         return Ok(());
     }
-    Err(crate::engine::cannot_see_files(&step.id, &paths, head).into())
+    Err(crate::engine::cannot_see_files(&step.id, paths, head).into())
 }
 
-fn confirm(plan: &Plan, options: &Options) -> anyhow::Result<()> {
+fn confirm(plan: &Plan, assessment: &Assessment, options: &Options) -> anyhow::Result<()> {
     use std::io::IsTerminal;
-    for step in plan.steps.iter().filter(|s| s.status == Status::Run) {
+    let running = (plan.steps.iter().zip(&assessment.steps))
+        .filter(|(_, state)| state.status == Status::Run)
+        .map(|(step, _)| step);
+    for step in running {
         let Some(question) = &step.confirm else {
             continue;
         };
@@ -173,16 +186,14 @@ fn confirm(plan: &Plan, options: &Options) -> anyhow::Result<()> {
 
 /// Turns the outcomes into the exit code: the job's own code passes through; otherwise the
 /// first failure decides.
-fn finish(plan: &Plan, outcomes: &[Outcome]) -> anyhow::Result<u8> {
-    let failed = plan
-        .steps
-        .iter()
+fn finish(plan: &Plan, assessment: &Assessment, outcomes: &[Outcome]) -> anyhow::Result<u8> {
+    let failed = (plan.steps.iter().zip(&assessment.steps))
         .zip(outcomes)
         .find_map(|(step, outcome)| match outcome {
             Outcome::Failed(failure) => Some((step, failure)),
             _ => None,
         });
-    let Some((step, failure)) = failed else {
+    let Some(((step, state), failure)) = failed else {
         return Ok(0);
     };
     if (step.output == Output::Raw || step.interactive) && failure.kind == Kind::StepFailed {
@@ -210,7 +221,7 @@ fn finish(plan: &Plan, outcomes: &[Outcome]) -> anyhow::Result<u8> {
         return Err(error.into());
     }
     let mut error = Error::new(failure.kind, failure.message.clone())
-        .note(format!("command: {}", command_line(&step.argv)));
+        .note(format!("command: {}", command_line(step.run_argv(state))));
     if !failure.tail.is_empty() {
         error = error.note(format!(
             "last lines of its output:\n      {}",
@@ -265,11 +276,9 @@ fn tls_note(plan: &Plan) -> String {
 
 /// Marks the steps that make state and must therefore run under the instance lock: every step
 /// with a `done` or an archive that runs, and everything those need.
-fn stateful_closure(plan: &Plan) -> Vec<bool> {
-    let mut marked: Vec<bool> = plan
-        .steps
-        .iter()
-        .map(|s| (s.done.is_some() || s.archive.is_some()) && s.status == Status::Run)
+fn stateful_closure(plan: &Plan, assessment: &Assessment) -> Vec<bool> {
+    let mut marked: Vec<bool> = (plan.steps.iter().zip(&assessment.steps))
+        .map(|(s, state)| (s.done.is_some() || s.archive.is_some()) && state.status == Status::Run)
         .collect();
     for index in (0..plan.steps.len()).rev() {
         if marked[index] {
@@ -279,55 +288,4 @@ fn stateful_closure(plan: &Plan) -> Vec<bool> {
         }
     }
     marked
-}
-
-/// The container a `docker run`/`create` argv names with `--name`, if any.
-fn container_name(argv: &[String]) -> Option<String> {
-    let args = &argv[docker_head_len(argv)..];
-    let sub = args.first()?.as_str();
-    let creates = matches!(sub, "run" | "create")
-        || (sub == "container"
-            && matches!(args.get(1).map(String::as_str), Some("run" | "create")));
-    if !creates {
-        return None;
-    }
-    let mut iter = args.iter();
-    while let Some(arg) = iter.next() {
-        if arg == "--name" {
-            return iter.next().cloned();
-        }
-        if let Some(name) = arg.strip_prefix("--name=") {
-            return Some(name.to_owned());
-        }
-    }
-    None
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn finds_container_names() {
-        let argv = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-        assert_eq!(
-            container_name(&argv(&["docker", "run", "--rm", "--name", "x", "img"])),
-            Some("x".into())
-        );
-        assert_eq!(
-            container_name(&argv(&[
-                "docker",
-                "--context",
-                "c",
-                "run",
-                "--name=y",
-                "img"
-            ])),
-            Some("y".into())
-        );
-        assert_eq!(
-            container_name(&argv(&["docker", "build", "--name=y"])),
-            None
-        );
-    }
 }

@@ -102,8 +102,13 @@ pub(super) struct Ended {
 
 /// Runs the step's argv with the output handling its `output` and `interactive` ask for;
 /// `collect` keeps what a report needs.
-pub(super) fn run_main(step: &Step, pids: &Running, collect: bool) -> Result<Ended, Failure> {
-    let exact = step.os_argv();
+/// (`exact`: the argv exactly as it runs.)
+pub(super) fn run_main(
+    step: &Step,
+    exact: Vec<std::ffi::OsString>,
+    pids: &Running,
+    collect: bool,
+) -> Result<Ended, Failure> {
     let command = duct::cmd(&exact[0], &exact[1..]).unchecked();
     if step.interactive {
         let handle = command

@@ -4,10 +4,8 @@
 use std::net::{TcpStream, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
-use super::dispatch::Running;
 use super::output::{failure, last_lines};
 use crate::docker;
-use crate::docker::docker_head_len;
 use crate::error::Kind;
 use crate::mode::Ready;
 use crate::outcome::Failure;
@@ -17,23 +15,21 @@ use crate::plan::Step;
 /// is up, long enough not to load the engine.
 pub(super) const POLL: Duration = Duration::from_millis(200);
 
-pub fn wait(step: &Step, ready: &Ready, _pids: &Running) -> Result<(), Failure> {
-    let head_len = docker_head_len(&step.argv);
-    if let Some(service) = crate::swarm::service_name(&step.argv[head_len..])
-        .or_else(|| update_target(&step.argv[head_len..]))
-    {
-        return service_ready(step, ready, &service);
+/// Waits until the service or container `step` started is ready (`head`: the plan's docker
+/// head).
+pub fn wait(head: &[String], step: &Step, ready: &Ready) -> Result<(), Failure> {
+    if let Some(service) = &step.facts.service {
+        return service_ready(head, step, ready, service);
     }
-    let Some(name) = super::container_name(&step.argv) else {
+    let Some(name) = step.facts.container.clone() else {
         return Ok(());
     };
-    let head = step.argv[..docker_head_len(&step.argv)].to_vec();
     // Mode files bound the timeout to a day; a plan built otherwise must not overflow.
     let timeout = Duration::from_secs(ready.timeout.min(crate::mode::MAX_READY_TIMEOUT));
     let deadline = Instant::now() + timeout;
     let mut exec_works = true;
     loop {
-        let mut inspect = head.clone();
+        let mut inspect = head.to_vec();
         inspect.extend([
             "inspect".into(),
             "--format".into(),
@@ -49,13 +45,13 @@ pub fn wait(step: &Step, ready: &Ready, _pids: &Running) -> Result<(), Failure> 
         if state != "running 0" {
             return Err(not_ready(
                 step,
-                &head,
+                head,
                 &name,
                 &format!("the daemon exited ({state})"),
             ));
         }
         let command_ok = ready.command.is_empty()
-            || command_answers(step, &head, (&name, image), &ready.command, &mut exec_works);
+            || command_answers(step, head, (&name, image), &ready.command, &mut exec_works);
         let tcp_ok = ready
             .tcp
             .as_ref()
@@ -66,7 +62,7 @@ pub fn wait(step: &Step, ready: &Ready, _pids: &Running) -> Result<(), Failure> 
         if Instant::now() >= deadline {
             return Err(not_ready(
                 step,
-                &head,
+                head,
                 &name,
                 &format!("it did not become ready within {} s", ready.timeout),
             ));
@@ -97,21 +93,13 @@ fn unanswered(step: &Step, error: &anyhow::Error) -> Failure {
     )
 }
 
-/// The service a `service update` argv (after the docker head) updates: its last argument.
-fn update_target(args: &[String]) -> Option<String> {
-    (args.first()? == "service" && args.get(1)? == "update")
-        .then(|| args.last().cloned())
-        .flatten()
-}
-
 /// A service is ready once it runs all its replicas and no rolling update is under way
 /// (and `tcp`, when given, answers). `command` is not run: a task may be on any node.
-fn service_ready(step: &Step, ready: &Ready, name: &str) -> Result<(), Failure> {
-    let head = step.argv[..docker_head_len(&step.argv)].to_vec();
+fn service_ready(head: &[String], step: &Step, ready: &Ready, name: &str) -> Result<(), Failure> {
     let timeout = Duration::from_secs(ready.timeout.min(crate::mode::MAX_READY_TIMEOUT));
     let deadline = Instant::now() + timeout;
     loop {
-        let state = crate::swarm::service_ready(&head, name);
+        let state = crate::swarm::service_ready(head, name);
         if let Some(e) = docker::no_answer() {
             return Err(unanswered(step, &e));
         }
@@ -125,7 +113,7 @@ fn service_ready(step: &Step, ready: &Ready, name: &str) -> Result<(), Failure> 
             Err(why) => why,
         };
         if Instant::now() >= deadline {
-            let mut ps = head.clone();
+            let mut ps = head.to_vec();
             ps.extend(
                 ["service", "ps", "--no-trunc", name]
                     .iter()
@@ -180,12 +168,7 @@ fn command_answers(
     let mut run = head.to_vec();
     run.extend(["run".into(), "--rm".into()]);
     // The daemon's own labels, so a check interrupted half-way is found like the daemon.
-    run.extend(
-        step.argv
-            .iter()
-            .filter(|a| a.starts_with("--label=") && !a.contains(".fingerprint="))
-            .cloned(),
-    );
+    run.extend(step.facts.labels.iter().cloned());
     run.extend([
         format!("--network=container:{name}"),
         format!("--volumes-from={name}"),

@@ -4,7 +4,7 @@
 //! the dispatcher carries them out, and tests drive them step by step.
 
 use super::walk::{Lane, Walker};
-use crate::plan::{Status, Step};
+use crate::plan::{Status, Step, StepState};
 
 /// One decision, in plan order among those possible at the moment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,8 +28,8 @@ pub(super) struct Schedule<'a> {
 }
 
 /// Where a step waits once its needs succeeded.
-pub(super) fn lane_of(step: &Step) -> Lane {
-    if step.status == Status::Skip {
+pub(super) fn lane_of(step: &Step, state: &StepState) -> Lane {
+    if state.status == Status::Skip {
         Lane::Settle
     } else if step.interactive {
         Lane::Alone

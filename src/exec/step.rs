@@ -9,35 +9,35 @@ use super::output::{failure, last_lines, run_captured, run_main, Ended};
 use super::ready;
 use crate::archive::ArchivePlan;
 use crate::docker;
-use crate::docker::docker_head_len;
 use crate::error::{Error, Kind};
 use crate::mode::Output;
 use crate::outcome::{parse_cases, Failure, Reported};
-use crate::plan::Step;
+use crate::plan::{Plan, Step, StepState};
 
 /// Runs one step: its `before` commands, its argv, its readiness check, then its `after`
 /// commands (which record it as done, so they run only after everything else succeeded).
 pub(super) fn run_step(
-    step: &Step,
+    plan: &Plan,
+    (step, state): (&Step, &StepState),
     pids: &Running,
-    plan_names: (&str, &str, &str),
     collect: bool,
 ) -> Result<Reported, Failure> {
+    let head = plan.docker_head.as_slice();
     if let Some(archive) = &step.archive {
-        return run_archive(step, archive, plan_names);
+        let names = (&*plan.language, &*plan.variant, &*plan.instance);
+        return run_archive(head, step, archive, names);
     }
-    for before in &step.before {
+    for before in step.before_in(state) {
         run_captured(step, before, pids)?;
     }
-    if let Some(job) = &step.job_service {
-        return run_job(step, job, pids, collect);
+    if let Some(job) = &step.facts.job_service {
+        return run_job(head, step, job, pids, collect);
     }
-    let ended = run_main(step, pids, collect)?;
+    let ended = run_main(step, step.os_argv(state), pids, collect)?;
     if ended.code != Some(0) {
-        return exited(step, ended);
+        return exited(head, (step, state), ended);
     }
     if let Some(target) = &step.writes_lock {
-        let head = &step.argv[..docker_head_len(&step.argv)];
         crate::lock::write(target, head, &String::from_utf8_lossy(&ended.captured))
             .map_err(|e| own_failure(step, &e))?;
         crate::console::announce(&step.id, &format!("wrote {}", target.file.display()));
@@ -46,36 +46,34 @@ pub(super) fn run_step(
         cases: parse_cases(&ended.stdout),
         documents: ended.documents,
     };
-    services_gone(step)?;
+    services_gone(head, step, &step.facts.removed_services)?;
     if let Some(ready) = &step.ready {
-        ready::wait(step, ready, pids)?;
+        ready::wait(head, step, ready)?;
     }
     if let Some(done) = step
         .done
         .as_ref()
         .filter(|d| d.kind == crate::mode::DoneKind::Container)
     {
-        let ports = published(step, &done.name);
+        let ports = published(head, &done.name);
         crate::console::announce(&step.id, &format!("started {}{ports}", done.name));
     }
-    for after in &step.after {
-        run_captured(step, &with_tree(after, ended.tree.as_deref()), pids)?;
+    for (index, after) in step.after.iter().enumerate() {
+        match ended.tree.as_deref() {
+            Some(tree) if step.facts.stamp_record == Some(index) => {
+                run_captured(step, &with_tree(after, tree), pids)?
+            }
+            _ => run_captured(step, after, pids)?,
+        }
     }
     Ok(reported)
 }
 
-/// The stamp's `volume create` with the installed tree's digest as one more label, when the
-/// step reported one; every other command as it is.
-fn with_tree(argv: &[String], tree: Option<&str>) -> Vec<String> {
-    let stamp = format!("--label={}.stamp=1", crate::names::LABEL_PREFIX);
-    let head = docker_head_len(argv);
-    let creates_stamp = argv[head..].starts_with(&["volume".to_owned(), "create".to_owned()])
-        && argv.contains(&stamp);
-    let mut argv = argv.to_vec();
-    if let (Some(tree), true) = (tree, creates_stamp) {
-        let name = argv.len() - 1;
-        argv.insert(name, format!("--label={}={tree}", crate::names::TREE_LABEL));
-    }
+/// The stamp's `volume create` with the installed tree's digest as one more label.
+fn with_tree(create: &[String], tree: &str) -> Vec<String> {
+    let mut argv = create.to_vec();
+    let name = argv.len().saturating_sub(1);
+    argv.insert(name, format!("--label={}={tree}", crate::names::TREE_LABEL));
     argv
 }
 
@@ -98,18 +96,19 @@ fn own_failure(step: &Step, e: &anyhow::Error) -> Failure {
 
 /// A backup or restore, run in-process; its own error kind (a refused restore, say) is kept.
 fn run_archive(
+    head: &[String],
     step: &Step,
     archive: &ArchivePlan,
     plan_names: (&str, &str, &str),
 ) -> Result<Reported, Failure> {
-    crate::backup::run(step, archive, plan_names)
+    crate::backup::run(head, step, archive, plan_names)
         .map(|()| Reported::default())
         .map_err(|e| own_failure(step, &e))
 }
 
 /// What a step's argv that did not exit with 0 means: mostly a failure, but a service removed
 /// already is success, and a missing service or container is "not running".
-fn exited(step: &Step, ended: Ended) -> Result<Reported, Failure> {
+fn exited(head: &[String], (step, state): (&Step, &StepState), ended: Ended) -> Result<Reported, Failure> {
     let Ended {
         code,
         tail,
@@ -125,7 +124,7 @@ fn exited(step: &Step, ended: Ended) -> Result<Reported, Failure> {
     let tail_text = tail.join("\n");
     // A job's own stderr may say anything; only docker's own messages are classified.
     let is_job = step.output == Output::Raw || step.interactive;
-    let (kind, message) = classify_exit(step, code, &tail_text, is_job);
+    let (kind, message) = classify_exit((head, step, state), code, &tail_text, is_job);
     if let Some(name) = docker::no_such_service(&tail_text).filter(|_| !is_job) {
         return Err(failure(
             Kind::NotRunning,
@@ -134,9 +133,7 @@ fn exited(step: &Step, ended: Ended) -> Result<Reported, Failure> {
             Vec::new(),
         ));
     }
-    let head = docker_head_len(&step.argv);
-    let removed = crate::swarm::removed_services(&step.argv[head..]);
-    if !removed.is_empty() && crate::swarm::only_not_found(&tail_text) {
+    if !step.facts.removed_services.is_empty() && crate::swarm::only_not_found(&tail_text) {
         // Like `rm --force`: a service that is not there is removed already.
         return Ok(reported);
     }
@@ -166,11 +163,15 @@ fn exited(step: &Step, ended: Ended) -> Result<Reported, Failure> {
 }
 
 /// The kind and message of a failed argv, from its exit code and the tail of its output.
-fn classify_exit(step: &Step, code: Option<i32>, tail_text: &str, is_job: bool) -> (Kind, String) {
+fn classify_exit(
+    (head, step, state): (&[String], &Step, &StepState),
+    code: Option<i32>,
+    tail_text: &str,
+    is_job: bool,
+) -> (Kind, String) {
     let mut kind = docker::classify(tail_text).unwrap_or(Kind::StepFailed);
     if is_job && kind != Kind::StepFailed {
         // The job may print anything; only an engine that really does not answer counts.
-        let head = &step.argv[..docker_head_len(&step.argv)];
         if kind != Kind::EngineUnreachable || docker::engine_answers(head) {
             kind = Kind::StepFailed;
         }
@@ -182,10 +183,7 @@ fn classify_exit(step: &Step, code: Option<i32>, tail_text: &str, is_job: bool) 
         Some(code) => format!("step `{}` failed with exit code {code}", step.id),
         None => format!("step `{}` was killed by a signal", step.id),
     };
-    if kind == Kind::StepFailed
-        && !step.uses_images.is_empty()
-        && step.reason.contains("not present locally")
-    {
+    if kind == Kind::StepFailed && !state.missing_images.is_empty() {
         let message = format!(
             "step `{}` failed, and {} is not present in the engine and could not be pulled",
             step.id,
@@ -198,15 +196,13 @@ fn classify_exit(step: &Step, code: Option<i32>, tail_text: &str, is_job: bool) 
 
 /// After a `service rm`, waits until swarm removed the tasks' containers: a stopped daemon is
 /// gone, and its volumes can be removed by the next step.
-fn services_gone(step: &Step) -> Result<(), Failure> {
-    let head = docker_head_len(&step.argv);
-    let removed = crate::swarm::removed_services(&step.argv[head..]);
+fn services_gone(head: &[String], step: &Step, removed: &[String]) -> Result<(), Failure> {
     if removed.is_empty() {
         return Ok(());
     }
     crate::swarm::clear_removed(
-        &step.argv[..head],
-        &removed,
+        head,
+        removed,
         ready::POLL,
         Duration::from_secs(60),
     )
@@ -223,30 +219,27 @@ fn services_gone(step: &Step) -> Result<(), Failure> {
 /// A job service: created, waited for, its output shown (the step's first `after` command,
 /// `service logs`), removed (the others), and its tasks' exit code passed on like a `docker run`
 /// of `single` would.
-fn run_job(step: &Step, name: &str, pids: &Running, collect: bool) -> Result<Reported, Failure> {
+fn run_job(
+    head: &[String],
+    step: &Step,
+    name: &str,
+    pids: &Running,
+    collect: bool,
+) -> Result<Reported, Failure> {
     run_captured(step, &step.argv, pids)?;
-    let head = &step.argv[..docker_head_len(&step.argv)];
     let ended = crate::swarm::wait_for_job(head, name, ready::POLL);
     let shown = match (&ended, step.after.first()) {
         (Ok(_), Some(logs)) => {
-            let mut show = step.clone();
-            show.argv = logs.clone();
-            show.raw_args.clear();
-            run_main(&show, pids, collect)
+            let logs = logs.iter().map(std::ffi::OsString::from).collect();
+            run_main(step, logs, pids, collect)
         }
         _ => Ok(Ended::default()),
     };
-    let removed: Result<Vec<()>, Failure> = step
-        .after
-        .iter()
-        .skip(1)
-        .map(|argv| {
-            run_captured(step, argv, pids)?;
-            let mut shown = step.clone();
-            shown.argv = argv.clone();
-            services_gone(&shown)
-        })
+    let removed: Result<Vec<()>, Failure> = (step.after.iter().skip(1))
+        .map(|argv| run_captured(step, argv, pids))
         .collect();
+    // The last of them removed the job's service: its tasks' containers go next.
+    let removed = removed.and_then(|_| services_gone(head, step, &[name.to_owned()]));
     let end = ended.map_err(|e| {
         failure(
             Kind::StepFailed,
@@ -287,8 +280,8 @@ fn run_job(step: &Step, name: &str, pids: &Running, collect: bool) -> Result<Rep
 }
 
 /// `, publishing …` with the addresses docker published the container's ports on, if any.
-fn published(step: &Step, container: &str) -> String {
-    let mut argv = step.argv[..docker_head_len(&step.argv)].to_vec();
+fn published(head: &[String], container: &str) -> String {
+    let mut argv = head.to_vec();
     argv.extend(["port".to_owned(), container.to_owned()]);
     let ports: Vec<String> = docker::query(&argv)
         .ok()

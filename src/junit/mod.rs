@@ -11,7 +11,7 @@ use std::path::Path;
 
 use crate::error::{Error, Kind};
 use crate::outcome::{CaseEnd, Document, Outcome, Reported, Run};
-use crate::plan::Plan;
+use crate::plan::{Assessment, Plan};
 
 fn escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
@@ -66,14 +66,19 @@ struct Suite {
 /// The name of the case that stands for a test runner's report that could not be read.
 const REPORT_CASE: &str = "test report";
 
-fn suites_of(plan: &Plan, outcomes: &[Outcome], total_seconds: f64) -> Vec<Suite> {
+fn suites_of(
+    (plan, assessment): (&Plan, &Assessment),
+    outcomes: &[Outcome],
+    total_seconds: f64,
+) -> Vec<Suite> {
     // Step ids already name their mode (`init.image`), so the class stops at the variant and a
     // report line reads host_container.python.minimal.init.image, each word once.
     let classname = format!("host_container.{}.{}", plan.language, plan.variant);
     let mut cases = Vec::new();
     let mut suites = Vec::new();
-    for (step, outcome) in plan.steps.iter().zip(outcomes) {
-        let (case, reported) = step_case(step, outcome, &classname);
+    let steps = plan.steps.iter().zip(&assessment.steps);
+    for ((step, state), outcome) in steps.zip(outcomes) {
+        let (case, reported) = step_case((step, state), outcome, &classname);
         cases.push(case);
         let Some(reported) = reported else {
             continue;
@@ -117,13 +122,13 @@ fn suites_of(plan: &Plan, outcomes: &[Outcome], total_seconds: f64) -> Vec<Suite
 
 /// The case of a step itself, and what its output reported when it ran.
 fn step_case<'a>(
-    step: &crate::plan::Step,
+    (step, state): (&crate::plan::Step, &crate::plan::StepState),
     outcome: &'a Outcome,
     classname: &str,
 ) -> (TestCase, Option<&'a Reported>) {
     let (seconds, result, reported) = match outcome {
         Outcome::Succeeded { seconds, reported } => (*seconds, CaseResult::Passed, Some(reported)),
-        Outcome::Skipped => (0.0, CaseResult::UpToDate(step.reason.clone()), None),
+        Outcome::Skipped => (0.0, CaseResult::UpToDate(state.reason.clone()), None),
         Outcome::Blocked(why) => (0.0, CaseResult::Skipped(format!("not run: {why}")), None),
         Outcome::Failed(failure) => (
             failure.seconds,
@@ -199,8 +204,9 @@ fn counts<'a>(cases: impl Iterator<Item = &'a TestCase>, seconds: Option<f64>) -
     )
 }
 
-pub fn render(plan: &Plan, outcomes: &[Outcome], total_seconds: f64) -> String {
-    let suites = suites_of(plan, outcomes, total_seconds);
+pub fn render(run: &Run) -> String {
+    let suites = suites_of((&run.plan, &run.assessment), &run.outcomes, run.seconds);
+    let total_seconds = run.seconds;
     let all = suites.iter().flat_map(|s| &s.cases);
     let mut out = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
     let _ = writeln!(
@@ -297,7 +303,7 @@ pub fn check_writable(path: &Path) -> anyhow::Result<()> {
 
 /// Writes the report of a finished run.
 pub fn write(path: &Path, run: &Run) -> anyhow::Result<()> {
-    fs::write(path, render(&run.plan, &run.outcomes, run.seconds)).map_err(|e| {
+    fs::write(path, render(run)).map_err(|e| {
         Error::new(
             Kind::Io,
             format!("writing JUnit report {}: {e}", path.display()),

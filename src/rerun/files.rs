@@ -70,7 +70,7 @@ impl Watched {
         for step in &plan.steps {
             let mut paths: Vec<String> = step.inputs.clone();
             paths.extend(step.stdin.as_ref().map(|s| s.tar.clone()));
-            paths.extend(crate::engine::client_paths(&step.argv));
+            paths.extend(step.facts.client_paths.iter().cloned());
             for path in paths.into_iter().map(PathBuf::from) {
                 if path.is_absolute() && !path.starts_with(&cache) && path.exists() {
                     candidates.push((path, None));

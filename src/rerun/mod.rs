@@ -81,7 +81,7 @@ pub fn watch(
         fingerprints: fingerprints(&plan),
         triggered_by: Vec::new(),
         job_writes: Vec::new(),
-        daemon: daemon_step(&plan).and_then(removal),
+        daemon: daemon_step(&plan).and_then(|step| removal(&plan.docker_head, step)),
         baseline: files::Snapshot::new(),
     };
     session.baseline = session.watched.snapshot();
@@ -117,10 +117,15 @@ impl Session<'_> {
                 crate::error::report(&e);
             }
         }
-        let daemon = ran.as_ref().and_then(|run| daemon_step(&run.plan));
+        let daemon = ran.as_ref().and_then(|run| {
+            let step = daemon_step(&run.plan)?;
+            let index = run.plan.steps.iter().position(|s| s.id == step.id)?;
+            let skipped = run.assessment.steps[index].status == Status::Skip;
+            skipped.then_some((run.plan.docker_head.as_slice(), step))
+        });
         if restart && matches!(result, Ok(0)) {
-            if let Some(step) = daemon.filter(|s| s.status == Status::Skip) {
-                result = self.restart(step).map(|()| 0);
+            if let Some((head, step)) = daemon {
+                result = self.restart(head, step).map(|()| 0);
             }
         }
         let took = started.elapsed();
@@ -294,8 +299,7 @@ impl Session<'_> {
 
     /// `docker restart` (a service: `service update --force`) of a daemon that is up to date,
     /// then its readiness check; Ctrl-C meanwhile ends the session at once.
-    fn restart(&self, step: &Step) -> anyhow::Result<()> {
-        let head = &step.argv[..crate::docker::docker_head_len(&step.argv)];
+    fn restart(&self, head: &[String], step: &Step) -> anyhow::Result<()> {
         let Some(done) = &step.done else {
             return Ok(());
         };
@@ -309,13 +313,13 @@ impl Session<'_> {
         announce(&step.id, "restarting, then waiting until it is ready");
         let (send, answer) = std::sync::mpsc::channel();
         let step = step.clone();
+        let head = head.to_vec();
         std::thread::spawn(move || {
             let result = crate::docker::capture(&argv).map(|_| ()).and_then(|()| {
                 let Some(ready) = &step.ready else {
                     return Ok(());
                 };
-                let pids = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-                exec::ready::wait(&step, ready, &pids).map_err(|failure| {
+                exec::ready::wait(&head, &step, ready).map_err(|failure| {
                     anyhow::Error::from(Error::new(failure.kind, failure.message))
                 })
             });
@@ -386,9 +390,9 @@ impl Session<'_> {
 
 /// The command that removes the daemon `step` starts: `rm --force` of its container, or
 /// `service rm` of its service.
-fn removal(step: &Step) -> Option<Vec<String>> {
+fn removal(head: &[String], step: &Step) -> Option<Vec<String>> {
     let done = step.done.as_ref()?;
-    let mut argv = step.argv[..crate::docker::docker_head_len(&step.argv)].to_vec();
+    let mut argv = head.to_vec();
     match done.kind {
         DoneKind::Service => argv.extend(["service", "rm"].map(String::from)),
         _ => argv.extend(["rm", "--force"].map(String::from)),
@@ -428,8 +432,7 @@ fn is_mode_file(path: &Path) -> bool {
 /// Whether a step bind-mounts a watched client path: then the job may write the files itself.
 fn writes_watched_files(plan: &Plan, watched: &Watched) -> bool {
     plan.steps.iter().any(|step| {
-        crate::engine::client_paths(&step.argv)
-            .iter()
+        (step.facts.client_paths.iter())
             .any(|source| {
                 let source = Path::new(source);
                 (watched.roots.iter())

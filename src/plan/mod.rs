@@ -8,6 +8,8 @@ use std::sync::Arc;
 use schemars::JsonSchema;
 use serde::Serialize;
 
+pub mod json;
+
 use crate::archive::ArchivePlan;
 use crate::mode::{self, DoneKind, Output, Ready};
 
@@ -45,9 +47,6 @@ fn shared_str<S: serde::Serializer>(text: &Arc<str>, serializer: S) -> Result<S:
     serializer.serialize_str(text)
 }
 
-fn shared_strs<S: serde::Serializer>(texts: &[Arc<str>], serializer: S) -> Result<S::Ok, S::Error> {
-    serializer.collect_seq(texts.iter().map(|text| &**text))
-}
 
 /// The object that makes a step done, rendered.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema)]
@@ -58,98 +57,95 @@ pub struct DoneObject {
     pub fingerprint: String,
 }
 
-// Rarely used parts (`ready`, `archive`) are boxed: a plan of 10,000 steps holds this struct
-// 10,000 times. (Not a doc comment: those become the schema's descriptions.)
-/// One docker invocation of the plan.
-#[derive(Debug, Clone, Serialize, JsonSchema)]
+/// One docker invocation of the plan, as the compiler made it: nothing changes it afterwards
+/// (what the engine holds is the step's `StepState`). Rarely used parts (`ready`, `archive`) are
+/// boxed: a plan of 10,000 steps holds this struct 10,000 times. Its JSON form is `json::Step`.
+#[derive(Debug, Clone)]
 pub struct Step {
     /// `mode.step`, unique in the plan.
     pub id: String,
     pub mode: String,
     pub description: String,
-    // Shared: in 4 chained modes of 1,500 steps each step lists the 1,500 of the mode before,
-    // and a `String` each was 270 MB. (Not a doc comment: those become the schema's words.)
-    /// Ids of the steps that finish before this one starts.
-    #[serde(serialize_with = "shared_strs")]
-    #[schemars(with = "Vec<String>")]
+    /// Ids of the steps that finish before this one starts. Shared: in 4 chained modes of 1,500
+    /// steps each step lists the 1,500 of the mode before, and a `String` each was 270 MB.
     pub needs: Vec<Arc<str>>,
-    /// The full command line; the first element is the docker program.
+    /// The full command line; the first element is the docker program. For a `done: {service}`
+    /// step, its `service create` (the probe may run a `service update` instead).
     pub argv: Vec<String>,
-    pub status: Status,
-    /// Why the step runs, is skipped, or is unknown.
-    pub reason: String,
     pub source: Source,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub done: Option<DoneObject>,
     /// A digest of the rendered argv, the inputs' content and the needed steps' fingerprints;
     /// with `done`, it decides whether the step is stale, and the JSON shows it as
     /// `done.fingerprint` (a CI cache can be keyed on it).
-    #[serde(skip)]
     pub fingerprint: String,
-    /// Commands run before `argv` (removing a stale container it replaces).
+    /// Commands run before `argv` (a stamp's "not finished" mark); the probe may add its own
+    /// (`StepState::removals`).
     pub before: Vec<Vec<String>>,
     /// Commands run after `argv` succeeded (recording a stamp).
     pub after: Vec<Vec<String>>,
     pub interactive: bool,
     pub output: Output,
     pub uses_images: Vec<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub ready: Option<Box<Ready>>,
     /// A built-in backup or restore of one volume, run through the commands shown.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub archive: Option<Box<ArchivePlan>>,
-    /// `before` commands that come from the mode file rather than from the probe.
-    #[serde(skip)]
-    pub planned_before: Vec<Vec<String>>,
-    /// A `done: {service}` step's `service create` argv as planned: the probe may turn `argv`
-    /// into the `service update` of an existing service, and a later probe starts from this.
-    #[serde(skip)]
-    pub create_argv: Vec<String>,
-    /// The swarm service the step runs as a job (created, waited for, its logs shown, its
-    /// exit code passed on, removed), set by the compiler.
-    #[serde(skip)]
-    pub job_service: Option<String>,
+    /// What the step's docker command names, read once by the compiler from the argv it made.
+    pub facts: Facts,
     /// A question asked before the step runs (answered by `--yes`).
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub confirm: Option<String>,
     /// Input files and directories that fed the fingerprint.
     pub inputs: Vec<String>,
     /// What the command reads on stdin, streamed from this machine.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub stdin: Option<mode::StdinSpec>,
     /// The Dockerfile a build reads on stdin (`--file=-`): its own with the labels in one
     /// instruction, so that they add no build steps.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub dockerfile: Option<Box<GeneratedDockerfile>>,
     /// The lock file the step's output becomes (`writes_lock`).
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub writes_lock: Option<Box<crate::lock::Target>>,
     /// Runs even when done (its mode was requested and is declared `force`).
-    #[serde(skip)]
     pub forced: bool,
     /// Positions in `Plan::steps` of `needs`.
-    #[serde(skip)]
     pub need_indexes: Vec<usize>,
     /// Arguments of `argv` (by position) that are COMMAND arguments which are not UTF-8: `argv`
     /// shows them as text, these are the exact bytes that run.
-    #[serde(skip)]
     pub raw_args: Vec<(usize, OsString)>,
     /// What a step with `done` records with its state, to say later what changed.
-    #[serde(skip)]
     pub record: crate::record::Record,
     /// Text in the argv that is masked in the record: input paths (content-addressed merged
     /// layers) and the objects of needed steps, whose changes the record names otherwise.
-    #[serde(skip)]
     pub record_masks: Vec<(String, String)>,
-    /// When it runs: whether the steps that need it must run too. A step that runs only
-    /// because its object is missing, with an unchanged fingerprint, makes an equivalent object
-    /// and does not (the CI cache cut-off).
-    #[serde(skip)]
-    pub invalidates: bool,
     /// From the mode file: whether this step running again can make the steps that need it
     /// stale (see `mode::StepSpec::propagates`).
-    #[serde(skip)]
     pub propagates: bool,
+}
+
+/// What a step's docker command creates, removes and mounts: set once at compile time, so that
+/// no module after the compiler reads it back out of the argv.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Facts {
+    /// The container a `run`/`create` names with `--name` (removed when the run is stopped; a
+    /// `ready` command runs in it).
+    pub container: Option<String>,
+    /// The swarm service a `service create` makes (or, after the probe, updates).
+    pub service: Option<String>,
+    /// The swarm service the step runs as a job (created, waited for, its logs shown, its
+    /// exit code passed on, removed).
+    pub job_service: Option<String>,
+    /// The services a `service rm` removes (waited for until they are gone).
+    pub removed_services: Vec<String>,
+    /// The operands of `rm`, `container rm`, `volume rm`, `image rm`, `service rm` and `rmi`:
+    /// probed, so that a step never removes another instance's object.
+    pub removes: Vec<String>,
+    /// The named volumes a service's tasks mount, unless they are pinned to the manager.
+    pub service_volumes: Vec<String>,
+    /// The paths of this machine the command bind-mounts.
+    pub client_paths: Vec<String>,
+    /// Where in `after` a stamp step's record is made (its `volume create` with the step's
+    /// labels), which gets the installed tree's digest as one more label.
+    pub stamp_record: Option<usize>,
+    /// The `--label=` arguments the command gives what it creates, but its fingerprint: a
+    /// readiness check's throw-away container carries them, so an interrupted one is found.
+    pub labels: Vec<String>,
 }
 
 /// A build's Dockerfile with the instance's and the step's labels in one `LABEL` instruction:
@@ -164,9 +160,37 @@ pub struct GeneratedDockerfile {
     pub text: String,
 }
 
+impl Plan {
+    /// The part of a command of this plan after the docker head: its subcommand and arguments.
+    pub fn args_of<'a>(&self, argv: &'a [String]) -> &'a [String] {
+        argv.get(self.docker_head.len()..).unwrap_or_default()
+    }
+
+    /// A docker command of this plan: the head, then `rest`.
+    pub fn command(&self, rest: &[&str]) -> Vec<String> {
+        let mut argv = self.docker_head.clone();
+        argv.extend(rest.iter().map(|word| (*word).to_owned()));
+        argv
+    }
+}
+
 impl Step {
-    /// The argv exactly as it runs.
-    pub fn os_argv(&self) -> Vec<OsString> {
+    /// The argv that runs in `state`: the step's own, or the probe's `service update`.
+    pub fn run_argv<'a>(&'a self, state: &'a StepState) -> &'a [String] {
+        state.update.as_deref().unwrap_or(&self.argv)
+    }
+
+    /// The commands that run before the argv in `state`: the step's own, then the probe's.
+    pub fn before_in<'a>(&'a self, state: &'a StepState) -> impl Iterator<Item = &'a Vec<String>> {
+        self.before.iter().chain(&state.removals)
+    }
+
+    /// The argv exactly as it runs in `state`.
+    pub fn os_argv(&self, state: &StepState) -> Vec<OsString> {
+        if let Some(update) = &state.update {
+            // Non-UTF-8 COMMAND bytes sit at positions of the create argv only.
+            return update.iter().map(OsString::from).collect();
+        }
         let mut argv: Vec<OsString> = self.argv.iter().map(OsString::from).collect();
         for (index, raw) in &self.raw_args {
             if let Some(arg) = argv.get_mut(*index) {
@@ -183,6 +207,10 @@ pub struct ModeDecision {
     pub name: String,
     pub included: bool,
     pub reason: String,
+    /// The `when` that brought the mode in, in words: the console says it as the mode's steps
+    /// start.
+    #[serde(skip)]
+    pub condition: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub source: Option<Source>,
 }
@@ -194,27 +222,78 @@ pub struct ExcludedStep {
     pub reason: String,
 }
 
-/// The compiled plan: what `--plan` prints and what the executor runs.
-#[derive(Debug, Clone, Serialize, JsonSchema)]
+/// The compiled plan: what `--plan` prints and what the executor runs. Nothing changes it after
+/// the compiler: what the engine holds is its `Assessment`, and `json::Plan` is the two together.
+#[derive(Debug, Clone)]
 pub struct Plan {
-    /// The version of this JSON form.
     pub version: u32,
     pub language: String,
     pub variant: String,
     pub mode: String,
     pub instance: String,
-    /// How the steps' state was learned: `offline`, `probed`, or `unknown: <why>`.
-    pub state: String,
     pub modes: Vec<ModeDecision>,
     /// In execution order.
     pub steps: Vec<Step>,
     pub excluded_steps: Vec<ExcludedStep>,
     /// Inside a project: where it is and how it reaches the containers.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub project: Option<ProjectNote>,
+    /// The docker program and its global options: the head of every argv of the plan.
+    pub docker_head: Vec<String>,
     /// Docker or Podman, rootful or rootless, as probed (or assumed with `--offline`).
     pub engine: crate::engine_kind::EngineKind,
-    /// How many steps run, are up to date, or are unknown.
+}
+
+/// What is known of one step: decided by `state` from what the engine holds (or, without it,
+/// from the plan alone), beside the compiled step it describes. Print and exec read the two
+/// together.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StepState {
+    pub status: Status,
+    /// Why the step runs, is skipped, or is unknown.
+    pub reason: String,
+    /// The images the step uses that the engine does not hold: docker will try to pull them.
+    pub missing_images: Vec<String>,
+    /// Commands the probe adds after the step's own `before`: removing a stale container.
+    pub removals: Vec<Vec<String>>,
+    /// Runs even when done: its mode was requested and is declared `force` (not under
+    /// `--check`, which asks whether it is up to date).
+    pub forced: bool,
+    /// The `service update` that brings an existing service to the step's configuration, run
+    /// instead of the step's `service create`.
+    pub update: Option<Vec<String>>,
+    /// When it runs: whether the steps that need it must run too. A step that runs only
+    /// because its object is missing, with an unchanged fingerprint, makes an equivalent object
+    /// and does not (the CI cache cut-off).
+    pub invalidates: bool,
+}
+
+/// How the steps' state was learned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StateSource {
+    /// Not asked (`--offline`).
+    Offline,
+    /// The engine answered.
+    Probed,
+    /// The engine was asked and did not answer: why.
+    Unknown(String),
+}
+
+impl std::fmt::Display for StateSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StateSource::Offline => f.write_str("offline"),
+            StateSource::Probed => f.write_str("probed"),
+            StateSource::Unknown(why) => write!(f, "unknown: {why}"),
+        }
+    }
+}
+
+/// The state of every step of a plan, in the plan's order.
+#[derive(Debug, Clone)]
+pub struct Assessment {
+    pub source: StateSource,
+    /// One per step of the plan, by position.
+    pub steps: Vec<StepState>,
     pub summary: Summary,
 }
 
@@ -263,13 +342,13 @@ pub struct Summary {
 }
 
 impl Summary {
-    pub fn of(steps: &[Step]) -> Summary {
+    pub fn of(steps: &[Step], states: &[StepState]) -> Summary {
         let mut summary = Summary::default();
-        for step in steps {
-            match step.status {
+        for (step, state) in steps.iter().zip(states) {
+            match state.status {
                 Status::Skip => summary.up_to_date += 1,
                 Status::Unknown => summary.unknown += 1,
-                Status::Run if step.done.is_some() || step.forced => summary.to_run += 1,
+                Status::Run if step.done.is_some() || state.forced => summary.to_run += 1,
                 Status::Run => summary.always_run += 1,
             }
         }
@@ -289,53 +368,6 @@ impl std::fmt::Display for Summary {
 
 /// The JSON Schema of `--plan --format json`, as committed in `schemas/plan.schema.json`.
 pub fn schema_json() -> String {
-    let schema = schemars::schema_for!(Plan);
+    let schema = schemars::schema_for!(json::Plan);
     serde_json::to_string_pretty(&schema).expect("a schema always serializes") + "\n"
-}
-
-/// Indexes of all steps that (transitively) need `roots`, including them.
-pub fn dependents(plan: &Plan, roots: &[usize]) -> Vec<bool> {
-    let mut marked = vec![false; plan.steps.len()];
-    for &root in roots {
-        marked[root] = true;
-    }
-    for (index, step) in plan.steps.iter().enumerate() {
-        if step.need_indexes.iter().any(|&n| marked[n]) {
-            marked[index] = true;
-        }
-    }
-    marked
-}
-
-/// Sets each step's status and reason from what is known without the engine.
-pub fn mark_offline(plan: &mut Plan, why: &str) {
-    for step in &mut plan.steps {
-        let (status, reason) = if step.forced {
-            (
-                Status::Run,
-                format!("mode `{}` was requested: runs even when done", step.mode),
-            )
-        } else if let Some(done) = &step.done {
-            (
-                Status::Unknown,
-                format!(
-                    "{why}: whether {} `{}` is up to date is not known",
-                    done.kind, done.name
-                ),
-            )
-        } else {
-            (Status::Run, "no `done` condition: always runs".to_owned())
-        };
-        step.status = status;
-        step.reason = reason;
-    }
-    plan.summary = Summary::of(&plan.steps);
-}
-
-/// Treats every step as not forced: `--check init` asks whether init is up to date, not
-/// whether a requested init would run again.
-pub fn unforce(plan: &mut Plan) {
-    for step in &mut plan.steps {
-        step.forced = false;
-    }
 }
