@@ -1,6 +1,7 @@
 //! The plan: the steps one invocation runs, every string rendered and every argv final, in a
-//! stable topological order. `compile` makes it, `state` marks what is done, and both `print` and
-//! `exec` read this same value, which is what makes the printed plan the executed one.
+//! stable topological order. `compile` makes it and nothing changes it afterwards; `state` makes
+//! the `Assessment` beside it (what is done, and why). `print` and `exec` read the same two
+//! values, which is what makes the printed plan the executed one.
 
 use std::ffi::OsString;
 use std::sync::Arc;
