@@ -15,7 +15,7 @@ use std::time::SystemTime;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::archive::ArchivePlan;
+use crate::archive::{ArchivePlan, SwapCommands};
 use crate::docker;
 use crate::docker::docker_head_len;
 use crate::error::{Error, Kind};
@@ -710,20 +710,11 @@ fn interrupted() -> anyhow::Error {
     .into()
 }
 
-/// The swap commands of a restore step, in order (see `restore_commands`).
-fn swap_commands(step: &Step) -> anyhow::Result<[&Vec<String>; 5]> {
-    match &step.after[..] {
-        [undo, keep, marker, clear, fill] => Ok([undo, keep, marker, clear, fill]),
-        _ => Err(anyhow::anyhow!(
-            "an archive restore step has five swap commands"
-        )),
-    }
-}
-
-/// The label on the swap marker naming the archive being restored, so an interrupted swap
-/// can be finished with the stamps of that archive's manifest.
-fn restoring_label() -> String {
-    format!("{LABEL_PREFIX}.restoring-sha256")
+/// The swap commands of a restore step (the compiler makes them with its other commands).
+fn swap_of(plan: &ArchivePlan) -> anyhow::Result<&SwapCommands> {
+    plan.swap
+        .as_ref()
+        .ok_or_else(|| anyhow::anyhow!("an archive restore step has its swap commands"))
 }
 
 fn restore_volume(
@@ -732,7 +723,7 @@ fn restore_volume(
     head: &[String],
     manifest: &Manifest,
 ) -> anyhow::Result<()> {
-    let [create_undo, keep, create_marker, clear, fill] = swap_commands(step)?;
+    let swap = swap_of(plan)?;
     for before in &step.before {
         checked(before)?;
     }
@@ -759,13 +750,9 @@ fn restore_volume(
         );
         return Err(wrap(e, context));
     }
-    let mut marker = create_marker.clone();
-    marker.insert(
-        marker.len() - 1,
-        format!("--label={}={}", restoring_label(), manifest.sha256),
-    );
-    let kept = checked(create_undo)
-        .and_then(|_| checked(keep))
+    let marker = swap.create_marker_for(&manifest.sha256);
+    let kept = checked(&swap.create_undo)
+        .and_then(|_| checked(&swap.keep))
         .and_then(|_| match crate::interrupt::stopping() {
             true => Err(interrupted()),
             false => checked(&marker),
@@ -775,8 +762,8 @@ fn restore_volume(
         return Err(wrap(e, format!("volume `{}` was not touched", plan.volume)));
     }
     // From here until the marker goes, the volume may be incomplete; signals wait for the end.
-    if let Err(e) = checked(clear).and_then(|_| checked(fill)) {
-        return Err(roll_back(plan, head, clear, fill, e));
+    if let Err(e) = checked(&swap.clear).and_then(|_| checked(&swap.fill)) {
+        return Err(roll_back(plan, swap, head, e));
     }
     write_stamps(head, manifest)?;
     remove_volumes(head, &[&plan.swap_marker]);
@@ -791,25 +778,11 @@ fn restore_volume(
 /// Puts the old content back from the undo copy after a failed swap.
 fn roll_back(
     plan: &ArchivePlan,
+    swap: &SwapCommands,
     head: &[String],
-    clear: &[String],
-    fill: &[String],
     error: anyhow::Error,
 ) -> anyhow::Error {
-    let staging = format!("--volume={}:/staging:ro", plan.staging_volume);
-    let back: Vec<String> = fill
-        .iter()
-        .map(|arg| {
-            if *arg == staging {
-                format!("--volume={}:/staging:ro", plan.undo_volume)
-            } else if let Some(name) = arg.strip_prefix("--name=") {
-                format!("--name={}-back", name.trim_end_matches("-fill"))
-            } else {
-                arg.clone()
-            }
-        })
-        .collect();
-    match checked(clear).and_then(|_| checked(&back)) {
+    match checked(&swap.clear).and_then(|_| checked(&swap.put_back)) {
         Ok(_) => {
             remove_volumes(head, &[&plan.swap_marker]);
             remove_volumes(head, &[&plan.staging_volume, &plan.undo_volume]);
@@ -859,7 +832,7 @@ fn finish_swap(
     instance: (&str, &str, &str),
     found: &crate::inspect::Observed,
 ) -> anyhow::Result<()> {
-    let [_, _, _, clear, fill] = swap_commands(step)?;
+    let swap = swap_of(plan)?;
     let Some(marker) = found.get(&plan.swap_marker) else {
         return Ok(());
     };
@@ -873,10 +846,10 @@ fn finish_swap(
         "[{}] a restore of {} was interrupted while it swapped the content: finishing it from {}",
         step.id, plan.volume, plan.staging_volume
     );
-    checked(clear)
-        .and_then(|_| checked(fill))
+    checked(&swap.clear)
+        .and_then(|_| checked(&swap.fill))
         .map_err(|e| wrap(e, format!("`{}` is still incomplete", plan.volume)))?;
-    let restoring = marker.labels.get(&restoring_label());
+    let restoring = marker.labels.get(&crate::archive::restoring_label());
     match verify(plan, instance) {
         Ok(manifest) if Some(&manifest.sha256) == restoring => write_stamps(head, &manifest)?,
         _ => eprintln!(
