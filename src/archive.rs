@@ -79,7 +79,10 @@ impl SwapCommands {
     pub fn create_marker_for(&self, archive_sha256: &str) -> Vec<String> {
         let mut argv = self.create_marker.clone();
         let name = argv.len().saturating_sub(1);
-        argv.insert(name, format!("--label={}={archive_sha256}", restoring_label()));
+        argv.insert(
+            name,
+            format!("--label={}={archive_sha256}", restoring_label()),
+        );
         argv
     }
 }

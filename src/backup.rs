@@ -47,6 +47,15 @@ pub struct Manifest {
     pub stamps: Vec<StampRecord>,
 }
 
+/// Whose a manifest is: the fields of `Manifest` that name its instance, read alone where
+/// nothing else of it matters (whether a backup was made under the legacy names).
+#[derive(Debug, Deserialize, PartialEq)]
+struct ManifestOwner {
+    language: String,
+    variant: String,
+    instance: String,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct StampRecord {
     pub name: String,
@@ -470,6 +479,31 @@ impl<R: Read> Read for Hashing<R> {
 /// How large a manifest may be: a few stamps with their records (each label at most 3 KiB) take
 /// a few KiB, and a manifest that is a link to `/dev/zero` must not be read for ever.
 const MAX_MANIFEST_BYTES: u64 = 1 << 20;
+
+/// Whether `dir` holds a manifest of this instance (language, variant, instance) in a file named
+/// under `prefix`: how a backup made under the legacy names is recognized
+/// (`names::legacy_names_in_use`). Unreadable manifests, and those that do not name their
+/// instance, are none.
+pub fn has_manifest_under(
+    dir: &Path,
+    prefix: &str,
+    (language, variant, instance): (&str, &str, &str),
+) -> bool {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return false;
+    };
+    entries.filter_map(Result::ok).any(|entry| {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        name.ends_with(".manifest.json")
+            && crate::names::is_named_under(&name, prefix)
+            && crate::safe_fs::read_limited(&entry.path(), MAX_MANIFEST_BYTES as usize)
+                .ok()
+                .and_then(|bytes| serde_json::from_slice::<ManifestOwner>(&bytes).ok())
+                .is_some_and(|m| {
+                    m.language == language && m.variant == variant && m.instance == instance
+                })
+    })
+}
 
 /// Opens a restore's input only if it is a regular file, checked on the opened descriptor (a
 /// path checked first could change before the open). Opened non-blocking, so a FIFO nobody
@@ -913,5 +947,52 @@ mod tests {
         let now = now_rfc3339();
         assert_eq!(now.len(), 20, "{now}");
         assert!(now.starts_with("20") && now.ends_with('Z'), "{now}");
+    }
+
+    #[test]
+    fn a_manifest_names_its_owner_in_the_fields_the_owner_is_read_from() {
+        let manifest = Manifest {
+            format: MANIFEST_FORMAT,
+            tool: "host_container".into(),
+            created: now_rfc3339(),
+            language: "python".into(),
+            variant: "web".into(),
+            instance: "dev-1".into(),
+            volume: "v".into(),
+            archive: "v.tar".into(),
+            bytes: 1,
+            sha256: "s".into(),
+            image: "i".into(),
+            image_id: "sha256:i".into(),
+            stamps: Vec::new(),
+        };
+        let text = serde_json::to_string(&manifest).unwrap();
+        let owner: ManifestOwner = serde_json::from_str(&text).unwrap();
+        let expected = ManifestOwner {
+            language: "python".into(),
+            variant: "web".into(),
+            instance: "dev-1".into(),
+        };
+        assert_eq!(owner, expected);
+    }
+
+    #[test]
+    fn a_backup_counts_under_a_prefix_when_its_manifest_is_this_instances() {
+        let dir = tempfile::tempdir().unwrap();
+        let owner = ("python", "web", "dev-1");
+        let write = |file: &str, instance: &str| {
+            let text =
+                format!(r#"{{"language":"python","variant":"web","instance":"{instance}"}}"#);
+            fs::write(dir.path().join(file), text).unwrap();
+        };
+        let found = |prefix: &str| has_manifest_under(dir.path(), prefix, owner);
+        assert!(!found("hc-python-web-dev-1"));
+        write("hc-python-web-dev-1-data.manifest.json", "other");
+        write("hc-python-web-dev-10-data.manifest.json", "dev-1");
+        write("hc-python-web-dev-1-data.tar", "dev-1");
+        assert!(!found("hc-python-web-dev-1"));
+        write("hc-python-web-dev-1-data.manifest.json", "dev-1");
+        assert!(found("hc-python-web-dev-1"));
+        assert!(!found("hc-python-web-dev--1"));
     }
 }
