@@ -15,7 +15,7 @@ use std::time::SystemTime;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::archive::ArchivePlan;
+use crate::archive::{ArchivePlan, SwapCommands};
 use crate::docker;
 use crate::error::{Error, Kind};
 use crate::mode::ArchiveAction;
@@ -44,6 +44,15 @@ pub struct Manifest {
     pub image: String,
     pub image_id: String,
     pub stamps: Vec<StampRecord>,
+}
+
+/// Whose a manifest is: the fields of `Manifest` that name its instance, read alone where
+/// nothing else of it matters (whether a backup was made under the legacy names).
+#[derive(Debug, Deserialize, PartialEq)]
+struct ManifestOwner {
+    language: String,
+    variant: String,
+    instance: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -479,6 +488,31 @@ impl<R: Read> Read for Hashing<R> {
 /// a few KiB, and a manifest that is a link to `/dev/zero` must not be read for ever.
 const MAX_MANIFEST_BYTES: u64 = 1 << 20;
 
+/// Whether `dir` holds a manifest of this instance (language, variant, instance) in a file named
+/// under `prefix`: how a backup made under the legacy names is recognized
+/// (`names::legacy_names_in_use`). Unreadable manifests, and those that do not name their
+/// instance, are none.
+pub fn has_manifest_under(
+    dir: &Path,
+    prefix: &str,
+    (language, variant, instance): (&str, &str, &str),
+) -> bool {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return false;
+    };
+    entries.filter_map(Result::ok).any(|entry| {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        name.ends_with(".manifest.json")
+            && crate::names::is_named_under(&name, prefix)
+            && crate::safe_fs::read_limited(&entry.path(), MAX_MANIFEST_BYTES as usize)
+                .ok()
+                .and_then(|bytes| serde_json::from_slice::<ManifestOwner>(&bytes).ok())
+                .is_some_and(|m| {
+                    m.language == language && m.variant == variant && m.instance == instance
+                })
+    })
+}
+
 /// Opens a restore's input only if it is a regular file, checked on the opened descriptor (a
 /// path checked first could change before the open). Opened non-blocking, so a FIFO nobody
 /// writes cannot hang the open; reads of a regular file ignore the flag.
@@ -718,20 +752,11 @@ fn interrupted() -> anyhow::Error {
     .into()
 }
 
-/// The swap commands of a restore step, in order (see `restore_commands`).
-fn swap_commands(step: &Step) -> anyhow::Result<[&Vec<String>; 5]> {
-    match &step.after[..] {
-        [undo, keep, marker, clear, fill] => Ok([undo, keep, marker, clear, fill]),
-        _ => Err(anyhow::anyhow!(
-            "an archive restore step has five swap commands"
-        )),
-    }
-}
-
-/// The label on the swap marker naming the archive being restored, so an interrupted swap
-/// can be finished with the stamps of that archive's manifest.
-fn restoring_label() -> String {
-    format!("{LABEL_PREFIX}.restoring-sha256")
+/// The swap commands of a restore step (the compiler makes them with its other commands).
+fn swap_of(plan: &ArchivePlan) -> anyhow::Result<&SwapCommands> {
+    plan.swap
+        .as_ref()
+        .ok_or_else(|| anyhow::anyhow!("an archive restore step has its swap commands"))
 }
 
 fn restore_volume(
@@ -740,7 +765,7 @@ fn restore_volume(
     head: &[String],
     manifest: &Manifest,
 ) -> anyhow::Result<()> {
-    let [create_undo, keep, create_marker, clear, fill] = swap_commands(step)?;
+    let swap = swap_of(plan)?;
     for before in &step.before {
         checked(before)?;
     }
@@ -767,13 +792,9 @@ fn restore_volume(
         );
         return Err(wrap(e, context));
     }
-    let mut marker = create_marker.clone();
-    marker.insert(
-        marker.len() - 1,
-        format!("--label={}={}", restoring_label(), manifest.sha256),
-    );
-    let kept = checked(create_undo)
-        .and_then(|_| checked(keep))
+    let marker = swap.create_marker_for(&manifest.sha256);
+    let kept = checked(&swap.create_undo)
+        .and_then(|_| checked(&swap.keep))
         .and_then(|_| match crate::interrupt::stopping() {
             true => Err(interrupted()),
             false => checked(&marker),
@@ -783,8 +804,8 @@ fn restore_volume(
         return Err(wrap(e, format!("volume `{}` was not touched", plan.volume)));
     }
     // From here until the marker goes, the volume may be incomplete; signals wait for the end.
-    if let Err(e) = checked(clear).and_then(|_| checked(fill)) {
-        return Err(roll_back(plan, head, clear, fill, e));
+    if let Err(e) = checked(&swap.clear).and_then(|_| checked(&swap.fill)) {
+        return Err(roll_back(plan, swap, head, e));
     }
     write_stamps(head, manifest)?;
     remove_volumes(head, &[&plan.swap_marker]);
@@ -799,25 +820,11 @@ fn restore_volume(
 /// Puts the old content back from the undo copy after a failed swap.
 fn roll_back(
     plan: &ArchivePlan,
+    swap: &SwapCommands,
     head: &[String],
-    clear: &[String],
-    fill: &[String],
     error: anyhow::Error,
 ) -> anyhow::Error {
-    let staging = format!("--volume={}:/staging:ro", plan.staging_volume);
-    let back: Vec<String> = fill
-        .iter()
-        .map(|arg| {
-            if *arg == staging {
-                format!("--volume={}:/staging:ro", plan.undo_volume)
-            } else if let Some(name) = arg.strip_prefix("--name=") {
-                format!("--name={}-back", name.trim_end_matches("-fill"))
-            } else {
-                arg.clone()
-            }
-        })
-        .collect();
-    match checked(clear).and_then(|_| checked(&back)) {
+    match checked(&swap.clear).and_then(|_| checked(&swap.put_back)) {
         Ok(_) => {
             remove_volumes(head, &[&plan.swap_marker]);
             remove_volumes(head, &[&plan.staging_volume, &plan.undo_volume]);
@@ -867,7 +874,7 @@ fn finish_swap(
     instance: (&str, &str, &str),
     found: &crate::inspect::Observed,
 ) -> anyhow::Result<()> {
-    let [_, _, _, clear, fill] = swap_commands(step)?;
+    let swap = swap_of(plan)?;
     let Some(marker) = found.get(&plan.swap_marker) else {
         return Ok(());
     };
@@ -881,10 +888,10 @@ fn finish_swap(
         "[{}] a restore of {} was interrupted while it swapped the content: finishing it from {}",
         step.id, plan.volume, plan.staging_volume
     );
-    checked(clear)
-        .and_then(|_| checked(fill))
+    checked(&swap.clear)
+        .and_then(|_| checked(&swap.fill))
         .map_err(|e| wrap(e, format!("`{}` is still incomplete", plan.volume)))?;
-    let restoring = marker.labels.get(&restoring_label());
+    let restoring = marker.labels.get(&crate::archive::restoring_label());
     match verify(plan, instance) {
         Ok(manifest) if Some(&manifest.sha256) == restoring => write_stamps(head, &manifest)?,
         _ => eprintln!(
@@ -948,5 +955,52 @@ mod tests {
         let now = now_rfc3339();
         assert_eq!(now.len(), 20, "{now}");
         assert!(now.starts_with("20") && now.ends_with('Z'), "{now}");
+    }
+
+    #[test]
+    fn a_manifest_names_its_owner_in_the_fields_the_owner_is_read_from() {
+        let manifest = Manifest {
+            format: MANIFEST_FORMAT,
+            tool: "host_container".into(),
+            created: now_rfc3339(),
+            language: "python".into(),
+            variant: "web".into(),
+            instance: "dev-1".into(),
+            volume: "v".into(),
+            archive: "v.tar".into(),
+            bytes: 1,
+            sha256: "s".into(),
+            image: "i".into(),
+            image_id: "sha256:i".into(),
+            stamps: Vec::new(),
+        };
+        let text = serde_json::to_string(&manifest).unwrap();
+        let owner: ManifestOwner = serde_json::from_str(&text).unwrap();
+        let expected = ManifestOwner {
+            language: "python".into(),
+            variant: "web".into(),
+            instance: "dev-1".into(),
+        };
+        assert_eq!(owner, expected);
+    }
+
+    #[test]
+    fn a_backup_counts_under_a_prefix_when_its_manifest_is_this_instances() {
+        let dir = tempfile::tempdir().unwrap();
+        let owner = ("python", "web", "dev-1");
+        let write = |file: &str, instance: &str| {
+            let text =
+                format!(r#"{{"language":"python","variant":"web","instance":"{instance}"}}"#);
+            fs::write(dir.path().join(file), text).unwrap();
+        };
+        let found = |prefix: &str| has_manifest_under(dir.path(), prefix, owner);
+        assert!(!found("hc-python-web-dev-1"));
+        write("hc-python-web-dev-1-data.manifest.json", "other");
+        write("hc-python-web-dev-10-data.manifest.json", "dev-1");
+        write("hc-python-web-dev-1-data.tar", "dev-1");
+        assert!(!found("hc-python-web-dev-1"));
+        write("hc-python-web-dev-1-data.manifest.json", "dev-1");
+        assert!(found("hc-python-web-dev-1"));
+        assert!(!found("hc-python-web-dev--1"));
     }
 }

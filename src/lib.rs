@@ -231,8 +231,18 @@ fn ask_engine(
     layers: &config::Layers,
     invocation: &mut Invocation,
 ) -> anyhow::Result<()> {
-    invocation.legacy_names = state::legacy_names_in_use(invocation, args.context.as_deref());
     let head = docker::docker_head(args.context.as_deref());
+    let owner = (
+        invocation.language.as_str(),
+        invocation.variant.as_str(),
+        invocation.instance.as_str(),
+    );
+    let legacy = names::legacy_names_in_use(
+        invocation,
+        || labelled_volumes(&head, invocation),
+        |prefix| backup::has_manifest_under(&invocation.backup_dir, prefix, owner),
+    );
+    invocation.legacy_names = legacy;
     // Not knowing the kind leaves it assumed; a run stops at its first step anyway.
     if let Ok(kind) = engine::probe_kind(&head, layers.cache_dir()) {
         invocation.engine = kind;
@@ -249,6 +259,19 @@ fn ask_engine(
         return Err(error);
     }
     Ok(())
+}
+
+/// The names of the engine's volumes with this instance's labels; None when it did not answer.
+fn labelled_volumes(head: &[String], invocation: &Invocation) -> Option<Vec<String>> {
+    let mut argv = head.to_vec();
+    argv.extend(["volume", "ls", "--quiet"].map(String::from));
+    for (key, value) in names::instance_labels(invocation) {
+        argv.push(format!("--filter=label={key}={value}"));
+    }
+    let listed = docker::query(&argv)
+        .ok()
+        .filter(|listed| listed.success())?;
+    Some(listed.stdout.lines().map(|n| n.trim().to_owned()).collect())
 }
 
 /// What Podman has no counterpart of is refused before anything is planned: a swarm, and the

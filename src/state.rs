@@ -5,14 +5,10 @@
 //! probed with one `docker inspect` of every object the plan names (split only where a huge plan
 //! would exceed the argument-length limit).
 
-use std::fs;
-
-use crate::cli::Invocation;
-use crate::docker::{self, docker_head};
 use crate::error::{Error, Kind};
 use crate::inspect::{self, Object, ObjectKind};
 use crate::mode::DoneKind;
-use crate::names::{instance_labels, Names, LABEL_PREFIX, UNFINISHED_LABEL};
+use crate::names::{LABEL_PREFIX, UNFINISHED_LABEL};
 use crate::plan::{Assessment, DoneObject, Plan, StateSource, Status, Step, StepState, Summary};
 use crate::record;
 
@@ -154,77 +150,6 @@ fn interrupted_restores(plan: &Plan, observed: &Observed) -> Vec<Error> {
             ))
         })
         .collect()
-}
-
-/// Removes containers that a killed run of one of the `selected` steps left running (a
-/// `docker run` outlives its killed client): under the instance lock no live invocation runs
-/// those steps, and a second copy must not work on the same volume at the same time.
-pub fn stop_orphans(
-    plan: &Plan,
-    assessment: &Assessment,
-    selected: &[bool],
-) -> anyhow::Result<()> {
-    let steps: Vec<&str> = (plan.steps.iter().zip(&assessment.steps))
-        .zip(selected)
-        .filter(|((s, state), selected)| {
-            **selected
-                && state.status == Status::Run
-                // A service's task containers are swarm's: an update replaces them in turn.
-                && s.done
-                    .as_ref()
-                    .is_none_or(|d| d.kind != DoneKind::Container && d.kind != DoneKind::Service)
-        })
-        .map(|((s, _), _)| s.id.as_str())
-        .collect();
-    if steps.is_empty() {
-        return Ok(());
-    }
-    let head = plan.docker_head.clone();
-    let mut ps = head.clone();
-    ps.push("ps".into());
-    for (key, value) in [
-        ("language", &plan.language),
-        ("variant", &plan.variant),
-        ("instance", &plan.instance),
-    ] {
-        ps.push(format!("--filter=label={LABEL_PREFIX}.{key}={value}"));
-    }
-    ps.push(format!(
-        "--format={{{{.ID}}}} {{{{.Label \"{LABEL_PREFIX}.step\"}}}} {{{{.Names}}}}"
-    ));
-    let listed = docker::query(&ps)?;
-    if !listed.success() {
-        // Not knowing is no reason to stop: the steps run as before.
-        return Ok(());
-    }
-    for line in listed.stdout.lines() {
-        let mut fields = line.splitn(3, ' ');
-        let (Some(id), Some(step), name) = (fields.next(), fields.next(), fields.next()) else {
-            continue;
-        };
-        if !steps.contains(&step) {
-            continue;
-        }
-        eprintln!(
-            "host_container: removing container {} left running by an interrupted run of `{step}`",
-            name.unwrap_or(id)
-        );
-        let mut remove = head.clone();
-        remove.extend(["rm".into(), "--force".into(), id.to_owned()]);
-        let removed = docker::capture(&remove)?;
-        if !removed.success() {
-            return Err(Error::new(
-                Kind::Conflict,
-                format!(
-                    "container {} of an interrupted run of `{step}` could not be removed",
-                    name.unwrap_or(id)
-                ),
-            )
-            .note(removed.stderr.trim().to_owned())
-            .into());
-        }
-    }
-    Ok(())
 }
 
 /// Probes the engine for the plan's objects (one docker call for any ordinary plan).
@@ -636,58 +561,6 @@ fn service_update(
 /// `docker rm --force NAME`: how a stale or stopped container makes way for its replacement.
 fn remove_container(plan: &Plan, name: &str) -> Vec<String> {
     plan.command(&["rm", "--force", name])
-}
-
-/// Whether this instance was made under the legacy names and must keep them: the engine holds a
-/// volume with a legacy name and all three labels of this instance, or the backup directory a
-/// manifest of this instance under a legacy name. Names of other instances that merely look the
-/// same (the collision the new names prevent) do not count, their labels differ; an old backup
-/// counts only while the engine holds nothing of the instance under the new names. Asks nothing
-/// when both schemes give the same names, which is the case for names without `-`.
-pub fn legacy_names_in_use(invocation: &Invocation, context: Option<&str>) -> bool {
-    let legacy = Names::legacy(invocation).prefix;
-    let mut current = invocation.clone();
-    current.legacy_names = false;
-    if Names::of(&current).prefix == legacy {
-        return false;
-    }
-    let current = Names::of(&current).prefix;
-    let starts = |name: &str, prefix: &str| {
-        name.strip_prefix(prefix)
-            .is_some_and(|rest| rest.starts_with('-'))
-    };
-    let starts_legacy = |name: &str| starts(name, &legacy);
-    let mut argv = docker_head(context);
-    argv.extend(["volume", "ls", "--quiet"].map(String::from));
-    for (key, value) in instance_labels(invocation) {
-        argv.push(format!("--filter=label={key}={value}"));
-    }
-    if let Ok(listed) = crate::docker::query(&argv) {
-        let names: Vec<&str> = listed.stdout.lines().map(str::trim).collect();
-        if listed.success() && names.iter().any(|n| starts_legacy(n)) {
-            return true;
-        }
-        // Already living under the new names: an old backup must not pull it back.
-        if names.iter().any(|n| starts(n, &current)) {
-            return false;
-        }
-    }
-    let Ok(entries) = fs::read_dir(&invocation.backup_dir) else {
-        return false;
-    };
-    entries.filter_map(Result::ok).any(|entry| {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        name.ends_with(".manifest.json")
-            && starts_legacy(&name)
-            && crate::safe_fs::read_limited(&entry.path(), 1 << 20)
-                .ok()
-                .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok())
-                .is_some_and(|m| {
-                    m["language"] == invocation.language.as_str()
-                        && m["variant"] == invocation.variant.as_str()
-                        && m["instance"] == invocation.instance.as_str()
-                })
-    })
 }
 
 #[cfg(test)]

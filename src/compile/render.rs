@@ -457,7 +457,7 @@ impl Compiler<'_> {
         fields: &mut Fields,
     ) -> ArchiveCommands {
         let invocation = self.invocation;
-        let plan = ArchivePlan::new(
+        let mut plan = ArchivePlan::new(
             spec.action,
             std::mem::take(&mut fields.archive_volume),
             Path::new(&fields.archive_dir),
@@ -476,7 +476,7 @@ impl Compiler<'_> {
             at.name
         );
         let (before, argv, after) =
-            crate::archive::commands(&plan, &fields.argv, &container, &labels);
+            crate::archive::commands(&mut plan, &fields.argv, &container, &labels);
         ArchiveCommands {
             before,
             argv,

@@ -7,12 +7,13 @@
 //!
 //! This file is the sequence (probe, ask, lock, re-probe, run, exit code). The order of steps
 //! is `walk` (which steps are ready) and `schedule` (what each ready step becomes); `dispatch`
-//! carries that out on threads; `step` and `output` run one step; `ready`, `lock` and
-//! `interrupts` are what their names say.
+//! carries that out on threads; `step` and `output` run one step; `ready`, `lock`, `orphans`
+//! and `interrupts` are what their names say.
 
 mod dispatch;
 mod interrupts;
 mod lock;
+mod orphans;
 mod output;
 pub mod ready;
 mod schedule;
@@ -63,7 +64,7 @@ pub fn execute(plan: Plan, invocation: &Invocation, options: &Options) -> anyhow
         assessment = Arc::new(assess(&plan)?);
         let stateful = stateful_closure(&plan, &assessment);
         signals.forward();
-        state::stop_orphans(&plan, &assessment, &stateful)?;
+        orphans::stop(&plan, &assessment, &stateful)?;
         let steps = (&plan, &assessment);
         let first = run_steps(steps, &stateful, &mut outcomes, options, (&sender, &events));
         drop(lock);
