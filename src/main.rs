@@ -14,12 +14,12 @@ fn main() -> ExitCode {
         .stack_size(STACK)
         .spawn({
             let args = args.clone();
-            move || docker_meta::run(args)
+            move || host_container::run(args)
         });
     // Without a thread (none could be made), the main thread's own stack has to do.
     let code = match worker {
         Ok(worker) => worker.join().unwrap_or(101),
-        Err(_) => docker_meta::run(args),
+        Err(_) => host_container::run(args),
     };
     ExitCode::from(code)
 }
