@@ -293,20 +293,6 @@ pub fn schema_json() -> String {
     serde_json::to_string_pretty(&schema).expect("a schema always serializes") + "\n"
 }
 
-/// Indexes of all steps that (transitively) need `roots`, including them.
-pub fn dependents(plan: &Plan, roots: &[usize]) -> Vec<bool> {
-    let mut marked = vec![false; plan.steps.len()];
-    for &root in roots {
-        marked[root] = true;
-    }
-    for (index, step) in plan.steps.iter().enumerate() {
-        if step.need_indexes.iter().any(|&n| marked[n]) {
-            marked[index] = true;
-        }
-    }
-    marked
-}
-
 /// Sets each step's status and reason from what is known without the engine.
 pub fn mark_offline(plan: &mut Plan, why: &str) {
     for step in &mut plan.steps {
