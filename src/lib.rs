@@ -32,6 +32,7 @@ pub mod interrupt;
 pub mod junit;
 pub mod language;
 pub mod lock;
+// Public for its allocator, which the binary (src/main.rs) and the test crate install.
 pub mod memory;
 pub mod mode;
 #[cfg(test)]
@@ -57,10 +58,6 @@ pub mod variant;
 pub mod yaml;
 
 use std::io::Write;
-
-/// Counts what a template holds while it renders (see `memory`).
-#[global_allocator]
-static ALLOCATOR: memory::Counting = memory::Counting;
 
 use clap::Parser;
 
