@@ -1579,7 +1579,10 @@ fn a_backup_to_a_full_disk_fails_cleanly() {
         .output()
         .expect("mount runs");
     if !mounted.status.success() {
-        let why = format!("no tmpfs could be mounted (needs root): {}", stderr(&mounted));
+        let why = format!(
+            "no tmpfs could be mounted (needs root): {}",
+            stderr(&mounted)
+        );
         return support::skip("full-disk backup", why.trim());
     }
     struct Unmount(std::path::PathBuf);

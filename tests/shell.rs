@@ -4,9 +4,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use crate::support::{
-    expect_code, skip, stderr, stdout, without_developer_settings, Sandbox,
-};
+use crate::support::{expect_code, skip, stderr, stdout, without_developer_settings, Sandbox};
 
 /// What bash offers for the last of `words` (the word being completed).
 fn complete(sandbox: &Sandbox, words: &[&str]) -> Vec<String> {
