@@ -1,7 +1,8 @@
 //! Shared by the integration tests: an isolated `host_container` command (its own HOME and
 //! cache, none of the developer's settings), a recording fake `docker` for exact-argv checks
-//! and failure injection, and reading what a run printed. The end-to-end tests' real engines
-//! are in `engine` and `isolated_engine`.
+//! and failure injection, the docker calls of a run against a real engine (`run_recorded`),
+//! loud skips, and reading what a run printed. The end-to-end tests' real engines are in
+//! `engine` and `isolated_engine`.
 
 pub mod engine;
 pub mod isolated_engine;
@@ -139,8 +140,8 @@ impl Sandbox {
     /// `$FAKE_DOCKER_UNREACHABLE` is set, fails with exit 42 on any call whose argv contains
     /// `$FAKE_DOCKER_FAIL` (when set; saying `$FAKE_DOCKER_MESSAGE` then, if set), holds a call
     /// whose argv contains `$FAKE_DOCKER_HOLD` until the test releases it (a long step: see
-    /// `held` and `release`), prints the file `$FAKE_DOCKER_PRINT` to stdout on a call whose argv contains
-    /// `$FAKE_DOCKER_PRINT_ON` (a job's output), and succeeds otherwise.
+    /// `held` and `release`), prints the file `$FAKE_DOCKER_PRINT` to stdout on a call whose
+    /// argv contains `$FAKE_DOCKER_PRINT_ON` (a job's output), and succeeds otherwise.
     pub fn fake_docker(&self) -> Command {
         let script = r#"#!/bin/sh
 log="$FAKE_DOCKER_LOG"
