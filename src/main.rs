@@ -3,6 +3,12 @@
 
 use std::process::ExitCode;
 
+/// Counts what a template holds while it renders, so that a template past its memory ceiling
+/// ends the run (`host_container::memory`). A choice of the program, not of the library: a
+/// program that links the library keeps its own allocator, and the ceiling then does not apply.
+#[global_allocator]
+static ALLOCATOR: host_container::memory::Counting = host_container::memory::Counting;
+
 /// The stack the work runs on, whatever `ulimit -s` gives the main thread: templates are bounded
 /// to need well under 1 MiB (`template::CHAIN`), and this leaves the rest of the tool room.
 const STACK: usize = 16 << 20;
@@ -14,12 +20,12 @@ fn main() -> ExitCode {
         .stack_size(STACK)
         .spawn({
             let args = args.clone();
-            move || docker_meta::run(args)
+            move || host_container::run(args)
         });
     // Without a thread (none could be made), the main thread's own stack has to do.
     let code = match worker {
         Ok(worker) => worker.join().unwrap_or(101),
-        Err(_) => docker_meta::run(args),
+        Err(_) => host_container::run(args),
     };
     ExitCode::from(code)
 }

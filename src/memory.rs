@@ -6,6 +6,11 @@
 //! rendering thread holds while a template renders, and past the ceiling ends the process with
 //! the configuration error's exit code (65) and a message naming the template: an allocation
 //! cannot fail or unwind in Rust, and ending at once is the only bounded answer.
+//!
+//! The library only defines `Counting`; the binary installs it as its `#[global_allocator]`
+//! (src/main.rs), and so does the integration-test crate, which compiles mode files in its own
+//! process. Without it, `limited` counts nothing: the library's unit tests render no template
+//! near the ceiling, and no library caller is ended by an allocation it did not choose.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;

@@ -469,13 +469,6 @@ impl Done {
     pub fn name(&self) -> &str {
         &self.name
     }
-
-    pub fn with_name(&self, name: String) -> Done {
-        Done {
-            kind: self.kind,
-            name,
-        }
-    }
 }
 
 /// Whether an archive step writes or reads the archive.

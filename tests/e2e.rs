@@ -10,7 +10,7 @@ use std::process::{Command, Output, Stdio};
 
 use crate::support::engine::{self, docker, Docker, BASE_IMAGE, INSTANCE_LABEL, NODE_BASE_IMAGE};
 use crate::support::{
-    self, expect_code, ran, run_at_once, run_with_stdin, stderr, stdout, Sandbox,
+    self, expect_code, ran, run_at_once, run_with_stdin, stderr, stdout, Run, Sandbox,
 };
 
 /// One test's instance: a sandbox plus a unique instance name, cleaned up on drop.
@@ -60,12 +60,9 @@ impl Instance {
         format!("hc-node-plain-{}", self.name.replace('-', "--"))
     }
 
-    fn run(&self, args: &[&str]) -> Output {
-        self.command()
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .expect("host_container runs")
+    /// Runs `ARGS…` to its end, recording its docker calls (see `support::ran`).
+    fn run(&self, args: &[&str]) -> Run {
+        support::run_recorded(self.command().args(args).stdin(Stdio::null()))
     }
 
     fn objects(&self) -> Vec<String> {
@@ -223,9 +220,8 @@ fn changed_requirements_rerun_init_and_upgrade_runs_when_set() {
                 "-c",
                 "pass",
             ])
-            .stdin(Stdio::null())
-            .output()
-            .expect("runs")
+            .stdin(Stdio::null());
+        support::run_recorded(&mut command)
     };
     let first = run(&[]);
     expect_code(&first, 0);
@@ -370,6 +366,9 @@ fn run_as_test_user(instance: &Instance, args: &[&str]) -> Output {
 
 #[test]
 fn exec_creates_files_owned_by_the_calling_user() {
+    if !support::root_or_skip("exec as another user") {
+        return;
+    }
     let Some(instance) = Instance::new("exec") else {
         return;
     };
@@ -1580,11 +1579,11 @@ fn a_backup_to_a_full_disk_fails_cleanly() {
         .output()
         .expect("mount runs");
     if !mounted.status.success() {
-        eprintln!(
-            "\n!!!!!!!! SKIPPED: no tmpfs could be mounted (needs root): {}",
+        let why = format!(
+            "no tmpfs could be mounted (needs root): {}",
             stderr(&mounted)
         );
-        return;
+        return support::skip("full-disk backup", why.trim());
     }
     struct Unmount(std::path::PathBuf);
     impl Drop for Unmount {
@@ -1918,19 +1917,19 @@ fn node_local_dependencies_install_offline_reach_every_mode_and_rerun_init_when_
     assert_eq!(stdout(&changed).trim(), "hi x");
 
     let mut upgrade = instance.command();
-    let upgraded = upgrade
-        .env("UPGRADE", "1")
-        .args([
-            "--config-dir",
-            &layer_arg,
-            "node",
-            "plain",
-            "single",
-            "true",
-        ])
-        .stdin(Stdio::null())
-        .output()
-        .expect("runs");
+    let upgraded = support::run_recorded(
+        upgrade
+            .env("UPGRADE", "1")
+            .args([
+                "--config-dir",
+                &layer_arg,
+                "node",
+                "plain",
+                "single",
+                "true",
+            ])
+            .stdin(Stdio::null()),
+    );
     expect_code(&upgraded, 0);
     assert!(ran(&upgraded, "upgrade.packages"), "{}", stderr(&upgraded));
     instance.finish();
@@ -2034,6 +2033,9 @@ fn node_test_reports_junit_and_bash_reads_piped_stdin() {
 
 #[test]
 fn node_exec_runs_as_the_caller_in_the_current_directory() {
+    if !support::root_or_skip("node exec as another user") {
+        return;
+    }
     let Some(instance) = Instance::node("nodeexec") else {
         return;
     };

@@ -31,7 +31,7 @@ fn available() -> bool {
     *ANSWERS.get_or_init(|| {
         // SAFETY: getuid cannot fail.
         if unsafe { libc::getuid() } != 0 {
-            engine::skip(
+            crate::support::skip(
                 "Podman",
                 "not root (rootful Podman and a test user need it)",
             );
@@ -42,7 +42,7 @@ fn available() -> bool {
             .output()
             .is_ok_and(|o| o.status.success());
         if !answers {
-            engine::skip("Podman", "podman is not installed");
+            crate::support::skip("Podman", "podman is not installed");
         }
         answers && engine::available()
     })

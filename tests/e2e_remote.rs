@@ -7,12 +7,12 @@
 //! One test runs every scenario in turn, so the engine is started once and stopped at the end.
 //! Without the tool or the host engine it says loudly that it was skipped; with `CI` set it fails.
 
-use std::process::{Command, Output};
+use std::process::Command;
 
 use crate::support::engine::INSTANCE_LABEL;
 use crate::support::isolated_engine::IsolatedEngine;
 use crate::support::{
-    self, expect_code, ran, run_at_once, run_with_stdin, stderr, stdout, Sandbox,
+    self, expect_code, ran, run_at_once, run_with_stdin, stderr, stdout, Run, Sandbox,
 };
 
 /// The isolated engine and the instances a test makes in it, removed when it starts (what a
@@ -41,8 +41,9 @@ impl Drop for RemoteEngine {
     }
 }
 
-fn run(command: &mut Command, args: &[&str]) -> Output {
-    command.args(args).output().expect("host_container runs")
+/// Runs `command` with `args` to its end, recording its docker calls (see `support::ran`).
+fn run(command: &mut Command, args: &[&str]) -> Run {
+    support::run_recorded(command.args(args))
 }
 
 #[test]

@@ -48,7 +48,7 @@ impl Cluster {
     fn start() -> Option<Cluster> {
         let suite = "three-node swarm";
         if !repo_root().join("../shared/tools/swarm-cluster").is_file() {
-            engine::skip(
+            crate::support::skip(
                 suite,
                 "shared/tools/swarm-cluster is not beside the repository",
             );
@@ -56,7 +56,7 @@ impl Cluster {
         }
         // SAFETY: geteuid has no preconditions.
         if unsafe { libc::geteuid() } != 0 {
-            engine::skip(suite, "the cluster's engines need root");
+            crate::support::skip(suite, "the cluster's engines need root");
             return None;
         }
         if !engine::available() {

@@ -157,16 +157,26 @@ fn engine_timeout_that_is_not_a_number_is_a_usage_error() {
 /// its end.
 #[test]
 fn engine_deadline_does_not_cut_a_long_step() {
-    let sandbox = Sandbox::new();
+    let sandbox = std::sync::Arc::new(Sandbox::new());
     let mut command = sandbox.fake_docker();
     command
         .env("HOST_CONTAINER_ENGINE_TIMEOUT", "1")
-        .env("FAKE_DOCKER_SLOW", "slow-job-marker")
+        .env("FAKE_DOCKER_HOLD", "slow-job-marker")
         .args(["python", "minimal", "single", "echo", "slow-job-marker"]);
-    let (output, took) = run_bounded(command);
+    // The job, held by the fake, goes on for 2 s after it started: past the deadline.
+    let releaser = std::thread::spawn({
+        let sandbox = sandbox.clone();
+        move || {
+            let held = sandbox.held(30);
+            std::thread::sleep(Duration::from_secs(2));
+            sandbox.release();
+            held
+        }
+    });
+    let (output, _) = run_bounded(command);
+    let held = releaser.join().expect("releaser");
     support::expect_code(&output, 0);
-    // The fake's job takes 2 s: past the deadline, and not cut off.
-    assert!(took >= Duration::from_secs(2), "took {took:?}");
+    assert!(held, "the job never started: {}", support::stderr(&output));
 }
 
 /// An engine (or something between) that answers `docker inspect` with exit 0 and JSON cut
@@ -389,11 +399,12 @@ const NOBODY: u32 = 65534;
 /// None, said loudly, where the test cannot change users.
 fn as_nobody(sandbox: &Sandbox, args: &[&str]) -> Option<Output> {
     use std::os::unix::fs::chown;
-    // SAFETY: geteuid cannot fail and touches no memory of ours.
-    let root = unsafe { libc::geteuid() } == 0;
-    let setpriv = Command::new("setpriv").arg("--version").output().is_ok();
-    if !root || !setpriv {
-        eprintln!("SKIPPED: unreadable files need root and setpriv to test as another user");
+    let suite = "unreadable-layer";
+    if !support::root_or_skip(suite) {
+        return None;
+    }
+    if Command::new("setpriv").arg("--version").output().is_err() {
+        support::skip(suite, "setpriv (util-linux) is not installed");
         return None;
     }
     fs::set_permissions(sandbox.root.path(), fs::Permissions::from_mode(0o755)).expect("chmod");

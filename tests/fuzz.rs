@@ -20,8 +20,8 @@ use std::sync::{mpsc, Once};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use docker_meta::cli::{Arguments, Invocation};
-use docker_meta::config::Layers;
+use host_container::cli::{Arguments, Invocation};
+use host_container::config::Layers;
 
 /// One input may take this long (an unoptimized build is slower); longer is a hang.
 const BUDGET: Duration = Duration::from_secs(if cfg!(debug_assertions) { 20 } else { 5 });
@@ -323,8 +323,8 @@ fn exercise(dir: &Path, input: &[u8]) {
     if std::fs::write(&file, input).is_err() {
         return;
     }
-    let _ = docker_meta::mode::load(&file, input);
-    let _ = docker_meta::validate::validate_files(
+    let _ = host_container::mode::load(&file, input);
+    let _ = host_container::validate::validate_files(
         std::slice::from_ref(&file),
         &Default::default(),
         &[],
@@ -353,13 +353,13 @@ fn exercise(dir: &Path, input: &[u8]) {
     else {
         return;
     };
-    if let Ok(plan) = docker_meta::compile::compile(&invocation, &layers, None) {
-        let offline = docker_meta::plan::StateSource::Offline;
-        let force = docker_meta::state::Force::Honoured;
-        let assessment = docker_meta::state::unprobed(&plan, offline, force);
-        let document = docker_meta::plan::json::Plan::of(&plan, &assessment);
+    if let Ok(plan) = host_container::compile::compile(&invocation, &layers, None) {
+        let offline = host_container::plan::StateSource::Offline;
+        let force = host_container::state::Force::Honoured;
+        let assessment = host_container::state::unprobed(&plan, offline, force);
+        let document = host_container::plan::json::Plan::of(&plan, &assessment);
         let _ = serde_json::to_vec(&document);
-        let _ = docker_meta::print::render(&plan, &assessment, docker_meta::cli::Format::Text);
+        let _ = host_container::print::render(&plan, &assessment, host_container::cli::Format::Text);
     }
 }
 

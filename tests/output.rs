@@ -1,7 +1,9 @@
 //! What the console says while running, against the recording fake docker: announcements in
 //! the user's words, the UPGRADE switch, and `status`/`logs` of a daemon that is not there.
 
-use crate::support::{expect_code, stderr, stdout, Sandbox};
+use std::process::Stdio;
+
+use crate::support::{expect_code, stderr, stdout, Collected, Sandbox};
 
 #[test]
 fn steps_without_state_are_announced_by_what_they_do() {
@@ -116,20 +118,28 @@ fn status_and_logs_of_an_absent_daemon_exit_3_in_our_words() {
 #[test]
 fn colour_and_progress_on_request_plain_lines_otherwise() {
     let sandbox = Sandbox::new();
-    let output = sandbox
+    let mut run = sandbox
         .fake_docker()
-        .env("FAKE_DOCKER_SLOW", "build")
+        .env("FAKE_DOCKER_HOLD", "build")
         .args(["--color", "always", "python", "minimal", "init"])
-        .output()
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
         .expect("run");
-    expect_code(&output, 0);
-    let said = stderr(&output);
+    let err = Collected::start(run.stderr.take().expect("stderr"));
+    // While the build runs (held by the fake until released), a status line names it with its
+    // elapsed time; once it ends, the line is cleared.
+    let shown = sandbox.held(30) && err.wait_for("  … init.image ", 30);
+    sandbox.release();
+    let status = run.wait().expect("wait");
+    let said = err.text();
+    assert!(shown, "no status line while the build ran: {said:?}");
+    assert_eq!(status.code(), Some(0), "{said:?}");
     assert!(
         said.contains("\u{1b}[1;36m==> init.image\u{1b}[0m: "),
         "{said:?}"
     );
-    // While the build runs, a status line names it with its elapsed time, and is cleared.
-    assert!(said.contains("  … init.image "), "{said:?}");
     assert!(said.contains("\r\u{1b}[K"), "{said:?}");
 
     for (flags, no_color) in [(&["--color", "never"][..], ""), (&[], "1"), (&[], "")] {

@@ -7,10 +7,10 @@ use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use crate::support::{expect_code, stderr, stdout, Sandbox};
+use crate::support::{expect_code, root_or_skip, stderr, stdout, Sandbox};
 
-/// A uid no account uses here: the "other user" of a shared machine (the tests run as root, so
-/// they can hand files to it).
+/// A uid no account uses here: the "other user" of a shared machine (the tests that hand files to
+/// it need root: `root_or_skip`).
 const OTHER: u32 = 54_321;
 
 fn uid() -> u32 {
@@ -57,6 +57,9 @@ fn mode_is_a_name_never_a_path() {
 
 #[test]
 fn without_home_a_cache_dir_planted_in_shared_tmp_is_refused() {
+    if !root_or_skip("planted cache directory") {
+        return;
+    }
     let sandbox = Sandbox::new();
     let tmp = sandbox.path("tmp");
     fs::create_dir(&tmp).unwrap();
@@ -150,6 +153,9 @@ fn lock_files_live_in_a_private_per_user_directory() {
     );
 
     // Someone else's directory in its place is refused, and its target left alone.
+    if !root_or_skip("planted lock directory") {
+        return;
+    }
     fs::remove_dir_all(tmp.join(format!("host_container-{}", uid()))).unwrap();
     let target = sandbox.path("target");
     fs::create_dir(&target).unwrap();

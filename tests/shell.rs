@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use crate::support::{expect_code, stderr, stdout, Sandbox};
+use crate::support::{expect_code, skip, stderr, stdout, without_developer_settings, Sandbox};
 
 /// What bash offers for the last of `words` (the word being completed).
 fn complete(sandbox: &Sandbox, words: &[&str]) -> Vec<String> {
@@ -21,13 +21,12 @@ COMP_CWORD=$(( $# - 1 ))
 _clap_complete_host_container host_container "${COMP_WORDS[COMP_CWORD]}" "${COMP_WORDS[COMP_CWORD-1]}"
 printf '%s\n' "${COMPREPLY[@]}"
 "#;
-    let output = Command::new("bash")
+    let output = without_developer_settings(&mut Command::new("bash"))
         .args(["-c", script, "bash", "host_container"])
         .args(words)
         .env("PATH", path)
         .env("HOME", sandbox.path("home"))
         .env("HOST_CONTAINER_CACHE_DIR", sandbox.path("cache"))
-        .env_remove("XDG_CACHE_HOME")
         .current_dir(sandbox.path("project"))
         .output()
         .expect("bash runs");
@@ -134,15 +133,20 @@ fn man_page_is_roff_that_man_renders() {
         .env("MANPAGER", "cat")
         .env("MANWIDTH", "100")
         .output();
-    // `man` is not on every machine; where it is, the page must render.
-    if let Ok(rendered) = rendered {
-        expect_code(&rendered, 0);
-        assert!(
-            stdout(&rendered).contains("--keep-going"),
-            "{}",
-            stderr(&rendered)
-        );
-    }
+    // `man` is not on every machine: without it, the rendering is skipped loudly (fails in CI).
+    let rendered = match rendered {
+        Ok(rendered) => rendered,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return skip("man page rendering", "`man` is not installed");
+        }
+        Err(e) => panic!("man: {e}"),
+    };
+    expect_code(&rendered, 0);
+    assert!(
+        stdout(&rendered).contains("--keep-going"),
+        "{}",
+        stderr(&rendered)
+    );
 }
 
 #[test]

@@ -7,6 +7,12 @@
 //! whatever a child process needs it gets through its own `Command`. Run a part with a filter,
 //! e.g. `cargo test --test tests cli::` or `cargo test --test tests e2e`.
 
+/// The binary's allocator (src/main.rs): the fuzzer and the limits tests compile mode files in
+/// this process, and a template past its memory ceiling must end here as it ends the binary
+/// instead of taking the machine's memory.
+#[global_allocator]
+static ALLOCATOR: host_container::memory::Counting = host_container::memory::Counting;
+
 mod support;
 
 mod bad_input;

@@ -2,11 +2,10 @@
 //! without one, a failure with `CI` set), the base images (built from Debian packages once per
 //! run, by whichever test needs them first), and the objects an instance has in an engine.
 
-use std::io::Write;
 use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 
-use super::{repo_root, stdout};
+use super::{repo_root, skip, stdout};
 
 /// The base image the tests build on, made from Debian packages.
 pub const BASE_IMAGE: &str = "hc-test-base:bookworm";
@@ -14,18 +13,6 @@ pub const BASE_IMAGE: &str = "hc-test-base:bookworm";
 pub const NODE_BASE_IMAGE: &str = "hc-test-node-base:bookworm";
 /// Every object of an instance carries this label, with the instance's name as its value.
 pub const INSTANCE_LABEL: &str = "org.docker-meta.host_container.instance";
-
-/// Says loudly that the `suite` tests did not run and why; with `CI` set, fails the test instead.
-pub fn skip(suite: &str, why: &str) {
-    if std::env::var_os("CI").is_some() {
-        panic!("CI is set but the {suite} tests cannot run: {why}");
-    }
-    // Written to the descriptor itself: the test harness captures `eprintln!`.
-    let _ = writeln!(
-        std::io::stderr(),
-        "\n\n!!!!!!!! SKIPPED: {why}; {suite} tests did not run !!!!!!!!\n"
-    );
-}
 
 /// Whether the host's engine answers, asked once per run; without it the end-to-end tests are
 /// skipped loudly (or fail, with `CI` set: see `skip`).

@@ -25,7 +25,7 @@ pub struct IsolatedEngine {
 
 impl IsolatedEngine {
     /// Starts the engine whose state lives in `state_dir` (the tool's default one when `None`),
-    /// or says loudly why the `suite` tests cannot run (see `engine::skip`).
+    /// or says loudly why the `suite` tests cannot run (see `super::skip`).
     pub fn start(suite: &str, state_dir: Option<&Path>) -> Option<IsolatedEngine> {
         IsolatedEngine::start_with(suite, state_dir, &[])
     }
@@ -38,7 +38,7 @@ impl IsolatedEngine {
         more_images: &[&str],
     ) -> Option<IsolatedEngine> {
         if !tool().is_file() {
-            engine::skip(
+            super::skip(
                 suite,
                 "shared/tools/remote-engine is not beside the repository",
             );
