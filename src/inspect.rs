@@ -6,7 +6,8 @@ use std::collections::HashMap;
 
 use serde_json::Value as Json;
 
-use crate::docker::{classify, query};
+use crate::docker::classify;
+use crate::process::query;
 use crate::error::{Error, Kind};
 use crate::names::LABEL_PREFIX;
 

@@ -41,6 +41,7 @@ pub mod names;
 pub mod outcome;
 pub mod plan;
 pub mod print;
+pub mod process;
 pub mod record;
 pub mod rerun;
 pub mod safe_fs;
@@ -152,7 +153,7 @@ fn run_arguments(args: &Arguments) -> anyhow::Result<u8> {
             "expected LANGUAGE VARIANT MODE (see --help, or --list for what exists)",
         );
     };
-    docker::set_engine_timeout(docker::engine_timeout_from_env()?);
+    process::set_engine_timeout(process::engine_timeout_from_env()?);
     docker::set_program(&args.docker_path);
     let mut invocation = Invocation::from_arguments(args, language, variant, mode)?;
     if !args.offline {
@@ -245,7 +246,7 @@ fn ask_engine(
             engine::sees_client_files(&head, layers.cache_dir()).ok();
     }
     // Not knowing is fine, waiting is not: an engine that let a question time out hangs.
-    if let Some(error) = docker::no_answer() {
+    if let Some(error) = process::no_answer() {
         return Err(error);
     }
     Ok(())
@@ -307,7 +308,7 @@ fn show_plan(
                 let _ = state::apply(&mut plan, &observed);
             }
             // A hung engine is no plan with an unknown state: every answer would be late.
-            Err(e) if docker::no_answer().is_some() => return Err(e),
+            Err(e) if process::no_answer().is_some() => return Err(e),
             Err(e) => {
                 let why = match e.downcast_ref::<Error>() {
                     Some(own) => own.message.clone(),

@@ -8,12 +8,13 @@
 use std::fs;
 
 use crate::cli::Invocation;
-use crate::docker::{self, docker_head, docker_head_len};
+use crate::docker::{docker_head, docker_head_len};
 use crate::error::{Error, Kind};
 use crate::inspect::{self, Object, ObjectKind};
 use crate::mode::DoneKind;
 use crate::names::{instance_labels, Names, LABEL_PREFIX, UNFINISHED_LABEL};
 use crate::plan::{DoneObject, Plan, Status, Step};
+use crate::process;
 use crate::record;
 
 pub use crate::inspect::Observed;
@@ -205,7 +206,7 @@ pub fn stop_orphans(plan: &Plan, selected: &[bool]) -> anyhow::Result<()> {
     ps.push(format!(
         "--format={{{{.ID}}}} {{{{.Label \"{LABEL_PREFIX}.step\"}}}} {{{{.Names}}}}"
     ));
-    let listed = docker::query(&ps)?;
+    let listed = process::query(&ps)?;
     if !listed.success() {
         // Not knowing is no reason to stop: the steps run as before.
         return Ok(());
@@ -224,7 +225,7 @@ pub fn stop_orphans(plan: &Plan, selected: &[bool]) -> anyhow::Result<()> {
         );
         let mut remove = head.clone();
         remove.extend(["rm".into(), "--force".into(), id.to_owned()]);
-        let removed = docker::capture(&remove)?;
+        let removed = process::capture(&remove)?;
         if !removed.success() {
             return Err(Error::new(
                 Kind::Conflict,
@@ -651,7 +652,7 @@ pub fn legacy_names_in_use(invocation: &Invocation, context: Option<&str>) -> bo
     for (key, value) in instance_labels(invocation) {
         argv.push(format!("--filter=label={key}={value}"));
     }
-    if let Ok(listed) = crate::docker::query(&argv) {
+    if let Ok(listed) = crate::process::query(&argv) {
         let names: Vec<&str> = listed.stdout.lines().map(str::trim).collect();
         if listed.success() && names.iter().any(|n| starts_legacy(n)) {
             return true;

@@ -2,9 +2,9 @@
 //! their ends and the signals from a channel, so the schedule itself never waits or blocks.
 
 use std::sync::mpsc::{Receiver, Sender};
-use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use super::events::Event;
 use super::interrupts::stop_running;
 use super::output::failure;
 use super::schedule::{lane_of, Action, Schedule};
@@ -14,15 +14,7 @@ use crate::error::Kind;
 use crate::mode::Output;
 use crate::outcome::{Failure, Outcome, Reported};
 use crate::plan::{Plan, Step};
-
-/// What the run loop waits for.
-pub(super) enum Event {
-    Finished(usize, Result<(f64, Reported), Failure>),
-    Signal(i32),
-}
-
-/// The process ids of a running step's current docker command, for stopping it.
-pub(super) type Running = Arc<Mutex<Vec<u32>>>;
+use crate::process::Pids;
 
 /// Why a run of steps ended early.
 pub(super) enum Stop {
@@ -61,7 +53,7 @@ pub(super) fn run_steps(
         options.jobs,
         options.keep_going,
     );
-    let mut running: Vec<(usize, Running)> = Vec::new();
+    let mut running: Vec<(usize, Pids)> = Vec::new();
     loop {
         while let Some(action) = schedule.next() {
             if let Some(started) = carry_out(plan, action, outcomes, options, sender) {
@@ -106,10 +98,10 @@ fn carry_out(
     outcomes: &mut [Option<Outcome>],
     options: &Options,
     sender: &Sender<Event>,
-) -> Option<(usize, Running)> {
+) -> Option<(usize, Pids)> {
     match action {
         Action::Start(index) => {
-            let pids: Running = Arc::default();
+            let pids = Pids::default();
             spawn_step(
                 plan,
                 index,
@@ -137,7 +129,7 @@ fn carry_out(
 }
 
 /// Starts a step on its own thread; `collect` keeps a raw step's stdout for its test cases.
-fn spawn_step(plan: &Plan, index: usize, pids: Running, sender: Sender<Event>, collect: bool) {
+fn spawn_step(plan: &Plan, index: usize, pids: Pids, sender: Sender<Event>, collect: bool) {
     let step = plan.steps[index].clone();
     let names = (
         plan.language.clone(),

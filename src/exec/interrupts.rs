@@ -6,32 +6,32 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::container_name;
-use super::dispatch::{Event, Running};
-use crate::docker;
+use super::events::Event;
 use crate::docker::docker_head_len;
 use crate::error::Kind;
 use crate::plan::Plan;
+use crate::process::{self, Pids};
 
 /// How long stopped docker commands get to exit after SIGTERM before SIGKILL.
 const STOP_GRACE: Duration = Duration::from_secs(10);
 
 /// Stops every running step: removes the containers they started (which also ends `docker
 /// run`), sends SIGTERM to the docker commands, and SIGKILL to any still there after a grace.
-pub(super) fn stop_running(plan: &Plan, running: &[(usize, Running)], events: &Receiver<Event>) {
+pub(super) fn stop_running(plan: &Plan, running: &[(usize, Pids)], events: &Receiver<Event>) {
     crate::interrupt::stop();
     for (index, pids) in running {
         let step = &plan.steps[*index];
         if let Some(name) = container_name(&step.argv) {
             let mut remove = step.argv[..docker_head_len(&step.argv)].to_vec();
             remove.extend(["rm".to_owned(), "--force".to_owned(), name]);
-            let _ = docker::capture(&remove);
+            let _ = process::capture(&remove);
         }
         if let Some(job) = &step.job_service {
             let mut remove = step.argv[..docker_head_len(&step.argv)].to_vec();
             remove.extend(["service".to_owned(), "rm".to_owned(), job.clone()]);
-            let _ = docker::capture(&remove);
+            let _ = process::capture(&remove);
         }
-        signal_all(pids, libc::SIGTERM);
+        pids.signal(libc::SIGTERM);
     }
     let deadline = Instant::now() + STOP_GRACE;
     let mut left: Vec<usize> = running.iter().map(|(i, _)| *i).collect();
@@ -40,22 +40,13 @@ pub(super) fn stop_running(plan: &Plan, running: &[(usize, Running)], events: &R
         if now >= deadline {
             for (index, pids) in running {
                 if left.contains(index) {
-                    signal_all(pids, libc::SIGKILL);
+                    pids.signal(libc::SIGKILL);
                 }
             }
             break;
         }
         if let Ok(Event::Finished(index, _)) = events.recv_timeout(deadline - now) {
             left.retain(|i| *i != index);
-        }
-    }
-}
-
-fn signal_all(pids: &Running, signal: i32) {
-    for pid in pids.lock().map(|p| p.clone()).unwrap_or_default() {
-        // SAFETY: kill(2) with a pid we started; a stale pid at worst gets ESRCH.
-        unsafe {
-            libc::kill(pid as libc::pid_t, signal);
         }
     }
 }

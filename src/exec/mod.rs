@@ -11,6 +11,7 @@
 //! `interrupts` are what their names say.
 
 mod dispatch;
+mod events;
 mod interrupts;
 mod lock;
 mod output;

@@ -4,7 +4,6 @@
 
 use std::time::Duration;
 
-use super::dispatch::Running;
 use super::output::{failure, last_lines, run_captured, run_main, Ended};
 use super::ready;
 use crate::archive::ArchivePlan;
@@ -14,12 +13,13 @@ use crate::error::{Error, Kind};
 use crate::mode::Output;
 use crate::outcome::{parse_cases, Failure, Reported};
 use crate::plan::Step;
+use crate::process::{self, Pids};
 
 /// Runs one step: its `before` commands, its argv, its readiness check, then its `after`
 /// commands (which record it as done, so they run only after everything else succeeded).
 pub(super) fn run_step(
     step: &Step,
-    pids: &Running,
+    pids: &Pids,
     plan_names: (&str, &str, &str),
     collect: bool,
 ) -> Result<Reported, Failure> {
@@ -48,7 +48,7 @@ pub(super) fn run_step(
     };
     services_gone(step)?;
     if let Some(ready) = &step.ready {
-        ready::wait(step, ready, pids)?;
+        ready::wait(step, ready)?;
     }
     if let Some(done) = step
         .done
@@ -171,7 +171,7 @@ fn classify_exit(step: &Step, code: Option<i32>, tail_text: &str, is_job: bool) 
     if is_job && kind != Kind::StepFailed {
         // The job may print anything; only an engine that really does not answer counts.
         let head = &step.argv[..docker_head_len(&step.argv)];
-        if kind != Kind::EngineUnreachable || docker::engine_answers(head) {
+        if kind != Kind::EngineUnreachable || crate::engine::answers(head) {
             kind = Kind::StepFailed;
         }
     }
@@ -223,7 +223,7 @@ fn services_gone(step: &Step) -> Result<(), Failure> {
 /// A job service: created, waited for, its output shown (the step's first `after` command,
 /// `service logs`), removed (the others), and its tasks' exit code passed on like a `docker run`
 /// of `single` would.
-fn run_job(step: &Step, name: &str, pids: &Running, collect: bool) -> Result<Reported, Failure> {
+fn run_job(step: &Step, name: &str, pids: &Pids, collect: bool) -> Result<Reported, Failure> {
     run_captured(step, &step.argv, pids)?;
     let head = &step.argv[..docker_head_len(&step.argv)];
     let ended = crate::swarm::wait_for_job(head, name, ready::POLL);
@@ -290,7 +290,7 @@ fn run_job(step: &Step, name: &str, pids: &Running, collect: bool) -> Result<Rep
 fn published(step: &Step, container: &str) -> String {
     let mut argv = step.argv[..docker_head_len(&step.argv)].to_vec();
     argv.extend(["port".to_owned(), container.to_owned()]);
-    let ports: Vec<String> = docker::query(&argv)
+    let ports: Vec<String> = process::query(&argv)
         .ok()
         .filter(|c| c.success())
         .map(|c| c.stdout.lines().map(|l| l.replace(" -> ", "->")).collect())

@@ -310,12 +310,11 @@ impl Session<'_> {
         let (send, answer) = std::sync::mpsc::channel();
         let step = step.clone();
         std::thread::spawn(move || {
-            let result = crate::docker::capture(&argv).map(|_| ()).and_then(|()| {
+            let result = crate::process::capture(&argv).map(|_| ()).and_then(|()| {
                 let Some(ready) = &step.ready else {
                     return Ok(());
                 };
-                let pids = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-                exec::ready::wait(&step, ready, &pids).map_err(|failure| {
+                exec::ready::wait(&step, ready).map_err(|failure| {
                     anyhow::Error::from(Error::new(failure.kind, failure.message))
                 })
             });
@@ -354,7 +353,7 @@ impl Session<'_> {
         let Some(remove) = &self.daemon else {
             return false;
         };
-        if let Err(e) = crate::docker::capture(remove) {
+        if let Err(e) = crate::process::capture(remove) {
             crate::error::report(&e);
         }
         true
