@@ -315,7 +315,8 @@ fn probe_visibility(head: &[String]) -> anyhow::Result<bool> {
         "--mount=type=bind,{},target=/probe,readonly",
         crate::template::mount_option("source", &dir.path().display().to_string())
     );
-    let created = create_helper_container(head, &[format!("--name={name}"), mount], process::query)?;
+    let created =
+        create_helper_container(head, &[format!("--name={name}"), mount], process::query)?;
     if !created.success() {
         if let Some(kind @ (Kind::EngineUnreachable | Kind::DockerMissing)) =
             docker::classify(&created.stderr)

@@ -8,10 +8,10 @@ use std::collections::HashMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::docker;
-use crate::process;
 use crate::engine::{self, argv};
 use crate::error::{Error, Kind};
 use crate::names::LABEL_PREFIX;
+use crate::process;
 
 /// How long a waiter polls between two tries; a lock is held for seconds to minutes.
 const RETRY: Duration = Duration::from_millis(500);

@@ -245,7 +245,10 @@ fn run_prefixed(
         None => None,
     };
     let (command, upload_writer) = match (upload, &step.dockerfile) {
-        (Some(stream), _) => (command.stdin(Input::Pipe(stream.reader)), Some(stream.writer)),
+        (Some(stream), _) => (
+            command.stdin(Input::Pipe(stream.reader)),
+            Some(stream.writer),
+        ),
         (None, Some(file)) => (command.stdin(Input::Bytes(file.text.as_bytes())), None),
         (None, None) => (command.stdin(Input::Null), None),
     };
