@@ -1,4 +1,4 @@
-//! Running a plan: steps in topological order through duct (argv, no shell), up to `--jobs` at
+//! Running a plan: steps in topological order through `process` (argv, no shell), up to `--jobs` at
 //! once, output streamed live, failures stopping what depends on them, and Ctrl-C / SIGTERM
 //! leaving no container behind.
 //!
@@ -8,7 +8,9 @@
 //! This file is the sequence (probe, ask, lock, re-probe, run, exit code). The order of steps
 //! is `walk` (which steps are ready) and `schedule` (what each ready step becomes); `dispatch`
 //! carries that out on threads; `step` and `output` run one step; `ready`, `lock` and
-//! `interrupts` are what their names say.
+//! `interrupts` are what their names say; `events` is what the run loop waits for. The files
+//! share the run loop's events and the running steps' `process::Pids`, never each other's
+//! internals, so they import each other in one direction only.
 
 mod dispatch;
 mod events;
