@@ -9,7 +9,6 @@
 use std::fs::{self, File};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
@@ -21,6 +20,7 @@ use crate::error::{Error, Kind};
 use crate::mode::ArchiveAction;
 use crate::names::LABEL_PREFIX;
 use crate::plan::Step;
+use crate::process;
 use crate::tar_entries;
 use crate::text::command_line;
 
@@ -123,7 +123,7 @@ fn io_error(what: &str, path: &Path, e: std::io::Error) -> anyhow::Error {
 
 /// Runs a docker command with captured output; fails with its output when it fails.
 fn checked(argv: &[String]) -> anyhow::Result<String> {
-    let captured = docker::capture(argv)?;
+    let captured = process::capture(argv)?;
     if captured.success() || docker::volume_existed(argv, &captured.stderr) {
         return Ok(captured.stdout);
     }
@@ -194,7 +194,7 @@ struct Paused {
 impl Drop for Paused {
     fn drop(&mut self) {
         if !self.ids.is_empty() {
-            let _ = docker::capture(&container_command(&self.head, "unpause", &self.ids));
+            let _ = process::capture(&container_command(&self.head, "unpause", &self.ids));
         }
     }
 }
@@ -309,8 +309,8 @@ fn backup(
 fn volume_exists(head: &[String], volume: &str) -> anyhow::Result<()> {
     let mut inspect = head.to_vec();
     inspect.extend(["volume".into(), "inspect".into(), volume.to_owned()]);
-    let inspected = docker::query(&inspect)?;
-    if let Some(error) = docker::unreachable(&inspected) {
+    let inspected = process::query(&inspect)?;
+    if let Some(error) = docker::unreachable(&inspected.stderr).filter(|_| !inspected.success()) {
         return Err(error);
     }
     if inspected.code != 0 {
@@ -390,25 +390,12 @@ fn stream_out(
         .create_new(true)
         .open(path)
         .map_err(|e| io_error("creating", path, e))?;
-    let mut child = std::process::Command::new(&argv[0])
-        .args(&argv[1..])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| docker::spawn_error(&argv[0], e))?;
+    let mut child = process::spawn_piped(argv, true)?;
     // Held open while streaming: the helper stops when it closes (see WATCHED_TAR).
     let stdin = child.stdin.take();
-    let (Some(mut stdout), Some(mut stderr)) = (child.stdout.take(), child.stderr.take()) else {
-        let _ = child.kill();
-        let _ = child.wait();
+    let Some(mut stdout) = child.stdout.take() else {
         return Err(anyhow::anyhow!("docker's output could not be read"));
     };
-    let errors = std::thread::spawn(move || {
-        let mut text = String::new();
-        let _ = stderr.read_to_string(&mut text);
-        text
-    });
     let copied = hash_copy(&mut stdout, &mut file)
         .and_then(|done| file.sync_all().map(|()| done))
         .map_err(|e| io_error("writing the archive to", path, e));
@@ -417,13 +404,12 @@ fn stream_out(
     drop(stdout);
     drop(stdin);
     if copied.is_err() {
-        let _ = child.kill();
+        child.kill();
         if let Some(remove) = remove {
-            let _ = docker::capture(remove);
+            let _ = process::capture(remove);
         }
     }
-    let status = child.wait()?;
-    let errors = errors.join().unwrap_or_default();
+    let (status, errors) = child.wait()?;
     let copied = copied?;
     if !status.success() {
         return Err(
@@ -741,7 +727,7 @@ fn remove_volumes(head: &[String], names: &[&str]) {
     let mut argv = head.to_vec();
     argv.extend(["volume", "rm", "--force"].map(String::from));
     argv.extend(names.iter().map(|n| (*n).to_owned()));
-    let _ = docker::capture(&argv);
+    let _ = process::capture(&argv);
 }
 
 fn interrupted() -> anyhow::Error {
@@ -911,30 +897,13 @@ fn finish_swap(
 fn stream_in(argv: &[String], path: &Path) -> anyhow::Result<String> {
     // Verified before, but opened again: what is there now must still be a file.
     let file = open_input("archive", path)?;
-    let mut child = std::process::Command::new(&argv[0])
-        .args(&argv[1..])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| docker::spawn_error(&argv[0], e))?;
+    let mut child = process::spawn_piped(argv, false)?;
     let stdin = child.stdin.take();
-    let Some(mut stderr) = child.stderr.take() else {
-        let _ = child.kill();
-        let _ = child.wait();
-        return Err(anyhow::anyhow!("docker's output could not be read"));
-    };
-    let errors = std::thread::spawn(move || {
-        let mut text = String::new();
-        let _ = stderr.read_to_string(&mut text);
-        text
-    });
     // The stdin handle drops at the end of the copy, which ends the archive for tar.
     let sent = stdin
         .map(|stdin| hash_copy(file, stdin))
         .unwrap_or_else(|| Err(std::io::ErrorKind::BrokenPipe.into()));
-    let status = child.wait()?;
-    let errors = errors.join().unwrap_or_default();
+    let (status, errors) = child.wait()?;
     if !status.success() {
         return Err(
             Error::new(Kind::StepFailed, format!("`{}` failed", command_line(argv)))

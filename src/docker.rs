@@ -1,153 +1,16 @@
 //! The one place that knows how the docker CLI behaves: its argv head (program and global
-//! options), running it for an answer (the read-only questions within a deadline, since a hung
-//! engine would otherwise hang us silently), and reading its error messages. Reading what the
-//! engine holds is `inspect`.
+//! options), what its error messages say, and the errors we give when it cannot be started or
+//! answers nonsense. Running it (within the engine deadline, for our own questions) is
+//! `process`; reading what the engine holds is `inspect`.
 
 use std::io::ErrorKind as IoErrorKind;
-use std::sync::{Mutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::sync::OnceLock;
 
 use crate::error::{Error, Kind};
 use crate::names::LABEL_PREFIX;
 
-/// A finished docker call whose output was captured.
-#[derive(Debug)]
-pub struct Captured {
-    pub code: i32,
-    pub stdout: String,
-    pub stderr: String,
-}
-
-impl Captured {
-    pub fn success(&self) -> bool {
-        self.code == 0
-    }
-}
-
-/// Runs `argv` (docker and its arguments) with no stdin and captured output, as long as it
-/// takes (it changes something, and a client killed half-way leaves the engine doing it or not).
-/// Once a question got no answer, fails at once: waiting on a hung engine would never end.
-pub fn capture(argv: &[String]) -> anyhow::Result<Captured> {
-    if let Some(error) = no_answer() {
-        return Err(error);
-    }
-    let output = duct::cmd(&argv[0], &argv[1..])
-        .stdin_null()
-        .stdout_capture()
-        .stderr_capture()
-        .unchecked()
-        .run()
-        .map_err(|e| spawn_error(&argv[0], e))?;
-    Ok(Captured {
-        code: output.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-    })
-}
-
-/// How long a read-only docker call of our own may take unless `HOST_CONTAINER_ENGINE_TIMEOUT`
-/// says otherwise: an engine that answers at all answers an inspect within a second or two, even
-/// of thousands of objects or over ssh, and a CI job should learn of a hung one well before its
-/// own timeout ends it without a word.
-pub const DEFAULT_ENGINE_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// The variable that sets the deadline, in whole seconds.
-pub const ENGINE_TIMEOUT_VARIABLE: &str = "HOST_CONTAINER_ENGINE_TIMEOUT";
-
-/// The deadline `query` gives each call; set once from the checked invocation.
-static ENGINE_TIMEOUT: OnceLock<Duration> = OnceLock::new();
-
-/// The first call that did not answer in time. The engine that hung once is taken to hang: every
-/// later question fails at once with the same error instead of waiting out its own deadline (the
-/// callers that treat a failed question as "unknown" would otherwise wait again, one deadline
-/// each).
-static NO_ANSWER: Mutex<Option<NoAnswer>> = Mutex::new(None);
-
-#[derive(Debug, Clone)]
-struct NoAnswer {
-    call: String,
-    waited: Duration,
-}
-
-/// The deadline `value` (of `HOST_CONTAINER_ENGINE_TIMEOUT`) asks for: whole seconds, at least 1;
-/// unset or empty is the default.
-pub fn engine_timeout_of(value: Option<&str>) -> anyhow::Result<Duration> {
-    let Some(value) = value.map(str::trim).filter(|v| !v.is_empty()) else {
-        return Ok(DEFAULT_ENGINE_TIMEOUT);
-    };
-    match value.parse::<u64>() {
-        Ok(seconds) if seconds > 0 => Ok(Duration::from_secs(seconds)),
-        _ => Err(Error::new(
-            Kind::Usage,
-            format!(
-                "{ENGINE_TIMEOUT_VARIABLE}={}: expected a whole number of seconds, at least 1",
-                crate::error::excerpt(value)
-            ),
-        )
-        .note(format!(
-            "it bounds the read-only docker calls host_container makes by itself (default {} s)",
-            DEFAULT_ENGINE_TIMEOUT.as_secs()
-        ))
-        .into()),
-    }
-}
-
-/// The deadline `HOST_CONTAINER_ENGINE_TIMEOUT` of this process asks for.
-pub fn engine_timeout_from_env() -> anyhow::Result<Duration> {
-    match std::env::var(ENGINE_TIMEOUT_VARIABLE) {
-        Ok(value) => engine_timeout_of(Some(&value)),
-        Err(std::env::VarError::NotPresent) => engine_timeout_of(None),
-        Err(std::env::VarError::NotUnicode(_)) => engine_timeout_of(Some("(not UTF-8)")),
-    }
-}
-
-/// Sets the deadline of every later `query`; the first call wins (one invocation per process).
-pub fn set_engine_timeout(timeout: Duration) {
-    let _ = ENGINE_TIMEOUT.set(timeout);
-}
-
-fn engine_timeout() -> Duration {
-    ENGINE_TIMEOUT
-        .get()
-        .copied()
-        .unwrap_or(DEFAULT_ENGINE_TIMEOUT)
-}
-
-/// The error of the call that did not answer in time, if one did not.
-pub fn no_answer() -> Option<anyhow::Error> {
-    let first = NO_ANSWER.lock().ok()?.clone()?;
-    Some(no_answer_error(&first))
-}
-
-fn no_answer_error(first: &NoAnswer) -> anyhow::Error {
-    let mut error = Error::new(
-        Kind::EngineUnreachable,
-        format!(
-            "the {} engine did not answer `{}` within {} s",
-            engine_name(),
-            first.call,
-            first.waited.as_secs()
-        ),
-    );
-    error = match std::env::var("DOCKER_HOST").ok().filter(|h| !h.is_empty()) {
-        Some(host) => error.note(format!(
-            "check the engine at DOCKER_HOST={host}: does `docker info` answer?"
-        )),
-        None => error.note(
-            "check the engine (DOCKER_HOST, DOCKER_CONTEXT or --context): does `docker info` \
-             answer?",
-        ),
-    };
-    error
-        .note(format!(
-            "a slow engine may get more time: {ENGINE_TIMEOUT_VARIABLE}=SECONDS (now {} s)",
-            first.waited.as_secs()
-        ))
-        .into()
-}
-
 /// The call a message names: the subcommand and its first arguments, not thousands of names.
-fn call_name(argv: &[String]) -> String {
+pub fn call_name(argv: &[String]) -> String {
     const SHOWN: usize = 4;
     let rest = &argv[docker_head_len(argv)..];
     let mut shown: Vec<String> = argv[..1].to_vec();
@@ -157,51 +20,6 @@ fn call_name(argv: &[String]) -> String {
         name.push_str(" …");
     }
     name
-}
-
-/// Runs `argv`, a read-only question host_container asks by itself (inspect, info, version, ls,
-/// a probe), like `capture` but within the engine deadline: a call that does not end in time is
-/// killed and is an error (68) naming it. Never for a user's step: a build or a job takes as long
-/// as it takes.
-pub fn query(argv: &[String]) -> anyhow::Result<Captured> {
-    if let Some(error) = no_answer() {
-        return Err(error);
-    }
-    let handle = duct::cmd(&argv[0], &argv[1..])
-        .stdin_null()
-        .stdout_capture()
-        .stderr_capture()
-        .unchecked()
-        .start()
-        .map_err(|e| spawn_error(&argv[0], e))?;
-    let timeout = engine_timeout();
-    // A deadline past what `Instant` can hold is no deadline.
-    let answered = match Instant::now().checked_add(timeout) {
-        Some(deadline) => handle.wait_deadline(deadline),
-        None => handle.wait().map(Some),
-    };
-    let output = match answered {
-        Ok(Some(output)) => output,
-        Ok(None) => {
-            // Killed, not waited for: the CLI's own children could keep its pipes open. The
-            // handle reaps it later.
-            let _ = handle.kill();
-            let first = NoAnswer {
-                call: call_name(argv),
-                waited: timeout,
-            };
-            if let Ok(mut slot) = NO_ANSWER.lock() {
-                slot.get_or_insert_with(|| first.clone());
-            }
-            return Err(no_answer_error(&first));
-        }
-        Err(e) => return Err(Error::new(Kind::Io, format!("running `{}`: {e}", argv[0])).into()),
-    };
-    Ok(Captured {
-        code: output.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-    })
 }
 
 /// The error for an answer of the engine that cannot be read.
@@ -332,29 +150,17 @@ impl Noise {
     }
 }
 
-/// Whether the engine behind `head` (docker and its global options) answers at all.
-pub fn engine_answers(head: &[String]) -> bool {
-    let mut argv = head.to_vec();
-    argv.extend([
-        "version".into(),
-        "--format".into(),
-        "{{.Server.Version}}".into(),
-    ]);
-    query(&argv).is_ok_and(|c| c.success())
-}
-
-/// The error for a docker call that failed because the engine did not answer, if that is why.
-pub fn unreachable(captured: &Captured) -> Option<anyhow::Error> {
-    (!captured.success() && classify(&captured.stderr) == Some(Kind::EngineUnreachable)).then(
-        || {
-            Error::new(
-                Kind::EngineUnreachable,
-                format!("the {} engine did not answer", engine_name()),
-            )
-            .note(captured.stderr.trim().to_owned())
-            .into()
-        },
-    )
+/// The error for a docker call that failed because the engine did not answer, if its stderr
+/// says that is why.
+pub fn unreachable(stderr: &str) -> Option<anyhow::Error> {
+    (classify(stderr) == Some(Kind::EngineUnreachable)).then(|| {
+        Error::new(
+            Kind::EngineUnreachable,
+            format!("the {} engine did not answer", engine_name()),
+        )
+        .note(stderr.trim().to_owned())
+        .into()
+    })
 }
 
 /// The variable that names the client program (`--docker-path` wins over it).
@@ -454,24 +260,6 @@ Successfully built 295dc1dcd953
                 "Successfully built 295dc1dcd953"
             ]
         );
-    }
-
-    #[test]
-    fn engine_timeout_is_whole_seconds_from_one() {
-        assert_eq!(engine_timeout_of(None).unwrap(), DEFAULT_ENGINE_TIMEOUT);
-        assert_eq!(
-            engine_timeout_of(Some(" ")).unwrap(),
-            DEFAULT_ENGINE_TIMEOUT
-        );
-        assert_eq!(
-            engine_timeout_of(Some("5")).unwrap(),
-            Duration::from_secs(5)
-        );
-        for bad in ["0", "-1", "1.5", "5s", "99999999999999999999999"] {
-            let error = engine_timeout_of(Some(bad)).unwrap_err();
-            assert_eq!(crate::error::exit_code_of(&error), 64, "{bad}");
-            assert!(error.to_string().contains(ENGINE_TIMEOUT_VARIABLE), "{bad}");
-        }
     }
 
     #[test]

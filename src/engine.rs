@@ -12,10 +12,11 @@ use std::path::Path;
 
 use sha2::{Digest as _, Sha256};
 
-use crate::docker::{self, Captured};
+use crate::docker;
 use crate::engine_kind::{EngineKind, Identity};
 use crate::error::{Error, Kind};
 use crate::names::LABEL_PREFIX;
+use crate::process::{self, Captured};
 
 /// An image with no files, loaded from an archive made here (`helper_archive`). Containers of it are created,
 /// never started: as a lock object, or to look into a bind mount with `docker cp`.
@@ -38,7 +39,7 @@ fn no_such_image(answer: &Captured) -> bool {
         || text.contains("image not known")
 }
 
-/// How a docker call is run: `docker::capture` (as long as it takes) or `docker::query` (within
+/// How a docker call is run: `process::capture` (as long as it takes) or `process::query` (within
 /// the engine deadline).
 pub type Run = fn(&[String]) -> anyhow::Result<Captured>;
 
@@ -70,18 +71,12 @@ fn load_helper_image(head: &[String]) -> anyhow::Result<()> {
     let architecture = engine_architecture(head);
     let archive = helper_archive(&architecture)?;
     let load = argv(head, &["load", "--quiet"]);
-    let output = duct::cmd(&load[0], &load[1..])
-        .stdin_bytes(archive)
-        .stdout_capture()
-        .stderr_capture()
-        .unchecked()
-        .run()
-        .map_err(|e| docker::spawn_error(&load[0], e))?;
-    if output.status.success() {
+    let output = process::capture_fed(&load, archive)?;
+    if output.success() {
         prune_replaced_helper_images(head);
         return Ok(());
     }
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stderr = output.stderr;
     Err(Error::new(
         docker::classify(&stderr).unwrap_or(Kind::StepFailed),
         format!(
@@ -92,10 +87,16 @@ fn load_helper_image(head: &[String]) -> anyhow::Result<()> {
     .into())
 }
 
+/// Whether the engine behind `head` (docker and its global options) answers at all.
+pub fn answers(head: &[String]) -> bool {
+    process::query(&argv(head, &["version", "--format", "{{.Server.Version}}"]))
+        .is_ok_and(|c| c.success())
+}
+
 /// The engine's architecture as images name it (`amd64`, `arm64`), which may not be this
 /// machine's; failing an answer, this machine's, as the engine most often runs here.
 fn engine_architecture(head: &[String]) -> String {
-    let asked = docker::query(&argv(head, &["version", "--format", "{{.Server.Arch}}"]));
+    let asked = process::query(&argv(head, &["version", "--format", "{{.Server.Arch}}"]));
     match asked {
         Ok(answer) if answer.success() && is_architecture(answer.stdout.trim()) => {
             answer.stdout.trim().to_owned()
@@ -172,7 +173,7 @@ fn tar_in_memory(entries: &[(&str, Option<&[u8]>)]) -> std::io::Result<Vec<u8>> 
 /// only costs a line in `docker images`.
 fn prune_replaced_helper_images(head: &[String]) {
     let filter = format!("--filter=label={LABEL_PREFIX}.role=helper");
-    let _ = docker::capture(&argv(head, &["image", "prune", "--force", &filter]));
+    let _ = process::capture(&argv(head, &["image", "prune", "--force", &filter]));
 }
 
 /// The engine's own id (from `info`), which names it in the cache whatever its address.
@@ -183,7 +184,7 @@ fn engine_id(head: &[String]) -> anyhow::Result<String> {
 /// The engine's identity, asked with one `info`.
 pub fn identity(head: &[String]) -> anyhow::Result<Identity> {
     let argv = argv(head, &["info", "--format", "{{json .}}"]);
-    let answer = docker::query(&argv)?;
+    let answer = process::query(&argv)?;
     if !answer.success() {
         return Err(Error::new(
             docker::classify(&answer.stderr).unwrap_or(Kind::EngineUnreachable),
@@ -202,8 +203,8 @@ pub fn identity(head: &[String]) -> anyhow::Result<Identity> {
 }
 
 fn probe_docker_api(head: &[String]) -> anyhow::Result<EngineKind> {
-    let info = docker::query(&argv(head, &["info", "--format", "{{json .}}"]))?;
-    let version = docker::query(&argv(
+    let info = process::query(&argv(head, &["info", "--format", "{{json .}}"]))?;
+    let version = process::query(&argv(
         head,
         &["version", "--format", "{{json .Server.Components}}"],
     ))?;
@@ -314,7 +315,8 @@ fn probe_visibility(head: &[String]) -> anyhow::Result<bool> {
         "--mount=type=bind,{},target=/probe,readonly",
         crate::template::mount_option("source", &dir.path().display().to_string())
     );
-    let created = create_helper_container(head, &[format!("--name={name}"), mount], docker::query)?;
+    let created =
+        create_helper_container(head, &[format!("--name={name}"), mount], process::query)?;
     if !created.success() {
         if let Some(kind @ (Kind::EngineUnreachable | Kind::DockerMissing)) =
             docker::classify(&created.stderr)
@@ -324,8 +326,8 @@ fn probe_visibility(head: &[String]) -> anyhow::Result<bool> {
         // The engine has no such directory: `--mount` refuses a missing bind source.
         return Ok(false);
     }
-    let copied = docker::query(&argv(head, &["cp", &format!("{name}:/probe/marker"), "-"]));
-    let _ = docker::query(&argv(head, &["rm", "--force", &name]));
+    let copied = process::query(&argv(head, &["cp", &format!("{name}:/probe/marker"), "-"]));
+    let _ = process::query(&argv(head, &["rm", "--force", &name]));
     let copied = copied?;
     // `docker cp … -` answers with a tar archive holding the file.
     Ok(copied.success() && copied.stdout.contains(&token))

@@ -11,6 +11,7 @@ use crate::docker;
 use crate::engine::{self, argv};
 use crate::error::{Error, Kind};
 use crate::names::LABEL_PREFIX;
+use crate::process;
 
 /// How long a waiter polls between two tries; a lock is held for seconds to minutes.
 const RETRY: Duration = Duration::from_millis(500);
@@ -96,7 +97,7 @@ impl EngineLock {
         loop {
             // Not within the engine deadline: a lock created after its client was killed would
             // stay behind for other hosts until HOST_CONTAINER_LOCK_TIMEOUT.
-            let created = engine::create_helper_container(head, &options, docker::capture)?;
+            let created = engine::create_helper_container(head, &options, process::capture)?;
             if created.success() {
                 // The id, so that release never removes a successor's lock of the same name.
                 let id = created.stdout.trim();
@@ -200,7 +201,7 @@ impl Waiting<'_> {
                 self.what,
                 holder.describe()
             );
-            let _ = docker::capture(&argv(self.head, &["rm", "--force", &holder.id]));
+            let _ = process::capture(&argv(self.head, &["rm", "--force", &holder.id]));
             return Ok(true);
         }
         if !*announced {
@@ -220,13 +221,13 @@ impl Waiting<'_> {
 
 impl Drop for EngineLock {
     fn drop(&mut self) {
-        let _ = docker::capture(&argv(&self.head, &["rm", "--force", &self.id]));
+        let _ = process::capture(&argv(&self.head, &["rm", "--force", &self.id]));
     }
 }
 
 /// The holder of lock `name`, or None when there is no such container.
 fn holder(head: &[String], name: &str) -> anyhow::Result<Option<Holder>> {
-    let answer = docker::query(&argv(
+    let answer = process::query(&argv(
         head,
         &[
             "container",

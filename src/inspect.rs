@@ -6,9 +6,10 @@ use std::collections::HashMap;
 
 use serde_json::Value as Json;
 
-use crate::docker::{classify, query};
+use crate::docker::classify;
 use crate::error::{Error, Kind};
 use crate::names::LABEL_PREFIX;
+use crate::process::query;
 
 /// The kinds of object the probe reads. (A stamp is a volume.)
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -42,6 +42,7 @@ pub mod names;
 pub mod outcome;
 pub mod plan;
 pub mod print;
+pub mod process;
 pub mod record;
 pub mod rerun;
 pub mod safe_fs;
@@ -149,7 +150,7 @@ fn run_arguments(args: &Arguments) -> anyhow::Result<u8> {
             "expected LANGUAGE VARIANT MODE (see --help, or --list for what exists)",
         );
     };
-    docker::set_engine_timeout(docker::engine_timeout_from_env()?);
+    process::set_engine_timeout(process::engine_timeout_from_env()?);
     docker::set_program(&args.docker_path);
     let mut invocation = Invocation::from_arguments(args, language, variant, mode)?;
     if !args.offline {
@@ -252,7 +253,7 @@ fn ask_engine(
             engine::sees_client_files(&head, layers.cache_dir()).ok();
     }
     // Not knowing is fine, waiting is not: an engine that let a question time out hangs.
-    if let Some(error) = docker::no_answer() {
+    if let Some(error) = process::no_answer() {
         return Err(error);
     }
     Ok(())
@@ -265,7 +266,7 @@ fn labelled_volumes(head: &[String], invocation: &Invocation) -> Option<Vec<Stri
     for (key, value) in names::instance_labels(invocation) {
         argv.push(format!("--filter=label={key}={value}"));
     }
-    let listed = docker::query(&argv)
+    let listed = process::query(&argv)
         .ok()
         .filter(|listed| listed.success())?;
     Some(listed.stdout.lines().map(|n| n.trim().to_owned()).collect())
@@ -327,7 +328,7 @@ fn show_plan(
         match state::probe(&plan) {
             Ok(observed) => state::assess(&plan, &observed, force).0,
             // A hung engine is no plan with an unknown state: every answer would be late.
-            Err(e) if docker::no_answer().is_some() => return Err(e),
+            Err(e) if process::no_answer().is_some() => return Err(e),
             Err(e) => {
                 let why = match e.downcast_ref::<Error>() {
                     Some(own) => own.message.clone(),
@@ -341,10 +342,11 @@ fn show_plan(
     if args.format == cli::Format::Json {
         // Streamed: the JSON of a large plan is megabytes, no need to hold it twice.
         let mut out = std::io::BufWriter::new(stdout);
-        let written = serde_json::to_writer_pretty(&mut out, &plan::json::Plan::of(&plan, &assessment))
-            .map_err(std::io::Error::from)
-            .and_then(|()| out.write_all(b"\n"))
-            .and_then(|()| out.flush());
+        let written =
+            serde_json::to_writer_pretty(&mut out, &plan::json::Plan::of(&plan, &assessment))
+                .map_err(std::io::Error::from)
+                .and_then(|()| out.write_all(b"\n"))
+                .and_then(|()| out.flush());
         match written {
             Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => return Err(e.into()),
             _ => {}

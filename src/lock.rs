@@ -417,7 +417,7 @@ pub fn image_digest(head: &[String], image: &str) -> anyhow::Result<String> {
         ]
         .map(String::from),
     );
-    let answer = crate::docker::query(&argv)?;
+    let answer = crate::process::query(&argv)?;
     if !answer.success() {
         return Err(Error::new(
             Kind::StepFailed,

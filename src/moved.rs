@@ -40,7 +40,7 @@ fn built_on(head: &[String], image: &str, step: &Step) -> Option<String> {
     let own = instructions_after_from(&dockerfile.text);
     let mut argv = head.to_vec();
     argv.extend(["history", "--quiet", "--no-trunc", image].map(String::from));
-    let answer = crate::docker::query(&argv).ok()?;
+    let answer = crate::process::query(&argv).ok()?;
     if !answer.success() {
         return None;
     }

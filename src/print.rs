@@ -48,11 +48,7 @@ fn text_header(out: &mut String, plan: &Plan, assessment: &Assessment) {
         "# plan v{}: {} {} {} (instance {})",
         plan.version, plan.language, plan.variant, plan.mode, plan.instance
     );
-    let _ = writeln!(
-        out,
-        "# state: {}",
-        visible(&assessment.source.to_string())
-    );
+    let _ = writeln!(out, "# state: {}", visible(&assessment.source.to_string()));
     let _ = writeln!(
         out,
         "# engine: {}; what writes your files runs as you: {}",

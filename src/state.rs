@@ -210,7 +210,14 @@ pub fn assess(plan: &Plan, observed: &Observed, force: Force) -> (Assessment, Ve
     }
     let summary = Summary::of(&plan.steps, &states);
     let source = StateSource::Probed;
-    (Assessment { source, steps: states, summary }, conflicts)
+    (
+        Assessment {
+            source,
+            steps: states,
+            summary,
+        },
+        conflicts,
+    )
 }
 
 /// Each step's state from what is known without the engine: `source` says why it was not
@@ -248,7 +255,11 @@ pub fn unprobed(plan: &Plan, source: StateSource, force: Force) -> Assessment {
         })
         .collect();
     let summary = Summary::of(&plan.steps, &states);
-    Assessment { source, steps: states, summary }
+    Assessment {
+        source,
+        steps: states,
+        summary,
+    }
 }
 
 const ALWAYS_RUNS: &str = "no `done` condition: always runs";
@@ -860,7 +871,12 @@ mod tests {
             status: Status::Run,
             ..image_runs
         };
-        let decision = decide(&plan, (1, false), (&observed, &[image_runs]), &mut Vec::new());
+        let decision = decide(
+            &plan,
+            (1, false),
+            (&observed, &[image_runs]),
+            &mut Vec::new(),
+        );
         assert_eq!(decision.status, Status::Run);
         assert_eq!(decision.reason, "needs `s`, which runs");
         assert_eq!(

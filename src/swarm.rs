@@ -185,7 +185,7 @@ pub fn mounted_volumes(args: &[String]) -> Vec<String> {
 
 /// How many nodes the swarm of the engine at `head` has, when it is a swarm manager that says.
 pub fn node_count(head: &[String]) -> Option<u64> {
-    let info = crate::docker::query(&with_head(head, &["info", "--format", "{{.Swarm.Nodes}}"]));
+    let info = crate::process::query(&with_head(head, &["info", "--format", "{{.Swarm.Nodes}}"]));
     info.ok()
         .filter(|info| info.success())
         .and_then(|info| info.stdout.trim().parse().ok())
@@ -250,7 +250,7 @@ fn baked_image(head: &[String], plan: &crate::plan::Plan) -> Option<String> {
         argv.push(format!("--filter=label={prefix}.{key}={value}"));
     }
     argv.push("--format={{.Repository}}:{{.Tag}}".to_owned());
-    let listed = crate::docker::query(&argv).ok().filter(|l| l.success())?;
+    let listed = crate::process::query(&argv).ok().filter(|l| l.success())?;
     let first = listed.stdout.lines().next()?.trim().to_owned();
     (!first.is_empty()).then_some(first)
 }
@@ -478,7 +478,7 @@ pub fn wait_for_job(
     poll: std::time::Duration,
 ) -> anyhow::Result<JobEnd> {
     loop {
-        let listed = crate::docker::query(&with_head(
+        let listed = crate::process::query(&with_head(
             head,
             &["service", "ps", "--quiet", "--no-trunc", name],
         ))?;
@@ -496,7 +496,7 @@ pub fn wait_for_job(
                 ],
             );
             argv.extend(ids.iter().map(|id| (*id).to_owned()));
-            let states = crate::docker::query(&argv)?;
+            let states = crate::process::query(&argv)?;
             if let Some(end) = job_end(&states.stdout) {
                 return Ok(end);
             }
@@ -532,7 +532,7 @@ fn job_end(lines: &str) -> Option<JobEnd> {
 /// Whether the service `name` runs all the replicas it wants, none of them still starting and
 /// no rolling update under way; otherwise what it is waiting for.
 pub fn service_ready(head: &[String], name: &str) -> Result<(), String> {
-    let inspect = crate::docker::query(&with_head(
+    let inspect = crate::process::query(&with_head(
         head,
         &[
             "service",
@@ -551,7 +551,7 @@ pub fn service_ready(head: &[String], name: &str) -> Result<(), String> {
     if matches!(update, "updating" | "rollback_started") {
         return Err(format!("its rolling update is {update}"));
     }
-    let tasks = crate::docker::query(&with_head(
+    let tasks = crate::process::query(&with_head(
         head,
         &[
             "service",
@@ -613,7 +613,7 @@ pub fn clear_removed(
     for service in services {
         loop {
             let filter = format!("--filter=label=com.docker.swarm.service.name={service}");
-            let listed = crate::docker::query(&with_head(
+            let listed = crate::process::query(&with_head(
                 head,
                 &["ps", "--all", "--format={{.ID}} {{.State}}", &filter],
             ))?;
@@ -631,7 +631,7 @@ pub fn clear_removed(
                 let mut remove = with_head(head, &["rm", "--force"]);
                 remove.extend(ended.iter().map(|id| (*id).to_owned()));
                 // Swarm may be removing the same containers; what is left is listed again.
-                let _ = crate::docker::capture(&remove);
+                let _ = crate::process::capture(&remove);
                 continue;
             }
             if std::time::Instant::now() >= deadline {

@@ -202,7 +202,8 @@ fn a_daemon_re_created_for_set_values_says_which() {
     let before = sandbox.plan_json(&["python", "minimal", "daemon"]);
     let engine = engine_where_all_is_done(&before);
     let same = plan_with_engine(&sandbox, &engine, &["python", "minimal", "daemon"]);
-    assert_eq!(step(&same, "daemon.container")["status"], "skip");
+    let unchanged = step(&same, "daemon.container");
+    assert_eq!(unchanged["status"], "skip", "{}", unchanged["reason"]);
     let changed = plan_with_engine(
         &sandbox,
         &engine,

@@ -359,7 +359,8 @@ fn exercise(dir: &Path, input: &[u8]) {
         let assessment = host_container::state::unprobed(&plan, offline, force);
         let document = host_container::plan::json::Plan::of(&plan, &assessment);
         let _ = serde_json::to_vec(&document);
-        let _ = host_container::print::render(&plan, &assessment, host_container::cli::Format::Text);
+        let _ =
+            host_container::print::render(&plan, &assessment, host_container::cli::Format::Text);
     }
 }
 

@@ -127,7 +127,12 @@ fn insert_labels(
 
 /// A `then` command that commits a container makes an image: it gets the labels as a
 /// `--change=LABEL …`, so that its fingerprint is read like a build's and `purge` finds it.
-fn label_commits(step: &mut Step, instance: &InstanceLabels, own: &[(String, String)], head: usize) {
+fn label_commits(
+    step: &mut Step,
+    instance: &InstanceLabels,
+    own: &[(String, String)],
+    head: usize,
+) {
     let labels: Vec<(String, String)> = (instance.pairs.iter().chain(own)).cloned().collect();
     let Some(change) = dockerfile::label_instruction(&labels) else {
         return;

@@ -93,9 +93,6 @@ mod tests {
         );
         assert_eq!(of(&words(&["rmi", "i"])).removes, ["i"]);
         assert!(of(&words(&["run", "rm", "x"])).removes.is_empty());
-        assert_eq!(
-            of(&words(&["service", "rm", "s"])).removed_services,
-            ["s"]
-        );
+        assert_eq!(of(&words(&["service", "rm", "s"])).removed_services, ["s"]);
     }
 }

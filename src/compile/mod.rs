@@ -10,9 +10,9 @@
 
 mod carried;
 mod commands;
-mod facts;
 mod context;
 mod dockerfile;
+mod facts;
 mod finish;
 mod link;
 mod modes;

@@ -294,7 +294,10 @@ impl Compiler<'_> {
         })?;
         if keep {
             let condition = template::condition(when, true);
-            return Ok(Some((format!("{reason}, and {condition}"), Some(condition))));
+            return Ok(Some((
+                format!("{reason}, and {condition}"),
+                Some(condition),
+            )));
         }
         let decision = ModeDecision {
             name: name.to_owned(),

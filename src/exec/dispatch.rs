@@ -2,9 +2,10 @@
 //! their ends and the signals from a channel, so the schedule itself never waits or blocks.
 
 use std::sync::mpsc::{Receiver, Sender};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Instant;
 
+use super::events::Event;
 use super::interrupts::stop_running;
 use super::output::failure;
 use super::schedule::{lane_of, Action, Schedule};
@@ -14,15 +15,7 @@ use crate::error::Kind;
 use crate::mode::Output;
 use crate::outcome::{Failure, Outcome, Reported};
 use crate::plan::{Assessment, Plan, Step};
-
-/// What the run loop waits for.
-pub(super) enum Event {
-    Finished(usize, Result<(f64, Reported), Failure>),
-    Signal(i32),
-}
-
-/// The process ids of a running step's current docker command, for stopping it.
-pub(super) type Running = Arc<Mutex<Vec<u32>>>;
+use crate::process::Pids;
 
 /// Why a run of steps ended early.
 pub(super) enum Stop {
@@ -63,7 +56,7 @@ pub(super) fn run_steps(
         options.jobs,
         options.keep_going,
     );
-    let mut running: Vec<(usize, Running)> = Vec::new();
+    let mut running: Vec<(usize, Pids)> = Vec::new();
     loop {
         while let Some(action) = schedule.next() {
             let steps = (plan, assessment);
@@ -109,10 +102,10 @@ fn carry_out(
     outcomes: &mut [Option<Outcome>],
     options: &Options,
     sender: &Sender<Event>,
-) -> Option<(usize, Running)> {
+) -> Option<(usize, Pids)> {
     match action {
         Action::Start(index) => {
-            let pids: Running = Arc::default();
+            let pids = Pids::default();
             spawn_step(
                 (plan, assessment),
                 index,
@@ -144,7 +137,7 @@ fn carry_out(
 fn spawn_step(
     (plan, assessment): (&Arc<Plan>, &Arc<Assessment>),
     index: usize,
-    pids: Running,
+    pids: Pids,
     sender: Sender<Event>,
     collect: bool,
 ) {

@@ -5,27 +5,27 @@ use std::sync::mpsc::{Receiver, Sender};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::dispatch::{Event, Running};
-use crate::docker;
+use super::events::Event;
 use crate::error::Kind;
 use crate::plan::Plan;
+use crate::process::{self, Pids};
 
 /// How long stopped docker commands get to exit after SIGTERM before SIGKILL.
 const STOP_GRACE: Duration = Duration::from_secs(10);
 
 /// Stops every running step: removes the containers they started (which also ends `docker
 /// run`), sends SIGTERM to the docker commands, and SIGKILL to any still there after a grace.
-pub(super) fn stop_running(plan: &Plan, running: &[(usize, Running)], events: &Receiver<Event>) {
+pub(super) fn stop_running(plan: &Plan, running: &[(usize, Pids)], events: &Receiver<Event>) {
     crate::interrupt::stop();
     for (index, pids) in running {
         let step = &plan.steps[*index];
         if let Some(name) = &step.facts.container {
-            let _ = docker::capture(&plan.command(&["rm", "--force", name]));
+            let _ = process::capture(&plan.command(&["rm", "--force", name]));
         }
         if let Some(job) = &step.facts.job_service {
-            let _ = docker::capture(&plan.command(&["service", "rm", job]));
+            let _ = process::capture(&plan.command(&["service", "rm", job]));
         }
-        signal_all(pids, libc::SIGTERM);
+        pids.signal(libc::SIGTERM);
     }
     let deadline = Instant::now() + STOP_GRACE;
     let mut left: Vec<usize> = running.iter().map(|(i, _)| *i).collect();
@@ -34,22 +34,13 @@ pub(super) fn stop_running(plan: &Plan, running: &[(usize, Running)], events: &R
         if now >= deadline {
             for (index, pids) in running {
                 if left.contains(index) {
-                    signal_all(pids, libc::SIGKILL);
+                    pids.signal(libc::SIGKILL);
                 }
             }
             break;
         }
         if let Ok(Event::Finished(index, _)) = events.recv_timeout(deadline - now) {
             left.retain(|i| *i != index);
-        }
-    }
-}
-
-fn signal_all(pids: &Running, signal: i32) {
-    for pid in pids.lock().map(|p| p.clone()).unwrap_or_default() {
-        // SAFETY: kill(2) with a pid we started; a stale pid at worst gets ESRCH.
-        unsafe {
-            libc::kill(pid as libc::pid_t, signal);
         }
     }
 }

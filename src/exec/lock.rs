@@ -7,7 +7,7 @@ use std::sync::mpsc::Receiver;
 
 use sha2::{Digest, Sha256};
 
-use super::dispatch::Event;
+use super::events::Event;
 use super::interrupts::Interrupts;
 use crate::cli::Invocation;
 use crate::engine_lock::EngineLock;

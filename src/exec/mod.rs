@@ -1,4 +1,4 @@
-//! Running a plan: steps in topological order through duct (argv, no shell), up to `--jobs` at
+//! Running a plan: steps in topological order through `process` (argv, no shell), up to `--jobs` at
 //! once, output streamed live, failures stopping what depends on them, and Ctrl-C / SIGTERM
 //! leaving no container behind.
 //!
@@ -8,9 +8,13 @@
 //! This file is the sequence (probe, ask, lock, re-probe, run, exit code). The order of steps
 //! is `walk` (which steps are ready) and `schedule` (what each ready step becomes); `dispatch`
 //! carries that out on threads; `step` and `output` run one step; `ready`, `lock`, `orphans`
-//! and `interrupts` are what their names say.
+//! and `interrupts` are what their names say; `events` is what the run loop waits for. The files
+//! share the run loop's events and the running steps' `process::Pids`, never each other's
+//! internals, so they import each other in one direction only; what a step names (its
+//! container, its job) is in its `plan::Facts`.
 
 mod dispatch;
+mod events;
 mod interrupts;
 mod lock;
 mod orphans;
@@ -78,7 +82,13 @@ pub fn execute(plan: Plan, invocation: &Invocation, options: &Options) -> anyhow
     } else {
         let all = vec![true; plan.steps.len()];
         signals.forward();
-        run_steps((&plan, &assessment), &all, &mut outcomes, options, (&sender, &events))
+        run_steps(
+            (&plan, &assessment),
+            &all,
+            &mut outcomes,
+            options,
+            (&sender, &events),
+        )
     };
     signals.close();
 
@@ -136,9 +146,8 @@ fn check_client_mounts(
     assessment: &Assessment,
     invocation: &Invocation,
 ) -> anyhow::Result<()> {
-    let mounting = (plan.steps.iter().zip(&assessment.steps)).find(|(step, state)| {
-        state.status == Status::Run && !step.facts.client_paths.is_empty()
-    });
+    let mounting = (plan.steps.iter().zip(&assessment.steps))
+        .find(|(step, state)| state.status == Status::Run && !step.facts.client_paths.is_empty());
     let Some((step, _)) = mounting else {
         return Ok(());
     };

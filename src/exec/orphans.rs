@@ -2,20 +2,16 @@
 //! the steps that make state run again (under the instance lock), the copies still running from
 //! an interrupted run of those steps are removed.
 
-use crate::docker;
 use crate::error::{Error, Kind};
 use crate::mode::DoneKind;
 use crate::names::LABEL_PREFIX;
 use crate::plan::{Assessment, Plan, Status};
+use crate::process;
 
 /// Removes containers that a killed run of one of the `selected` steps left running (a
 /// `docker run` outlives its killed client): under the instance lock no live invocation runs
 /// those steps, and a second copy must not work on the same volume at the same time.
-pub(super) fn stop(
-    plan: &Plan,
-    assessment: &Assessment,
-    selected: &[bool],
-) -> anyhow::Result<()> {
+pub(super) fn stop(plan: &Plan, assessment: &Assessment, selected: &[bool]) -> anyhow::Result<()> {
     let steps: Vec<&str> = (plan.steps.iter().zip(&assessment.steps))
         .zip(selected)
         .filter(|((s, state), selected)| {
@@ -44,7 +40,7 @@ pub(super) fn stop(
     ps.push(format!(
         "--format={{{{.ID}}}} {{{{.Label \"{LABEL_PREFIX}.step\"}}}} {{{{.Names}}}}"
     ));
-    let listed = docker::query(&ps)?;
+    let listed = process::query(&ps)?;
     if !listed.success() {
         // Not knowing is no reason to stop: the steps run as before.
         return Ok(());
@@ -63,7 +59,7 @@ pub(super) fn stop(
         );
         let mut remove = head.clone();
         remove.extend(["rm".into(), "--force".into(), id.to_owned()]);
-        let removed = docker::capture(&remove)?;
+        let removed = process::capture(&remove)?;
         if !removed.success() {
             return Err(Error::new(
                 Kind::Conflict,

@@ -7,13 +7,13 @@ use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::thread::JoinHandle;
 
-use super::dispatch::Running;
 use super::watch::{shows_tls_failure, Watch};
 use crate::docker;
 use crate::error::{Error, Kind};
 use crate::mode::Output;
 use crate::outcome::{Document, Failure, Reported};
 use crate::plan::Step;
+use crate::process::{self, Command, Failed, Input, Pids};
 use crate::text::command_line;
 
 /// How many lines of a failed step's output the error shows.
@@ -43,21 +43,15 @@ pub(super) fn failure(
 }
 
 /// Runs a helper command of a step with captured output.
-pub(super) fn run_captured(step: &Step, argv: &[String], pids: &Running) -> Result<(), Failure> {
-    let expression = duct::cmd(&argv[0], &argv[1..])
-        .stdin_null()
-        .stderr_to_stdout()
-        .stdout_capture()
-        .unchecked();
-    let handle = expression.start().map_err(|e| spawn_failure(&argv[0], e))?;
-    set_pids(pids, handle.pids());
-    let output = handle
-        .wait()
-        .map_err(|e| failure(Kind::Io, None, format!("waiting for docker: {e}"), vec![]))?;
+pub(super) fn run_captured(step: &Step, argv: &[String], pids: &Pids) -> Result<(), Failure> {
+    let output = process::capture_merged(argv, pids).map_err(|failed| match failed {
+        Failed::Start(e) => spawn_failure(&argv[0], e),
+        Failed::Wait(e) => failure(Kind::Io, None, format!("waiting for docker: {e}"), vec![]),
+    })?;
     if output.status.success() {
         return Ok(());
     }
-    let text = String::from_utf8_lossy(&output.stdout);
+    let text = String::from_utf8_lossy(&output.output);
     let tail = last_lines(&text);
     let mut failed = failure(
         docker::classify(&text).unwrap_or(Kind::StepFailed),
@@ -106,18 +100,16 @@ pub(super) struct Ended {
 pub(super) fn run_main(
     step: &Step,
     exact: Vec<std::ffi::OsString>,
-    pids: &Running,
+    pids: &Pids,
     collect: bool,
 ) -> Result<Ended, Failure> {
-    let command = duct::cmd(&exact[0], &exact[1..]).unchecked();
+    let command = Command::new(&exact);
     if step.interactive {
-        let handle = command
-            .start()
+        let child = command
+            .start(pids)
             .map_err(|e| spawn_failure(&step.argv[0], e))?;
-        set_pids(pids, handle.pids());
-        let output = handle.wait().map_err(io_failure)?;
         Ok(Ended {
-            code: output.status.code(),
+            code: child.wait().map_err(io_failure)?,
             ..Ended::default()
         })
     } else if step.output == Output::Raw {
@@ -127,43 +119,34 @@ pub(super) fn run_main(
     }
 }
 
-fn set_pids(pids: &Running, ids: Vec<u32>) {
-    *pids.lock().unwrap_or_else(|e| e.into_inner()) = ids;
-}
-
 fn io_failure(error: std::io::Error) -> Failure {
     failure(Kind::Io, None, error.to_string(), vec![])
 }
 
 /// A raw step: stdin stays the user's; stdout and stderr are copied through as they come,
 /// watched (a test runner's report is hidden, TLS failures noticed), and stderr's tail kept.
-fn run_raw(
-    step: &Step,
-    command: duct::Expression,
-    pids: &Running,
-    collect: bool,
-) -> Result<Ended, Failure> {
+fn run_raw(step: &Step, command: Command, pids: &Pids, collect: bool) -> Result<Ended, Failure> {
     let (reader, writer) = os_pipe::pipe().map_err(io_failure)?;
     let (stdout_reader, stdout_writer) = os_pipe::pipe().map_err(io_failure)?;
-    let expression = command.stderr_file(writer).stdout_file(stdout_writer);
-    let handle = expression
-        .start()
+    // `start` uses the command up, so our copies of the pipes' write ends close and the
+    // readers see EOF.
+    let child = command
+        .stderr_to(writer)
+        .stdout_to(stdout_writer)
+        .start(pids)
         .map_err(|e| spawn_failure(&step.argv[0], e))?;
-    // Our copies of the pipes' write ends must close, or the readers never see EOF.
-    drop(expression);
-    set_pids(pids, handle.pids());
     let stdout = std::thread::spawn(move || copy_stdout(stdout_reader, collect));
     let mut watch = Watch::tls_only();
     let tail = copy_lines(reader, None, &mut watch, |line| {
         let mut stderr = std::io::stderr().lock();
         let _ = stderr.write_all(line);
     });
-    let output = handle.wait().map_err(io_failure)?;
+    let code = child.wait().map_err(io_failure)?;
     let (stdout, stdout_watch) = stdout
         .join()
         .unwrap_or_else(|_| (Vec::new(), Watch::stdout(false)));
     Ok(Ended {
-        code: output.status.code(),
+        code,
         tail,
         stdout,
         tls_rejected: watch.tls_rejected || stdout_watch.tls_rejected,
@@ -252,8 +235,8 @@ impl Lines {
 /// when quiet), its stdin a streamed directory, a generated Dockerfile or nothing.
 fn run_prefixed(
     step: &Step,
-    command: duct::Expression,
-    pids: &Running,
+    command: Command,
+    pids: &Pids,
     collect: bool,
 ) -> Result<Ended, Failure> {
     let upload = match &step.stdin {
@@ -268,29 +251,26 @@ fn run_prefixed(
         None => None,
     };
     let (command, upload_writer) = match (upload, &step.dockerfile) {
-        (Some(stream), _) => (command.stdin_file(stream.reader), Some(stream.writer)),
-        // duct writes it from a thread of its own, so a Dockerfile larger than the pipe's
-        // buffer cannot block us.
-        (None, Some(file)) => (command.stdin_bytes(file.text.as_bytes()), None),
-        (None, None) => (command.stdin_null(), None),
+        (Some(stream), _) => (
+            command.stdin(Input::Pipe(stream.reader)),
+            Some(stream.writer),
+        ),
+        (None, Some(file)) => (command.stdin(Input::Bytes(file.text.as_bytes())), None),
+        (None, None) => (command.stdin(Input::Null), None),
     };
     let (command, captured) = match step.writes_lock {
         Some(_) => {
             let (reader, writer) = os_pipe::pipe().map_err(io_failure)?;
             let kept = std::thread::spawn(move || read_bounded(reader));
-            (command.stdout_file(writer), Some(kept))
+            (command.stdout_to(writer), Some(kept))
         }
         None => (command, None),
     };
-    // With a captured stdout, only stderr reaches the reader (the redirect inside wins).
+    // With a captured stdout, only stderr reaches the reader. The command is used up, so the
+    // upload's writer learns that docker stopped reading once docker's read end is closed.
     let reader = command
-        .stderr_to_stdout()
-        .reader()
+        .read_merged(pids)
         .map_err(|e| spawn_failure(&step.argv[0], e))?;
-    // duct keeps its copy of the pipe's read end until the expression is dropped; the writer
-    // learns that docker stopped reading only once no read end is left.
-    drop(command);
-    set_pids(pids, reader.pids());
     let prefix = format!("[{}] ", step.id);
     let quiet = step.output == Output::Quiet;
     let mut watch = Watch::stdout(collect);
@@ -304,11 +284,7 @@ fn run_prefixed(
     });
     watch.finish(&mut Vec::new());
     let ended = Ended {
-        code: reader
-            .try_wait()
-            .ok()
-            .flatten()
-            .and_then(|output| output.status.code()),
+        code: reader.code(),
         tail,
         stdout: Vec::new(),
         tls_rejected: watch.tls_rejected,

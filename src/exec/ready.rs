@@ -5,11 +5,11 @@ use std::net::{TcpStream, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
 use super::output::{failure, last_lines};
-use crate::docker;
 use crate::error::Kind;
 use crate::mode::Ready;
 use crate::outcome::Failure;
 use crate::plan::Step;
+use crate::process;
 
 /// The pause between two readiness checks: short enough to return soon after the daemon
 /// is up, long enough not to load the engine.
@@ -36,7 +36,7 @@ pub fn wait(head: &[String], step: &Step, ready: &Ready) -> Result<(), Failure> 
             "{{.State.Status}} {{.RestartCount}}|{{.Image}}".into(),
             name.clone(),
         ]);
-        let answer = match docker::query(&inspect) {
+        let answer = match process::query(&inspect) {
             Ok(answered) => answered.stdout.trim().to_owned(),
             Err(e) => return Err(unanswered(step, &e)),
         };
@@ -100,7 +100,7 @@ fn service_ready(head: &[String], step: &Step, ready: &Ready, name: &str) -> Res
     let deadline = Instant::now() + timeout;
     loop {
         let state = crate::swarm::service_ready(head, name);
-        if let Some(e) = docker::no_answer() {
+        if let Some(e) = process::no_answer() {
             return Err(unanswered(step, &e));
         }
         let tcp_ok = ready
@@ -119,7 +119,7 @@ fn service_ready(head: &[String], step: &Step, ready: &Ready, name: &str) -> Res
                     .iter()
                     .map(|a| (*a).to_owned()),
             );
-            let tail = docker::query(&ps)
+            let tail = process::query(&ps)
                 .map(|c| last_lines(&c.stdout))
                 .unwrap_or_default();
             return Err(failure(
@@ -150,7 +150,7 @@ fn command_answers(
         let mut exec = head.to_vec();
         exec.extend(["exec".into(), name.to_owned()]);
         exec.extend(command.iter().cloned());
-        match docker::capture(&exec) {
+        match process::capture(&exec) {
             Ok(answer) if answer.success() => return true,
             // docker prints this one on stdout.
             Ok(answer)
@@ -176,7 +176,7 @@ fn command_answers(
         image.to_owned(),
     ]);
     run.extend(args.iter().cloned());
-    docker::capture(&run).is_ok_and(|c| c.success())
+    process::capture(&run).is_ok_and(|c| c.success())
 }
 
 fn port_answers(address: &str) -> bool {
@@ -196,14 +196,14 @@ fn port_answers(address: &str) -> bool {
 fn not_ready(step: &Step, head: &[String], name: &str, why: &str) -> Failure {
     let mut logs = head.to_vec();
     logs.extend(["logs".into(), "--tail".into(), "20".into(), name.to_owned()]);
-    let tail = docker::query(&logs)
+    let tail = process::query(&logs)
         .map(|c| last_lines(&format!("{}{}", c.stdout, c.stderr)))
         .unwrap_or_default();
     // A daemon left running after a failed check would be "already running with the same
     // configuration" next time, so it goes; its logs are in the error.
     let mut remove = head.to_vec();
     remove.extend(["rm".into(), "--force".into(), name.to_owned()]);
-    let removed = docker::capture(&remove).is_ok_and(|c| c.success());
+    let removed = process::capture(&remove).is_ok_and(|c| c.success());
     failure(
         Kind::NotReady,
         None,

@@ -4,7 +4,6 @@
 
 use std::time::Duration;
 
-use super::dispatch::Running;
 use super::output::{failure, last_lines, run_captured, run_main, Ended};
 use super::ready;
 use crate::archive::ArchivePlan;
@@ -13,13 +12,14 @@ use crate::error::{Error, Kind};
 use crate::mode::Output;
 use crate::outcome::{parse_cases, Failure, Reported};
 use crate::plan::{Plan, Step, StepState};
+use crate::process::{self, Pids};
 
 /// Runs one step: its `before` commands, its argv, its readiness check, then its `after`
 /// commands (which record it as done, so they run only after everything else succeeded).
 pub(super) fn run_step(
     plan: &Plan,
     (step, state): (&Step, &StepState),
-    pids: &Running,
+    pids: &Pids,
     collect: bool,
 ) -> Result<Reported, Failure> {
     let head = plan.docker_head.as_slice();
@@ -108,7 +108,11 @@ fn run_archive(
 
 /// What a step's argv that did not exit with 0 means: mostly a failure, but a service removed
 /// already is success, and a missing service or container is "not running".
-fn exited(head: &[String], (step, state): (&Step, &StepState), ended: Ended) -> Result<Reported, Failure> {
+fn exited(
+    head: &[String],
+    (step, state): (&Step, &StepState),
+    ended: Ended,
+) -> Result<Reported, Failure> {
     let Ended {
         code,
         tail,
@@ -172,7 +176,7 @@ fn classify_exit(
     let mut kind = docker::classify(tail_text).unwrap_or(Kind::StepFailed);
     if is_job && kind != Kind::StepFailed {
         // The job may print anything; only an engine that really does not answer counts.
-        if kind != Kind::EngineUnreachable || docker::engine_answers(head) {
+        if kind != Kind::EngineUnreachable || crate::engine::answers(head) {
             kind = Kind::StepFailed;
         }
     }
@@ -200,13 +204,7 @@ fn services_gone(head: &[String], step: &Step, removed: &[String]) -> Result<(),
     if removed.is_empty() {
         return Ok(());
     }
-    crate::swarm::clear_removed(
-        head,
-        removed,
-        ready::POLL,
-        Duration::from_secs(60),
-    )
-    .map_err(|e| {
+    crate::swarm::clear_removed(head, removed, ready::POLL, Duration::from_secs(60)).map_err(|e| {
         failure(
             Kind::StepFailed,
             None,
@@ -223,7 +221,7 @@ fn run_job(
     head: &[String],
     step: &Step,
     name: &str,
-    pids: &Running,
+    pids: &Pids,
     collect: bool,
 ) -> Result<Reported, Failure> {
     run_captured(step, &step.argv, pids)?;
@@ -283,7 +281,7 @@ fn run_job(
 fn published(head: &[String], container: &str) -> String {
     let mut argv = head.to_vec();
     argv.extend(["port".to_owned(), container.to_owned()]);
-    let ports: Vec<String> = docker::query(&argv)
+    let ports: Vec<String> = process::query(&argv)
         .ok()
         .filter(|c| c.success())
         .map(|c| c.stdout.lines().map(|l| l.replace(" -> ", "->")).collect())

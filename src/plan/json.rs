@@ -7,8 +7,8 @@ use schemars::JsonSchema;
 use serde::Serialize;
 
 use super::{
-    Assessment, DoneObject, ExcludedStep, GeneratedDockerfile, ModeDecision, ProjectNote,
-    Source, Status, Summary,
+    Assessment, DoneObject, ExcludedStep, GeneratedDockerfile, ModeDecision, ProjectNote, Source,
+    Status, Summary,
 };
 use crate::archive::ArchivePlan;
 use crate::mode::{Output, Ready, StdinSpec};

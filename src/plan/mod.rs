@@ -48,7 +48,6 @@ fn shared_str<S: serde::Serializer>(text: &Arc<str>, serializer: S) -> Result<S:
     serializer.serialize_str(text)
 }
 
-
 /// The object that makes a step done, rendered.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema)]
 pub struct DoneObject {

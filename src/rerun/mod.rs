@@ -315,7 +315,7 @@ impl Session<'_> {
         let step = step.clone();
         let head = head.to_vec();
         std::thread::spawn(move || {
-            let result = crate::docker::capture(&argv).map(|_| ()).and_then(|()| {
+            let result = crate::process::capture(&argv).map(|_| ()).and_then(|()| {
                 let Some(ready) = &step.ready else {
                     return Ok(());
                 };
@@ -358,7 +358,7 @@ impl Session<'_> {
         let Some(remove) = &self.daemon else {
             return false;
         };
-        if let Err(e) = crate::docker::capture(remove) {
+        if let Err(e) = crate::process::capture(remove) {
             crate::error::report(&e);
         }
         true
@@ -432,12 +432,11 @@ fn is_mode_file(path: &Path) -> bool {
 /// Whether a step bind-mounts a watched client path: then the job may write the files itself.
 fn writes_watched_files(plan: &Plan, watched: &Watched) -> bool {
     plan.steps.iter().any(|step| {
-        (step.facts.client_paths.iter())
-            .any(|source| {
-                let source = Path::new(source);
-                (watched.roots.iter())
-                    .any(|root| source.starts_with(&root.path) || root.path.starts_with(source))
-            })
+        (step.facts.client_paths.iter()).any(|source| {
+            let source = Path::new(source);
+            (watched.roots.iter())
+                .any(|root| source.starts_with(&root.path) || root.path.starts_with(source))
+        })
     })
 }
 
