@@ -4,10 +4,10 @@
 use std::process::ExitCode;
 
 /// Counts what a template holds while it renders, so that a template past its memory ceiling
-/// ends the run (`host_container::memory`). A choice of the program, not of the library: a
+/// ends the run (`host_container::Counting`). A choice of the program, not of the library: a
 /// program that links the library keeps its own allocator, and the ceiling then does not apply.
 #[global_allocator]
-static ALLOCATOR: host_container::memory::Counting = host_container::memory::Counting;
+static ALLOCATOR: host_container::Counting = host_container::Counting;
 
 /// The stack the work runs on, whatever `ulimit -s` gives the main thread: templates are bounded
 /// to need well under 1 MiB (`template::CHAIN`), and this leaves the rest of the tool room.

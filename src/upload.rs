@@ -17,12 +17,6 @@ pub struct TarStream {
     pub writer: JoinHandle<io::Result<()>>,
 }
 
-/// Starts writing a tar archive of `dir` into a pipe. The archive is the same for the same
-/// content: entries sorted, owned by root, dated 0, permission bits as they are here.
-pub fn tar_of(dir: &Path) -> io::Result<TarStream> {
-    tar_with(dir, None, false)
-}
-
 /// The archive a step's `stdin: {tar: …}` asks for: its ignore patterns left out and, with
 /// `mtimes`, each file dated as it is here.
 pub fn tar_for(spec: &StdinSpec) -> io::Result<TarStream> {
@@ -109,6 +103,12 @@ mod tests {
     use super::*;
     use std::io::Read;
     use std::os::unix::fs::PermissionsExt;
+
+    /// The plain archive of `dir`: the same for the same content (entries sorted, owned by
+    /// root, dated 0, permission bits as they are here).
+    fn tar_of(dir: &Path) -> io::Result<TarStream> {
+        tar_with(dir, None, false)
+    }
 
     #[test]
     fn archives_files_with_their_modes_and_links_unfollowed_in_a_stable_order() {

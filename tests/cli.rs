@@ -1043,7 +1043,7 @@ fn no_shipped_mode_but_exec_bind_mounts_a_client_path() {
         let mut mounted = Vec::new();
         for step in plan["steps"].as_array().expect("steps") {
             for command in planned_step_commands(step) {
-                mounted.extend(host_container::engine::client_paths(&command));
+                mounted.extend(host_container::client_paths(&command));
             }
         }
         if mode == "exec" {

@@ -20,8 +20,8 @@ use std::sync::{mpsc, Once};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use host_container::cli::{Arguments, Invocation};
-use host_container::config::Layers;
+use host_container::Layers;
+use host_container::{Arguments, Invocation};
 
 /// One input may take this long (an unoptimized build is slower); longer is a hang.
 const BUDGET: Duration = Duration::from_secs(if cfg!(debug_assertions) { 20 } else { 5 });
@@ -323,13 +323,9 @@ fn exercise(dir: &Path, input: &[u8]) {
     if std::fs::write(&file, input).is_err() {
         return;
     }
-    let _ = host_container::mode::load(&file, input);
-    let _ = host_container::validate::validate_files(
-        std::slice::from_ref(&file),
-        &Default::default(),
-        &[],
-        None,
-    );
+    let _ = host_container::load_mode(&file, input);
+    let _ =
+        host_container::validate_files(std::slice::from_ref(&file), &Default::default(), &[], None);
     let argv = [
         "host_container",
         "--config-dir",
@@ -353,14 +349,13 @@ fn exercise(dir: &Path, input: &[u8]) {
     else {
         return;
     };
-    if let Ok(plan) = host_container::compile::compile(&invocation, &layers, None) {
-        let offline = host_container::plan::StateSource::Offline;
-        let force = host_container::state::Force::Honoured;
-        let assessment = host_container::state::unprobed(&plan, offline, force);
-        let document = host_container::plan::json::Plan::of(&plan, &assessment);
+    if let Ok(plan) = host_container::compile(&invocation, &layers, None) {
+        let offline = host_container::StateSource::Offline;
+        let force = host_container::Force::Honoured;
+        let assessment = host_container::unprobed(&plan, offline, force);
+        let document = host_container::PlanJson::of(&plan, &assessment);
         let _ = serde_json::to_vec(&document);
-        let _ =
-            host_container::print::render(&plan, &assessment, host_container::cli::Format::Text);
+        let _ = host_container::render(&plan, &assessment, host_container::Format::Text);
     }
 }
 

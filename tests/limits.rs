@@ -347,15 +347,12 @@ fn long_chains_are_refused_located_under_a_common_stack_limit() {
 #[test]
 fn long_chains_are_refused_on_a_small_stack_and_short_ones_fit() {
     let at_bound = [
-        format!(
-            "when: \"{}true\"\n",
-            "not ".repeat(host_container::template::CHAIN)
-        ),
+        format!("when: \"{}true\"\n", "not ".repeat(host_container::CHAIN)),
         format!("vars:\n  x: \"{{{{ 'a'{} }}}}\"\n", "|lower".repeat(200)),
         format!(
             "vars:\n  x: \"{{{{ {}1{} }}}}\"\n",
-            "(".repeat(host_container::template::NESTING),
-            ")".repeat(host_container::template::NESTING)
+            "(".repeat(host_container::NESTING),
+            ")".repeat(host_container::NESTING)
         ),
     ];
     let cases = long_chains()
@@ -386,7 +383,7 @@ fn long_chains_are_refused_on_a_small_stack_and_short_ones_fit() {
 /// `--plan --offline python minimal big` of the layer at `root`, in this process.
 fn compile_in_process(root: &std::path::Path) -> Result<(), String> {
     use clap::Parser;
-    use host_container::cli::{Arguments, Invocation};
+    use host_container::{Arguments, Invocation};
     let root_text = root.display().to_string();
     let argv = [
         "host_container",
@@ -397,18 +394,13 @@ fn compile_in_process(root: &std::path::Path) -> Result<(), String> {
     ];
     let argv = argv.iter().chain(&["python", "minimal", "big"]);
     let args = Arguments::try_parse_from(argv).map_err(|e| e.to_string())?;
-    let layers = host_container::config::Layers::discover(
-        &args.config_dirs,
-        None,
-        None,
-        None,
-        root.join("cache"),
-    )
-    .map_err(|e| e.to_string())?;
+    let layers =
+        host_container::Layers::discover(&args.config_dirs, None, None, None, root.join("cache"))
+            .map_err(|e| e.to_string())?;
     let invocation =
         Invocation::from_arguments(&args, "python".into(), "minimal".into(), "big".into())
             .map_err(|e| e.to_string())?;
-    host_container::compile::compile(&invocation, &layers, None)
+    host_container::compile(&invocation, &layers, None)
         .map(|_| ())
         .map_err(|e| format!("{e:#}"))
 }

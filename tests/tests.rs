@@ -11,7 +11,7 @@
 /// this process, and a template past its memory ceiling must end here as it ends the binary
 /// instead of taking the machine's memory.
 #[global_allocator]
-static ALLOCATOR: host_container::memory::Counting = host_container::memory::Counting;
+static ALLOCATOR: host_container::Counting = host_container::Counting;
 
 mod support;
 

@@ -39,6 +39,7 @@ use dispatch::{run_steps, Stop};
 use interrupts::Interrupts;
 use lock::InstanceLock;
 
+/// How to run a plan, from the command line.
 pub struct Options {
     pub jobs: usize,
     pub keep_going: bool,
@@ -46,7 +47,6 @@ pub struct Options {
     /// JUnit report).
     pub collect_cases: bool,
     pub yes: bool,
-    pub force: bool,
 }
 
 /// Runs the plan: probes, asks, locks, runs the steps, and returns how each ended.
