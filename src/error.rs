@@ -87,6 +87,9 @@ pub struct Error {
     pub source_line: Option<(String, usize)>,
     /// "did you mean", the list of what exists, the tail of a failed command's output.
     pub notes: Vec<String>,
+    /// What is wrong, as data, when the error is one of a mode file or of compiling it: the
+    /// message is its `Display`.
+    pub compile: Option<CompileErrorKind>,
 }
 
 impl Error {
@@ -97,7 +100,15 @@ impl Error {
             location: None,
             source_line: None,
             notes: Vec::new(),
+            compile: None,
         }
+    }
+
+    /// The error of a mode file or of compiling it: its message written by the kind's `Display`.
+    pub fn of(problem: CompileErrorKind) -> Error {
+        let mut error = Error::new(problem.exit_kind(), problem.to_string());
+        error.compile = Some(problem);
+        error
     }
 
     /// Points the error at `line:col` of `file`, quoting the line from `text`: of a long line,
@@ -209,6 +220,270 @@ impl fmt::Display for Error {
 
 impl std::error::Error for Error {}
 
+/// What is wrong with a mode file or the plan compiled from it, with the names involved; where
+/// it is, is the `Error`'s location. One `Display` writes each message (the renderer adds the
+/// position, the quoted line and the notes), and tests match the variant instead of the text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CompileErrorKind {
+    /// The requested mode is defined in no layer.
+    UnknownMode {
+        mode: String,
+        language: String,
+        variant: String,
+    },
+    /// A step needs `MODE.STEP` of a mode that does not exist.
+    NeedsUnknownMode {
+        step: String,
+        mode: String,
+        need: String,
+    },
+    /// A step needs `MODE.STEP`, and the mode has no such step.
+    NeedsUnknownStep {
+        step: String,
+        mode: String,
+        need: String,
+    },
+    /// A step needs a step that is not in the plan.
+    NeedsMissingStep { step: String, need: String },
+    /// A step needs a step its own mode file does not have.
+    NeedsStepOfNoMode { step: String, need: String },
+    /// A step needs itself.
+    NeedsItself { step: String },
+    /// A step with both or neither of `docker` and `archive`.
+    DockerOrArchive { step: String },
+    /// `then` on an `archive` step.
+    ThenWithArchive { step: String },
+    /// `done` with no or several objects.
+    DoneObjects { step: String },
+    /// `done.KIND: null`.
+    DoneWithoutName { step: String, kind: String },
+    /// A `ready.timeout` over the limit (seconds).
+    ReadyTimeout {
+        step: String,
+        timeout: u64,
+        limit: u64,
+    },
+    /// Steps that need each other, in order.
+    StepCycle { steps: Vec<String> },
+    /// Modes that require each other, in order.
+    ModeCycle { modes: Vec<String> },
+    /// A chain of `requires` longer than the limit.
+    RequiresTooDeep {
+        mode: String,
+        depth: usize,
+        limit: usize,
+    },
+    /// A mode requires a mode that is defined nowhere.
+    RequiresUnknown { mode: String, required: String },
+    /// A mode's `when` could not be evaluated.
+    When(TemplateProblem),
+    /// A step's template could not be rendered.
+    Template(TemplateProblem),
+    /// A step's docker argv starts with an option (or nothing) instead of a subcommand.
+    ArgvStartsWithOption { step: String, first: String },
+    /// A step's docker argv renders to nothing.
+    EmptyArgv { step: String },
+    /// A `done` name that is no docker object name.
+    DoneName {
+        step: String,
+        kind: String,
+        name: String,
+    },
+    /// A `ready.tcp` that is no address.
+    ReadyTcp { step: String, address: String },
+    /// A step that reads a directory on stdin and also wants the terminal.
+    StdinAndTerminal { step: String },
+    /// `writes_lock` in a language without a lock of host_container's own (`setting` names the
+    /// language.yaml key that would give it one).
+    WritesLockWithoutLock {
+        step: String,
+        language: String,
+        setting: String,
+    },
+    /// A `then` command that renders to nothing.
+    ThenEmpty { step: String, index: usize },
+    /// A `then` command that starts with an option.
+    ThenStartsWithOption {
+        step: String,
+        index: usize,
+        first: String,
+    },
+}
+
+impl CompileErrorKind {
+    /// The exit-code class of the problem.
+    pub fn exit_kind(&self) -> Kind {
+        match self {
+            CompileErrorKind::UnknownMode { .. } => Kind::NotFound,
+            _ => Kind::Config,
+        }
+    }
+}
+
+impl fmt::Display for CompileErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.links(f) {
+            Some(written) => written,
+            None => self.checks(f),
+        }
+    }
+}
+
+impl CompileErrorKind {
+    /// The message of a problem with modes, needs and `requires`; None for the others.
+    fn links(&self, f: &mut fmt::Formatter<'_>) -> Option<fmt::Result> {
+        use CompileErrorKind as K;
+        Some(match self {
+            K::UnknownMode {
+                mode,
+                language,
+                variant,
+            } => write!(f, "unknown mode `{mode}` for {language} {variant}"),
+            K::NeedsUnknownMode { step, mode, need } => write!(
+                f,
+                "step `{step}` needs `{mode}.{need}`, but there is no mode `{mode}`"
+            ),
+            K::NeedsUnknownStep { step, mode, need } => write!(
+                f,
+                "step `{step}` needs `{mode}.{need}`, which is not a step of mode `{mode}`"
+            ),
+            K::NeedsMissingStep { step, need } => write!(
+                f,
+                "step `{step}` needs `{need}`, which is not a step of this plan"
+            ),
+            K::NeedsStepOfNoMode { step, need } => write!(
+                f,
+                "step `{step}` needs `{need}`, which is not a step of this mode"
+            ),
+            K::NeedsItself { step } => write!(f, "step `{step}` needs itself (a cycle)"),
+            K::DockerOrArchive { step } => write!(
+                f,
+                "step `{step}` needs exactly one of `docker` (an argv) and `archive`"
+            ),
+            K::ThenWithArchive { step } => write!(
+                f,
+                "step `{step}`: `then` goes with `docker`, not with `archive`"
+            ),
+            K::DoneObjects { step } => write!(
+                f,
+                "step `{step}`: `done` takes exactly one of `image`, `volume`, `container`, \
+                 `stamp`, `service`"
+            ),
+            K::DoneWithoutName { step, kind } => {
+                write!(f, "step `{step}`: `done.{kind}` needs a name, not null")
+            }
+            K::ReadyTimeout {
+                step,
+                timeout,
+                limit,
+            } => write!(
+                f,
+                "step `{step}`: ready.timeout {timeout} is more than a day ({limit} s)"
+            ),
+            K::StepCycle { steps } => {
+                write!(f, "steps need each other in a cycle: {}", steps.join(" → "))
+            }
+            K::ModeCycle { modes } => {
+                write!(
+                    f,
+                    "modes require each other in a cycle: {}",
+                    modes.join(" → ")
+                )
+            }
+            K::RequiresTooDeep { mode, depth, limit } => write!(
+                f,
+                "mode `{mode}` is {depth} modes down a chain of `requires`; at most {limit} are \
+                 allowed"
+            ),
+            K::RequiresUnknown { mode, required } => write!(
+                f,
+                "mode `{mode}` requires `{required}`, which is not defined"
+            ),
+            _ => return None,
+        })
+    }
+
+    /// The message of a problem with one step's rendered fields (and of `when`).
+    fn checks(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use CompileErrorKind as K;
+        match self {
+            K::When(problem) => write!(f, "in `when`: {problem}"),
+            K::Template(problem) => write!(f, "{problem}"),
+            K::ArgvStartsWithOption { step, first } => write!(
+                f,
+                "step `{step}`: the docker argv starts with {first:?}, not a subcommand such as \
+                 `run` (global options come from --context and DOCKER_HOST)"
+            ),
+            K::EmptyArgv { step } => write!(f, "step `{step}` has an empty `docker` argv"),
+            K::DoneName { step, kind, name } => write!(
+                f,
+                "step `{step}`: done.{kind} renders to {name:?}, which is not a docker object name"
+            ),
+            K::ReadyTcp { step, address } => write!(
+                f,
+                "step `{step}`: ready.tcp {address:?} is not `host:port` or a port (1-65535)"
+            ),
+            K::StdinAndTerminal { step } => write!(
+                f,
+                "step `{step}` reads `stdin` from a directory, so it cannot also be interactive \
+                 or have raw output (which give it the user's stdin)"
+            ),
+            K::WritesLockWithoutLock {
+                step,
+                language,
+                setting,
+            } => write!(
+                f,
+                "step `{step}` has `writes_lock`, but {language} has no lock of host_container's \
+                 own (`{setting}` in its language.yaml, not npm's package-lock.json)"
+            ),
+            K::ThenEmpty { step, index } => {
+                write!(f, "step `{step}`: command {index} of `then` is empty")
+            }
+            K::ThenStartsWithOption { step, index, first } => write!(
+                f,
+                "step `{step}`: command {index} of `then` starts with {first:?}, not a \
+                 subcommand such as `commit`"
+            ),
+            // Written by `links`.
+            _ => Ok(()),
+        }
+    }
+}
+
+/// A template that could not be rendered, explained: an undefined variable by its name (and the
+/// name likely meant), or minijinja's own description of anything else.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TemplateProblem {
+    Undefined {
+        name: String,
+        suggestion: Option<String>,
+    },
+    Other(String),
+}
+
+impl fmt::Display for TemplateProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TemplateProblem::Undefined { name, suggestion } => {
+                write!(f, "undefined variable `{name}`")?;
+                if let Some(s) = suggestion {
+                    write!(f, " (did you mean `{s}`?)")?;
+                }
+                Ok(())
+            }
+            TemplateProblem::Other(text) => f.write_str(text),
+        }
+    }
+}
+
+/// The structured kind of a mode-file or compile error in `error`'s chain, if it is one.
+pub fn compile_kind_of(error: &anyhow::Error) -> Option<&CompileErrorKind> {
+    (error.chain())
+        .find_map(|cause| cause.downcast_ref::<Error>())
+        .and_then(|own| own.compile.as_ref())
+}
+
 /// The column of `needle` (a variable) inside the YAML string `source` that starts at
 /// `line:col` of `text`, so a caret can point at the variable rather than at the string. When
 /// the string is not written on that line as it reads (escapes, folded or block style), `col`.
@@ -318,6 +593,143 @@ pub fn report(error: &anyhow::Error) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `Display` is split in two matches (`links`, `checks`): a kind that neither writes would
+    /// give an empty message, so each kind is listed here once.
+    #[test]
+    fn every_compile_error_kind_writes_a_message() {
+        for kind in linked_kinds().into_iter().chain(checked_kinds()) {
+            listed(&kind);
+            assert!(!kind.to_string().is_empty(), "{kind:?} writes no message");
+        }
+    }
+
+    /// One of each kind `links` writes.
+    fn linked_kinds() -> Vec<CompileErrorKind> {
+        let s = || "s".to_owned();
+        vec![
+            CompileErrorKind::UnknownMode {
+                mode: s(),
+                language: s(),
+                variant: s(),
+            },
+            CompileErrorKind::NeedsUnknownMode {
+                step: s(),
+                mode: s(),
+                need: s(),
+            },
+            CompileErrorKind::NeedsUnknownStep {
+                step: s(),
+                mode: s(),
+                need: s(),
+            },
+            CompileErrorKind::NeedsMissingStep {
+                step: s(),
+                need: s(),
+            },
+            CompileErrorKind::NeedsStepOfNoMode {
+                step: s(),
+                need: s(),
+            },
+            CompileErrorKind::NeedsItself { step: s() },
+            CompileErrorKind::DockerOrArchive { step: s() },
+            CompileErrorKind::ThenWithArchive { step: s() },
+            CompileErrorKind::DoneObjects { step: s() },
+            CompileErrorKind::DoneWithoutName {
+                step: s(),
+                kind: s(),
+            },
+            CompileErrorKind::ReadyTimeout {
+                step: s(),
+                timeout: 2,
+                limit: 1,
+            },
+            CompileErrorKind::StepCycle { steps: vec![s()] },
+            CompileErrorKind::ModeCycle { modes: vec![s()] },
+            CompileErrorKind::RequiresTooDeep {
+                mode: s(),
+                depth: 2,
+                limit: 1,
+            },
+            CompileErrorKind::RequiresUnknown {
+                mode: s(),
+                required: s(),
+            },
+        ]
+    }
+
+    /// One of each kind `checks` writes.
+    fn checked_kinds() -> Vec<CompileErrorKind> {
+        let s = || "s".to_owned();
+        let template = TemplateProblem::Undefined {
+            name: s(),
+            suggestion: None,
+        };
+        vec![
+            CompileErrorKind::When(template),
+            CompileErrorKind::Template(TemplateProblem::Other(s())),
+            CompileErrorKind::ArgvStartsWithOption {
+                step: s(),
+                first: s(),
+            },
+            CompileErrorKind::EmptyArgv { step: s() },
+            CompileErrorKind::DoneName {
+                step: s(),
+                kind: s(),
+                name: s(),
+            },
+            CompileErrorKind::ReadyTcp {
+                step: s(),
+                address: s(),
+            },
+            CompileErrorKind::StdinAndTerminal { step: s() },
+            CompileErrorKind::WritesLockWithoutLock {
+                step: s(),
+                language: s(),
+                setting: s(),
+            },
+            CompileErrorKind::ThenEmpty {
+                step: s(),
+                index: 1,
+            },
+            CompileErrorKind::ThenStartsWithOption {
+                step: s(),
+                index: 1,
+                first: s(),
+            },
+        ]
+    }
+
+    /// Fails to compile when a variant is added, until it is added here and to `linked_kinds` or `checked_kinds`.
+    fn listed(kind: &CompileErrorKind) {
+        match kind {
+            CompileErrorKind::UnknownMode { .. }
+            | CompileErrorKind::NeedsUnknownMode { .. }
+            | CompileErrorKind::NeedsUnknownStep { .. }
+            | CompileErrorKind::NeedsMissingStep { .. }
+            | CompileErrorKind::NeedsStepOfNoMode { .. }
+            | CompileErrorKind::NeedsItself { .. }
+            | CompileErrorKind::DockerOrArchive { .. }
+            | CompileErrorKind::ThenWithArchive { .. }
+            | CompileErrorKind::DoneObjects { .. }
+            | CompileErrorKind::DoneWithoutName { .. }
+            | CompileErrorKind::ReadyTimeout { .. }
+            | CompileErrorKind::StepCycle { .. }
+            | CompileErrorKind::ModeCycle { .. }
+            | CompileErrorKind::RequiresTooDeep { .. }
+            | CompileErrorKind::RequiresUnknown { .. }
+            | CompileErrorKind::When(_)
+            | CompileErrorKind::Template(_)
+            | CompileErrorKind::ArgvStartsWithOption { .. }
+            | CompileErrorKind::EmptyArgv { .. }
+            | CompileErrorKind::DoneName { .. }
+            | CompileErrorKind::ReadyTcp { .. }
+            | CompileErrorKind::StdinAndTerminal { .. }
+            | CompileErrorKind::WritesLockWithoutLock { .. }
+            | CompileErrorKind::ThenEmpty { .. }
+            | CompileErrorKind::ThenStartsWithOption { .. } => {}
+        }
+    }
 
     #[test]
     fn suggests_close_words_only() {

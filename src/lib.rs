@@ -58,21 +58,28 @@ mod variant;
 mod yaml;
 
 // The modules are the crate's own (so an item no one calls is dead code, and says so). What the
-// binary, the integration tests in `tests/` and the fuzzer (`tests/fuzz.rs`) use is this:
-/// For the tests and the fuzzer: a checked invocation from a command line, the layers, compiling.
+// binary, the integration tests in `tests/` and the fuzzer (`tests/fuzz.rs`) use is this.
+
+// The binary and the test crate install it as their `#[global_allocator]`.
+pub use memory::Counting;
+
+// A checked invocation from a command line, the layers, compiling.
 pub use cli::{Arguments, Format, Invocation};
 pub use compile::compile;
 pub use config::Layers;
-/// For the tests: reading one mode file, `--validate`, the template bounds, client bind mounts.
-pub use engine::client_paths;
-/// Counting allocator: the binary and the test crate install it as their `#[global_allocator]`.
-pub use memory::Counting;
-pub use mode::load as load_mode;
-/// For the fuzzer: what is known without the engine, and the plan printed and as JSON.
+
+// What is known without the engine, the plan printed and as JSON (the fuzzer).
 pub use plan::json::Plan as PlanJson;
 pub use plan::StateSource;
 pub use print::render;
 pub use state::{unprobed, Force};
+
+// What a mode-file or compile error is, as data, and where it points.
+pub use error::{compile_kind_of, CompileErrorKind, Error, TemplateProblem};
+
+// One mode file, `--validate`, the template bounds, client bind mounts.
+pub use engine::client_paths;
+pub use mode::load as load_mode;
 pub use template::{CHAIN, NESTING};
 pub use validate::validate_files;
 
@@ -81,7 +88,7 @@ use std::io::Write;
 use clap::Parser;
 
 use crate::cli::SchemaName;
-use crate::error::{fail, Error, Kind};
+use crate::error::{fail, Kind};
 
 /// Runs host_container with `argv` and returns the process exit code.
 pub fn run(argv: impl IntoIterator<Item = std::ffi::OsString>) -> u8 {

@@ -10,7 +10,7 @@ use schemars::{json_schema, JsonSchema, Schema, SchemaGenerator};
 use serde::de::{self, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
 
-use crate::error::{did_you_mean, fail, Error, Kind};
+use crate::error::{did_you_mean, fail, CompileErrorKind, Error, Kind};
 use crate::yaml::{self, Document};
 
 /// One mode: what it is for, which modes must run first, and its steps.
@@ -677,17 +677,24 @@ fn check_values(path: &Path, document: &Document<ModeFile>) -> anyhow::Result<()
             .at(path, &document.text, line, col)
             .into()
     };
+    let problem_at = |problem: CompileErrorKind, (line, col): (usize, usize)| -> anyhow::Error {
+        Error::of(problem)
+            .at(path, &document.text, line, col)
+            .into()
+    };
     for (id, step) in &document.value.steps {
         if let Err(message) = check_step_id(id) {
             return Err(located(message, document.positions().key(&["steps", id])));
         }
         if let Some(ready) = &step.ready {
             if ready.timeout > MAX_READY_TIMEOUT {
-                return Err(located(
-                    format!(
-                        "step `{id}`: ready.timeout {} is more than a day ({MAX_READY_TIMEOUT} s)",
-                        ready.timeout
-                    ),
+                let problem = CompileErrorKind::ReadyTimeout {
+                    step: id.clone(),
+                    timeout: ready.timeout,
+                    limit: MAX_READY_TIMEOUT,
+                };
+                return Err(problem_at(
+                    problem,
                     document
                         .positions()
                         .value(&["steps", id, "ready", "timeout"]),
@@ -700,8 +707,12 @@ fn check_values(path: &Path, document: &Document<ModeFile>) -> anyhow::Result<()
         // Several keys are refused by `check_needs`, whatever their values.
         let entries: Vec<_> = done.entries().collect();
         if let [(kind, None)] = entries.as_slice() {
-            return Err(located(
-                format!("step `{id}`: `done.{kind}` needs a name, not null"),
+            let problem = CompileErrorKind::DoneWithoutName {
+                step: id.clone(),
+                kind: kind.to_string(),
+            };
+            return Err(problem_at(
+                problem,
                 document
                     .positions()
                     .value(&["steps", id, "done", kind.as_str()]),
@@ -717,33 +728,24 @@ fn check_needs(path: &Path, document: &Document<ModeFile>) -> anyhow::Result<()>
     for (id, step) in steps {
         if step.docker.is_empty() == step.archive.is_none() {
             let (line, col) = document.positions().key(&["steps", id.as_str()]);
-            return Err(Error::new(
-                Kind::Config,
-                format!("step `{id}` needs exactly one of `docker` (an argv) and `archive`"),
-            )
-            .at(path, &document.text, line, col)
-            .into());
+            let step = id.clone();
+            return Err(Error::of(CompileErrorKind::DockerOrArchive { step })
+                .at(path, &document.text, line, col)
+                .into());
         }
         if step.archive.is_some() && !step.then.is_empty() {
             let (line, col) = document.positions().key(&["steps", id.as_str(), "then"]);
-            return Err(Error::new(
-                Kind::Config,
-                format!("step `{id}`: `then` goes with `docker`, not with `archive`"),
-            )
-            .at(path, &document.text, line, col)
-            .into());
+            let step = id.clone();
+            return Err(Error::of(CompileErrorKind::ThenWithArchive { step })
+                .at(path, &document.text, line, col)
+                .into());
         }
         if step.done.as_ref().is_some_and(|d| d.object().is_none()) {
             let (line, col) = document.positions().key(&["steps", id.as_str(), "done"]);
-            return Err(Error::new(
-                Kind::Config,
-                format!(
-                    "step `{id}`: `done` takes exactly one of `image`, `volume`, `container`, \
-                     `stamp`, `service`"
-                ),
-            )
-            .at(path, &document.text, line, col)
-            .into());
+            let step = id.clone();
+            return Err(Error::of(CompileErrorKind::DoneObjects { step })
+                .at(path, &document.text, line, col)
+                .into());
         }
         for (index, need) in step.needs.iter().enumerate() {
             // `mode.step` reaches into a required mode; that is checked when the graph is built.
@@ -756,11 +758,11 @@ fn check_needs(path: &Path, document: &Document<ModeFile>) -> anyhow::Result<()>
                     document
                         .positions()
                         .value(&["steps", id.as_str(), "needs", index.as_str()]);
-                let mut error = Error::new(
-                    Kind::Config,
-                    format!("step `{id}` needs `{need}`, which is not a step of this mode"),
-                )
-                .at(path, &document.text, line, col);
+                let problem = CompileErrorKind::NeedsStepOfNoMode {
+                    step: id.clone(),
+                    need: need.clone(),
+                };
+                let mut error = Error::of(problem).at(path, &document.text, line, col);
                 if let Some(suggestion) = did_you_mean(need, steps.keys().map(String::as_str)) {
                     error = error.note(format!("did you mean `{suggestion}`?"));
                 }
@@ -775,12 +777,10 @@ fn check_needs(path: &Path, document: &Document<ModeFile>) -> anyhow::Result<()>
                     document
                         .positions()
                         .value(&["steps", id.as_str(), "needs", index.as_str()]);
-                return Err(Error::new(
-                    Kind::Config,
-                    format!("step `{id}` needs itself (a cycle)"),
-                )
-                .at(path, &document.text, line, col)
-                .into());
+                let step = id.clone();
+                return Err(Error::of(CompileErrorKind::NeedsItself { step })
+                    .at(path, &document.text, line, col)
+                    .into());
             }
         }
     }

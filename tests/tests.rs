@@ -18,6 +18,7 @@ mod support;
 mod bad_input;
 mod check;
 mod cli;
+mod compile_errors;
 mod e2e;
 mod e2e_lock;
 mod e2e_podman;

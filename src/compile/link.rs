@@ -11,7 +11,7 @@ use petgraph::graph::{DiGraph, NodeIndex};
 use super::modes::LoadedMode;
 use super::render::{Origin, RenderedSteps};
 use super::Compiler;
-use crate::error::{did_you_mean, Kind};
+use crate::error::{did_you_mean, CompileErrorKind};
 
 /// The steps while edges are added. Nodes are step indexes, then barriers (see
 /// `add_mode_edges`), numbered from the number of steps on; edges point from a need to the step
@@ -233,12 +233,12 @@ impl Compiler<'_> {
         } = need;
         let (need_mode, _) = qualified.split_once('.').unwrap_or(("", ""));
         let need_index = need_index.to_string();
-        let mut error = mode.error_at(
-            Kind::Config,
-            format!(
-                "step `{}` needs `{need}`, which is not a step of this plan",
-                origin.name
-            ),
+        let problem = CompileErrorKind::NeedsMissingStep {
+            step: origin.name.clone(),
+            need: need.to_string(),
+        };
+        let mut error = mode.problem_at(
+            problem,
             mode.document
                 .positions()
                 .value(&["steps", &origin.name, "needs", &need_index]),
@@ -319,8 +319,8 @@ impl Compiler<'_> {
     /// Steps that need each other, located at the first step's need that closes the cycle (or
     /// at the step, when its mode's `requires` does).
     fn cycle_error(&self, rendered: &RenderedSteps, cycle: &Cycle) -> anyhow::Error {
-        let names: Vec<&str> = (cycle.steps.iter())
-            .map(|&i| rendered.steps[i].id.as_str())
+        let steps: Vec<String> = (cycle.steps.iter())
+            .map(|&i| rendered.steps[i].id.clone())
             .collect();
         let origin = &rendered.origins[cycle.steps[0]];
         let mode = &self.loaded[origin.mode];
@@ -332,8 +332,8 @@ impl Compiler<'_> {
             }
             None => positions.key(&["steps", &origin.name]),
         };
-        let message = format!("steps need each other in a cycle: {}", names.join(" → "));
-        mode.error_at(Kind::Config, message, at).into()
+        mode.problem_at(CompileErrorKind::StepCycle { steps }, at)
+            .into()
     }
 }
 

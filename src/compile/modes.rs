@@ -9,7 +9,7 @@ use indexmap::IndexMap;
 
 use super::Compiler;
 use crate::config::Found;
-use crate::error::{did_you_mean, Error, Kind};
+use crate::error::{did_you_mean, CompileErrorKind, Error, Kind};
 use crate::mode::{self, ModeFile, StepSpec};
 use crate::plan::{ModeDecision, Source};
 use crate::template;
@@ -41,6 +41,11 @@ impl LoadedMode {
 
     pub fn error_at(&self, kind: Kind, message: String, (line, col): (usize, usize)) -> Error {
         Error::new(kind, message).at(&self.found.path, &self.document.text, line, col)
+    }
+
+    /// `problem`, at `line:col` of this file.
+    pub fn problem_at(&self, problem: CompileErrorKind, (line, col): (usize, usize)) -> Error {
+        Error::of(problem).at(&self.found.path, &self.document.text, line, col)
     }
 
     fn step_lines(&self) -> Option<&HashMap<String, usize>> {
@@ -119,13 +124,11 @@ impl Compiler<'_> {
         let requested = self.invocation.mode.clone();
         if self.load_mode(&requested)?.is_none() {
             let modes = self.mode_names();
-            let mut error = Error::new(
-                Kind::NotFound,
-                format!(
-                    "unknown mode `{requested}` for {} {}",
-                    self.invocation.language, self.invocation.variant
-                ),
-            );
+            let mut error = Error::of(CompileErrorKind::UnknownMode {
+                mode: requested.clone(),
+                language: self.invocation.language.clone(),
+                variant: self.invocation.variant.clone(),
+            });
             if let Some(s) = did_you_mean(&requested, modes.iter().map(String::as_str)) {
                 error = error.note(format!("did you mean `{s}`?"));
             }
@@ -195,27 +198,23 @@ impl Compiler<'_> {
             .value(&["steps", &need.step, "needs", &index]);
         let Some(steps) = steps else {
             let modes = self.mode_names();
-            let mut error = mode.error_at(
-                Kind::Config,
-                format!(
-                    "step `{}` needs `{other}.{other_step}`, but there is no mode `{other}`",
-                    need.step
-                ),
-                at,
-            );
+            let problem = CompileErrorKind::NeedsUnknownMode {
+                step: need.step.to_owned(),
+                mode: other.to_owned(),
+                need: other_step.to_owned(),
+            };
+            let mut error = mode.problem_at(problem, at);
             if let Some(s) = did_you_mean(other, modes.iter().map(String::as_str)) {
                 error = error.note(format!("did you mean `{s}.{other_step}`?"));
             }
             return error.note(format!("modes: {}", modes.join(", ")));
         };
-        let mut error = mode.error_at(
-            Kind::Config,
-            format!(
-                "step `{}` needs `{other}.{other_step}`, which is not a step of mode `{other}`",
-                need.step
-            ),
-            at,
-        );
+        let problem = CompileErrorKind::NeedsUnknownStep {
+            step: need.step.to_owned(),
+            mode: other.to_owned(),
+            need: other_step.to_owned(),
+        };
+        let mut error = mode.problem_at(problem, at);
         if let Some(s) = did_you_mean(other_step, steps.iter().map(String::as_str)) {
             error = error.note(format!("did you mean `{other}.{s}`?"));
         }
@@ -286,9 +285,8 @@ impl Compiler<'_> {
         };
         let renderer = self.renderer_for(mode)?;
         let keep = renderer.truth(when).map_err(|e| {
-            mode.error_at(
-                Kind::Config,
-                format!("in `when`: {}", renderer.explain(when, true, &e)),
+            mode.problem_at(
+                CompileErrorKind::When(renderer.explain(when, true, &e)),
                 mode.document.positions().value(&["when"]),
             )
         })?;
@@ -326,26 +324,24 @@ impl Compiler<'_> {
             let mode = &self.loaded[name];
             let index = index.to_string();
             return Err(mode
-                .error_at(
-                    Kind::Config,
-                    format!(
-                        "mode `{name}` is {} modes down a chain of `requires`; at most \
-                         {REQUIRES_DEPTH} are allowed",
-                        stack.len()
-                    ),
+                .problem_at(
+                    CompileErrorKind::RequiresTooDeep {
+                        mode: name.to_owned(),
+                        depth: stack.len(),
+                        limit: REQUIRES_DEPTH,
+                    },
                     mode.document.positions().value(&["requires", &index]),
                 )
                 .into());
         }
         if let Some(at) = stack.iter().position(|m| m == required) {
-            let mut cycle: Vec<&str> = stack[at..].iter().map(String::as_str).collect();
-            cycle.push(required);
+            let mut cycle: Vec<String> = stack[at..].to_vec();
+            cycle.push(required.to_owned());
             let mode = &self.loaded[name];
             let index = index.to_string();
             return Err(mode
-                .error_at(
-                    Kind::Config,
-                    format!("modes require each other in a cycle: {}", cycle.join(" → ")),
+                .problem_at(
+                    CompileErrorKind::ModeCycle { modes: cycle },
                     mode.document.positions().value(&["requires", &index]),
                 )
                 .into());
@@ -356,9 +352,12 @@ impl Compiler<'_> {
         let mode = &self.loaded[name];
         let modes = self.mode_names();
         let index = index.to_string();
-        let mut error = mode.error_at(
-            Kind::Config,
-            format!("mode `{name}` requires `{required}`, which is not defined"),
+        let problem = CompileErrorKind::RequiresUnknown {
+            mode: name.to_owned(),
+            required: required.to_owned(),
+        };
+        let mut error = mode.problem_at(
+            problem,
             mode.document.positions().value(&["requires", &index]),
         );
         if let Some(s) = did_you_mean(required, modes.iter().map(String::as_str)) {

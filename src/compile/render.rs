@@ -13,7 +13,7 @@ use super::modes::LoadedMode;
 use super::Compiler;
 use crate::archive::ArchivePlan;
 use crate::docker::docker_head;
-use crate::error::Kind;
+use crate::error::{CompileErrorKind, TemplateProblem};
 use crate::mode::{ArchiveSpec, Output, Ready, Slot, StdinSpec, StepSpec, TemplateField};
 use crate::names::{instance_labels, Names, LABEL_PREFIX};
 use crate::plan::{DoneObject, ExcludedStep, Step};
@@ -130,8 +130,8 @@ struct StepAt<'a> {
 }
 
 impl StepAt<'_> {
-    fn error(&self, message: String, at: (usize, usize)) -> anyhow::Error {
-        self.mode.error_at(Kind::Config, message, at).into()
+    fn error(&self, problem: CompileErrorKind, at: (usize, usize)) -> anyhow::Error {
+        self.mode.problem_at(problem, at).into()
     }
 
     /// The position of the value at `below` (a path below the step).
@@ -169,12 +169,12 @@ impl StepAt<'_> {
         let parts = field.path.parts();
         let below: Vec<&str> = parts.iter().map(String::as_str).collect();
         let (line, mut col) = self.value_at(&below);
-        let message = self.renderer.explain(field.source, field.is_expression, &e);
-        if let Some(name) = undefined_name(&message) {
+        let problem = self.renderer.explain(field.source, field.is_expression, &e);
+        if let TemplateProblem::Undefined { name, .. } = &problem {
             let text = &self.mode.document.text;
             col = crate::error::column_within(text, line, col, field.source, name);
         }
-        self.error(message, (line, col))
+        self.error(CompileErrorKind::Template(problem), (line, col))
     }
 
     /// The docker argv after the head starts with a subcommand, not an option.
@@ -185,14 +185,11 @@ impl StepAt<'_> {
         else {
             return Ok(());
         };
-        Err(self.error(
-            format!(
-                "step `{}`: the docker argv starts with {first:?}, not a subcommand such as `run` \
-                 (global options come from --context and DOCKER_HOST)",
-                self.name
-            ),
-            self.value_at(&["docker", "0"]),
-        ))
+        let problem = CompileErrorKind::ArgvStartsWithOption {
+            step: self.name.to_owned(),
+            first: first.clone(),
+        };
+        Err(self.error(problem, self.value_at(&["docker", "0"])))
     }
 
     /// The `done` object with its rendered name, which must name a docker object.
@@ -204,13 +201,12 @@ impl StepAt<'_> {
         let name = rendered.unwrap_or_default();
         // An empty name would make the probe ask about nothing in particular.
         if name.is_empty() || name.contains(|c: char| c.is_whitespace() || c.is_control()) {
-            return Err(self.error(
-                format!(
-                    "step `{}`: done.{kind} renders to {name:?}, which is not a docker object name",
-                    self.name
-                ),
-                self.value_at(&["done", kind]),
-            ));
+            let problem = CompileErrorKind::DoneName {
+                step: self.name.to_owned(),
+                kind: kind.to_owned(),
+                name,
+            };
+            return Err(self.error(problem, self.value_at(&["done", kind])));
         }
         Ok(Some(DoneObject {
             kind: done.kind(),
@@ -228,13 +224,11 @@ impl StepAt<'_> {
             return Ok(None);
         };
         if let Some(address) = tcp.as_ref().filter(|a| !is_tcp_address(a)) {
-            return Err(self.error(
-                format!(
-                    "step `{}`: ready.tcp {address:?} is not `host:port` or a port (1-65535)",
-                    self.name
-                ),
-                self.value_at(&["ready", "tcp"]),
-            ));
+            let problem = CompileErrorKind::ReadyTcp {
+                step: self.name.to_owned(),
+                address: address.clone(),
+            };
+            return Err(self.error(problem, self.value_at(&["ready", "tcp"])));
         }
         Ok(Some(Box::new(Ready {
             command,
@@ -247,14 +241,10 @@ impl StepAt<'_> {
     fn check_stdin(&self) -> anyhow::Result<()> {
         let spec = self.spec;
         if spec.stdin.is_some() && (spec.interactive || spec.output == Output::Raw) {
-            return Err(self.error(
-                format!(
-                    "step `{}` reads `stdin` from a directory, so it cannot also be interactive \
-                     or have raw output (which give it the user's stdin)",
-                    self.name
-                ),
-                self.key_at(&["stdin"]),
-            ));
+            let problem = CompileErrorKind::StdinAndTerminal {
+                step: self.name.to_owned(),
+            };
+            return Err(self.error(problem, self.key_at(&["stdin"])));
         }
         Ok(())
     }
@@ -349,10 +339,10 @@ impl Compiler<'_> {
             ),
         };
         if fields.argv.len() == head_len {
-            return Err(at.error(
-                format!("step `{}` has an empty `docker` argv", at.name),
-                at.key_at(&["docker"]),
-            ));
+            let problem = CompileErrorKind::EmptyArgv {
+                step: at.name.to_owned(),
+            };
+            return Err(at.error(problem, at.key_at(&["docker"])));
         }
         let done = at.done(fields.done)?;
         let ready = at.ready(fields.ready_command, fields.ready_tcp)?;
@@ -402,13 +392,11 @@ impl Compiler<'_> {
         match &self.lock {
             Some(lock) if !lock.name.ends_with(".json") => Ok(Some(Box::new(lock.target.clone()))),
             _ => Err(at.error(
-                format!(
-                    "step `{}` has `writes_lock`, but {} has no lock of host_container's own \
-                     (`{}` in its language.yaml, not npm's package-lock.json)",
-                    at.name,
-                    self.invocation.language,
-                    crate::lock::LOCK_FILE
-                ),
+                CompileErrorKind::WritesLockWithoutLock {
+                    step: at.name.to_owned(),
+                    language: self.invocation.language.clone(),
+                    setting: crate::lock::LOCK_FILE.to_owned(),
+                },
                 at.key_at(&["writes_lock"]),
             )),
         }
@@ -427,20 +415,16 @@ impl Compiler<'_> {
             let at_command = || at.value_at(&["then", &index.to_string()]);
             match args.first() {
                 None => {
-                    return Err(at.error(
-                        format!("step `{}`: command {index} of `then` is empty", at.name),
-                        at_command(),
-                    ))
+                    let step = at.name.to_owned();
+                    return Err(at.error(CompileErrorKind::ThenEmpty { step, index }, at_command()));
                 }
                 Some(first) if first.is_empty() || first.starts_with('-') => {
-                    return Err(at.error(
-                        format!(
-                            "step `{}`: command {index} of `then` starts with {first:?}, not a \
-                             subcommand such as `commit`",
-                            at.name
-                        ),
-                        at_command(),
-                    ))
+                    let problem = CompileErrorKind::ThenStartsWithOption {
+                        step: at.name.to_owned(),
+                        index,
+                        first: first.clone(),
+                    };
+                    return Err(at.error(problem, at_command()));
                 }
                 Some(_) => {}
             }
@@ -484,14 +468,6 @@ impl Compiler<'_> {
             plan,
         }
     }
-}
-
-/// The variable an "undefined variable `NAME`" message names.
-fn undefined_name(message: &str) -> Option<&str> {
-    message
-        .strip_prefix("undefined variable `")?
-        .split('`')
-        .next()
 }
 
 /// `host:port` (a host name, an IPv4 address or a bracketed IPv6 address) or a bare port.

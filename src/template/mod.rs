@@ -9,6 +9,8 @@ use std::sync::Arc;
 use minijinja::value::{Object, ObjectRepr, Value, ValueKind};
 use minijinja::{Environment, UndefinedBehavior};
 
+use crate::error::TemplateProblem;
+
 mod chains;
 mod guard;
 
@@ -548,12 +550,17 @@ fn undefined() -> minijinja::Error {
 impl Renderer {
     /// A template error as one line that, for an undefined variable, names it (and suggests
     /// the closest defined one): minijinja's strict mode only says "undefined value".
-    pub fn explain(&self, source: &str, is_expression: bool, error: &minijinja::Error) -> String {
+    pub fn explain(
+        &self,
+        source: &str,
+        is_expression: bool,
+        error: &minijinja::Error,
+    ) -> TemplateProblem {
         // A source past the bounds of `chains` is never handed to minijinja's parser.
         if error.kind() != minijinja::ErrorKind::UndefinedError
             || chains::check(source, is_expression).is_err()
         {
-            return describe(error);
+            return TemplateProblem::Other(describe(error));
         }
         let names = if is_expression {
             compile_expression(&self.env, source).map(|e| e.undeclared_variables(true))
@@ -583,18 +590,17 @@ impl Renderer {
                         .take(depth + 1)
                         .collect::<Vec<_>>()
                         .join(".");
-                    let mut text = format!("undefined variable `{missing}`");
-                    if let Some(s) =
-                        crate::error::did_you_mean(part, known.iter().map(String::as_str))
-                    {
-                        text.push_str(&format!(" (did you mean `{s}`?)"));
-                    }
-                    return text;
+                    let suggestion =
+                        crate::error::did_you_mean(part, known.iter().map(String::as_str));
+                    return TemplateProblem::Undefined {
+                        name: missing,
+                        suggestion: suggestion.map(str::to_owned),
+                    };
                 }
                 value = next;
             }
         }
-        describe(error)
+        TemplateProblem::Other(describe(error))
     }
 }
 
@@ -636,7 +642,7 @@ mod tests {
     fn minijinja_alone(
         r: &Renderer,
         source: &str,
-    ) -> Result<String, (minijinja::ErrorKind, String)> {
+    ) -> Result<String, (minijinja::ErrorKind, TemplateProblem)> {
         (r.env.template_from_str(source))
             .and_then(|t| t.render(&r.context))
             .map_err(|e| (e.kind(), r.explain(source, false, &e)))
@@ -707,12 +713,20 @@ mod tests {
             r.render("{{ imgae }}").unwrap_err().kind(),
             minijinja::ErrorKind::UndefinedError
         );
+        let problem = r.explain(
+            "{{ names.prefx }}",
+            false,
+            &r.render("{{ names.prefx }}").unwrap_err(),
+        );
         assert_eq!(
-            r.explain(
-                "{{ names.prefx }}",
-                false,
-                &r.render("{{ names.prefx }}").unwrap_err()
-            ),
+            problem,
+            TemplateProblem::Undefined {
+                name: "names.prefx".into(),
+                suggestion: Some("prefix".into()),
+            }
+        );
+        assert_eq!(
+            problem.to_string(),
             "undefined variable `names.prefx` (did you mean `prefix`?)"
         );
     }

@@ -487,9 +487,14 @@ impl Collected {
 
 /// Whether a run ran `step`: made a docker call of that step. (A step's announcement line says
 /// nothing: raw steps are never announced, and a skipped step of the requested mode is.)
+/// A stamp's `volume create` carries its step's labels too (restore writes stamps back from a
+/// manifest), so writing a stamp is not running the step.
 pub fn ran(run: &Run, step: &str) -> bool {
     let marker = step_marker(step);
-    run.calls.iter().any(|call| call.contains(&marker))
+    let stamp = "--label=org.docker-meta.host_container.stamp=1".to_owned();
+    run.calls
+        .iter()
+        .any(|call| call.contains(&marker) && !call.contains(&stamp))
 }
 
 pub fn stdout(output: &Output) -> String {
