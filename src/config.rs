@@ -336,10 +336,11 @@ fn accessible(path: &Path, mode: libc::c_int) -> std::io::Result<()> {
 }
 
 fn cannot_read(path: &Path, e: &std::io::Error, what: &str) -> anyhow::Error {
-    crate::error::Error::new(
-        Kind::Config,
-        format!("{} cannot be read ({what}): {e}", path.display()),
-    )
+    crate::error::Error::of(crate::error::LoadErrorKind::Unreadable {
+        file: path.display().to_string(),
+        what: what.to_owned(),
+        reason: e.to_string(),
+    })
     .note(
         "make it readable for this user, or leave the layer out: an unreadable file would be \
          skipped and another layer's used instead",

@@ -18,7 +18,7 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 
 use crate::config::Layers;
-use crate::error::{Error, Kind};
+use crate::error::{Error, LoadErrorKind};
 use crate::yaml::{self, Document};
 
 /// The file name of a language's (or a variant's) settings inside `<language>/config/`.
@@ -101,16 +101,16 @@ pub fn load_file(path: &Path) -> anyhow::Result<Document<LanguageFile>> {
         let identifier = key.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
             && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
         let problem = if !identifier {
-            format!("vars: `{key}` is not a template variable name")
+            LoadErrorKind::VarNotIdentifier { key: key.clone() }
         } else if crate::template::BUILTINS.contains(&key.as_str()) {
-            format!("vars: `{key}` is a built-in variable and cannot be replaced")
+            LoadErrorKind::VarIsBuiltin { key: key.clone() }
         } else if crate::template::FUNCTIONS.contains(&key.as_str()) {
-            format!("vars: `{key}` is a template function and cannot be replaced")
+            LoadErrorKind::VarIsFunction { key: key.clone() }
         } else {
             continue;
         };
         let (line, col) = document.positions().key(&["vars", key]);
-        return Err(Error::new(Kind::Config, problem)
+        return Err(Error::of(problem)
             .at(path, &document.text, line, col)
             .into());
     }

@@ -75,7 +75,9 @@ pub use print::render;
 pub use state::{unprobed, Force};
 
 // What a mode-file or compile error is, as data, and where it points.
-pub use error::{compile_kind_of, CompileErrorKind, Error, TemplateProblem};
+pub use error::{
+    compile_kind_of, CompileErrorKind, Error, LoadErrorKind, TemplateProblem, ValueProblem,
+};
 
 // One mode file, `--validate`, the template bounds, client bind mounts.
 pub use engine::client_paths;

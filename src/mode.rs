@@ -10,7 +10,7 @@ use schemars::{json_schema, JsonSchema, Schema, SchemaGenerator};
 use serde::de::{self, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
 
-use crate::error::{did_you_mean, fail, CompileErrorKind, Error, Kind};
+use crate::error::{did_you_mean, fail, CompileErrorKind, Error, Kind, LoadErrorKind};
 use crate::yaml::{self, Document};
 
 /// One mode: what it is for, which modes must run first, and its steps.
@@ -635,15 +635,13 @@ pub fn load(path: &Path, bytes: &[u8]) -> anyhow::Result<Document<ModeFile>> {
     document.value.steps.shrink_to_fit();
     if let Some((id, _)) = document.value.steps.get_index(MAX_STEPS) {
         let (line, col) = document.positions().key(&["steps", id.as_str()]);
-        return Err(Error::new(
-            Kind::Config,
-            format!(
-                "{} steps, more than the {MAX_STEPS} a mode file may have",
-                document.value.steps.len()
-            ),
-        )
-        .at(path, &document.text, line, col)
-        .into());
+        let problem = LoadErrorKind::TooManySteps {
+            steps: document.value.steps.len(),
+            limit: MAX_STEPS,
+        };
+        return Err(Error::of(problem)
+            .at(path, &document.text, line, col)
+            .into());
     }
     check_needs(path, &document)?;
     Ok(document)
@@ -654,7 +652,7 @@ pub fn load(path: &Path, bytes: &[u8]) -> anyhow::Result<Document<ModeFile>> {
 pub const MAX_READY_TIMEOUT: u64 = 24 * 60 * 60;
 
 /// Step ids are joined to mode names with `.` and shown in logs and labels: they are names.
-fn check_step_id(id: &str) -> Result<(), String> {
+fn check_step_id(id: &str) -> Result<(), LoadErrorKind> {
     let valid = !id.is_empty()
         && id.len() <= 64
         && id
@@ -663,28 +661,23 @@ fn check_step_id(id: &str) -> Result<(), String> {
     if valid {
         Ok(())
     } else {
-        Err(format!(
-            "step id {id:?} is not a valid name: use 1 to 64 letters, digits, `_` and `-` (a \
-             `.` joins a mode and a step in `needs`)"
-        ))
+        Err(LoadErrorKind::StepId { id: id.to_owned() })
     }
 }
 
 /// Values that are checked where they are written, before any template is rendered.
 fn check_values(path: &Path, document: &Document<ModeFile>) -> anyhow::Result<()> {
-    let located = |message: String, (line, col): (usize, usize)| -> anyhow::Error {
-        Error::new(Kind::Config, message)
-            .at(path, &document.text, line, col)
-            .into()
-    };
     let problem_at = |problem: CompileErrorKind, (line, col): (usize, usize)| -> anyhow::Error {
         Error::of(problem)
             .at(path, &document.text, line, col)
             .into()
     };
     for (id, step) in &document.value.steps {
-        if let Err(message) = check_step_id(id) {
-            return Err(located(message, document.positions().key(&["steps", id])));
+        if let Err(problem) = check_step_id(id) {
+            return Err(problem_at(
+                problem.into(),
+                document.positions().key(&["steps", id]),
+            ));
         }
         if let Some(ready) = &step.ready {
             if ready.timeout > MAX_READY_TIMEOUT {

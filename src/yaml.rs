@@ -14,7 +14,7 @@ use std::path::Path;
 use serde::de::DeserializeOwned;
 use serde_saphyr::granit_parser::{Event, Marker, Parser, ScanError, Span, SpannedEventReceiver};
 
-use crate::error::{did_you_mean, excerpt, Error, Kind};
+use crate::error::{did_you_mean, excerpt, Error, LoadErrorKind, ValueProblem};
 
 /// Larger mode files are almost certainly a mistake (or an attack); 10,000 generated steps take
 /// about 1 MiB.
@@ -335,14 +335,12 @@ fn saphyr_options() -> serde_saphyr::Options {
 
 /// Reads `path` as UTF-8 YAML of type `T`, turning every problem into an error at file:line:col.
 pub fn load<T: DeserializeOwned>(path: &Path, bytes: &[u8]) -> anyhow::Result<Document<T>> {
-    let config_error = |message: String| Error::new(Kind::Config, message);
     if bytes.len() > MAX_FILE_BYTES {
-        return Err(config_error(format!(
-            "{}: file is {} bytes, more than the {} a mode file may have",
-            path.display(),
-            bytes.len(),
-            MAX_FILE_BYTES
-        ))
+        return Err(Error::of(LoadErrorKind::TooLarge {
+            file: path.display().to_string(),
+            bytes: bytes.len(),
+            limit: MAX_FILE_BYTES,
+        })
         .into());
     }
     let text = match std::str::from_utf8(bytes) {
@@ -356,13 +354,14 @@ pub fn load<T: DeserializeOwned>(path: &Path, bytes: &[u8]) -> anyhow::Result<Do
                 .count()
                 + 1;
             let lossy = String::from_utf8_lossy(bytes).into_owned();
-            return Err(config_error("file is not valid UTF-8".into())
+            return Err(Error::of(LoadErrorKind::NotUtf8)
                 .at(path, &lossy, line, col)
                 .into());
         }
     };
     if text.trim().is_empty() {
-        return Err(config_error(format!("{}: file is empty", path.display()))
+        let file = path.display().to_string();
+        return Err(Error::of(LoadErrorKind::Empty { file })
             .note("a mode file needs at least `steps:`")
             .into());
     }
@@ -382,22 +381,18 @@ pub fn load<T: DeserializeOwned>(path: &Path, bytes: &[u8]) -> anyhow::Result<Do
                 positions,
             })
         }
-        Err(e @ serde_saphyr::Error::Budget { .. }) => Err(located(path, &text, &e, None).into()),
+        Err(e @ serde_saphyr::Error::Budget { .. }) => {
+            Err(located(path, &text, &e, None, None).into())
+        }
         Err(e) => Err(explained(path, &text, &e).into()),
     }
 }
 
 /// A tag, refused by name where it is written.
 fn tag_error(path: &Path, text: &str, (tag, (line, col)): (String, (usize, usize))) -> Error {
-    Error::new(
-        Kind::Config,
-        format!(
-            "YAML tag `{}` is not supported in mode files",
-            excerpt(&tag)
-        ),
-    )
-    .at(path, text, line, col)
-    .note("write the value itself: tags such as `!include` or `!!binary` have no meaning here")
+    Error::of(LoadErrorKind::Tag { tag })
+        .at(path, text, line, col)
+        .note("write the value itself: tags such as `!include` or `!!binary` have no meaning here")
 }
 
 /// A failed read explained by a walk over the file's events (bounded like the read): a tag or
@@ -409,19 +404,16 @@ fn explained(path: &Path, text: &str, e: &serde_saphyr::Error) -> Error {
         return tag_error(path, text, tag);
     }
     if indexer.aliases > MAX_ALIASES {
-        return Error::new(
-            Kind::Config,
-            format!(
-                "{}: {} YAML aliases, more than the {MAX_ALIASES} allowed (an alias bomb?)",
-                path.display(),
-                indexer.aliases
-            ),
-        );
+        return Error::of(LoadErrorKind::TooManyAliases {
+            file: path.display().to_string(),
+            aliases: indexer.aliases,
+            limit: MAX_ALIASES,
+        });
     }
     if let Err(scan) = syntax {
         let (line, col) = at(scan.marker());
-        let error = Error::new(Kind::Config, format!("invalid YAML: {}", scan.info()))
-            .at(path, text, line, col);
+        let detail = scan.info().to_owned();
+        let error = Error::of(LoadErrorKind::Syntax { detail }).at(path, text, line, col);
         return if scan.info().contains("limit") {
             error.note(format!(
                 "a mode file may nest {MAX_DEPTH} levels deep, and a key without quotes may be \
@@ -431,14 +423,7 @@ fn explained(path: &Path, text: &str, e: &serde_saphyr::Error) -> Error {
             error
         };
     }
-    let mut error = located(path, text, e, indexer.target_path);
-    if let Some(scalar) = indexer
-        .target_scalar
-        .filter(|s| !error.message.contains(s.as_str()))
-    {
-        error.message = format!("{} (found `{scalar}`)", error.message);
-    }
-    error
+    located(path, text, e, indexer.target_path, indexer.target_scalar)
 }
 
 /// Where serde-saphyr's error points, lines and columns from 1.
@@ -469,50 +454,61 @@ fn anchored(text: &str, (line, col): (usize, usize)) -> (usize, usize) {
     }
 }
 
-/// serde-saphyr's error as ours: its message (after the path of the value, when known), its
-/// position, and a suggestion for a misspelled field.
-fn located(path: &Path, text: &str, e: &serde_saphyr::Error, at: Option<String>) -> Error {
+/// serde-saphyr's error as ours: its problem (after the path of the value, when known, and
+/// with the scalar found there), its position, and a suggestion for a misspelled field.
+fn located(
+    path: &Path,
+    text: &str,
+    e: &serde_saphyr::Error,
+    at: Option<String>,
+    found: Option<String>,
+) -> Error {
     let (line, col) = anchored(text, position(e));
     let mut notes = Vec::new();
-    let message = match e {
-        serde_saphyr::Error::Budget { breach, .. } => format!(
-            "the file exceeds what a mode file may hold ({breach:?}): at most {MAX_DEPTH} levels \
-             deep, {MAX_NODES} nodes, {MAX_ALIASES} aliases and {} MiB of text",
-            MAX_FILE_BYTES >> 20
-        ),
-        serde_saphyr::Error::DuplicateMappingKey { key, .. } => {
-            format!("duplicate key `{}`", excerpt(key.as_deref().unwrap_or("")))
+    let problem = match e {
+        serde_saphyr::Error::Budget { breach, .. } => {
+            let budget = LoadErrorKind::Budget {
+                breach: format!("{breach:?}"),
+                depth: MAX_DEPTH,
+                nodes: MAX_NODES,
+                aliases: MAX_ALIASES,
+                mebibytes: MAX_FILE_BYTES >> 20,
+            };
+            return Error::of(budget).at(path, text, line, col);
         }
+        serde_saphyr::Error::DuplicateMappingKey { key, .. } => ValueProblem::DuplicateKey {
+            key: key.clone().unwrap_or_default(),
+        },
         serde_saphyr::Error::SerdeUnknownField {
             field, expected, ..
         } => {
             if let Some(suggestion) = did_you_mean(field, expected.iter().copied()) {
                 notes.push(format!("did you mean `{suggestion}`?"));
             }
-            format!(
-                "unknown field `{}`, expected one of {}",
-                excerpt(field),
-                expected
-                    .iter()
-                    .map(|name| format!("`{name}`"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )
+            ValueProblem::UnknownField {
+                field: field.clone(),
+                expected: expected.iter().map(|name| (*name).to_owned()).collect(),
+            }
         }
         // serde-saphyr may end with " at line L, column C"; the arrow below says it better.
         _ => {
             let message = e.without_snippet().to_string();
-            match message.rfind(" at line ") {
+            ValueProblem::Other(match message.rfind(" at line ") {
                 Some(cut) => message[..cut].to_owned(),
                 None => message,
-            }
+            })
         }
     };
-    let message = match at.filter(|at| !at.is_empty()) {
-        Some(at) if !message.contains(&at) => format!("{at}: {message}"),
-        _ => message,
+    // Neither the path nor the scalar is said twice when serde's words already hold them.
+    let said = problem.to_string();
+    let at = at.filter(|at| !at.is_empty() && !said.contains(at.as_str()));
+    let prefixed = match &at {
+        Some(at) => format!("{at}: {said}"),
+        None => said,
     };
-    let mut error = Error::new(Kind::Config, message).at(path, text, line, col);
+    let found = found.filter(|scalar| !prefixed.contains(scalar.as_str()));
+    let value = LoadErrorKind::Value { at, problem, found };
+    let mut error = Error::of(value).at(path, text, line, col);
     for note in notes {
         error = error.note(note);
     }

@@ -4,7 +4,8 @@
 
 use clap::Parser;
 use host_container::{
-    compile_kind_of, Arguments, CompileErrorKind as K, Invocation, TemplateProblem,
+    compile_kind_of, Arguments, CompileErrorKind as K, Invocation, LoadErrorKind as L,
+    TemplateProblem, ValueProblem,
 };
 
 use crate::support::Sandbox;
@@ -12,6 +13,12 @@ use crate::support::Sandbox;
 /// The error of compiling `python minimal MODE` with `files` (name, text) in a layer's
 /// `config/`, and the line it points at.
 fn compile_error(mode: &str, files: &[(&str, &str)]) -> (K, Option<usize>) {
+    compile_error_of(["python", "minimal", mode], files)
+}
+
+/// The error of compiling `LANGUAGE VARIANT MODE` (`words`) with `files` in a layer's `config/`.
+fn compile_error_of(words: [&str; 3], files: &[(&str, &str)]) -> (K, Option<usize>) {
+    let [language, variant, mode] = words;
     let sandbox = Sandbox::new();
     for (name, text) in files {
         sandbox.write(&format!("config/{name}"), text);
@@ -24,7 +31,6 @@ fn compile_error(mode: &str, files: &[(&str, &str)]) -> (K, Option<usize>) {
         "--plan",
         "--offline",
     ];
-    let words = ["python", "minimal", mode];
     let argv = argv.iter().chain(&words);
     let args = Arguments::try_parse_from(argv).expect("arguments");
     let layers = host_container::Layers::discover(
@@ -36,10 +42,10 @@ fn compile_error(mode: &str, files: &[(&str, &str)]) -> (K, Option<usize>) {
     )
     .expect("layers");
     let invocation =
-        Invocation::from_arguments(&args, "python".into(), "minimal".into(), mode.into())
+        Invocation::from_arguments(&args, language.into(), variant.into(), mode.into())
             .expect("invocation");
     let error = match host_container::compile(&invocation, &layers, None) {
-        Ok(_) => panic!("{mode} compiled"),
+        Ok(_) => panic!("{words:?} compiled"),
         Err(error) => error,
     };
     let kind = compile_kind_of(&error)
@@ -198,4 +204,72 @@ fn an_unknown_mode_is_not_found_not_a_config_error() {
         }
     );
     assert_eq!(sandbox_kind.exit_kind().exit_code(), 66);
+}
+
+/// What goes wrong while a mode file is read is a `Load` kind: the YAML, a value's type, the
+/// checks made where a value is written.
+#[test]
+fn reading_a_mode_file_names_what_is_wrong() {
+    let (kind, line) = one("bad", "steps:\n  a:\n    dockr: [info]\n");
+    let K::Load(L::Value {
+        problem: ValueProblem::UnknownField { field, expected },
+        ..
+    }) = kind
+    else {
+        panic!("{kind:?}");
+    };
+    assert_eq!(field, "dockr");
+    assert!(expected.iter().any(|name| name == "docker"), "{expected:?}");
+    assert_eq!(line, Some(3));
+    let (kind, line) = one(
+        "bad",
+        "steps:\n  a:\n    docker: [info]\n  a:\n    docker: [ps]\n",
+    );
+    assert_eq!(
+        kind,
+        K::Load(L::Value {
+            at: Some("steps.a".into()),
+            problem: ValueProblem::DuplicateKey { key: "a".into() },
+            found: None,
+        })
+    );
+    assert_eq!(line, Some(4));
+    let (kind, _) = one("bad", "steps: [unclosed\n");
+    assert!(matches!(kind, K::Load(L::Syntax { .. })), "{kind:?}");
+    let (kind, line) = one("bad", "steps:\n  a:\n    docker: !include x.yaml\n");
+    assert_eq!(
+        kind,
+        K::Load(L::Tag {
+            tag: "!include".into()
+        })
+    );
+    assert_eq!(line, Some(3));
+    let (kind, line) = one("bad", "steps:\n  a.b:\n    docker: [info]\n");
+    assert_eq!(kind, K::Load(L::StepId { id: "a.b".into() }));
+    assert_eq!(line, Some(2));
+}
+
+#[test]
+fn an_unknown_language_or_variant_is_not_found() {
+    for (language, variant, expected) in [
+        (
+            "nolang",
+            "minimal",
+            K::UnknownLanguage {
+                language: "nolang".into(),
+            },
+        ),
+        (
+            "python",
+            "novariant",
+            K::UnknownVariant {
+                language: "python".into(),
+                variant: "novariant".into(),
+            },
+        ),
+    ] {
+        let (kind, _) = compile_error_of([language, variant, "single"], &[]);
+        assert_eq!(kind, expected);
+        assert_eq!(kind.exit_kind().exit_code(), 66);
+    }
 }

@@ -22,7 +22,7 @@ use indexmap::IndexMap;
 
 use crate::cli::Invocation;
 use crate::config::Layers;
-use crate::error::{did_you_mean, Error, Kind};
+use crate::error::{did_you_mean, CompileErrorKind, Error};
 use crate::plan::{ExcludedStep, ModeDecision, Plan, Step, PLAN_VERSION};
 
 use modes::LoadedMode;
@@ -83,14 +83,10 @@ pub fn compile(
 fn require_lock(invocation: &Invocation, lock: Option<&crate::lock::Lock>) -> anyhow::Result<()> {
     match lock {
         Some(lock) => lock.require(),
-        None => Err(Error::new(
-            Kind::Config,
-            format!(
-                "--locked: {} has no lock file (`{}` is not set in its language.yaml)",
-                invocation.language,
-                crate::lock::LOCK_FILE
-            ),
-        )
+        None => Err(Error::of(CompileErrorKind::NoLockFile {
+            language: invocation.language.clone(),
+            setting: crate::lock::LOCK_FILE.to_owned(),
+        })
         .into()),
     }
 }
@@ -127,7 +123,9 @@ pub fn check_language_variant(
 ) -> anyhow::Result<()> {
     let languages = layers.languages();
     if !languages.iter().any(|l| l == language) {
-        let mut error = Error::new(Kind::NotFound, format!("unknown language `{language}`"));
+        let mut error = Error::of(CompileErrorKind::UnknownLanguage {
+            language: language.to_owned(),
+        });
         if let Some(s) = did_you_mean(language, languages.iter().map(String::as_str)) {
             error = error.note(format!("did you mean `{s}`?"));
         }
@@ -138,10 +136,10 @@ pub fn check_language_variant(
     }
     let variants = layers.variants(language);
     if !variants.iter().any(|v| v == variant) {
-        let mut error = Error::new(
-            Kind::NotFound,
-            format!("unknown variant `{variant}` of {language}"),
-        );
+        let mut error = Error::of(CompileErrorKind::UnknownVariant {
+            language: language.to_owned(),
+            variant: variant.to_owned(),
+        });
         if let Some(s) = did_you_mean(variant, variants.iter().map(String::as_str)) {
             error = error.note(format!("did you mean `{s}`?"));
         }
@@ -176,15 +174,11 @@ impl Compiler<'_> {
             return Ok(());
         }
         let file = lock.found.as_deref().unwrap_or(&lock.target.file);
-        Err(Error::new(
-            Kind::Refused,
-            format!(
-                "{} {} is locked ({}): upgrade would install other versions than the lock's",
-                lock.language,
-                lock.variant,
-                file.display()
-            ),
-        )
+        Err(Error::of(CompileErrorKind::LockedUpgrade {
+            language: lock.language.clone(),
+            variant: lock.variant.clone(),
+            lock: file.display().to_string(),
+        })
         .note(format!(
             "to move the pins, run `{}` again, then init",
             lock.command()
