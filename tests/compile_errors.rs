@@ -273,3 +273,25 @@ fn an_unknown_language_or_variant_is_not_found() {
         assert_eq!(kind.exit_kind().exit_code(), 66);
     }
 }
+
+#[test]
+fn a_modes_vars_and_inputs_name_the_key_and_the_input() {
+    let (kind, line) = one("bad", "vars:\n  image: x\nsteps: {}\n");
+    assert_eq!(
+        kind,
+        K::VarIsBuiltinName {
+            key: "image".into()
+        }
+    );
+    assert_eq!(line, Some(2));
+    let (kind, line) = one(
+        "bad",
+        "steps:\n  a:\n    docker: [info]\n    inputs: [/nonexistent-hc-input]\n    done: {stamp: s}\n",
+    );
+    let K::Input { input, reason } = kind else {
+        panic!("{kind:?}");
+    };
+    assert_eq!(input, "/nonexistent-hc-input");
+    assert!(!reason.is_empty());
+    assert_eq!(line, Some(4));
+}

@@ -13,7 +13,7 @@ use super::modes::LoadedMode;
 use super::Compiler;
 use crate::cli::Invocation;
 use crate::config::Layers;
-use crate::error::{fail, Kind};
+use crate::error::{fail, CompileErrorKind, Kind, TemplateProblem};
 use crate::lock::Lock;
 use crate::names::Names;
 use crate::template::{self, Renderer, BUILTINS};
@@ -201,11 +201,11 @@ impl Compiler<'_> {
                 None => Renderer::new(template::context_value(&context, &self.invocation.command))
                     .render(value)
                     .map_err(|e| {
-                        mode.error_at(
-                            Kind::Config,
-                            format!("in vars.{key}: {}", template::describe(&e)),
-                            mode.document.positions().value(&["vars", key]),
-                        )
+                        let problem = CompileErrorKind::VarTemplate {
+                            key: key.clone(),
+                            problem: TemplateProblem::Other(template::describe(&e)),
+                        };
+                        mode.problem_at(problem, mode.document.positions().value(&["vars", key]))
                     })?,
             };
             context.insert(key.clone(), json!(value));
@@ -223,12 +223,9 @@ impl Compiler<'_> {
             || template::FUNCTIONS.contains(&key)
         {
             let at = mode.document.positions().key(&["vars", key]);
+            let key = key.to_owned();
             return Err(mode
-                .error_at(
-                    Kind::Config,
-                    format!("vars: `{key}` is a built-in name and cannot be replaced"),
-                    at,
-                )
+                .problem_at(CompileErrorKind::VarIsBuiltinName { key }, at)
                 .into());
         }
         let Some(var) = self.language_vars.get(key) else {
@@ -236,16 +233,13 @@ impl Compiler<'_> {
         };
         let at = mode.document.positions().key(&["vars", key]);
         let language = &self.invocation.language;
+        let problem = CompileErrorKind::VarOfLanguage {
+            key: key.to_owned(),
+            language: language.clone(),
+            origin: var.origin.to_string(),
+        };
         Err(mode
-            .error_at(
-                Kind::Config,
-                format!(
-                    "vars: `{key}` is a variable of the language {language} (from {}); \
-                     every mode must see the same value",
-                    var.origin
-                ),
-                at,
-            )
+            .problem_at(problem, at)
             .note(format!(
                 "change it in {language}/config/language.yaml, with --set {key}=… or ${}",
                 crate::language::env_name(language, key)

@@ -13,7 +13,7 @@ use sha2::{Digest, Sha256};
 use super::link::Sealed;
 use super::render::Origin;
 use super::Compiler;
-use crate::error::Kind;
+use crate::error::CompileErrorKind;
 use crate::names::Names;
 use crate::plan::Step;
 use crate::text::contains;
@@ -54,7 +54,7 @@ impl Compiler<'_> {
             step.needs = needs.iter().map(|&n| ids[n].clone()).collect();
             ids.push(step.id.as_str().into());
             step.need_indexes = needs;
-            let input_error = |entry, message| self.input_error(&origins[index], entry, message);
+            let input_error = |entry, problem| self.input_error(&origins[index], entry, problem);
             fingerprint(step, placed, (&masks, head_len), input_error)?;
             super::commands::add(step, &instance, head_len);
         }
@@ -77,12 +77,25 @@ impl Compiler<'_> {
 
     /// A missing or unreadable input, at its entry in the step's `inputs` (`index` counts the
     /// rendered inputs, which a splat can make several of).
-    fn input_error(&self, origin: &Origin, index: usize, message: String) -> anyhow::Error {
+    fn input_error(
+        &self,
+        origin: &Origin,
+        index: usize,
+        problem: CompileErrorKind,
+    ) -> anyhow::Error {
         let mode = &self.loaded[origin.mode];
         let entry = origin.input_entries.get(index).copied().unwrap_or(index);
         let entry = entry.to_string();
         let at = (mode.document.positions()).value(&["steps", &origin.name, "inputs", &entry]);
-        mode.error_at(Kind::Config, message, at).into()
+        mode.problem_at(problem, at).into()
+    }
+}
+
+/// An input that cannot be read or hashed, and why.
+fn unusable(input: &str, reason: &dyn std::fmt::Display) -> CompileErrorKind {
+    CompileErrorKind::Input {
+        input: input.to_owned(),
+        reason: reason.to_string(),
     }
 }
 
@@ -110,7 +123,7 @@ fn fingerprint(
     step: &mut Step,
     earlier: &[Step],
     (masks, head_len): (&[(String, &str)], usize),
-    input_error: impl Fn(usize, String) -> anyhow::Error,
+    input_error: impl Fn(usize, CompileErrorKind) -> anyhow::Error,
 ) -> anyhow::Result<()> {
     // Input paths vary with the layers (content-addressed merged directories) while their
     // content is hashed below, so a step with `done` masks them, and its needs' objects.
@@ -149,11 +162,11 @@ fn fingerprint(
         let sent = step.stdin.as_ref().filter(|stdin| stdin.tar == *input);
         let ignore = match sent {
             Some(stdin) => crate::upload::ignore_of(stdin)
-                .map_err(|e| input_error(index, format!("input `{input}`: {e}")))?,
+                .map_err(|e| input_error(index, unusable(input, &e)))?,
             None => None,
         };
         let (digest, per_file) = hash_input(Path::new(input), ignore.as_ref())
-            .map_err(|e| input_error(index, format!("input `{input}`: {e}")))?;
+            .map_err(|e| input_error(index, unusable(input, &e)))?;
         feed(&digest);
         for (key, file_digest) in per_file {
             files.entry(key).or_insert(file_digest);

@@ -9,7 +9,7 @@ use indexmap::IndexMap;
 
 use super::Compiler;
 use crate::config::Found;
-use crate::error::{did_you_mean, CompileErrorKind, Error, Kind};
+use crate::error::{did_you_mean, CompileErrorKind, Error};
 use crate::mode::{self, ModeFile, StepSpec};
 use crate::plan::{ModeDecision, Source};
 use crate::template;
@@ -37,10 +37,6 @@ impl LoadedMode {
     /// Frees the lines of the steps once they are rendered.
     pub fn rendered(&mut self) {
         self.step_lines = OnceLock::new();
-    }
-
-    pub fn error_at(&self, kind: Kind, message: String, (line, col): (usize, usize)) -> Error {
-        Error::new(kind, message).at(&self.found.path, &self.document.text, line, col)
     }
 
     /// `problem`, at `line:col` of this file.

@@ -26,6 +26,21 @@ pub enum CompileErrorKind {
         variant: String,
         lock: String,
     },
+    /// A mode's var that could not be rendered.
+    VarTemplate {
+        key: String,
+        problem: TemplateProblem,
+    },
+    /// A mode's var named like a built-in variable, the base image or a function.
+    VarIsBuiltinName { key: String },
+    /// A mode's var named like a variable of the language (`origin` says where that is set).
+    VarOfLanguage {
+        key: String,
+        language: String,
+        origin: String,
+    },
+    /// An input of a step that cannot be read or hashed.
+    Input { input: String, reason: String },
     /// The requested mode is defined in no layer.
     UnknownMode {
         mode: String,
@@ -235,6 +250,20 @@ impl CompileErrorKind {
         use CompileErrorKind as K;
         match self {
             K::When(problem) => write!(f, "in `when`: {problem}"),
+            K::VarTemplate { key, problem } => write!(f, "in vars.{key}: {problem}"),
+            K::VarIsBuiltinName { key } => {
+                write!(f, "vars: `{key}` is a built-in name and cannot be replaced")
+            }
+            K::VarOfLanguage {
+                key,
+                language,
+                origin,
+            } => write!(
+                f,
+                "vars: `{key}` is a variable of the language {language} (from {origin}); every \
+                 mode must see the same value"
+            ),
+            K::Input { input, reason } => write!(f, "input `{input}`: {reason}"),
             K::Template(problem) => write!(f, "{problem}"),
             K::ArgvStartsWithOption { step, first } => write!(
                 f,
@@ -626,6 +655,20 @@ mod tests {
         };
         vec![
             CompileErrorKind::When(template),
+            CompileErrorKind::VarTemplate {
+                key: s(),
+                problem: TemplateProblem::Other(s()),
+            },
+            CompileErrorKind::VarIsBuiltinName { key: s() },
+            CompileErrorKind::VarOfLanguage {
+                key: s(),
+                language: s(),
+                origin: s(),
+            },
+            CompileErrorKind::Input {
+                input: s(),
+                reason: s(),
+            },
             CompileErrorKind::Template(TemplateProblem::Other(s())),
             CompileErrorKind::ArgvStartsWithOption {
                 step: s(),
@@ -683,6 +726,10 @@ mod tests {
             | CompileErrorKind::RequiresTooDeep { .. }
             | CompileErrorKind::RequiresUnknown { .. }
             | CompileErrorKind::When(_)
+            | CompileErrorKind::VarTemplate { .. }
+            | CompileErrorKind::VarIsBuiltinName { .. }
+            | CompileErrorKind::VarOfLanguage { .. }
+            | CompileErrorKind::Input { .. }
             | CompileErrorKind::Template(_)
             | CompileErrorKind::ArgvStartsWithOption { .. }
             | CompileErrorKind::EmptyArgv { .. }
